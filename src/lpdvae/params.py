@@ -1,0 +1,333 @@
+"""params.yaml parsed once into frozen dataclasses.
+
+Every step receives a `Params`; nothing else reads params.yaml. Unknown keys, missing keys and
+wrong types fail at load time with the file, the dotted key and the reason, so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message names the file, the key and the reason."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = "demo://bach-chorales?songs=120"
+    sha256: str | None = None
+    max_file_bytes: int = 64 * 2**20
+    max_archive_bytes: int = 8 * 2**30
+    max_archive_members: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    name: str
+    program: int = 0
+    is_drum: bool = False
+    names: tuple[str, ...] = ()
+    programs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RepresentationParams:
+    source_resolution: int = 24
+    beat_resolution: int = 12
+    beats_per_bar: int = 4
+    lowest_pitch: int = 24
+    n_pitches: int = 84
+    n_bars: int = 4
+
+    @property
+    def steps_per_bar(self) -> int:
+        return self.beat_resolution * self.beats_per_bar
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    max_bad_fraction: float = 0.25
+    min_bars: int = 4
+    min_notes: int = 8
+    max_pitch_out_of_range_fraction: float = 0.05
+    max_empty_bar_ratio: float = 0.9
+    max_polyphony: int = 24
+    require_time_signature: str | None = "4/4"
+
+
+@dataclass(frozen=True)
+class TensorizeParams:
+    hop_bars: int = 2
+    max_empty_bars: int = 1
+    shard_size: int = 2048
+    workers: int = 0
+    split_seed: str = "lpdvae"
+    train_fraction: float = 0.8
+    val_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    conv_channels: tuple[int, ...] = (16, 32, 64)
+    bar_embedding: int = 128
+    encoder_hidden: int = 128
+    latent_dim: int = 32
+    conductor_hidden: int = 128
+    decoder_hidden: int = 128
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    seed: int = 1234
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    beta_max: float = 0.5
+    beta_warmup_steps: int = 150
+    free_bits: float = 0.1
+    pos_weight: float = 4.0
+    checkpoint_every_steps: int = 50
+    early_stopping_patience: int = 4
+    nproc: int = 1
+    device: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    seed: int = 7
+    n_samples: int = 8
+    temperature: float = 1.0
+    threshold: float = 0.5
+    render_audio: bool = True
+    soundfont: str = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+    tolerances: dict[str, float] = field(default_factory=dict)
+    min_recon_f1: float = 0.2
+    champion_margin: float = 0.05
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    model_name: str = "lpdvae"
+    auto_promote: bool = True
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    tracking_uri: str | None = None
+    experiment: str = "lpdvae"
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    tracks: tuple[TrackSpec, ...] = ()
+    representation: RepresentationParams = field(default_factory=RepresentationParams)
+    validate: ValidateParams = field(default_factory=ValidateParams)
+    tensorize: TensorizeParams = field(default_factory=TensorizeParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    register: RegisterParams = field(default_factory=RegisterParams)
+    mlflow: MlflowParams = field(default_factory=MlflowParams)
+
+    @property
+    def track_names(self) -> list[str]:
+        return [t.name for t in self.tracks]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys to scalars (lists as JSON), the shape MLflow params and KFP want."""
+        return _flatten(self.to_dict())
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON form: equal params give an equal hash on any runner."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+_CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "representation.beat_resolution": (lambda v: v > 0, "must be > 0"),
+    "representation.source_resolution": (lambda v: v > 0, "must be > 0"),
+    "representation.beats_per_bar": (lambda v: v > 0, "must be > 0"),
+    "representation.n_pitches": (lambda v: 0 < v <= 128, "must be in 1..128"),
+    "representation.lowest_pitch": (lambda v: 0 <= v < 128, "must be in 0..127"),
+    "representation.n_bars": (lambda v: v > 0, "must be > 0"),
+    "validate.max_bad_fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "tensorize.shard_size": (lambda v: v > 0, "must be > 0"),
+    "tensorize.hop_bars": (lambda v: v > 0, "must be > 0"),
+    "tensorize.workers": (lambda v: v >= 0, "must be >= 0 (0 = one per core)"),
+    "train.epochs": (lambda v: v > 0, "must be > 0"),
+    "train.batch_size": (lambda v: v > 0, "must be > 0"),
+    "train.lr": (lambda v: v > 0, "must be > 0"),
+    "train.nproc": (lambda v: v > 0, "must be > 0"),
+    "train.lr_schedule": (lambda v: v in ("cosine", "constant"), "must be cosine or constant"),
+    "train.device": (lambda v: v in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
+    "train.precision": (lambda v: v in ("fp32", "bf16"), "must be fp32 or bf16"),
+    "evaluate.n_samples": (lambda v: v > 0, "must be > 0"),
+    "evaluate.threshold": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+}
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate a params file; `overrides` maps dotted keys to values (CLI --set)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value, path)
+    return params_from_dict(raw, source=str(path))
+
+
+def params_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Params:
+    params = _build(Params, raw, source, "")
+    if not params.tracks:
+        raise ParamsError(f"{source}: tracks: at least one track is required")
+    names = params.track_names
+    if len(set(names)) != len(names):
+        raise ParamsError(f"{source}: tracks: names must be unique, got {names}")
+    t = params.tensorize
+    if t.train_fraction + t.val_fraction >= 1:
+        raise ParamsError(
+            f"{source}: tensorize.train_fraction + tensorize.val_fraction must be < 1 "
+            f"(the test split gets the rest), got {t.train_fraction} + {t.val_fraction}"
+        )
+    r = params.representation
+    if r.lowest_pitch + r.n_pitches > 128:
+        raise ParamsError(f"{source}: representation: lowest_pitch + n_pitches must be <= 128")
+    if r.source_resolution % r.beat_resolution:
+        raise ParamsError(
+            f"{source}: representation.beat_resolution ({r.beat_resolution}) must divide "
+            f"source_resolution ({r.source_resolution})"
+        )
+    flat = params.flat()
+    for key, (ok, reason) in _CHECKS.items():
+        if not ok(flat[key]):
+            raise ParamsError(f"{source}: {key}: {reason}, got {flat[key]!r}")
+    return params
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: {where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ParamsError(
+            f"{source}: unknown key {prefix}{unknown[0]} (known keys at {where}: "
+            f"{', '.join(sorted(fields))})"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ParamsError(f"{source}: missing key {prefix}{name}")
+            continue
+        kwargs[name] = _coerce(hints[name], raw[name], source, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, source, key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, source, key + ".")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ParamsError(f"{source}: {key}: expected a list, got {value!r}")
+        return tuple(_coerce(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{source}: {key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, source, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{source}: {key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{source}: {key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamsError(f"{source}: {key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{source}: {key}: expected a string, got {value!r}")
+        return value
+    raise ParamsError(f"{source}: {key}: unsupported type {tp}")  # pragma: no cover
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: Path) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ParamsError(f"{path}: cannot override {dotted}: {part} is not a mapping")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key.sub=VALUE` from the command line; VALUE is parsed as YAML (so 3, 0.5, true, [1,2])."""
+    if "=" not in text:
+        raise ParamsError(f"--set {text!r}: expected KEY=VALUE")
+    key, _, value = text.partition("=")
+    return key.strip(), yaml.safe_load(value)
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "tolerances":
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, list | dict):
+            out[key] = json.dumps(v, sort_keys=True)
+        else:
+            out[key] = v
+    return out
