@@ -24,8 +24,9 @@ $(STAMP): $(BIN)/python pyproject.toml requirements.lock
 
 venv: $(STAMP)  ## create .venv and install the project
 
-run: $(STAMP)  ## demo corpus -> six steps -> registered model (idempotent)
-	$(BIN)/lpdvae run
+run: $(STAMP)  ## demo corpus -> six steps (dvc repro) -> registered model; idempotent
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	$(BIN)/lpdvae status
 
 test: $(STAMP)  ## run the test suite
 	$(BIN)/python -m pytest

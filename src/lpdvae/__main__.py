@@ -1,0 +1,5 @@
+import sys
+
+from lpdvae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""`lpdvae run`: the six steps in order in this process (no DVC), and `lpdvae status`.
+
+`dvc repro` is the cached runner (`make run` uses it); `lpdvae run` is the same chain without
+caching, for a quick try or a debugger. `lpdvae status` tells a user where things landed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from lpdvae.params import Params
+from lpdvae.tracking import tracking_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each step's output lands under a project root (the dvc.yaml layout)."""
+
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def validated(self) -> Path:
+        return self.root / "data" / "validated"
+
+    @property
+    def tensors(self) -> Path:
+        return self.root / "data" / "tensors"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "models" / "vae"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "reports" / "eval"
+
+    @property
+    def registered(self) -> Path:
+        return self.root / "reports" / "registered.json"
+
+
+def run_all(params: Params, layout: Layout, source: str | None = None) -> dict:
+    """Run ingest → register; returns the register step's record."""
+    from lpdvae.steps.evaluate import evaluate
+    from lpdvae.steps.ingest import ingest
+    from lpdvae.steps.register import register
+    from lpdvae.steps.tensorize import tensorize
+    from lpdvae.steps.train import train
+    from lpdvae.steps.validate import validate
+
+    chain = [
+        ("ingest", lambda: ingest(source or params.data.source, layout.raw, params)),
+        ("validate", lambda: validate(layout.raw, layout.validated, params)),
+        ("tensorize", lambda: tensorize(layout.raw, layout.validated, layout.tensors, params)),
+        ("train", lambda: train(layout.tensors, layout.model, params)),
+        ("evaluate", lambda: evaluate(layout.model, layout.tensors, layout.eval, params)),
+        ("register", lambda: register(layout.model, layout.eval, layout.registered, params)),
+    ]
+    for i, (name, step) in enumerate(chain, 1):
+        log.info("step %d/6: %s", i, name)
+        step()
+    return json.loads(layout.registered.read_text())
+
+
+def status_lines(params: Params, layout: Layout) -> list[str]:
+    """What a user wants after a run: the model version, the samples, the MLflow UI command."""
+    lines = []
+    if layout.registered.exists():
+        reg = json.loads(layout.registered.read_text())
+        aliases = ", ".join(reg.get("aliases", [])) or "none"
+        lines.append(f"registered model: {reg.get('name')} version {reg.get('version')} (aliases: {aliases})")
+    else:
+        lines.append("registered model: none yet (run `make run`)")
+    samples = sorted((layout.eval / "samples").glob("*.mid")) if layout.eval.exists() else []
+    if samples:
+        lines.append(f"generated MIDI sample: {samples[0]}")
+        lines.append(f"samples page: {layout.eval / 'index.html'}")
+    blessing = layout.eval / "blessing.json"
+    if blessing.exists():
+        b = json.loads(blessing.read_text())
+        lines.append(f"blessed: {b.get('blessed')}" + (f" ({'; '.join(b.get('reasons', []))})" if b.get("reasons") else ""))
+    uri = tracking_uri(params, layout.root)
+    if uri.startswith("sqlite:"):
+        lines.append(
+            f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} "
+            "--port 5000, then open http://127.0.0.1:5000"
+        )
+    else:
+        lines.append(f"MLflow UI: {uri}")
+    return lines
+
+
+def _cmd_run(args: argparse.Namespace, params: Params) -> int:
+    layout = Layout(Path(args.root).resolve())
+    run_all(params, layout, args.source)
+    print("\n".join(status_lines(params, layout)))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace, params: Params) -> int:
+    print("\n".join(status_lines(params, Layout(Path(args.root).resolve()))))
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run all six steps in this process (no DVC caching)",
+                       description="Run ingest, validate, tensorize, train, evaluate and "
+                       "register in order, writing the dvc.yaml layout under --root.")
+    p.add_argument("--root", default=".", help="project root for data/, models/, reports/")
+    p.add_argument("--source", default=None, help="override data.source")
+    p.set_defaults(func=_cmd_run)
+    s = sub.add_parser("status", help="where the last run's model, samples and MLflow UI are")
+    s.add_argument("--root", default=".", help="project root (default: %(default)s)")
+    s.set_defaults(func=_cmd_status)
