@@ -1,0 +1,31 @@
+"""Run every benchmark (`python -m benchmarks [NAME ...]`); each writes JSON to benchmarks/results/."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    names = sorted(p.stem for p in HERE.glob("*_bench.py"))
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("names", nargs="*",
+                        help=f"benchmarks to run (default: all of {', '.join(names)})")
+    args = parser.parse_args()
+    chosen = args.names or names
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(names)}")
+    failed = 0
+    for name in chosen:
+        print(f"== {name}", flush=True)
+        failed += subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], cwd=HERE.parent).returncode != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

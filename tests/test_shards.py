@@ -1,0 +1,57 @@
+"""Packed-bit shards round-trip exactly and are read lazily through memory maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lpdvae.errors import DataError
+from lpdvae.shards import PhraseDataset, ShardWriter, load_split, read_index, write_index
+
+SHAPE = (2, 4, 48, 84)
+
+
+def write_corpus(tmp_path, n_train=5, n_test=3, shard_size=2, seed=0):
+    rng = np.random.default_rng(seed)
+    data = {s: (rng.random((n, *SHAPE)) < 0.05).astype(np.uint8) for s, n in [("train", n_train), ("test", n_test)]}
+    writer = ShardWriter(tmp_path, SHAPE, shard_size)
+    for split, arr in data.items():
+        writer.add(split, arr[:2])
+        writer.add(split, arr[2:])
+    shards = writer.close()
+    splits = {s: {"shards": shards[s], "n": sum(e["n"] for e in shards[s])} for s in shards}
+    write_index(tmp_path, {"shape": list(SHAPE), "tracks": ["a", "b"], "packed": True, "splits": splits})
+    return data
+
+
+def test_shards_round_trip_bit_exact(tmp_path):
+    data = write_corpus(tmp_path)
+    assert np.array_equal(load_split(tmp_path, "train"), data["train"])
+    assert np.array_equal(load_split(tmp_path, "test"), data["test"])
+
+
+def test_shards_hold_at_most_shard_size_phrases(tmp_path):
+    write_corpus(tmp_path, n_train=5, shard_size=2)
+    sizes = [e["n"] for e in read_index(tmp_path)["splits"]["train"]["shards"]]
+    assert sizes == [2, 2, 1]
+
+
+def test_phrase_dataset_items_match_the_written_phrases(tmp_path):
+    data = write_corpus(tmp_path)
+    ds = PhraseDataset(tmp_path, "train")
+    assert len(ds) == 5
+    for i in range(5):
+        assert np.array_equal(ds[i].numpy(), data["train"][i].astype(np.float32))
+    assert isinstance(ds._maps[0], np.memmap)
+
+
+def test_missing_index_says_which_step_to_run(tmp_path):
+    with pytest.raises(DataError, match="run `lpdvae tensorize` first"):
+        read_index(tmp_path)
+
+
+def test_shard_that_disagrees_with_index_is_named(tmp_path):
+    write_corpus(tmp_path)
+    np.save(tmp_path / "shards" / "train-00000.npy", np.zeros((2, 3), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"train-00000.npy: shard has shape"):
+        load_split(tmp_path, "train")
