@@ -1,0 +1,183 @@
+"""Promotion through MLflow registry aliases (`challenger`, `champion`), never deprecated stages.
+
+Every alias change is also written as tags on the version it lands on (who, when, why, which
+version was champion before), so `rollback` knows where to go and an auditor sees the history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+from typing import Any
+
+from lpdvae.errors import RegistryError
+from lpdvae.params import Params
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_BLESSED = "lpdvae.blessed"
+TAG_HISTORY = "lpdvae.champion_history"
+
+
+def client(params: Params):
+    from mlflow import MlflowClient
+
+    from lpdvae.tracking import tracking_uri
+
+    uri = tracking_uri(params)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def alias_version(c, name: str, alias: str):
+    """The version behind an alias, or None when the alias (or the model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def is_blessed(version) -> bool:
+    return str(version.tags.get(TAG_BLESSED, "")).lower() == "true"
+
+
+def set_champion(c, name: str, version: str, reason: str, forced: bool = False,
+                 remember_previous: bool = True) -> str | None:
+    """Point `champion` at `version`; record who/when/why/previous; returns the previous version.
+
+    The chain of earlier champions lives in a registered-model tag so `rollback` can walk back.
+    """
+    previous = alias_version(c, name, CHAMPION)
+    prev = previous.version if previous is not None else None
+    history = _history(c, name)
+    if remember_previous and prev is not None and prev != str(version):
+        history.append(prev)
+    c.set_registered_model_alias(name, CHAMPION, str(version))
+    c.set_registered_model_tag(name, TAG_HISTORY, json.dumps(history))
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    tags = {
+        "lpdvae.promoted_by": _who(),
+        "lpdvae.promoted_at": stamp,
+        "lpdvae.promoted_reason": reason,
+        "lpdvae.promoted_forced": str(forced).lower(),
+        "lpdvae.previous_champion": prev or "",
+    }
+    for k, v in tags.items():
+        c.set_model_version_tag(name, str(version), k, v)
+    return prev
+
+
+def _history(c, name: str) -> list[str]:
+    tags = c.get_registered_model(name).tags
+    return json.loads(tags.get(TAG_HISTORY, "[]"))
+
+
+def promote(params: Params, version: str, force: bool = False, reason: str | None = None) -> str | None:
+    """Make `version` champion; refuse an unblessed one unless forced with a reason."""
+    name = params.register.model_name
+    c = client(params)
+    mv = _get_version(c, name, version)
+    if not is_blessed(mv):
+        if not force:
+            raise RegistryError(
+                f"{name} version {version} is not blessed by evaluation "
+                f"({mv.tags.get('lpdvae.blessing_reasons', 'no blessing recorded')}); "
+                "use --force --reason TEXT to promote it anyway"
+            )
+        if not reason:
+            raise RegistryError("--force needs --reason TEXT (it is recorded on the version)")
+    return set_champion(c, name, version, reason or "promoted: blessed by evaluation", forced=force)
+
+
+def rollback(params: Params, reason: str | None = None) -> tuple[str, str]:
+    """Restore the champion that the current champion replaced; returns (from, to)."""
+    name = params.register.model_name
+    c = client(params)
+    current = alias_version(c, name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"{name} has no champion to roll back")
+    history = _history(c, name)
+    if not history:
+        raise RegistryError(f"{name} version {current.version} is champion with no previous champion recorded")
+    previous = history.pop()
+    c.set_registered_model_tag(name, TAG_HISTORY, json.dumps(history))
+    set_champion(c, name, previous, reason or f"rollback from version {current.version}",
+                 forced=True, remember_previous=False)
+    c.set_model_version_tag(name, str(current.version), "lpdvae.rolled_back", "true")
+    return str(current.version), previous
+
+
+def list_versions(params: Params) -> list[dict[str, Any]]:
+    name = params.register.model_name
+    c = client(params)
+    rows = []
+    for mv in sorted(c.search_model_versions(f"name='{name}'"), key=lambda m: int(m.version)):
+        full = c.get_model_version(name, mv.version)
+        rows.append({
+            "version": full.version, "aliases": list(full.aliases), "blessed": is_blessed(full),
+            "run_id": full.run_id, "recon_f1": full.tags.get("lpdvae.metric.recon_f1"),
+            "dataset": full.tags.get("lpdvae.dvc.tensors"),
+        })
+    return rows
+
+
+def describe(params: Params, version: str) -> dict[str, Any]:
+    c = client(params)
+    mv = _get_version(c, params.register.model_name, version)
+    return {"name": mv.name, "version": mv.version, "aliases": list(mv.aliases), "run_id": mv.run_id,
+            "source": mv.source, "tags": dict(sorted(mv.tags.items()))}
+
+
+def _get_version(c, name: str, version: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version(name, str(version))
+    except MlflowException:
+        raise RegistryError(f"{name} has no version {version}") from None
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _cmd(args: argparse.Namespace, params: Params) -> int:
+    if args.action == "list":
+        rows = list_versions(params)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        for r in [] if args.json else rows:
+            print(f"v{r['version']:>3}  aliases={','.join(r['aliases']) or '-':<22} blessed={r['blessed']!s:<5} "
+                  f"recon_f1={r['recon_f1']}  run={r['run_id']}")
+    elif args.action == "promote":
+        prev = promote(params, args.version, args.force, args.reason)
+        print(f"{params.register.model_name}: champion -> version {args.version} (was {prev or 'none'})")
+    elif args.action == "rollback":
+        old, new = rollback(params, args.reason)
+        print(f"{params.register.model_name}: champion rolled back from version {old} to {new}")
+    elif args.action == "describe":
+        print(json.dumps(describe(params, args.version), indent=2))
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("registry", help="list, promote, roll back and describe registered model versions",
+                       description="Manage the MLflow registry aliases of register.model_name.")
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ls = acts.add_parser("list", help="every version with aliases, blessing and metrics")
+    ls.add_argument("--json", action="store_true")
+    pr = acts.add_parser("promote", help="make VERSION the champion (refuses unblessed versions)")
+    pr.add_argument("version")
+    pr.add_argument("--force", action="store_true", help="promote an unblessed version")
+    pr.add_argument("--reason", help="why (required with --force; recorded as a tag)")
+    rb = acts.add_parser("rollback", help="restore the previous champion")
+    rb.add_argument("--reason", help="why (recorded as a tag)")
+    de = acts.add_parser("describe", help="a version's run, source and tags")
+    de.add_argument("version")
+    p.set_defaults(func=_cmd)

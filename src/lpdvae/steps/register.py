@@ -1,0 +1,140 @@
+"""Register: the evaluated model becomes a version in the MLflow registry, with its lineage.
+
+The registered artifact is the generator pyfunc (lpdvae.serving), logged into the train run so
+run, metrics, samples and model stay one record. Blessed versions get `challenger`; with
+`register.auto_promote` a blessed challenger that beats the champion becomes `champion`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lpdvae.errors import LpdvaeError
+from lpdvae.io import atomic_write_json, sha256_file
+from lpdvae.lineage import dvc_hash, git_revision
+from lpdvae.params import Params
+from lpdvae.registry import CHALLENGER, CHAMPION, alias_version, set_champion
+
+log = logging.getLogger(__name__)
+DATA_STAGES = {"raw": "data/raw", "validated": "data/validated", "tensors": "data/tensors"}
+TAGGED_METRICS = ("recon_f1", "recon_precision", "recon_recall", "neg_elbo")
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    name: str
+    version: str
+    aliases: list[str] = field(default_factory=list)
+    run_id: str = ""
+    model_uri: str = ""
+    blessed: bool = False
+
+
+def default_lineage(params: Params, root: Path = Path(".")) -> dict[str, str]:
+    """Lineage tags from the dvc.yaml layout under `root`: data hashes, source, manifest, quarantine."""
+    tags: dict[str, str] = {"lpdvae.source": params.data.source}
+    for stage, rel in DATA_STAGES.items():
+        if (root / rel).exists():
+            tags[f"lpdvae.dvc.{stage}"] = dvc_hash(root / rel)
+    manifest = root / DATA_STAGES["raw"] / "manifest.jsonl"
+    if manifest.exists():
+        tags["lpdvae.manifest_sha256"] = sha256_file(manifest)
+    quarantine = root / DATA_STAGES["validated"] / "quarantine.jsonl"
+    if quarantine.exists():
+        tags["lpdvae.quarantined"] = str(sum(1 for line in quarantine.open() if line.strip()))
+    rev = git_revision(root)
+    if rev:
+        tags["lpdvae.git_revision"] = rev
+    return tags
+
+
+def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
+             lineage: dict[str, str] | None = None) -> RegisterResult:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from lpdvae.serving import ARTIFACT, MusicGenerator, signature
+
+    model_dir, eval_dir, out_path = Path(model_dir), Path(eval_dir), Path(out_path)
+    run = _read_json(model_dir / "mlflow_run.json")
+    metrics = _read_json(eval_dir / "metrics.json")
+    blessing = _read_json(eval_dir / "blessing.json")
+    name = params.register.model_name
+
+    tags = dict(default_lineage(params) if lineage is None else lineage)
+    tags["lpdvae.params_digest"] = params.digest()
+    tags["lpdvae.pipeline_run_id"] = os.environ.get("LPDVAE_PIPELINE_RUN_ID", "local")
+    tags["lpdvae.blessed"] = str(bool(blessing["blessed"])).lower()
+    tags["lpdvae.blessing_reasons"] = "; ".join(blessing.get("reasons", []))[:4000] or "all checks passed"
+    for k in TAGGED_METRICS:
+        if k in metrics:
+            tags[f"lpdvae.metric.{k}"] = f"{metrics[k]:.6g}"
+    for k, v in metrics.items():
+        if k.startswith("generated.") and "/" not in k:
+            tags[f"lpdvae.metric.{k}"] = f"{v:.6g}"
+
+    mlflow.set_tracking_uri(run["tracking_uri"])
+    mlflow.set_registry_uri(run["tracking_uri"])
+    example, sig = signature()
+    with mlflow.start_run(run_id=run["run_id"]):
+        info = mlflow.pyfunc.log_model(
+            name="generator", python_model=MusicGenerator(), artifacts={ARTIFACT: str(model_dir)},
+            signature=sig, input_example=example,
+        )
+        mlflow.set_tags({k: v for k, v in tags.items() if k.startswith("lpdvae.dvc.")})
+    mv = mlflow.register_model(info.model_uri, name, tags=tags)
+    client = MlflowClient(tracking_uri=run["tracking_uri"], registry_uri=run["tracking_uri"])
+    aliases = []
+    if blessing["blessed"]:
+        client.set_registered_model_alias(name, CHALLENGER, mv.version)
+        aliases.append(CHALLENGER)
+        champion = alias_version(client, name, CHAMPION)
+        if params.register.auto_promote and _beats(metrics, champion, params):
+            set_champion(client, name, mv.version, "auto_promote: blessed and beats the champion")
+            aliases.append(CHAMPION)
+    result = RegisterResult(name, str(mv.version), aliases, run["run_id"], info.model_uri,
+                            bool(blessing["blessed"]))
+    atomic_write_json(out_path, {**result.__dict__, "tags": tags})
+    log.info("registered %s version %s aliases=%s", name, mv.version, aliases)
+    return result
+
+
+def _beats(metrics: dict[str, float], champion, params: Params) -> bool:
+    if champion is None:
+        return True
+    try:
+        return metrics["recon_f1"] >= float(champion.tags.get("lpdvae.metric.recon_f1", "-inf"))
+    except ValueError:
+        return True
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LpdvaeError(f"{path}: missing (run the step that writes it first)") from None
+    except json.JSONDecodeError as exc:
+        raise LpdvaeError(f"{path}: not valid JSON: {exc}") from None
+
+
+def _cmd(args: argparse.Namespace, params: Params) -> int:
+    r = register(Path(args.model), Path(args.eval), Path(args.out), params)
+    print(f"registered {r.name} version {r.version} (aliases: {', '.join(r.aliases) or 'none'}; "
+          f"blessed: {r.blessed})")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("register", help="register the evaluated model in the MLflow registry",
+                       description="Log the generator pyfunc, register a new model version with "
+                       "lineage tags, and set challenger/champion aliases.")
+    p.add_argument("--model", default="models/vae", help="trained model folder (default: %(default)s)")
+    p.add_argument("--eval", default="reports/eval", help="evaluation folder (default: %(default)s)")
+    p.add_argument("--out", default="reports/registered.json", help="record file (default: %(default)s)")
+    p.set_defaults(func=_cmd)
