@@ -43,6 +43,20 @@ class MusicGenerator(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(rows)
 
 
+def pip_requirements() -> list[str]:
+    """Pinned from this environment; explicit, because MLflow's inference re-imports the model in a
+    subprocess (~40 s) and still misses lpdvae itself, which travels as code_paths instead."""
+    from importlib.metadata import version
+
+    pins = [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in
+            ("mlflow", "torch", "numpy", "pandas", "pypianoroll", "pretty_midi", "pyyaml")]
+    return pins
+
+
+def code_paths() -> list[str]:
+    return [str(Path(__file__).resolve().parent)]
+
+
 def signature():
     from mlflow.models import infer_signature
     import pandas as pd

@@ -59,7 +59,7 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
     import mlflow
     from mlflow import MlflowClient
 
-    from lpdvae.serving import ARTIFACT, MusicGenerator, signature
+    from lpdvae.serving import ARTIFACT, MusicGenerator, code_paths, pip_requirements, signature
 
     model_dir, eval_dir, out_path = Path(model_dir), Path(eval_dir), Path(out_path)
     run = _read_json(model_dir / "mlflow_run.json")
@@ -85,7 +85,8 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
     with mlflow.start_run(run_id=run["run_id"]):
         info = mlflow.pyfunc.log_model(
             name="generator", python_model=MusicGenerator(), artifacts={ARTIFACT: str(model_dir)},
-            signature=sig, input_example=example,
+            signature=sig, input_example=example, pip_requirements=pip_requirements(),
+            code_paths=code_paths(),
         )
         mlflow.set_tags({k: v for k, v in tags.items() if k.startswith("lpdvae.dvc.")})
     mv = mlflow.register_model(info.model_uri, name, tags=tags)

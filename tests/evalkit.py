@@ -1,0 +1,51 @@
+"""A small trained-looking model dir + tensor dir + MLflow run, for evaluate/register tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from lpdvae.io import atomic_write_json
+from lpdvae.model import MusicVAE, save_model
+from lpdvae.params import Params
+from lpdvae.shards import ShardWriter, write_index
+from lpdvae.tracking import setup_mlflow, tracking_uri
+
+
+def make_tensors(root: Path, params: Params, n: int = 12, seed: int = 0) -> Path:
+    r = params.representation
+    shape = (len(params.tracks), r.n_bars, r.steps_per_bar, r.n_pitches)
+    rng = np.random.default_rng(seed)
+    writer = ShardWriter(root, shape, 8)
+    for split in ("train", "test"):
+        writer.add(split, (rng.random((n, *shape)) < 0.03).astype(np.uint8))
+    shards = writer.close()
+    splits = {k: {"shards": v, "n": sum(e["n"] for e in v)} for k, v in shards.items()}
+    write_index(root, {"shape": list(shape), "tracks": params.track_names, "packed": True, "splits": splits})
+    return root
+
+
+def make_model(root: Path, params: Params, seed: int = 0) -> Path:
+    """An untrained MusicVAE saved like the train step does, with an MLflow run beside it."""
+    import torch
+
+    torch.manual_seed(seed)
+    save_model(MusicVAE(params.model, params.representation, len(params.tracks)), root, params)
+    exp = setup_mlflow(params)
+    with mlflow.start_run(experiment_id=exp) as run:
+        mlflow.log_param("seed", seed)
+    atomic_write_json(root / "mlflow_run.json", {
+        "tracking_uri": tracking_uri(params), "experiment_id": exp, "run_id": run.info.run_id, "model_uri": "",
+    })
+    return root
+
+
+def write_eval(root: Path, blessed: bool, recon_f1: float) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "metrics.json").write_text(json.dumps({"recon_f1": recon_f1, "neg_elbo": 100.0}))
+    reasons = [] if blessed else ["recon_f1 too low"]
+    (root / "blessing.json").write_text(json.dumps({"blessed": blessed, "reasons": reasons}))
+    return root
