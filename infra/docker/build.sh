@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 extra=()
 if [[ "$(basename "$engine")" == podman ]]; then
   extra+=(--network=host -v /etc/ssl/certs:/etc/ssl/certs:ro)
-  [[ -d /opt/wheels ]] && extra+=(-v /opt/wheels:/opt/wheels:ro)
+  if [[ -d /opt/wheels ]]; then extra+=(-v /opt/wheels:/opt/wheels:ro --build-arg TORCH_CPU_INDEX=); fi
 fi
 "$engine" build "${extra[@]}" --build-arg BASE="$base" --build-arg TORCH_VARIANT="$variant" \
   -f infra/docker/Dockerfile -t "$tag" .

@@ -1,0 +1,45 @@
+"""The KFP pipeline runs end to end with kfp.local and registers a model version."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.project import env, make_project
+
+
+@pytest.mark.slow
+def test_kfp_local_run_registers_a_model_version(tmp_path):
+    # a one-epoch model is far from the data: open the blessing gates so register runs
+    lenient = {"tolerances": {k: 1e9 for k in ("empty_bar_rate", "n_pitch_classes_used",
+                                               "qualified_note_rate", "polyphonic_rate")},
+               "min_recon_f1": 0.0}
+    project = make_project(tmp_path / "project", {"register": {"model_name": "lpdvae-kfp"},
+                                                  "evaluate": lenient})
+    repo = Path(__file__).resolve().parents[1]
+    run_env = {**env(), "PYTHONPATH": str(repo)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines", "--params", "params.yaml", "run", "--local",
+         "--pipeline-root", str(tmp_path / "kfp-root")],
+        cwd=project, env=run_env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    db = project / "mlflow.db"
+    assert db.exists(), "the local MLflow store was not created"
+    with sqlite3.connect(db) as conn:
+        versions = conn.execute(
+            "select version from model_versions where name = 'lpdvae-kfp'").fetchall()
+    blessed_tasks = list((tmp_path / "kfp-root").rglob("registration"))
+    if versions:
+        assert blessed_tasks, "a version was registered outside the register task"
+    else:  # register only runs when blessed: then evaluate must have said why not
+        blessing = next((tmp_path / "kfp-root").rglob("blessing.json"))
+        reasons = json.loads(blessing.read_text())["reasons"]
+        pytest.fail(f"evaluation did not bless the tiny model, so nothing was registered: {reasons}")
+    assert os.path.getsize(db) > 0
