@@ -19,7 +19,7 @@ def test_kfp_local_run_registers_a_model_version(tmp_path):
     # a one-epoch model is far from the data: open the blessing gates so register runs
     lenient = {"tolerances": {k: 1e9 for k in ("empty_bar_rate", "n_pitch_classes_used",
                                                "qualified_note_rate", "polyphonic_rate")},
-               "min_recon_f1": 0.0}
+               "min_recon_f1": 0.0, "threshold": 0.02}
     project = make_project(tmp_path / "project", {"register": {"model_name": "lpdvae-kfp"},
                                                   "evaluate": lenient})
     repo = Path(__file__).resolve().parents[1]

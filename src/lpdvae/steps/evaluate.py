@@ -64,7 +64,8 @@ def bless(metrics: dict[str, float], params: Params, champion: dict[str, float] 
     for key, tol in sorted(ev.tolerances.items()):
         gen, ref = metrics.get(f"generated.{key}"), metrics.get(f"reference.{key}")
         if gen is None or ref is None:
-            reasons.append(f"{key}: not measured")
+            reasons.append(f"{key}: not measured (generated music has no notes)" if gen is None
+                           else f"{key}: the data reference has no value")
         elif abs(gen - ref) > tol:
             reasons.append(f"{key}: generated {gen:.3f} vs data {ref:.3f} (tolerance {tol})")
     if metrics["recon_f1"] < ev.min_recon_f1:

@@ -1,0 +1,463 @@
+"""ingest: copy song files from a source URI into `out_dir/files/` and write `manifest.jsonl`.
+
+The new output is built in a sibling temp folder (`io.atomic_dir`) and swapped in at the end,
+so a crash or a refused file leaves the previous ingest untouched. Files whose content did not
+change are hard-linked from the previous output instead of rewritten: same inode, same mtime,
+so DVC and downstream caches see them as unchanged. Archives are checked member by member
+before a single byte is extracted, and members are streamed out by hand (never
+`extractall`), so nothing in an archive decides where a file lands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+from urllib.parse import parse_qs, urlparse
+
+from tqdm import tqdm
+
+from lpdvae.errors import DataError
+from lpdvae.io import CHUNK, atomic_dir, atomic_write_jsonl, read_jsonl, sha256_file
+from lpdvae.params import Params
+
+log = logging.getLogger(__name__)
+
+FORMATS = {".mid": "midi", ".midi": "midi", ".npz": "npz"}
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+MANIFEST = "manifest.jsonl"
+FILES = "files"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    manifest: Path
+    n_files: int
+    n_bytes: int
+    n_copied: int
+    n_ignored: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of a source. `local` lets unchanged files be detected without copying them."""
+
+    rel: str
+    size: int
+    fetch: Callable[[Path], None]  # writes the content to the given path
+    local: Path | None = None
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def song_format(rel: str) -> str | None:
+    """"midi"/"npz", or None for files ingest ignores (other types, hidden files, and macOS
+    `__MACOSX/._x.mid` resource forks, which carry a song suffix but are not songs)."""
+    parts = PurePosixPath(rel).parts
+    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        return None
+    return FORMATS.get(PurePosixPath(rel).suffix.lower())
+
+
+def safe_rel(name: str, where: str) -> str:
+    """A member/key name as a relative POSIX path, or DataError: absolute paths and `..` could
+    write outside `files/`."""
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or re.match(r"[A-Za-z]:", norm):
+        raise DataError(f"{where}: {name!r}: absolute path refused")
+    parts = [p for p in norm.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise DataError(f"{where}: {name!r}: path traversal ('..') refused")
+    if not parts:
+        raise DataError(f"{where}: {name!r}: empty path refused")
+    return "/".join(parts)
+
+
+def copy_capped(src: IO[bytes], dest: Path, limit: int, where: str) -> int:
+    """Stream src to dest, refusing more than `limit` bytes (declared sizes can lie)."""
+    n = 0
+    with open(dest, "wb") as out:
+        for block in iter(lambda: src.read(CHUNK), b""):
+            n += len(block)
+            if n > limit:
+                raise DataError(f"{where}: larger than data.max_file_bytes={limit}")
+            out.write(block)
+    return n
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+def cache_dir(out_dir: Path) -> Path:
+    """Sibling of out_dir for staging (demo renders, downloads); never a DVC output."""
+    return out_dir.with_name(f"{out_dir.name}.cache")
+
+
+# ---------------------------------------------------------------------------------- sources
+
+
+def local_entries(root: Path) -> Iterator[Entry]:
+    if not root.is_dir():
+        raise DataError(f"{root}: source folder does not exist")
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        yield Entry(rel, path.stat().st_size, lambda dest, p=path: shutil.copyfile(p, dest), path)
+
+
+@contextlib.contextmanager
+def demo_entries(uri: str, out_dir: Path) -> Iterator[Iterator[Entry]]:
+    from lpdvae.demo import render_demo_corpus
+
+    parsed = urlparse(uri)
+    if parsed.netloc != "bach-chorales":
+        raise DataError(f"{uri}: unknown demo corpus (only demo://bach-chorales?songs=N)")
+    try:
+        songs = int(parse_qs(parsed.query).get("songs", ["120"])[0])
+    except ValueError:
+        raise DataError(f"{uri}: songs must be an integer") from None
+    if songs < 1:
+        raise DataError(f"{uri}: songs must be >= 1")
+    staging = cache_dir(out_dir) / f"demo-{songs}"
+    render_demo_corpus(staging, songs)
+    yield local_entries(staging)
+
+
+def s3_client():
+    """boto3 S3 client: endpoint from $AWS_ENDPOINT_URL (MinIO, moto), retries for transient errors."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+@contextlib.contextmanager
+def s3_entries(uri: str, params: Params) -> Iterator[Iterator[Entry]]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parsed = urlparse(uri)
+    bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"  # s3://b/songs must not match s3://b/songs2/...
+    client = s3_client()
+    limit = params.data.max_file_bytes
+
+    def fetch(key: str) -> Callable[[Path], None]:
+        def run(dest: Path) -> None:
+            try:
+                body = client.get_object(Bucket=bucket, Key=key)["Body"]
+                with contextlib.closing(body):
+                    copy_capped(body, dest, limit, f"s3://{bucket}/{key}")
+            except (ClientError, BotoCoreError) as exc:
+                raise DataError(f"s3://{bucket}/{key}: cannot download: {exc}") from None
+        return run
+
+    try:
+        objects = [
+            obj
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]
+    except (ClientError, BotoCoreError) as exc:
+        raise DataError(f"{uri}: cannot list: {exc}") from None
+
+    def entries() -> Iterator[Entry]:
+        for obj in sorted(objects, key=lambda o: o["Key"]):
+            key = obj["Key"]
+            if key.endswith("/"):
+                continue  # folder marker
+            rel = safe_rel(key[len(prefix):], f"s3://{bucket}/{key}")
+            yield Entry(rel, int(obj["Size"]), fetch(key))
+
+    yield entries()
+
+
+def http_session():
+    """requests session retrying connection errors and 429/5xx with backoff."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(total=5, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
+                  allowed_methods=("GET", "HEAD"))
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    return session
+
+
+def download(uri: str, expected_sha256: str, cache: Path) -> Path:
+    """The archive at `uri`, verified against `expected_sha256`; cached by hash for reruns."""
+    import requests
+
+    expected = expected_sha256.lower()
+    suffix = next(s for s in ARCHIVE_SUFFIXES if urlparse(uri).path.lower().endswith(s))
+    final = cache / f"{expected}{suffix}"
+    if final.exists() and sha256_file(final) == expected:
+        log.info("using cached %s for %s", final, uri)
+        return final
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".download.", suffix=".part", dir=cache)
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, http_session().get(uri, stream=True, timeout=60) as resp:
+            resp.raise_for_status()
+            total = int(resp.headers.get("content-length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc="download") as bar:
+                for block in resp.iter_content(CHUNK):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+        actual = digest.hexdigest()
+        if actual != expected:
+            raise DataError(f"{uri}: sha256 mismatch: expected {expected} (data.sha256), got {actual}")
+        os.replace(tmp, final)
+    except requests.RequestException as exc:
+        raise DataError(f"{uri}: download failed: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    size: int
+    open: Callable[[], IO[bytes]]
+
+
+def check_members(archive: str, members: list[tuple[str, str, int]], params: Params) -> list[str]:
+    """Refuse the whole archive on the first unsafe member; returns the safe relative names.
+
+    `members` are (name, kind, size) with kind in file/dir/symlink/hardlink/device.
+    """
+    d = params.data
+    if len(members) > d.max_archive_members:
+        raise DataError(f"{archive}: more than data.max_archive_members={d.max_archive_members} members")
+    total = 0
+    rels = []
+    for name, kind, size in members:
+        where = f"{archive}: member {name!r}"
+        rel = safe_rel(name, archive)
+        if kind in ("symlink", "hardlink", "device"):
+            raise DataError(f"{where}: {kind} members are refused")
+        if kind == "dir":
+            continue
+        if kind != "file":
+            raise DataError(f"{where}: unsupported member type {kind}")
+        if size > d.max_file_bytes:
+            raise DataError(f"{where}: {size} bytes is larger than data.max_file_bytes={d.max_file_bytes}")
+        total += size
+        if total > d.max_archive_bytes:
+            raise DataError(f"{archive}: unpacked size is larger than data.max_archive_bytes={d.max_archive_bytes}")
+        rels.append(rel)
+    if len(set(rels)) != len(rels):
+        dup = next(r for r in rels if rels.count(r) > 1)
+        raise DataError(f"{archive}: member {dup!r} appears twice")
+    return rels
+
+
+def _tar_kind(m: tarfile.TarInfo) -> str:
+    if m.issym():
+        return "symlink"
+    if m.islnk():
+        return "hardlink"
+    if m.ischr() or m.isblk() or m.isfifo():
+        return "device"
+    if m.isdir():
+        return "dir"
+    return "file" if m.isreg() else f"type {m.type!r}"
+
+
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    mode = (info.external_attr >> 16) & 0o170000
+    if mode == 0o120000:
+        return "symlink"
+    if mode in (0o020000, 0o060000, 0o010000):
+        return "device"
+    return "dir" if info.is_dir() else "file"
+
+
+@contextlib.contextmanager
+def archive_entries(path: Path, label: str, params: Params) -> Iterator[Iterator[Entry]]:
+    """Entries streamed out of a checked tar/zip archive, in archive order (no backward seeks)."""
+    limit = params.data.max_file_bytes
+    with contextlib.ExitStack() as stack:
+        try:
+            if path.name.lower().endswith(".zip"):
+                zf = stack.enter_context(zipfile.ZipFile(path))
+                infos = zf.infolist()
+                rels = check_members(label, [(i.filename, _zip_kind(i), i.file_size) for i in infos], params)
+                files = [i for i in infos if not i.is_dir()]
+                entries = _member_entries(label, rels, files, zf.open, lambda i: i.file_size, limit)
+            else:
+                tf = stack.enter_context(tarfile.open(path, "r:*"))
+                members = []
+                for m in tf:  # stop early on a member bomb instead of loading every header
+                    members.append(m)
+                    if len(members) > params.data.max_archive_members:
+                        break
+                rels = check_members(label, [(m.name, _tar_kind(m), m.size) for m in members], params)
+                files = [m for m in members if m.isreg()]
+                entries = _member_entries(label, rels, files, tf.extractfile, lambda m: m.size, limit)
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataError(f"{label}: not a readable archive: {exc}") from None
+        yield entries
+
+
+def _member_entries(label: str, rels: list[str], members: list, opener: Callable[[Any], IO[bytes]],
+                    size_of: Callable[[Any], int], limit: int) -> Iterator[Entry]:
+    for rel, member in zip(rels, members, strict=True):
+        def fetch(dest: Path, m=member, r=rel) -> None:
+            with opener(m) as src:
+                copy_capped(src, dest, limit, f"{label}: member {r!r}")
+        yield Entry(rel, int(size_of(member)), fetch)
+
+
+@contextlib.contextmanager
+def open_source(source: str, out_dir: Path, params: Params) -> Iterator[Iterator[Entry]]:
+    """Dispatch on the URI scheme; the entries are valid inside the `with` block only."""
+    scheme = urlparse(source).scheme.lower()
+    if scheme == "demo":
+        with demo_entries(source, out_dir) as entries:
+            yield entries
+    elif scheme == "s3":
+        with s3_entries(source, params) as entries:
+            yield entries
+    elif scheme in ("http", "https"):
+        if not urlparse(source).path.lower().endswith(ARCHIVE_SUFFIXES):
+            raise DataError(f"{source}: expected a .tar.gz, .tgz, .tar or .zip archive")
+        if not params.data.sha256:
+            raise DataError(f"{source}: data.sha256 is required for downloads (pin the archive)")
+        archive = download(source, params.data.sha256, cache_dir(out_dir) / "downloads")
+        with archive_entries(archive, source, params) as entries:
+            yield entries
+    elif scheme in ("", "file"):
+        root = Path(urlparse(source).path if scheme == "file" else source)
+        if root.is_file() and root.name.lower().endswith(ARCHIVE_SUFFIXES):
+            with archive_entries(root, source, params) as entries:
+                yield entries
+        else:
+            yield local_entries(root)
+    else:
+        raise DataError(f"{source}: unsupported source (demo://, a folder, s3://, http(s)://…tar.gz)")
+
+
+# ---------------------------------------------------------------------------------- the step
+
+
+def _previous_sha(old: Path, size: int) -> str | None:
+    """sha256 of the previous output file, hashed (not trusted from the old manifest)."""
+    if old.is_file() and old.stat().st_size == size:
+        return sha256_file(old)
+    return None
+
+
+def place(entry: Entry, dest: Path, old: Path) -> tuple[str, bool]:
+    """Put entry's content at dest; returns (sha256, copied). Unchanged files are linked."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old_sha = _previous_sha(old, entry.size)
+    if entry.local is not None:
+        sha = sha256_file(entry.local)
+        if sha == old_sha:
+            _link_or_copy(old, dest)
+            return sha, False
+        entry.fetch(dest)
+        return sha, True
+    entry.fetch(dest)
+    sha = sha256_file(dest)
+    if sha == old_sha:
+        dest.unlink()
+        _link_or_copy(old, dest)
+        return sha, False
+    return sha, True
+
+
+def write_manifest(path: Path, rows: list[dict], old: Path) -> None:
+    """Write the manifest, or link the previous one when identical so a no-op run touches nothing."""
+    atomic_write_jsonl(path, rows)
+    if old.is_file() and old.read_bytes() == path.read_bytes():
+        path.unlink()
+        _link_or_copy(old, path)
+
+
+def ingest(source: str, out_dir: Path, params: Params) -> IngestResult:
+    """Mirror the song files of `source` into out_dir (see docs/architecture.md, ingest)."""
+    out_dir = Path(out_dir)
+    limit = params.data.max_file_bytes
+    rows: list[dict] = []
+    n_copied = n_ignored = n_bytes = 0
+    with open_source(source, out_dir, params) as entries, atomic_dir(out_dir) as tmp:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would make the swapped-in output private
+        entries = list(entries)
+        log.info("%s: %d files listed", source, len(entries))
+        bar = tqdm(entries, total=len(entries), unit="file", desc="ingest")
+        for entry in bar:
+            fmt = song_format(entry.rel)
+            if fmt is None:
+                n_ignored += 1
+                continue
+            if entry.size > limit:
+                raise DataError(f"{source}: {entry.rel}: {entry.size} bytes is larger than "
+                                f"data.max_file_bytes={limit}")
+            rel = f"{FILES}/{entry.rel}"
+            sha, copied = place(entry, tmp / rel, out_dir / rel)
+            n_copied += copied
+            size = (tmp / rel).stat().st_size
+            n_bytes += size
+            rows.append({"path": rel, "sha256": sha, "bytes": size, "source": source, "format": fmt})
+            bar.set_postfix(copied=n_copied, ignored=n_ignored, MiB=f"{n_bytes / 2**20:.1f}")
+        bar.close()
+        if not rows:
+            raise DataError(f"{source}: no song files (.mid, .midi, .npz) found")
+        rows.sort(key=lambda r: r["path"])
+        write_manifest(tmp / MANIFEST, rows, out_dir / MANIFEST)
+    result = IngestResult(out_dir / MANIFEST, len(rows), n_bytes, n_copied, n_ignored)
+    log.info("ingested %s: %d files (%d bytes), %d copied, %d ignored",
+             source, result.n_files, result.n_bytes, result.n_copied, result.n_ignored)
+    return result
+
+
+def read_manifest(out_dir: Path) -> list[dict]:
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        raise DataError(f"{path}: no manifest; run `lpdvae ingest` first")
+    return read_jsonl(path)
+
+
+def _cmd(args: argparse.Namespace, params: Params) -> int:
+    source = args.source or params.data.source
+    r = ingest(source, Path(args.out), params)
+    print(f"ingest: {r.n_files} files ({r.n_bytes} bytes), {r.n_copied} copied, "
+          f"{r.n_ignored} ignored -> {r.manifest}")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ingest", help="copy song files from a source into data/raw + manifest",
+                       description="Copy .mid/.midi/.npz files from demo://bach-chorales?songs=N, a folder, "
+                       "s3://bucket/prefix or an http(s) archive (needs data.sha256) into OUT/files and "
+                       "write OUT/manifest.jsonl. Unchanged files are not copied again.")
+    p.add_argument("--source", default=None, help="source URI (default: params data.source)")
+    p.add_argument("--out", default="data/raw", help="output folder (default: %(default)s)")
+    p.set_defaults(func=_cmd)

@@ -1,0 +1,285 @@
+"""ingest: sources (folder, demo, S3, HTTP archive), manifest contract, idempotence, archive
+safety and crash safety. Song files are tiny opaque bytes: ingest never parses them."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lpdvae.errors import DataError
+from lpdvae.io import read_jsonl
+from lpdvae.params import Params, load_params
+from lpdvae.steps import ingest as ingest_mod
+from lpdvae.steps.ingest import ingest
+
+REPO = Path(__file__).resolve().parents[1]
+SONGS = {"a.mid": b"MThd-a", "sub/b.MIDI": b"MThd-bb", "c.npz": b"PK-ccc"}
+
+
+def params(**overrides: object) -> Params:
+    return load_params(REPO / "params.yaml", {k.replace("__", "."): v for k, v in overrides.items()})
+
+
+def make_folder(root: Path, files: dict[str, bytes] = SONGS) -> Path:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def snapshot(out: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file under out: (content, inode, mtime_ns)."""
+    return {p.relative_to(out).as_posix(): (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def tarball(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def member(name: str, data: bytes | None = b"x", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    return info, data
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder served by http.server on 127.0.0.1: (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def served_tarball(http_root: tuple[Path, str]) -> tuple[str, str]:
+    """(URL, sha256) of a tar.gz holding SONGS plus a README that must be ignored."""
+    root, base = http_root
+    data = tarball([member(rel, body) for rel, body in SONGS.items()] + [member("README.txt", b"hi")])
+    (root / "corpus.tar.gz").write_bytes(data)
+    return f"{base}/corpus.tar.gz", hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------------------------------------------- contract
+
+
+def test_local_folder_writes_files_and_sorted_manifest(tmp_path):
+    src = make_folder(tmp_path / "src", {**SONGS, "notes.txt": b"ignored"})
+    result = ingest(str(src), tmp_path / "raw", params())
+    rows = read_jsonl(result.manifest)
+    assert [r["path"] for r in rows] == ["files/a.mid", "files/c.npz", "files/sub/b.MIDI"]
+    assert rows[0] == {"path": "files/a.mid", "sha256": hashlib.sha256(b"MThd-a").hexdigest(),
+                       "bytes": 6, "source": str(src), "format": "midi"}
+    assert [r["format"] for r in rows] == ["midi", "npz", "midi"]
+    assert (tmp_path / "raw/files/sub/b.MIDI").read_bytes() == b"MThd-bb"
+    assert (result.n_files, result.n_bytes, result.n_copied, result.n_ignored) == (3, 19, 3, 1)
+
+
+def test_second_ingest_gives_identical_manifest_and_copies_nothing(tmp_path):
+    src = make_folder(tmp_path / "src")
+    out = tmp_path / "raw"
+    ingest(str(src), out, params())
+    before = snapshot(out)
+    again = ingest(str(src), out, params())
+    assert again.n_copied == 0
+    assert snapshot(out) == before  # same bytes, same inodes, same mtimes
+
+
+def test_changed_file_is_recopied_and_vanished_file_removed(tmp_path):
+    src = make_folder(tmp_path / "src")
+    out = tmp_path / "raw"
+    ingest(str(src), out, params())
+    (src / "a.mid").write_bytes(b"MThd-new")
+    (src / "c.npz").unlink()
+    result = ingest(str(src), out, params())
+    assert result.n_copied == 1
+    assert (out / "files/a.mid").read_bytes() == b"MThd-new"
+    assert not (out / "files/c.npz").exists()
+    assert [r["path"] for r in read_jsonl(out / "manifest.jsonl")] == ["files/a.mid", "files/sub/b.MIDI"]
+
+
+def test_missing_folder_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        ingest(str(tmp_path / "nope"), tmp_path / "raw", params())
+
+
+def test_oversized_file_refused(tmp_path):
+    src = make_folder(tmp_path / "src", {"big.mid": b"x" * 100, "ok.mid": b"y"})
+    with pytest.raises(DataError, match=r"big\.mid.*max_file_bytes"):
+        ingest(str(src), tmp_path / "raw", params(data__max_file_bytes=50))
+
+
+def test_crash_mid_ingest_leaves_previous_output_intact(tmp_path, monkeypatch):
+    src = make_folder(tmp_path / "src")
+    out = tmp_path / "raw"
+    ingest(str(src), out, params())
+    before = snapshot(out)
+    (src / "a.mid").write_bytes(b"MThd-changed")
+    (src / "z.mid").write_bytes(b"MThd-z")
+    real_place, calls = ingest_mod.place, []
+
+    def place_then_crash(*args):
+        calls.append(args)
+        if len(calls) > 1:
+            raise OSError("disk full")
+        return real_place(*args)
+
+    monkeypatch.setattr(ingest_mod, "place", place_then_crash)
+    with pytest.raises(OSError, match="disk full"):
+        ingest(str(src), out, params())
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "src"]  # no temp folder left
+
+
+def test_demo_source_renders_chorales(tmp_path):
+    result = ingest("demo://bach-chorales?songs=2", tmp_path / "raw", params())
+    rows = read_jsonl(result.manifest)
+    assert result.n_files == 2
+    assert {r["format"] for r in rows} == {"midi"}
+    assert {r["source"] for r in rows} == {"demo://bach-chorales?songs=2"}
+
+
+def test_ingest_cli_prints_one_line_summary(tmp_path, capsys):
+    src = make_folder(tmp_path / "src")
+    parser = argparse.ArgumentParser()
+    ingest_mod.register_cli(parser.add_subparsers())
+    args = parser.parse_args(["ingest", "--source", str(src), "--out", str(tmp_path / "raw")])
+    assert args.func(args, params()) == 0
+    assert capsys.readouterr().out.strip().startswith("ingest: 3 files (19 bytes), 3 copied, 0 ignored")
+
+
+# ------------------------------------------------------------------------------- S3
+
+
+def test_s3_prefix_is_ingested(tmp_path, s3_server, s3_bucket):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    for rel, data in SONGS.items():
+        s3.put_object(Bucket=s3_bucket, Key=f"songs/{rel}", Body=data)
+    s3.put_object(Bucket=s3_bucket, Key="songs/readme.txt", Body=b"-")
+    s3.put_object(Bucket=s3_bucket, Key="songs2/other.mid", Body=b"not under the prefix")
+    uri = f"s3://{s3_bucket}/songs"
+    result = ingest(uri, tmp_path / "raw", params())
+    rows = read_jsonl(result.manifest)
+    assert [r["path"] for r in rows] == ["files/a.mid", "files/c.npz", "files/sub/b.MIDI"]
+    assert (tmp_path / "raw/files/c.npz").read_bytes() == b"PK-ccc"
+    assert (result.n_ignored, {r["source"] for r in rows}) == (1, {uri})
+    assert ingest(uri, tmp_path / "raw", params()).n_copied == 0
+
+
+def test_s3_missing_bucket_is_a_data_error(tmp_path, s3_server):
+    with pytest.raises(DataError, match="s3://no-such-bucket-xyz/songs"):
+        ingest("s3://no-such-bucket-xyz/songs", tmp_path / "raw", params())
+
+
+# ------------------------------------------------------------------------------- HTTP
+
+
+def test_http_tarball_with_matching_sha256_is_ingested(tmp_path, served_tarball):
+    url, sha = served_tarball
+    result = ingest(url, tmp_path / "raw", params(data__sha256=sha))
+    assert [r["path"] for r in read_jsonl(result.manifest)] == ["files/a.mid", "files/c.npz", "files/sub/b.MIDI"]
+    assert (result.n_files, result.n_ignored) == (3, 1)
+
+
+def test_http_download_retries_a_transient_503(tmp_path, served_tarball, monkeypatch):
+    url, sha = served_tarball
+    failures = [503]
+    real_do_get = http.server.SimpleHTTPRequestHandler.do_GET
+
+    def flaky_get(self):
+        if failures:
+            self.send_error(failures.pop())
+            return
+        real_do_get(self)
+
+    monkeypatch.setattr(http.server.SimpleHTTPRequestHandler, "do_GET", flaky_get)
+    assert ingest(url, tmp_path / "raw", params(data__sha256=sha)).n_files == 3
+    assert failures == []
+
+
+def test_http_sha256_mismatch_refused(tmp_path, served_tarball):
+    url, _ = served_tarball
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        ingest(url, tmp_path / "raw", params(data__sha256="0" * 64))
+    assert not (tmp_path / "raw").exists()
+
+
+def test_http_without_sha256_refused(tmp_path, served_tarball):
+    url, _ = served_tarball
+    with pytest.raises(DataError, match="data.sha256 is required"):
+        ingest(url, tmp_path / "raw", params())
+
+
+# ------------------------------------------------------------------------------- archive attacks
+
+ATTACKS = {
+    "traversal": ([member("../evil.mid")], "path traversal"),
+    "absolute": ([member("/etc/evil.mid")], "absolute path"),
+    "symlink": ([member("link.mid", None, tarfile.SYMTYPE, "/etc/passwd")], "symlink"),
+    "hardlink": ([member("a.mid"), member("hard.mid", None, tarfile.LNKTYPE, "a.mid")], "hardlink"),
+    "device": ([member("dev.mid", None, tarfile.CHRTYPE)], "device"),
+    "archive_size": ([member("a.mid", b"x" * 60), member("b.mid", b"y" * 60)], "max_archive_bytes"),
+    "member_count": ([member(f"{i}.mid") for i in range(4)], "max_archive_members"),
+    "member_size": ([member("big.mid", b"x" * 200)], "max_file_bytes"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_archive_attack_refused_before_extraction(tmp_path, attack):
+    members, reason = ATTACKS[attack]
+    archive = tmp_path / "evil.tar.gz"
+    archive.write_bytes(tarball(members))
+    limits = params(data__max_archive_bytes=100, data__max_archive_members=3, data__max_file_bytes=150)
+    with pytest.raises(DataError, match=reason) as err:
+        ingest(str(archive), tmp_path / "raw", limits)
+    assert "evil.tar.gz" in str(err.value)
+    assert not (tmp_path / "raw").exists()
+    assert not (tmp_path / "evil.mid").exists() and not (tmp_path.parent / "evil.mid").exists()
+
+
+def test_zip_archive_is_ingested_without_macos_resource_forks(tmp_path):
+    archive = tmp_path / "corpus.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for rel, data in SONGS.items():
+            zf.writestr(rel, data)
+        zf.writestr("__MACOSX/._a.mid", b"resource fork")
+    result = ingest(str(archive), tmp_path / "raw", params())
+    assert [r["path"] for r in read_jsonl(result.manifest)] == ["files/a.mid", "files/c.npz", "files/sub/b.MIDI"]
+    assert result.n_ignored == 1
+
+
+def test_zip_symlink_member_refused(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("link.mid")
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(DataError, match=r"evil\.zip.*link\.mid.*symlink"):
+        ingest(str(archive), tmp_path / "raw", params())
