@@ -1,0 +1,146 @@
+"""Validate: stats table, Great Expectations suite + data docs, quarantine, threshold failure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lpdvae.errors import DataError, ValidationFailed
+from lpdvae.io import read_jsonl
+from lpdvae.shards import load_split
+from lpdvae.steps import tensorize as tensorize_step
+from lpdvae.steps import validate as validate_step
+from lpdvae.steps.tensorize import tensorize
+from lpdvae.steps.validate import EXCLUSIONS, validate
+from tests import songkit
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """A corpus of 6 good songs + one file of each failure kind, validated once."""
+    root = tmp_path_factory.mktemp("mixed")
+    raw = root / "raw"
+    songkit.good_corpus(raw, n_midi=3, n_npz=3)
+    songkit.midi_song(raw / "files/short/two_bars.mid", seed=9, n_bars=2)
+    songkit.add_bad_songs(raw)
+    params = songkit.params(**{"validate.max_bad_fraction": 0.5})
+    result = validate(raw, root / "validated", params)
+    return raw, root / "validated", params, result
+
+
+def test_bad_files_quarantined_with_reasons(mixed):
+    raw, out, _, result = mixed
+    rows = {r["path"]: r for r in read_jsonl(out / "quarantine.jsonl")}
+    expected = {f"files/{name}": reason for name, reason in songkit.BAD_REASONS.items()}
+    expected["files/short/two_bars.mid"] = "too_short"
+    assert {p: r["reason"] for p, r in rows.items()} == expected
+    for row in rows.values():
+        assert row["detail"] and set(row) >= {"path", "reason", "detail"}
+        assert row["kind"] == ("excluded" if row["reason"] in EXCLUSIONS else "bad")
+    assert "3/4" in rows["files/bad/waltz.mid"]["detail"]
+    assert "200" in rows["files/bad/loud.npz"]["detail"]
+    accepted = read_jsonl(out / "accepted.jsonl")
+    assert [a["path"] for a in accepted] == sorted(a["path"] for a in accepted)
+    assert len(accepted) == 6 and all(a["song_id"] == a["sha256"] for a in accepted)
+    assert result.n_songs == 14 and result.n_accepted == 6 and result.n_bad == 6
+    assert result.bad_fraction == pytest.approx(6 / 14)
+
+
+def test_stats_table_and_summary(mixed):
+    raw, out, _, _ = mixed
+    stats = pd.read_csv(out / "stats.csv")
+    manifest = read_jsonl(raw / "manifest.jsonl")
+    assert list(stats["path"]) == [m["path"] for m in manifest]
+    good = stats[stats["path"].str.startswith(("files/midi", "files/npz"))]
+    assert (good["n_tracks_present"] == 4).all() and (good["time_signature"] == "4/4").all()
+    assert (good["tracks_present"] == "soprano|alto|tenor|bass").all()
+    assert (good["n_bars"] == 8).all() and (good["n_notes"] >= 32).all()
+    assert good["max_polyphony"].between(1, 2).all() and (good["n_phrases"] == 3).all()
+    assert set(good["parser"]) == {"symusic", "pypianoroll"}
+    assert {"tempo", "n_beats", "pitch_min", "pitch_max", "empty_bar_ratio", "programs", "drum_flags"} <= set(stats)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_quarantined"] == 8 and summary["n_excluded"] == 2
+    assert summary["reasons"]["time_signature"] == 1
+    failed = {e["reason"] for e in summary["gx"]["expectations"] if not e["success"]}
+    assert failed == {"time_signature", "too_short", "nan_values", "velocity_out_of_range"}
+    assert summary["gx"]["success"] is False
+
+
+def test_data_docs_written(mixed):
+    _, out, _, _ = mixed
+    index = out / "data_docs" / "index.html"
+    assert index.exists()
+    assert "lpdvae_songs" in index.read_text()
+    assert list((out / "data_docs").rglob("validations/**/*.html"))
+
+
+def test_good_files_still_tensorize(mixed, tmp_path):
+    raw, out, params, _ = mixed
+    result = tensorize(raw, out, tmp_path / "tensors", params)
+    assert result.n_songs == 6 and result.n_phrases == 18 and not result.failed
+    total = sum(len(load_split(tmp_path / "tensors", s)) for s in ("train", "val", "test"))
+    assert total == 18
+
+
+def test_threshold_failure_keeps_previous_output(mixed, tmp_path):
+    raw, out, _, _ = mixed
+    previous = tmp_path / "validated"
+    shutil.copytree(out, previous)
+    before = (previous / "summary.json").read_bytes()
+    with pytest.raises(ValidationFailed) as err:
+        validate(raw, previous, songkit.params(**{"validate.max_bad_fraction": 0.1}))
+    message = str(err.value)
+    assert "6 of 14 songs are bad" in message and "max_bad_fraction 10.0%" in message
+    assert "corrupt_npz 1" in message
+    assert (previous / "summary.json").read_bytes() == before
+    report = tmp_path / "validated.failed"
+    assert (report / "quarantine.jsonl").exists() and (report / "data_docs" / "index.html").exists()
+
+
+def test_duplicates_and_all_bad(tmp_path):
+    raw = tmp_path / "raw"
+    songkit.good_corpus(raw, n_midi=2, n_npz=0)
+    shutil.copy(raw / "files/midi/song000.mid", raw / "files/midi/zcopy.mid")
+    songkit.write_manifest(raw)
+    result = validate(raw, tmp_path / "v", songkit.params())
+    rows = read_jsonl(tmp_path / "v/quarantine.jsonl")
+    assert [(r["path"], r["reason"]) for r in rows] == [("files/midi/zcopy.mid", "duplicate")]
+    assert "files/midi/song000.mid" in rows[0]["detail"]
+    assert result.n_accepted == 2
+
+    bad = tmp_path / "bad"
+    (bad / "files").mkdir(parents=True)
+    (bad / "files/a.mid").write_bytes(b"")
+    songkit.write_manifest(bad)
+    with pytest.raises(ValidationFailed, match="no song passed validation"):
+        validate(bad, tmp_path / "vb", songkit.params(**{"validate.max_bad_fraction": 1.0}))
+    with pytest.raises(DataError, match="run `lpdvae ingest` first"):
+        validate(tmp_path / "nowhere", tmp_path / "vn", songkit.params())
+
+
+def _run_cli(argv: list[str], params) -> int:
+    """The two subcommands as `lpdvae.cli` wires them (register_cli + set_defaults(func))."""
+    parser = argparse.ArgumentParser(prog="lpdvae")
+    sub = parser.add_subparsers(dest="command")
+    validate_step.register_cli(sub)
+    tensorize_step.register_cli(sub)
+    args = parser.parse_args(argv)
+    return args.func(args, params)
+
+
+def test_cli_validate_and_tensorize(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    songkit.good_corpus(raw, n_midi=1, n_npz=2)
+    params = songkit.params()
+    assert _run_cli(["validate", "--raw", str(raw), "--out", str(tmp_path / "v")], params) == 0
+    out = capsys.readouterr().out
+    assert "validated 3 songs: 3 accepted, 0 quarantined" in out and "data_docs/index.html" in out
+    assert _run_cli(["tensorize", "--raw", str(raw), "--validated", str(tmp_path / "v"),
+                     "--out", str(tmp_path / "t")], params) == 0
+    assert "tensorized 3 songs into 9 phrases" in capsys.readouterr().out
+    assert np.load(next((tmp_path / "t/shards").glob("*.npy")), mmap_mode="r").dtype == np.uint8
