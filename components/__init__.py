@@ -1,20 +1,36 @@
-"""KFP v2 components: one per step, each a thin caller of the same lpdvae.steps function.
+"""KFP v2 components: one per pipeline step, each a thin caller of the same lpdvae.steps function.
 
-Every component runs in the project image (`LPDVAE_IMAGE`, default below) and receives the
-whole params as one JSON string, produced and validated once by `make_params`.
+Every component runs in the project image (`LPDVAE_IMAGE`, default `ghcr.io/lpdvae/lpdvae:<version>`)
+and receives the params as one JSON string made (and validated) once by `make_params_op` from the
+knob pipeline parameters.
+
+The components are imported lazily: inside a pod KFP runs with a runtime-only `kfp.dsl` that
+cannot define components, and component bodies import the plain helper modules of this package
+(`components.knobs`, `components.sharding`, `components.html`).
 """
 
-import os
+from __future__ import annotations
 
-IMAGE = os.environ.get("LPDVAE_IMAGE", "ghcr.io/lpdvae/lpdvae:0.1.0")
+import importlib
+from typing import Any
 
-from components.evaluate import evaluate_op  # noqa: E402
-from components.ingest import ingest_op  # noqa: E402
-from components.params import make_params_op  # noqa: E402
-from components.register import register_op  # noqa: E402
-from components.tensorize import tensorize_op  # noqa: E402
-from components.train import train_op  # noqa: E402
-from components.validate import validate_op  # noqa: E402
+_WHERE = {
+    "DEFAULT_IMAGE": "image", "IMAGE": "image",
+    "make_params_op": "params",
+    "ingest_op": "ingest",
+    "validate_op": "validate",
+    "tensorize_op": "tensorize", "plan_chunks_op": "tensorize", "tensorize_chunk_op": "tensorize",
+    "merge_tensors_op": "tensorize",
+    "train_op": "train",
+    "evaluate_op": "evaluate",
+    "register_op": "register",
+}
+STEPS = ("ingest", "validate", "tensorize", "train", "evaluate", "register")
 
-__all__ = ["IMAGE", "make_params_op", "ingest_op", "validate_op", "tensorize_op", "train_op",
-           "evaluate_op", "register_op"]
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'components' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"components.{_WHERE[name]}"), name)

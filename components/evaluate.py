@@ -1,12 +1,13 @@
+"""evaluate: metrics, listenable samples and the blessing that gates register."""
+
 from typing import NamedTuple
 
-from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components import IMAGE
+from components.image import step_component
 
 
-@dsl.component(base_image=IMAGE)
+@step_component
 def evaluate_op(
     params_json: str,
     model: Input[Model],
@@ -16,14 +17,13 @@ def evaluate_op(
     metrics: Output[Metrics],
     blessing: Output[Markdown],
 ) -> NamedTuple("EvaluateOutputs", [("blessed", bool)]):
-    """Metrics, samples and the blessing; `blessed` is a parameter so dsl.If can gate register."""
-    import base64
+    """Evaluate the model; `blessed` is an output parameter because dsl.If compares parameters."""
     import json
-    import mimetypes
-    import re
+    import math
     from collections import namedtuple
     from pathlib import Path
 
+    from components.html import inline_page
     from lpdvae.params import params_from_dict
     from lpdvae.steps.evaluate import evaluate
 
@@ -31,18 +31,11 @@ def evaluate_op(
     out = Path(evaluation.path)
     result = evaluate(Path(model.path), Path(tensors.path), out, params)
     for key, value in result.metrics.items():
-        metrics.log_metric(key.replace("/", "."), float(value))
-
-    def inline(match: re.Match) -> str:  # the HTML artifact is one file: embed images and audio
-        path = out / match.group(2)
-        if not path.exists():
-            return match.group(0)
-        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return f'{match.group(1)}="data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"'
-
-    page = (out / "index.html").read_text()
-    Path(samples_page.path).write_text(re.sub(r'(src|href)="(samples/[^"]+)"', inline, page))
+        if math.isfinite(value):  # KFP's executor output is JSON: no NaN
+            metrics.log_metric(key.replace("/", "."), float(value))
+    Path(samples_page.path).write_text(inline_page(out / "index.html"), encoding="utf-8")
     verdict = "**blessed**" if result.blessed else "**not blessed**"
-    reasons = "".join(f"\n- {r}" for r in result.reasons)
-    Path(blessing.path).write_text(f"# Blessing\n\n{verdict}{reasons}\n")
-    return namedtuple("EvaluateOutputs", ["blessed"])(result.blessed)
+    reasons = "".join(f"\n- {r}" for r in result.reasons) or "\n- every check passed"
+    Path(blessing.path).write_text(f"# Blessing\n\n{verdict}\n{reasons}\n", encoding="utf-8")
+    evaluation.metadata.update({"blessed": result.blessed, "reasons": list(result.reasons)})
+    return namedtuple("EvaluateOutputs", ["blessed"])(bool(result.blessed))

@@ -1,18 +1,27 @@
-from kfp import dsl
+"""ingest: `data.source` -> a content-addressed folder of songs with manifest.jsonl."""
+
 from kfp.dsl import Dataset, Output
 
-from components import IMAGE
+from components.image import step_component
 
 
-@dsl.component(base_image=IMAGE)
-def ingest_op(params_json: str, raw: Output[Dataset]):
-    """Fetch data.source into a content-addressed folder with manifest.jsonl."""
+@step_component
+def ingest_op(params_json: str, refresh_key: str, raw: Output[Dataset]):
+    """Fetch the songs of `data.source` into `raw` (files/ + manifest.jsonl).
+
+    `refresh_key` only enters KFP's cache key: the same params with the same key are a cache
+    hit (and so are the data steps after it); `python -m pipelines run --host` passes the time,
+    so each run re-reads the source.
+    """
     import json
     from pathlib import Path
 
+    from lpdvae.io import read_jsonl
     from lpdvae.params import params_from_dict
     from lpdvae.steps.ingest import ingest
 
     params = params_from_dict(json.loads(params_json), source="params_json")
-    result = ingest(params.data.source, Path(raw.path), params)
-    raw.metadata.update({"source": params.data.source, "files": result.n_files})
+    ingest(params.data.source, Path(raw.path), params)
+    rows = read_jsonl(Path(raw.path) / "manifest.jsonl")
+    raw.metadata.update({"source": params.data.source, "files": len(rows),
+                         "bytes": sum(int(r.get("bytes", 0)) for r in rows), "refresh_key": refresh_key})

@@ -1,13 +1,16 @@
-from kfp import dsl
+"""register: the blessed model becomes an MLflow registered model version with its lineage."""
+
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components import IMAGE
+from components.image import step_component
 
 
-@dsl.component(base_image=IMAGE)
+@step_component
 def register_op(
     params_json: str,
     git_revision: str,
+    pipeline_run_id: str,
+    blessed: bool,
     model: Input[Model],
     evaluation: Input[Dataset],
     raw: Input[Dataset],
@@ -15,9 +18,12 @@ def register_op(
     tensors: Input[Dataset],
     registration: Output[Artifact],
 ):
-    """Register the model version with lineage computed from the very artifacts that made it
-    (git_revision is the revision the pipeline was compiled from)."""
+    """Register with lineage computed from the very artifacts that made the model; the git
+    revision is the one the pipeline was compiled from (a pipeline parameter), the run id is
+    KFP's (tag `lpdvae.pipeline_run_id`). An unblessed model is never registered: the pipeline
+    gates this task with dsl.If, and the task checks `blessed` again (kfp.local runs it ungated)."""
     import json
+    import os
     from pathlib import Path
 
     from lpdvae.io import sha256_file
@@ -25,6 +31,10 @@ def register_op(
     from lpdvae.params import params_from_dict
     from lpdvae.steps.register import register
 
+    if not blessed:
+        registration.metadata.update({"registered": False, "reason": "evaluation did not bless the model"})
+        print("not blessed: nothing registered")
+        return
     params = params_from_dict(json.loads(params_json), source="params_json")
     lineage = {f"lpdvae.dvc.{name}": dvc_hash(art.path)
                for name, art in (("raw", raw), ("validated", validated), ("tensors", tensors))}
@@ -34,5 +44,8 @@ def register_op(
     lineage["lpdvae.quarantined"] = str(sum(1 for line in quarantine.open() if line.strip()))
     if git_revision:
         lineage["lpdvae.git_revision"] = git_revision
+    os.environ["LPDVAE_PIPELINE_RUN_ID"] = pipeline_run_id
     result = register(Path(model.path), Path(evaluation.path), Path(registration.path), params, lineage)
-    registration.metadata.update({"name": result.name, "version": result.version, "aliases": result.aliases})
+    registration.metadata.update({"registered": True, "name": result.name, "version": result.version,
+                                  "aliases": list(result.aliases), "model_uri": result.model_uri})
+    print(json.dumps({"registered": result.name, "version": result.version, "aliases": result.aliases}))

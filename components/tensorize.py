@@ -1,21 +1,71 @@
-from kfp import dsl
+"""tensorize, one task or fanned out: plan chunks -> tensorize each chunk -> merge."""
+
+from typing import NamedTuple
+
 from kfp.dsl import Dataset, Input, Output
 
-from components import IMAGE
+from components.image import step_component
 
 
-@dsl.component(base_image=IMAGE)
+@step_component
 def tensorize_op(params_json: str, raw: Input[Dataset], validated: Input[Dataset], tensors: Output[Dataset]):
-    """Phrase shards + index.json with the song-level split."""
+    """All accepted songs -> packed phrase shards + index.json with the song-level split."""
     import json
     from pathlib import Path
 
-    from lpdvae.lineage import dvc_hash
+    from components.sharding import tensor_metadata
     from lpdvae.params import params_from_dict
     from lpdvae.steps.tensorize import tensorize
 
     params = params_from_dict(json.loads(params_json), source="params_json")
     tensorize(Path(raw.path), Path(validated.path), Path(tensors.path), params)
-    index = json.loads((Path(tensors.path) / "index.json").read_text())
-    tensors.metadata.update({f"n_{s}": v.get("n", 0) for s, v in index["splits"].items()})
-    tensors.metadata["dvc_hash"] = dvc_hash(tensors.path)
+    tensors.metadata.update(tensor_metadata(Path(tensors.path)))
+
+
+@step_component
+def plan_chunks_op(validated: Input[Dataset], songs_per_chunk: int, max_chunks: int
+                   ) -> NamedTuple("ChunkPlan", [("chunks", list[int]), ("n_chunks", int)]):
+    """How many tensorize tasks the corpus needs: one per `songs_per_chunk` accepted songs,
+    at most `max_chunks`; returns the chunk numbers to fan out over and their count."""
+    from collections import namedtuple
+    from pathlib import Path
+
+    from components.sharding import count_accepted, n_chunks
+
+    k = n_chunks(count_accepted(Path(validated.path)), songs_per_chunk, max_chunks)
+    return namedtuple("ChunkPlan", ["chunks", "n_chunks"])(list(range(k)), k)
+
+
+@step_component
+def tensorize_chunk_op(params_json: str, raw: Input[Dataset], validated: Input[Dataset], chunk: int,
+                       n_chunks: int, tensors: Output[Dataset]):
+    """tensorize over chunk `chunk` of `n_chunks` contiguous runs of the accepted songs."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from components.sharding import write_chunk
+    from lpdvae.params import params_from_dict
+    from lpdvae.steps.tensorize import tensorize
+
+    params = params_from_dict(json.loads(params_json), source="params_json")
+    with tempfile.TemporaryDirectory() as subset:
+        songs = write_chunk(Path(validated.path), chunk, n_chunks, Path(subset))
+        tensorize(Path(raw.path), Path(subset), Path(tensors.path), params)
+    tensors.metadata.update({"chunk": chunk, "n_chunks": n_chunks, "songs": songs})
+
+
+@step_component
+def merge_tensors_op(params_json: str, chunks: Input[list[Dataset]], tensors: Output[Dataset]):
+    """The chunk outputs, in chunk order, as one tensor dataset (same bytes as one task's)."""
+    import json
+    from pathlib import Path
+
+    from components.sharding import merge_tensor_dirs, tensor_metadata
+    from lpdvae.params import params_from_dict
+
+    params = params_from_dict(json.loads(params_json), source="params_json")
+    ordered = sorted(chunks, key=lambda a: int(a.metadata.get("chunk", 0)))
+    merge_tensor_dirs([Path(a.path) for a in ordered], Path(tensors.path), params.tensorize.shard_size)
+    tensors.metadata.update(tensor_metadata(Path(tensors.path)))
+    tensors.metadata["chunks"] = len(ordered)

@@ -1,22 +1,28 @@
-from kfp import dsl
+"""train: the VAE on the tensor shards, one MLflow run."""
+
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components import IMAGE
+from components.image import step_component
 
 
-@dsl.component(base_image=IMAGE)
+@step_component
 def train_op(params_json: str, tensors: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
-    """Train the VAE (DDP when train.nproc > 1); MLflow location comes from the pod's env."""
+    """Train (DDP under torchrun when `train.nproc` > 1); the MLflow location comes from the
+    pod's environment (`MLFLOW_TRACKING_URI` from the lpdvae-config ConfigMap) unless the
+    params name one."""
     import json
+    import math
     from pathlib import Path
 
     from lpdvae.params import params_from_dict
     from lpdvae.steps.train import train
 
     params = params_from_dict(json.loads(params_json), source="params_json")
-    train(Path(tensors.path), Path(model.path), params)
-    summary = json.loads((Path(model.path) / "train_metrics.json").read_text())
-    for key, value in summary.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
+    out = Path(model.path)
+    train(Path(tensors.path), out, params)
+    for key, value in json.loads((out / "train_metrics.json").read_text()).items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             metrics.log_metric(key, float(value))
-    model.metadata["mlflow"] = json.loads((Path(model.path) / "mlflow_run.json").read_text())
+    run = json.loads((out / "mlflow_run.json").read_text())
+    model.metadata.update({f"mlflow_{k}": str(v) for k, v in run.items()})
+    model.metadata["framework"] = "pytorch"

@@ -1,21 +1,33 @@
-from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Output
+"""validate: per-song stats, Great Expectations suite and data docs, quarantine."""
 
-from components import IMAGE
+from kfp.dsl import HTML, Dataset, Input, Metrics, Output
+
+from components.image import step_component
 
 
-@dsl.component(base_image=IMAGE)
-def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset], data_docs: Output[HTML]):
-    """Great Expectations validation; the data docs page becomes an HTML artifact."""
+@step_component
+def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset], data_docs: Output[HTML],
+                metrics: Output[Metrics]):
+    """Validate every song; the GX data docs page becomes an HTML artifact, the counts metrics.
+
+    Fails the task (ValidationFailed) when the quarantined fraction passes
+    `validate.max_bad_fraction`, so nothing downstream trains on a broken batch.
+    """
     import json
-    import shutil
+    import math
     from pathlib import Path
 
+    from components.html import data_docs_page, inline_page
     from lpdvae.params import params_from_dict
     from lpdvae.steps.validate import validate
 
     params = params_from_dict(json.loads(params_json), source="params_json")
-    validate(Path(raw.path), Path(validated.path), params)
-    shutil.copyfile(Path(validated.path) / "data_docs" / "index.html", data_docs.path)
-    summary = json.loads((Path(validated.path) / "summary.json").read_text())
-    validated.metadata.update({k: v for k, v in summary.items() if isinstance(v, int | float | str)})
+    out = Path(validated.path)
+    validate(Path(raw.path), out, params)
+    docs = out / "data_docs"
+    Path(data_docs.path).write_text(inline_page(data_docs_page(docs), base=docs), encoding="utf-8")
+    summary = json.loads((out / "summary.json").read_text())
+    for key, value in summary.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            metrics.log_metric(key, float(value))
+            validated.metadata[key] = value

@@ -1,1 +1,2 @@
-"""The KFP v2 training pipeline of lpdvae and the commands to compile, run, upload and schedule it."""
+"""The KFP v2 training pipeline of lpdvae and the commands that compile, run, upload and schedule it
+(`python -m pipelines --help`)."""

@@ -1,70 +1,146 @@
-"""Upload and schedule against a Kubeflow Pipelines API (v2beta1) with kfp.Client.
+"""Upload, schedule and run the pipeline on a Kubeflow Pipelines API (v2beta1) with kfp.Client.
 
-Auth comes from the environment only: `KFP_TOKEN` (a bearer token) or kfp's own in-cluster
-service-account token discovery; nothing is written to the pipeline or the logs.
+Credentials come from the environment only: `KFP_TOKEN` (a bearer token) or, in a pod, the
+projected service-account token (audience `pipelines.kubeflow.org`) at
+`$KF_PIPELINES_SA_TOKEN_PATH` or `/var/run/secrets/kubeflow/pipelines/token`. Nothing secret is
+written to the pipeline, its parameters or the logs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import logging
 import os
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pipelines.training import PIPELINE_NAME, build_pipeline
+log = logging.getLogger(__name__)
 
-from lpdvae.lineage import git_revision
+@dataclass(frozen=True)
+class Uploaded:
+    pipeline_id: str
+    version_id: str
+    version_name: str
+    created: bool  # False: this version already existed (same clean git revision)
 
 
-def client(host: str):
+SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
+
+
+def bearer_token() -> str | None:
+    """`$KFP_TOKEN`, else the pod's projected pipelines token, else None (no auth)."""
+    if os.environ.get("KFP_TOKEN"):
+        return os.environ["KFP_TOKEN"]
+    path = Path(os.environ.get("KF_PIPELINES_SA_TOKEN_PATH", SA_TOKEN_PATH))
+    return path.read_text().strip() if path.is_file() else None
+
+
+def connect(host: str, namespace: str | None = None):
+    """A kfp.Client for `host` that sends `bearer_token()` when there is one."""
     import kfp
 
-    return kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN") or None)
+    return kfp.Client(host=host, existing_token=bearer_token(), namespace=namespace)
 
 
-def version_name(params_path: str | Path) -> str:
-    """`<git sha[:12]>-<UTC stamp>`: a new version per upload, traceable to the code."""
-    rev = (git_revision(Path(params_path).resolve().parent) or "nogit").replace("-dirty", "-d")
-    return f"{rev[:14]}-{dt.datetime.now(dt.UTC).strftime('%Y%m%d%H%M%S')}"
+def package_digest(package_path: str | Path) -> str:
+    """sha256 (12 hex) of a compiled pipeline's content; YAML comments and key order aside."""
+    import yaml
+
+    docs = list(yaml.safe_load_all(Path(package_path).read_text()))
+    return hashlib.sha256(json.dumps(docs, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _compiled(params_path: str | Path, folder: str) -> str:
-    from kfp import compiler
-
-    path = str(Path(folder) / "pipeline.yaml")
-    compiler.Compiler().compile(build_pipeline(params_path), package_path=path)
-    return path
-
-
-def upload(host: str, params_path: str | Path, name: str | None = None) -> tuple[str, str, str]:
-    """Create the pipeline, or add a version when it exists; returns (pipeline id, version id, name)."""
-    name = name or PIPELINE_NAME
-    c = client(host)
-    vname = version_name(params_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        package = _compiled(params_path, tmp)
-        pipeline_id = c.get_pipeline_id(name)
-        if pipeline_id is None:
-            pipeline = c.upload_pipeline(package, pipeline_name=name,
-                                         description="lpdvae training pipeline")
-            pipeline_id = pipeline.pipeline_id
-        version = c.upload_pipeline_version(package, pipeline_version_name=vname, pipeline_id=pipeline_id)
-    return pipeline_id, version.pipeline_version_id, vname
+def version_name(revision: str | None, digest: str, now: dt.datetime | None = None) -> str:
+    """`git-<sha12>-<content12>` for a clean checkout, so uploading the same code compiled the
+    same way again is a no-op; a dirty or non-git checkout gets a UTC stamp instead."""
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d-%H%M%S")
+    if not revision:
+        return f"nogit-{stamp}"
+    sha, dirty = revision.removesuffix("-dirty"), revision.endswith("-dirty")
+    return f"git-{sha[:12]}-dirty-{stamp}" if dirty else f"git-{sha[:12]}-{digest}"
 
 
-def schedule(host: str, params_path: str | Path, cron: str, experiment: str, job_name: str) -> str:
-    """A recurring run of the pipeline's newest version (uploading one first if needed)."""
-    c = client(host)
-    pipeline_id = c.get_pipeline_id(PIPELINE_NAME)
+def _name_filter(name: str) -> str:
+    return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+
+
+def upload(client, package_path: str, pipeline_name: str, version: str, description: str) -> Uploaded:
+    """Create the pipeline when it is new, and the version `version` unless it exists."""
+    pipeline_id = client.get_pipeline_id(pipeline_name)
     if pipeline_id is None:
-        pipeline_id, version_id, _ = upload(host, params_path)
+        pipeline_id = client.upload_pipeline(package_path, pipeline_name=pipeline_name,
+                                             description=description).pipeline_id
+        log.info("created pipeline %s (%s)", pipeline_name, pipeline_id)
+    existing = client.list_pipeline_versions(pipeline_id, page_size=1, filter=_name_filter(version))
+    if existing.pipeline_versions:
+        return Uploaded(pipeline_id, existing.pipeline_versions[0].pipeline_version_id, version, False)
+    created = client.upload_pipeline_version(package_path, pipeline_version_name=version,
+                                             pipeline_id=pipeline_id, description=description)
+    return Uploaded(pipeline_id, created.pipeline_version_id, version, True)
+
+
+def find_version(client, pipeline_name: str, version: str) -> Uploaded:
+    """An uploaded version by name, or the newest one for `latest`."""
+    pipeline_id = client.get_pipeline_id(pipeline_name)
+    if pipeline_id is None:
+        raise LookupError(f"no pipeline named {pipeline_name!r}: upload it first")
+    if version == "latest":
+        found = client.list_pipeline_versions(pipeline_id, page_size=1, sort_by="created_at desc")
     else:
-        versions = c.list_pipeline_versions(pipeline_id, sort_by="created_at desc", page_size=1)
-        version_id = versions.pipeline_versions[0].pipeline_version_id
-    exp = c.create_experiment(experiment)
-    job = c.create_recurring_run(
+        found = client.list_pipeline_versions(pipeline_id, page_size=1, filter=_name_filter(version))
+    if not found.pipeline_versions:
+        raise LookupError(f"pipeline {pipeline_name!r} has no version {version!r}")
+    v = found.pipeline_versions[0]
+    return Uploaded(pipeline_id, v.pipeline_version_id, v.display_name, False)
+
+
+def schedule(client, uploaded: Uploaded, experiment: str, job_name: str, cron: str,
+             params: dict[str, Any], namespace: str | None = None, service_account: str | None = None) -> str:
+    """(Re)create the recurring run `job_name` of `uploaded` in `experiment`; returns its id.
+
+    An older recurring run of the same name in the experiment is deleted first, so the schedule
+    always points at the version just uploaded. Runs never overlap and missed ones are not
+    caught up. Schedule a version compiled with `cache_ingest=False`: KFP v2 does not expand
+    `[[ScheduledTime]]` in recurring-run parameters (kubeflow/pipelines#12494), so nothing else
+    would make a weekly run re-read its source.
+    """
+    exp = client.create_experiment(experiment, namespace=namespace)
+    old = client.list_recurring_runs(experiment_id=exp.experiment_id, filter=_name_filter(job_name))
+    for rr in old.recurring_runs or []:
+        client.delete_recurring_run(rr.recurring_run_id)
+        log.info("replaced recurring run %s", rr.recurring_run_id)
+    job = client.create_recurring_run(
         experiment_id=exp.experiment_id, job_name=job_name, cron_expression=cron,
-        pipeline_id=pipeline_id, version_id=version_id, enabled=True, max_concurrency=1,
-        no_catchup=True,
+        pipeline_id=uploaded.pipeline_id, version_id=uploaded.version_id,
+        params=params, enabled=True, max_concurrency=1,
+        no_catchup=True, service_account=service_account,
+        description=f"lpdvae retraining of {uploaded.version_name} ({cron})",
     )
     return job.recurring_run_id
+
+
+def run(client, uploaded: Uploaded, experiment: str, run_name: str, params: dict[str, Any],
+        namespace: str | None = None, service_account: str | None = None) -> str:
+    """One run of `uploaded` now, re-reading the data source (a fresh `ingest_refresh_key`
+    unless `params` has one); returns the run id."""
+    exp = client.create_experiment(experiment, namespace=namespace)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    result = client.run_pipeline(
+        experiment_id=exp.experiment_id, job_name=run_name, pipeline_id=uploaded.pipeline_id,
+        version_id=uploaded.version_id, params={"ingest_refresh_key": stamp, **params},
+        service_account=service_account,
+    )
+    return result.run_id
+
+
+def cron_with_seconds(expr: str) -> str:
+    """KFP crons have 6 fields (seconds first); a 5-field crontab line gets `0` seconds."""
+    fields = expr.split()
+    if len(fields) == 5:
+        return "0 " + " ".join(fields)
+    if len(fields) == 6:
+        return " ".join(fields)
+    raise ValueError(f"cron {expr!r}: expected 5 (crontab) or 6 (KFP, with seconds) fields")

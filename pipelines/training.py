@@ -1,13 +1,23 @@
-"""The six components chained into one pipeline; params.yaml sections become pipeline parameters.
+"""The training pipeline: params -> ingest -> validate -> tensorize -> train -> evaluate -> register.
 
-On a cluster the train task asks for a GPU (kfp-kubernetes: accelerator, toleration, node
-selector) and takes MLflow/S3 settings from a ConfigMap and a Secret by reference only.
+Every params.yaml knob is a typed pipeline parameter (`train__epochs: int`, ...; see
+components.knobs) whose default is the value in the params file the pipeline is built from.
+Register runs only inside `dsl.If(blessed == True)`. Tensorize fans out over chunks of the
+accepted songs with `dsl.ParallelFor` and a merge (`fanout=True`); kfp.local cannot pass a list
+of artifacts to a task, so local runs use the single tensorize task (`fanout=False`), whose
+output is byte-identical.
+
+On a cluster (`cluster=ClusterConfig()`), each task gets only the config it needs, by reference:
+ingest the S3 Secret, train/evaluate/register the MLflow ConfigMap keys and client Secret; train
+asks for GPUs (`train.nproc` of them unless fixed), tolerates the GPU taint and selects GPU nodes.
 """
 
+from __future__ import annotations
 
-import json
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from kfp import dsl, kubernetes
 
@@ -15,86 +25,169 @@ from components import (
     evaluate_op,
     ingest_op,
     make_params_op,
+    merge_tensors_op,
+    plan_chunks_op,
     register_op,
+    tensorize_chunk_op,
     tensorize_op,
     train_op,
     validate_op,
 )
-from lpdvae.lineage import git_revision
-from lpdvae.params import load_params
+from components.image import IMAGE
+from components.knobs import knobs
+from lpdvae.params import Params
 
-SECTIONS = ("data", "tracks", "representation", "validate", "tensorize", "model", "train",
-            "evaluate", "register", "mlflow")
 PIPELINE_NAME = "lpdvae-training"
+DESCRIPTION = ("lpdvae: ingest, validate, tensorize, train, evaluate and (when blessed) register a "
+               "multitrack music VAE. One parameter per params.yaml key: section__key.")
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Kubernetes knobs of the train task; names of a Secret/ConfigMap, never their values."""
+    """Kubernetes settings of the tasks: names of a ConfigMap/Secrets, never their values."""
 
-    gpus: int = 1
-    accelerator: str = "nvidia.com/gpu"
-    gpu_node_label: tuple[str, str] = ("nvidia.com/gpu.present", "true")
-    s3_secret: str = "lpdvae-s3"
     config_map: str = "lpdvae-config"
+    s3_secret: str = "lpdvae-s3"
+    mlflow_secret: str = "lpdvae-mlflow-client"
+    accelerator: str = "nvidia.com/gpu"
+    gpus: int | None = None  # None: train.nproc GPUs, decided per run
+    gpu_node_label: tuple[str, str] | None = ("nvidia.com/gpu.present", "true")
+    gpu_taint_key: str | None = "nvidia.com/gpu"
+    use_gpu: bool = True
+    train_image: str | None = None  # default on GPU clusters: the steps' image + "-cuda"
+    shm_size: str = "8Gi"
+    step: Resources = Resources("1", "2", "2Gi", "8Gi")
+    tensorize: Resources = Resources("2", "4", "4Gi", "16Gi")
+    train: Resources = Resources("4", "8", "16Gi", "32Gi")
+    evaluate: Resources = Resources("2", "4", "4Gi", "16Gi")
 
 
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
-CONFIG_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
-               "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL"}
+MLFLOW_CONFIG_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
+S3_CONFIG_KEYS = {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"}
+S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+                      "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
+
+FANOUT_DEFAULTS = {"fanout_songs_per_chunk": 2000, "fanout_max_chunks": 16}
 
 
-def section_defaults(params_path: str | Path = "params.yaml") -> dict[str, str]:
-    """Each params.yaml section as a JSON string: the pipeline parameters' defaults."""
-    params = load_params(params_path).to_dict()
-    return {name: json.dumps(params[name], sort_keys=True) for name in SECTIONS}
+def pipeline_signature(params: Params, git_revision: str, fanout: bool) -> inspect.Signature:
+    """The pipeline's parameters: every knob, then the run-level ones."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [inspect.Parameter(k.name, kind, default=k.default, annotation=k.type) for k in knobs(params)]
+    parameters.append(inspect.Parameter("git_revision", kind, default=git_revision, annotation=str))
+    parameters.append(inspect.Parameter("ingest_refresh_key", kind, default="", annotation=str))
+    if fanout:
+        parameters += [inspect.Parameter(n, kind, default=v, annotation=int) for n, v in FANOUT_DEFAULTS.items()]
+    return inspect.Signature(parameters)
 
 
-def _with_cluster_env(task: dsl.PipelineTask, cfg: ClusterConfig) -> dsl.PipelineTask:
-    kubernetes.use_secret_as_env(task, secret_name=cfg.s3_secret, secret_key_to_env=S3_KEYS)
-    kubernetes.use_config_map_as_env(task, config_map_name=cfg.config_map, config_map_key_to_env=CONFIG_KEYS)
-    return task
+def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterConfig | None = None,
+                   fanout: bool = True, gate: bool = True, cache_ingest: bool = True,
+                   image: str | None = None) -> Callable[..., Any]:
+    """The KFP pipeline (a GraphComponent) with defaults from `params`.
 
+    `cluster=None` leaves out every Kubernetes setting (kfp.local). `image` replaces the
+    components' image on every task; on a GPU cluster train runs in `<image>-cuda` (the CUDA
+    build) unless `cluster.train_image` names one. `gate=False` drops the dsl.If around register
+    (kfp.local 2.16 evaluates no dsl.If condition: "name 'inputs' is not defined"); register
+    then checks `blessed` itself, as it always does. Ingest is cached on (params, refresh key)
+    so that a run with unchanged inputs reuses every data step; `cache_ingest=False` makes every
+    run re-read the source (recurring runs, whose parameters cannot change from run to run).
+    """
+    signature = pipeline_signature(params, git_revision, fanout)
+    knob_names = [k.name for k in knobs(params)]
 
-def build_pipeline(params_path: str | Path = "params.yaml", cluster: ClusterConfig | None = ClusterConfig()):
-    """The pipeline function, defaults taken from `params_path`; `cluster=None` for kfp.local."""
-    d = section_defaults(params_path)
-    revision = git_revision(Path(params_path).resolve().parent) or ""
-
-    @dsl.pipeline(name=PIPELINE_NAME, description="lpdvae: ingest, validate, tensorize, train, "
-                  "evaluate, register a multitrack music VAE")
-    def training_pipeline(
-        data: str = d["data"], tracks: str = d["tracks"], representation: str = d["representation"],
-        validate: str = d["validate"], tensorize: str = d["tensorize"], model: str = d["model"],
-        train: str = d["train"], evaluate: str = d["evaluate"], register: str = d["register"],
-        mlflow: str = d["mlflow"], git_revision: str = revision,
-    ):
-        p = make_params_op(data=data, tracks=tracks, representation=representation, validate=validate,
-                           tensorize=tensorize, model=model, train=train, evaluate=evaluate,
-                           register=register, mlflow=mlflow).set_display_name("params")
-        params_json = p.output
-        ing = ingest_op(params_json=params_json).set_display_name("ingest")
-        val = validate_op(params_json=params_json, raw=ing.outputs["raw"]).set_display_name("validate")
-        ten = tensorize_op(params_json=params_json, raw=ing.outputs["raw"],
-                           validated=val.outputs["validated"]).set_display_name("tensorize")
-        trn = train_op(params_json=params_json, tensors=ten.outputs["tensors"]).set_display_name("train")
-        trn.set_caching_options(False)
-        ev = evaluate_op(params_json=params_json, model=trn.outputs["model"],
-                         tensors=ten.outputs["tensors"]).set_display_name("evaluate")
-        ev.set_caching_options(False)
-        with dsl.If(ev.outputs["blessed"] == True, name="blessed"):  # noqa: E712 (KFP condition)
-            reg = register_op(
-                params_json=params_json, git_revision=git_revision, model=trn.outputs["model"],
-                evaluation=ev.outputs["evaluation"], raw=ing.outputs["raw"],
-                validated=val.outputs["validated"], tensors=ten.outputs["tensors"],
-            ).set_display_name("register")
-            reg.set_caching_options(False)
+    def training_pipeline(*values: Any) -> None:
+        args = dict(zip(signature.parameters, values, strict=True))
+        tasks = _steps(args, knob_names, fanout, gate)
+        tasks["ingest"].set_caching_options(cache_ingest)
+        for task in tasks.values():
+            if image:
+                task.set_container_image(image)
+            if cluster is not None:
+                kubernetes.add_pod_label(task, "app.kubernetes.io/part-of", "lpdvae")
         if cluster is not None:
-            trn.set_accelerator_type(cluster.accelerator).set_accelerator_limit(cluster.gpus)
-            kubernetes.add_toleration(trn, key=cluster.accelerator, operator="Exists", effect="NoSchedule")
-            kubernetes.add_node_selector(trn, label_key=cluster.gpu_node_label[0],
-                                         label_value=cluster.gpu_node_label[1])
-            for task in (ing, trn, ev, reg):
-                _with_cluster_env(task, cluster)
+            _on_cluster(tasks, cluster, args["train__nproc"], image or IMAGE)
 
-    return training_pipeline
+    training_pipeline.__signature__ = signature  # type: ignore[attr-defined]
+    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(training_pipeline)
+
+
+def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool, gate: bool) -> dict[str, dsl.PipelineTask]:
+    """The DAG; returns its tasks by role."""
+    t: dict[str, dsl.PipelineTask] = {}
+    t["params"] = make_params_op(**{n: args[n] for n in knob_names}).set_display_name("params")
+    params_json = t["params"].output
+    t["ingest"] = ingest_op(params_json=params_json, refresh_key=args["ingest_refresh_key"]) \
+        .set_display_name("ingest").set_retry(2)
+    raw = t["ingest"].outputs["raw"]
+    t["validate"] = validate_op(params_json=params_json, raw=raw).set_display_name("validate")
+    validated = t["validate"].outputs["validated"]
+    if fanout:
+        t["plan"] = plan_chunks_op(validated=validated, songs_per_chunk=args["fanout_songs_per_chunk"],
+                                   max_chunks=args["fanout_max_chunks"]).set_display_name("plan tensorize chunks")
+        with dsl.ParallelFor(t["plan"].outputs["chunks"], name="tensorize-chunks") as chunk:
+            t["tensorize_chunk"] = tensorize_chunk_op(
+                params_json=params_json, raw=raw, validated=validated, chunk=chunk,
+                n_chunks=t["plan"].outputs["n_chunks"]).set_display_name("tensorize chunk")
+        t["tensorize"] = merge_tensors_op(
+            params_json=params_json, chunks=dsl.Collected(t["tensorize_chunk"].outputs["tensors"]))
+    else:
+        t["tensorize"] = tensorize_op(params_json=params_json, raw=raw, validated=validated)
+    t["tensorize"].set_display_name("tensorize")
+    tensors = t["tensorize"].outputs["tensors"]
+    t["train"] = train_op(params_json=params_json, tensors=tensors).set_display_name("train")
+    model = t["train"].outputs["model"]
+    t["evaluate"] = evaluate_op(params_json=params_json, model=model, tensors=tensors).set_display_name("evaluate")
+    blessed = t["evaluate"].outputs["blessed"]
+
+    def register() -> dsl.PipelineTask:
+        return register_op(
+            params_json=params_json, git_revision=args["git_revision"],
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, blessed=blessed, model=model,
+            evaluation=t["evaluate"].outputs["evaluation"], raw=raw, validated=validated, tensors=tensors,
+        ).set_display_name("register")
+
+    if gate:
+        with dsl.If(blessed == True, name="blessed"):  # noqa: E712 (a KFP condition)
+            t["register"] = register()
+    else:
+        t["register"] = register()
+    for role in ("train", "evaluate", "register"):  # side effects in MLflow: never from cache
+        t[role].set_caching_options(False)
+    return t
+
+
+def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, image: str) -> None:
+    """Kubernetes settings: config by reference, resources, and the GPUs and image of train."""
+    kubernetes.use_secret_as_env(t["ingest"], cfg.s3_secret, S3_SECRET_KEYS, optional=True)
+    kubernetes.use_config_map_as_env(t["ingest"], cfg.config_map, S3_CONFIG_KEYS, optional=True)
+    for role in ("train", "evaluate", "register"):
+        kubernetes.use_config_map_as_env(t[role], cfg.config_map, MLFLOW_CONFIG_KEYS)
+        kubernetes.use_secret_as_env(t[role], cfg.mlflow_secret, MLFLOW_SECRET_KEYS)
+    for role, task in t.items():
+        res = {"tensorize": cfg.tensorize, "tensorize_chunk": cfg.tensorize, "train": cfg.train,
+               "evaluate": cfg.evaluate}.get(role, cfg.step)
+        task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
+        task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
+    train = t["train"]
+    kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                               size_limit=cfg.shm_size)
+    if cfg.train_image or cfg.use_gpu:
+        train.set_container_image(cfg.train_image or f"{image}-cuda")
+    if not cfg.use_gpu:
+        return
+    train.set_accelerator_type(cfg.accelerator).set_accelerator_limit(cfg.gpus if cfg.gpus else nproc)
+    if cfg.gpu_taint_key:
+        kubernetes.add_toleration(train, key=cfg.gpu_taint_key, operator="Exists", effect="NoSchedule")
+    if cfg.gpu_node_label:
+        kubernetes.add_node_selector(train, label_key=cfg.gpu_node_label[0], label_value=cfg.gpu_node_label[1])

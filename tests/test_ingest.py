@@ -11,6 +11,7 @@ import io
 import tarfile
 import threading
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,6 +165,22 @@ def test_demo_source_renders_chorales(tmp_path):
     assert {r["source"] for r in rows} == {"demo://bach-chorales?songs=2"}
 
 
+def test_demo_source_with_fewer_songs_keeps_a_prefix_without_copying(tmp_path):
+    out = tmp_path / "raw"
+    two = read_jsonl(ingest("demo://bach-chorales?songs=2", out, params()).manifest)
+    result = ingest("demo://bach-chorales?songs=1", out, params())
+    (one,) = read_jsonl(result.manifest)
+    assert {**one, "source": two[0]["source"]} == two[0]
+    assert result.n_copied == 0
+    assert sorted(p.name for p in (out / "files").iterdir()) == [Path(one["path"]).name]
+
+
+def test_source_folder_containing_the_output_refused(tmp_path):
+    src = make_folder(tmp_path / "src")
+    with pytest.raises(DataError, match="overlap"):
+        ingest(str(src), src / "raw", params())
+
+
 def test_ingest_cli_prints_one_line_summary(tmp_path, capsys):
     src = make_folder(tmp_path / "src")
     parser = argparse.ArgumentParser()
@@ -176,7 +193,9 @@ def test_ingest_cli_prints_one_line_summary(tmp_path, capsys):
 # ------------------------------------------------------------------------------- S3
 
 
-def test_s3_prefix_is_ingested(tmp_path, s3_server, s3_bucket):
+@pytest.fixture
+def s3_songs(s3_server: str, s3_bucket: str) -> str:
+    """s3:// URI of a prefix holding SONGS and a readme, next to a look-alike prefix."""
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
@@ -184,13 +203,77 @@ def test_s3_prefix_is_ingested(tmp_path, s3_server, s3_bucket):
         s3.put_object(Bucket=s3_bucket, Key=f"songs/{rel}", Body=data)
     s3.put_object(Bucket=s3_bucket, Key="songs/readme.txt", Body=b"-")
     s3.put_object(Bucket=s3_bucket, Key="songs2/other.mid", Body=b"not under the prefix")
-    uri = f"s3://{s3_bucket}/songs"
-    result = ingest(uri, tmp_path / "raw", params())
+    return f"s3://{s3_bucket}/songs"
+
+
+@pytest.fixture
+def s3_calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """S3 API operations ingest sends, counted by name (ListObjectsV2, GetObject, ...)."""
+    calls: Counter = Counter()
+    real_client = ingest_mod.s3_client
+
+    def counting_client():
+        client = real_client()
+        client.meta.events.register("before-call.s3", lambda model, **_: calls.update([model.name]))
+        return client
+
+    monkeypatch.setattr(ingest_mod, "s3_client", counting_client)
+    return calls
+
+
+def test_s3_prefix_is_ingested(tmp_path, s3_songs):
+    result = ingest(s3_songs, tmp_path / "raw", params())
     rows = read_jsonl(result.manifest)
     assert [r["path"] for r in rows] == ["files/a.mid", "files/c.npz", "files/sub/b.MIDI"]
     assert (tmp_path / "raw/files/c.npz").read_bytes() == b"PK-ccc"
-    assert (result.n_ignored, {r["source"] for r in rows}) == (1, {uri})
-    assert ingest(uri, tmp_path / "raw", params()).n_copied == 0
+    assert rows[1]["sha256"] == hashlib.sha256(b"PK-ccc").hexdigest()
+    assert (result.n_ignored, {r["source"] for r in rows}) == (1, {s3_songs})
+
+
+def test_s3_unchanged_objects_are_not_downloaded_again(tmp_path, s3_songs, s3_calls):
+    out = tmp_path / "raw"
+    ingest(s3_songs, out, params())
+    before = snapshot(out)
+    s3_calls.clear()
+    again = ingest(s3_songs, out, params())
+    assert (again.n_copied, s3_calls["GetObject"]) == (0, 0)
+    assert snapshot(out) == before
+
+
+def test_s3_changed_object_is_downloaded_again(tmp_path, s3_server, s3_songs, s3_calls):
+    import boto3
+
+    out = tmp_path / "raw"
+    ingest(s3_songs, out, params())
+    bucket = s3_songs.split("/")[2]
+    boto3.client("s3", endpoint_url=s3_server).put_object(Bucket=bucket, Key="songs/a.mid", Body=b"MThd-A")
+    s3_calls.clear()
+    result = ingest(s3_songs, out, params())
+    assert (result.n_copied, s3_calls["GetObject"]) == (1, 1)
+    assert (out / "files/a.mid").read_bytes() == b"MThd-A"
+
+
+def test_s3_listing_follows_every_page(tmp_path, s3_songs, s3_calls, monkeypatch):
+    monkeypatch.setattr(ingest_mod, "S3_PAGE_SIZE", 2)
+    result = ingest(s3_songs, tmp_path / "raw", params())
+    assert (result.n_files, result.n_ignored) == (3, 1)
+    assert s3_calls["ListObjectsV2"] == 2  # 4 keys, 2 per page
+
+
+def test_s3_object_gone_after_listing_names_the_key(tmp_path, s3_server, s3_songs, monkeypatch):
+    import boto3
+
+    bucket = s3_songs.split("/")[2]
+    real_place = ingest_mod.place
+
+    def delete_then_place(*args):
+        boto3.client("s3", endpoint_url=s3_server).delete_object(Bucket=bucket, Key="songs/c.npz")
+        return real_place(*args)
+
+    monkeypatch.setattr(ingest_mod, "place", delete_then_place)
+    with pytest.raises(DataError, match=rf"s3://{bucket}/songs/c\.npz: cannot download"):
+        ingest(s3_songs, tmp_path / "raw", params())
+    assert not (tmp_path / "raw").exists()
 
 
 def test_s3_missing_bucket_is_a_data_error(tmp_path, s3_server):
@@ -222,6 +305,26 @@ def test_http_download_retries_a_transient_503(tmp_path, served_tarball, monkeyp
     monkeypatch.setattr(http.server.SimpleHTTPRequestHandler, "do_GET", flaky_get)
     assert ingest(url, tmp_path / "raw", params(data__sha256=sha)).n_files == 3
     assert failures == []
+
+
+def test_http_download_restarts_after_the_connection_drops_mid_body(tmp_path, served_tarball, monkeypatch):
+    url, sha = served_tarball
+    drops = [1]
+    real_do_get = http.server.SimpleHTTPRequestHandler.do_GET
+
+    def truncated_get(self):
+        if not drops:
+            return real_do_get(self)
+        drops.pop()
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"x" * 100)
+        self.close_connection = True
+
+    monkeypatch.setattr(http.server.SimpleHTTPRequestHandler, "do_GET", truncated_get)
+    assert ingest(url, tmp_path / "raw", params(data__sha256=sha)).n_files == 3
+    assert drops == []
 
 
 def test_http_sha256_mismatch_refused(tmp_path, served_tarball):
@@ -273,6 +376,23 @@ def test_zip_archive_is_ingested_without_macos_resource_forks(tmp_path):
     result = ingest(str(archive), tmp_path / "raw", params())
     assert [r["path"] for r in read_jsonl(result.manifest)] == ["files/a.mid", "files/c.npz", "files/sub/b.MIDI"]
     assert result.n_ignored == 1
+
+
+def test_large_non_song_archive_member_is_ignored_not_refused(tmp_path):
+    archive = tmp_path / "corpus.tar.gz"
+    archive.write_bytes(tarball([member("a.mid", b"MThd"), member("notes.txt", b"n" * 200)]))
+    result = ingest(str(archive), tmp_path / "raw", params(data__max_file_bytes=150))
+    assert (result.n_files, result.n_ignored) == (1, 1)
+
+
+def test_corrupt_archive_member_is_a_data_error(tmp_path):
+    archive = tmp_path / "corpus.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("a.mid", b"MThd-original")
+    data = archive.read_bytes()
+    archive.write_bytes(data.replace(b"MThd-original", b"MThd-corrupt!", 1))  # CRC no longer matches
+    with pytest.raises(DataError, match=r"corpus\.zip: member 'a\.mid': cannot extract"):
+        ingest(str(archive), tmp_path / "raw", params())
 
 
 def test_zip_symlink_member_refused(tmp_path):

@@ -1,113 +1,275 @@
-"""upload / schedule send the right KFP API calls, checked against a recorded v2beta1 contract.
+"""upload / schedule / run send the right KFP API calls, replayed against a recorded v2beta1 contract.
 
-There is no cluster here: a loopback HTTP server answers with the recorded responses and keeps
-every request, so the test sees exactly what kfp.Client would send to Kubeflow Pipelines.
+There is no cluster here: a loopback HTTP server replays the scenarios in tests/contracts/kfp/
+(see its README), rejects any request out of sequence and keeps what it got, so each test sees
+exactly what `python -m pipelines` sends to Kubeflow Pipelines through kfp.Client. The contract
+itself is checked against kfp_server_api, the generated client of the same API.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import inspect
 import json
+import re
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import kfp_server_api
 import pytest
 
-from pipelines.remote import schedule, upload
+from pipelines import remote
+from pipelines.__main__ import main
 
-CONTRACT = json.loads((Path(__file__).parent / "contracts" / "kfp" / "v2beta1.json").read_text())
+REPO = Path(__file__).resolve().parents[1]
+CONTRACTS = Path(__file__).parent / "contracts" / "kfp"
+SCENARIOS = sorted(p.stem for p in CONTRACTS.glob("*.json") if p.stem != "healthz")
+SECRET = "SUPER-SECRET-VALUE-123"
+pytestmark = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
 
 
-class FakeKfp:
-    def __init__(self, pipeline_exists: bool) -> None:
-        self.requests: list[dict] = []
-        self.pipeline_exists = pipeline_exists
-        fake = self
+def load(name: str) -> dict[str, Any]:
+    return json.loads((CONTRACTS / f"{name}.json").read_text())
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
 
-            def _answer(self) -> None:
-                url = urlparse(self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                fake.requests.append({"method": self.command, "path": url.path, "query": parse_qs(url.query),
-                                      "body": body, "headers": dict(self.headers)})
-                key = f"{self.command} {url.path}"
-                if key == "GET /apis/v2beta1/pipelines" and fake.pipeline_exists:
-                    key += "#existing"
-                if key not in CONTRACT:
-                    self.send_response(404)
-                    self.end_headers()
-                    self.wfile.write(json.dumps({"error": f"not in contract: {key}"}).encode())
-                    return
-                data = json.dumps(CONTRACT[key]).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+# --- the contract against kfp_server_api ------------------------------------------------------
 
-            do_GET = do_POST = do_DELETE = _answer
+def api_operations() -> list[tuple[str, re.Pattern[str]]]:
+    """(method, path regex) of every v2beta1 operation the generated client knows."""
+    ops = []
+    for module in vars(kfp_server_api.api).values():
+        if not inspect.ismodule(module):
+            continue
+        for path, method in re.findall(r"'(/apis/v2beta1/[^']*)', '(GET|POST|DELETE|PATCH|PUT)'",
+                                       inspect.getsource(module)):
+            ops.append((method, re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$")))
+    return ops
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    @property
-    def host(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+def conformance_errors(data: Any, type_name: str, where: str) -> list[str]:
+    """Fields or types of `data` that the kfp_server_api type `type_name` does not have."""
+    # proto3 JSON writes int64 fields as strings (the models say str) and parsers take numbers too
+    simple = {"str": (str, int), "bool": bool, "object": object, "datetime": str, "float": (int, float)}
+    if type_name in simple:
+        return [] if isinstance(data, simple[type_name]) else [f"{where}: {data!r} is not {type_name}"]
+    if type_name == "int":
+        return [] if isinstance(data, int) or str(data).isdigit() else [f"{where}: {data!r} is not int"]
+    if m := re.fullmatch(r"list\[(.+)\]", type_name):
+        return [e for i, v in enumerate(data) for e in conformance_errors(v, m.group(1), f"{where}[{i}]")]
+    if m := re.fullmatch(r"dict\(str, (.+)\)", type_name):
+        return [e for k, v in data.items() for e in conformance_errors(v, m.group(1), f"{where}.{k}")]
+    model = getattr(kfp_server_api, type_name)
+    if not model.openapi_types:  # an enum
+        allowed = [v for k, v in vars(model).items() if k.isupper() and isinstance(v, str)]
+        return [] if data in allowed else [f"{where}: {data!r} not in {type_name} {allowed}"]
+    by_json = {j: p for p, j in model.attribute_map.items()}
+    errors = [f"{where}.{k}: not a field of {type_name}" for k in data if k not in by_json]
+    for k, v in data.items():
+        if k in by_json:
+            errors += conformance_errors(v, model.openapi_types[by_json[k]], f"{where}.{k}")
+    return errors
 
-    def calls(self) -> list[str]:
-        return [f"{r['method']} {r['path']}" for r in self.requests if not r["path"].endswith("healthz")]
+
+def interactions(name: str) -> list[dict[str, Any]]:
+    doc = load(name)
+    return doc.get("interactions", [doc])
+
+
+@pytest.mark.parametrize("name", [*SCENARIOS, "healthz"])
+def test_contract_matches_the_generated_kfp_client(name):
+    ops = api_operations()
+    assert len(ops) > 20, "kfp_server_api operations were not found"
+    for i, it in enumerate(interactions(name)):
+        req, resp = it["request"], it["response"]
+        assert any(m == req["method"] and p.match(req["path"]) for m, p in ops), f"{name}[{i}]: {req}"
+        if resp["model"]:
+            assert not conformance_errors(resp["body"], resp["model"], f"{name}[{i}].response")
+        if "body_includes" in req:
+            assert not conformance_errors(req["body_includes"], req["body_model"], f"{name}[{i}].request")
+
+
+# --- a loopback server that replays one scenario ----------------------------------------------
+
+@dataclass
+class Replay:
+    expected: list[dict[str, Any]]
+    got: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def answer(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        url = urlparse(raw_path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        headers = {k.lower(): v for k, v in headers.items()}
+        self.got.append({"method": method, "path": url.path, "query": query, "headers": headers, "body": body})
+        if (method, url.path) == ("GET", "/apis/v2beta1/healthz"):
+            return 200, load("healthz")["response"]["body"]
+        if not self.expected:
+            return self._reject(f"unexpected extra request {method} {url.path}")
+        want = self.expected.pop(0)
+        problem = mismatch(want["request"], method, url.path, query, headers, body)
+        return self._reject(problem) if problem else (200, want["response"]["body"])
+
+    def _reject(self, problem: str) -> tuple[int, Any]:
+        self.errors.append(problem)
+        return 400, {"error": problem, "code": 3, "message": problem}
+
+
+def mismatch(req: dict[str, Any], method: str, path: str, query: dict[str, str], headers: dict[str, str],
+             body: bytes) -> str:
+    """Why a request does not match the recorded one ('' when it does)."""
+    if (req["method"], req["path"]) != (method, path):
+        return f"expected {req['method']} {req['path']}, got {method} {path}"
+    for key, pattern in req.get("query_includes", {}).items():
+        if not fnmatch.fnmatchcase(query.get(key, "\0"), pattern):
+            return f"{method} {path}: query {key}={query.get(key)!r} does not match {pattern!r}"
+    for text in req.get("multipart_includes", []):
+        if "multipart/form-data" not in headers.get("content-type", "") or text.encode() not in body:
+            return f"{method} {path}: multipart upload without {text!r}"
+    if "body_includes" in req:
+        sent = json.loads(body or b"{}")
+        if errors := conformance_errors(sent, req["body_model"], "request"):
+            return f"{method} {path}: {errors}"
+        if diff := subset_diff(req["body_includes"], sent, "body"):
+            return f"{method} {path}: {diff}"
+    return ""
+
+
+def subset_diff(want: Any, got: Any, where: str) -> str:
+    if isinstance(want, dict):
+        if not isinstance(got, dict):
+            return f"{where}: expected an object, got {got!r}"
+        return next((d for k, v in want.items() if (d := subset_diff(v, got.get(k), f"{where}.{k}"))), "")
+    if isinstance(want, str) and "*" in want and isinstance(got, str):
+        return "" if fnmatch.fnmatchcase(got, want) else f"{where}: {got!r} does not match {want!r}"
+    return "" if want == got or str(want) == str(got) else f"{where}: expected {want!r}, got {got!r}"
 
 
 @pytest.fixture
-def kfp_api(request, monkeypatch):
+def kfp_api(monkeypatch, tmp_path) -> Iterator[Any]:
+    """Start a replay server; `kfp_api(scenario)` arms it and returns (host, Replay)."""
     monkeypatch.delenv("KFP_TOKEN", raising=False)
-    fake = FakeKfp(pipeline_exists=getattr(request, "param", False))
-    fake.thread.start()
-    yield fake
-    fake.server.shutdown()
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.config/kfp context of the user
+    state: dict[str, Replay] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _handle(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, data = state["replay"].answer(self.command, self.path, dict(self.headers), body)
+            out = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        do_GET = do_POST = do_DELETE = do_PATCH = _handle
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def arm(scenario: str) -> tuple[str, Replay]:
+        state["replay"] = Replay([it for it in interactions(scenario)])
+        return f"http://127.0.0.1:{server.server_address[1]}", state["replay"]
+
+    yield arm
+    server.shutdown()
 
 
-REPO = Path(__file__).resolve().parents[1]
+def done(replay: Replay) -> None:
+    assert not replay.errors, replay.errors
+    assert not replay.expected, f"requests never sent: {[e['request'] for e in replay.expected]}"
 
 
-def test_upload_creates_the_pipeline_then_a_version_named_from_git(kfp_api):
-    pipeline_id, version_id, name = upload(kfp_api.host, REPO / "params.yaml")
-    assert (pipeline_id, version_id) == ("p-123", "v-456")
-    assert kfp_api.calls() == ["GET /apis/v2beta1/pipelines", "POST /apis/v2beta1/pipelines/upload",
-                               "POST /apis/v2beta1/pipelines/upload_version"]
-    upload_req = kfp_api.requests[-1]
-    assert upload_req["query"]["name"] == [name] and upload_req["query"]["pipelineid"] == ["p-123"]
-    assert b"lpdvae-training" in upload_req["body"] and b"deploymentSpec" in upload_req["body"]
+@pytest.fixture
+def clean_revision(monkeypatch):
+    """Pretend the checkout is clean at a fixed commit (version names are predictable)."""
+    monkeypatch.setattr("pipelines.__main__.git_revision", lambda cwd: "0123456789abcdef0123")
 
 
-@pytest.mark.parametrize("kfp_api", [True], indirect=True)
-def test_upload_of_an_existing_pipeline_only_adds_a_version(kfp_api):
-    upload(kfp_api.host, REPO / "params.yaml")
-    assert kfp_api.calls() == ["GET /apis/v2beta1/pipelines", "POST /apis/v2beta1/pipelines/upload_version"]
+# --- the commands ------------------------------------------------------------------------------
+
+def test_upload_creates_the_pipeline_then_a_version_named_from_git(kfp_api, clean_revision, capsys):
+    host, replay = kfp_api("upload_new_pipeline")
+    assert main(["--params", str(REPO / "params.yaml"), "upload", "--host", host]) == 0
+    done(replay)
+    name = replay.got[-1]["query"]["name"]
+    assert re.fullmatch(r"git-0123456789ab-[0-9a-f]{12}", name), name
+    assert f"uploaded pipeline lpdvae-training (p-123) version {name} (v-456)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("kfp_api", [True], indirect=True)
-def test_schedule_creates_a_weekly_recurring_run_of_the_newest_version(kfp_api):
-    job_id = schedule(kfp_api.host, REPO / "params.yaml", "0 0 3 * * 1", "lpdvae", "lpdvae-weekly-retraining")
-    assert job_id == "rr-1"
-    calls = kfp_api.calls()
-    assert calls[0] == "GET /apis/v2beta1/pipelines"
-    assert "GET /apis/v2beta1/pipelines/p-123/versions" in calls
-    assert calls[-1] == "POST /apis/v2beta1/recurringruns"
-    body = json.loads(kfp_api.requests[-1]["body"])
-    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
-    assert body["pipeline_version_reference"] == {"pipeline_id": "p-123", "pipeline_version_id": "v-456"}
-    assert body["experiment_id"] == "e-789"
-    assert body["max_concurrency"] in ("1", 1) and body["no_catchup"] is True
+def test_upload_of_an_existing_pipeline_only_adds_a_version(kfp_api, clean_revision):
+    host, replay = kfp_api("upload_existing_pipeline")
+    assert main(["upload", "--host", host, "--params", str(REPO / "params.yaml")]) == 0
+    done(replay)
 
 
-def test_upload_sends_no_credentials_it_was_not_given(kfp_api, monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SUPER-SECRET-VALUE-123")
-    upload(kfp_api.host, REPO / "params.yaml")
-    for r in kfp_api.requests:
-        assert b"SUPER-SECRET-VALUE-123" not in r["body"]
-        assert "Authorization" not in r["headers"]
+def test_upload_of_an_already_uploaded_clean_revision_uploads_nothing(kfp_api, clean_revision, capsys):
+    host, replay = kfp_api("upload_same_revision")
+    assert main(["upload", "--host", host, "--params", str(REPO / "params.yaml")]) == 0
+    done(replay)
+    assert "found pipeline lpdvae-training (p-123) version git-0123456789ab" in capsys.readouterr().out
+
+
+def test_version_names_follow_the_revision_and_the_compiled_content(tmp_path):
+    assert remote.version_name("0123456789abcdef0123", "c0ffee") == "git-0123456789ab-c0ffee"
+    assert re.fullmatch(r"git-0123456789ab-dirty-\d{8}-\d{6}",
+                        remote.version_name("0123456789abcdef0123-dirty", "c0ffee"))
+    assert remote.version_name(None, "c0ffee").startswith("nogit-")
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("# header\nx: {p: 1, q: 2}\n---\ny: 1\n")
+    b.write_text("x: {q: 2, p: 1}\n---\ny: 1\n")
+    assert remote.package_digest(a) == remote.package_digest(b)
+
+
+def test_schedule_replaces_the_weekly_recurring_run_with_one_of_the_new_version(kfp_api, clean_revision):
+    host, replay = kfp_api("schedule_weekly")
+    rc = main(["schedule", "--host", host, "--params", str(REPO / "params.yaml"), "--set", "train.epochs=20",
+               "--service-account", "lpdvae-pipeline"])
+    assert rc == 0
+    done(replay)
+    params = json.loads(replay.got[-1]["body"])["runtime_config"]["parameters"]
+    assert params == {"train__epochs": 20}, "only what --set changed"
+    uploaded = next(r for r in replay.got if r["path"].endswith("upload_version"))
+    ingest = re.search(rb"ingest-op:\s+cachingOptions: \{\}", uploaded["body"])
+    assert ingest, "the scheduled version re-reads the source on every run (ingest not cached)"
+
+
+def test_run_latest_starts_one_run_of_the_newest_version_without_uploading(kfp_api):
+    host, replay = kfp_api("run_latest")
+    rc = main(["run", "--host", host, "--params", str(REPO / "params.yaml"), "--version", "latest",
+               "--run-name", "lpdvae-weekly-retraining", "--service-account", "lpdvae-pipeline"])
+    assert rc == 0
+    done(replay)
+    assert not any("upload" in r["path"] for r in replay.got)
+
+
+def test_crontab_lines_become_kfp_crons_with_seconds():
+    assert remote.cron_with_seconds("0 3 * * 1") == "0 0 3 * * 1"
+    assert remote.cron_with_seconds("0 0 3 * * 1") == "0 0 3 * * 1"
+    with pytest.raises(ValueError):
+        remote.cron_with_seconds("weekly")
+
+
+def test_credentials_come_only_from_the_environment(kfp_api, clean_revision, monkeypatch, tmp_path):
+    host, replay = kfp_api("upload_same_revision")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+    assert main(["upload", "--host", host, "--params", str(REPO / "params.yaml")]) == 0
+    assert all("authorization" not in r["headers"] for r in replay.got), "no token was given"
+    assert all(SECRET.encode() not in r["body"] for r in replay.got)
+
+    token = tmp_path / "token"
+    token.write_text("projected-sa-token\n")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    host, replay = kfp_api("upload_same_revision")
+    assert main(["upload", "--host", host, "--params", str(REPO / "params.yaml")]) == 0
+    assert {r["headers"].get("authorization") for r in replay.got} == {"Bearer projected-sa-token"}

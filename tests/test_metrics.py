@@ -7,10 +7,15 @@ import math
 import numpy as np
 import pytest
 
+from pypianoroll import metrics as pm
+
 from lpdvae.metrics import (
+    drum_in_pattern_rate,
+    frame_prf,
     full_roll,
     musegan_metrics,
-    note_f1,
+    n_pitch_classes_used,
+    note_prf,
     qualified_note_rate,
     tonal_distance,
     track_metrics,
@@ -75,7 +80,62 @@ def test_tonal_distance_of_a_fifth_apart_harmony_is_positive_and_symmetric():
     assert tonal_distance(a, a, REP.beat_resolution) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_note_f1_on_hand_counted_cells():
+def test_frame_prf_on_hand_counted_cells():
     truth = np.array([1, 1, 1, 0, 0], dtype=np.uint8)
     pred = np.array([1, 1, 0, 1, 0], dtype=np.uint8)  # tp 2, fp 1, fn 1
-    assert note_f1(pred, truth) == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
+    assert frame_prf(pred, truth) == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
+
+
+def test_note_prf_matches_onsets_within_one_step():
+    truth = phrase_with([(0, 0, 0, 4), (0, 4, 8, 2)])[None]
+    # C starts one step late (a hit), E three steps late (a miss), G is not in the truth
+    pred = phrase_with([(0, 0, 1, 3), (0, 4, 11, 2), (0, 7, 0, 1)])[None]
+    assert note_prf(pred, truth) == pytest.approx({"precision": 1 / 3, "recall": 1 / 2, "f1": 0.4})
+    assert note_prf(pred, truth, onset_tolerance=0)["f1"] == 0.0
+
+
+def test_note_prf_counts_a_note_held_over_the_barline_once_and_matches_one_to_one():
+    held = phrase_with([(0, 0, 14, 4)])[None]  # steps 14..17 cross the bar at step 16
+    assert note_prf(held, held) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    two_near = phrase_with([(0, 0, 0, 1), (0, 0, 2, 1)])[None]  # both within 1 step of onset 1
+    one = phrase_with([(0, 0, 1, 1)])[None]
+    assert note_prf(two_near, one) == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3})
+
+
+def test_note_prf_keeps_tracks_and_phrases_apart():
+    a = phrase_with([(0, 0, 0, 2)], tracks=2)
+    b = phrase_with([(1, 0, 0, 2)], tracks=2)  # same note, other track
+    assert note_prf(a[None], b[None])["f1"] == 0.0
+    assert note_prf(np.stack([a, b]), np.stack([b, a]))["f1"] == 0.0
+    assert note_prf(np.stack([a, b]), np.stack([a, b]))["f1"] == 1.0
+
+
+def test_drum_in_pattern_rate_weights_each_hit_by_the_beat_grid():
+    # resolution 4: pypianoroll's mask is [1, 0.1, 1, 0.1] per beat; hits at steps 0, 4, 5
+    roll = np.zeros((32, 128), dtype=bool)
+    roll[[0, 4, 5], 36] = True
+    assert drum_in_pattern_rate(roll, resolution=4) == pytest.approx((1 + 1 + 0.1) / 3)
+    assert track_metrics(roll, REP, is_drum=True)["drum_in_pattern_rate"] == pytest.approx(2.1 / 3)
+    assert "drum_in_pattern_rate" not in track_metrics(roll, REP, is_drum=False)
+
+
+def test_pitch_classes_fold_octaves_including_the_top_one():
+    roll = np.zeros((4, 128), dtype=bool)
+    roll[:, [0, 60, 120]] = True  # three Cs
+    assert n_pitch_classes_used(roll) == 1
+    roll[:, 121] = True  # C#9
+    assert n_pitch_classes_used(roll) == 2
+
+
+def test_pypianoroll_1_0_4_bugs_that_the_workarounds_rely_on():
+    """If these start failing, pypianoroll fixed them: drop the matching workaround in metrics.py."""
+    roll = np.zeros((16, 128), dtype=np.int8)
+    roll[0:12, 60] = 1  # 1 of 4 beats (resolution 4) is empty
+    assert pm.empty_beat_rate(roll, 4) == 0.75  # the share of NON-empty beats
+    octave = np.zeros((4, 128), dtype=bool)
+    octave[:, [0, 12]] = True  # C0 and C1: one pitch class
+    assert pm.n_pitch_classes_used(octave) == 2  # groups of 10 adjacent pitches, not octaves
+    overlap = np.zeros((6, 3), dtype=np.int8)
+    overlap[0:5, 0] = 1
+    overlap[1:2, 1] = 1  # a 5-step and a 1-step note: QN at threshold 2 is 0.5
+    assert pm.qualified_note_rate(overlap, 2) == 1.0

@@ -1,88 +1,214 @@
-"""The compiled KFP IR: six step tasks, typed artifacts, GPU on train, secrets only by reference."""
+"""The compiled KFP IR: the six steps with typed artifacts, every knob a parameter, register gated
+by the blessing, tensorize fanned out, GPU on train, config and secrets only by reference."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from components.knobs import knobs
+from lpdvae.params import load_params
+
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ["ingest", "validate", "tensorize", "train", "evaluate", "register"]
+SECRETS = {"AWS_SECRET_ACCESS_KEY": "SUPER-SECRET-VALUE-123", "MLFLOW_TRACKING_PASSWORD": "hunter2-secret",
+           "AWS_ACCESS_KEY_ID": "AKIAEXAMPLESECRET42", "KFP_TOKEN": "kfp-bearer-secret-token"}
+KFP_TYPES = {bool: "BOOLEAN", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", str: "STRING", list: "LIST",
+             dict: "STRUCT"}
+
+
+def compile_ir(tmp: Path, *args: str) -> dict[str, Any]:
+    """`python -m pipelines compile` (in this process) while the environment holds secret values."""
+    from pipelines.__main__ import main
+
+    out = tmp / f"pipeline-{abs(hash(args))}.yaml"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in SECRETS.items():
+            mp.setenv(key, value)
+        assert main(["--params", str(REPO / "params.yaml"), "compile", "--out", str(out), *args]) == 0
+    return parse(out.read_text())
+
+
+def parse(text: str) -> dict[str, Any]:
+    docs = list(yaml.safe_load_all(text))
+    return {"spec": docs[0], "platform": docs[1]["platforms"]["kubernetes"] if len(docs) > 1 else {}, "text": text}
 
 
 @pytest.fixture(scope="module")
-def ir(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
-    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(out.parent),
-           "AWS_SECRET_ACCESS_KEY": "SUPER-SECRET-VALUE-123", "MLFLOW_TRACKING_PASSWORD": "hunter2-secret"}
-    subprocess.run([sys.executable, "-m", "pipelines", "compile", "--out", str(out)],
-                   cwd=REPO, env=env, check=True, capture_output=True)
-    docs = list(yaml.safe_load_all(out.read_text()))
-    return {"spec": docs[0], "platform": docs[1] if len(docs) > 1 else {}, "text": out.read_text()}
+def ir(tmp_path_factory) -> dict[str, Any]:
+    return compile_ir(tmp_path_factory.mktemp("ir"))
 
 
-def tasks(spec: dict) -> dict:
-    dag = dict(spec["root"]["dag"]["tasks"])
-    for name, task in list(dag.items()):
-        if task.get("componentRef", {}).get("name", "").startswith("comp-condition"):
-            dag.update(spec["components"][task["componentRef"]["name"]]["dag"]["tasks"])
-    return dag
+def all_tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every task of the DAG, nested ones (condition, loop) included, by task name."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def walk(dag: dict[str, Any]) -> None:
+        for name, task in dag["tasks"].items():
+            out[name] = task
+            inner = spec["components"][task["componentRef"]["name"]]
+            if "dag" in inner:
+                walk(inner["dag"])
+
+    walk(spec["root"]["dag"])
+    return out
 
 
-def test_pipeline_has_the_six_step_tasks(ir):
-    names = set(tasks(ir["spec"]))
-    for step in STEPS:
-        assert any(n.startswith(f"{step}-op") for n in names), names
+def by_display_name(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["taskInfo"]["name"]: t for t in all_tasks(spec).values()}
 
 
-def artifact_types(spec: dict, component: str, io: str) -> dict[str, str]:
-    defs = spec["components"][f"comp-{component}-op"][io].get("artifacts", {})
-    return {k: v["artifactType"]["schemaTitle"] for k, v in defs.items()}
+def artifacts(spec: dict[str, Any], component: str, side: str) -> dict[str, str]:
+    defs = spec["components"][f"comp-{component}"][side].get("artifacts", {})
+    return {k: v["artifactType"]["schemaTitle"] + ("[]" if v.get("isArtifactList") else "") for k, v in defs.items()}
 
 
-def test_step_outputs_have_the_right_artifact_types(ir):
+def executor(spec: dict[str, Any], component: str) -> dict[str, Any]:
+    return spec["deploymentSpec"]["executors"][f"exec-{component}"]["container"]
+
+
+def test_the_six_steps_are_tasks_and_tensorize_fans_out(ir):
+    names = by_display_name(ir["spec"])
+    for step in ("params", "ingest", "validate", "tensorize", "train", "evaluate", "register"):
+        assert step in names, sorted(names)
+    assert names["tensorize"]["componentRef"]["name"] == "comp-merge-tensors-op"
+    loop = next(t for t in all_tasks(ir["spec"]).values() if "parameterIterator" in t)
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("plan-chunks-op-chunks")
+    inner = ir["spec"]["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert [t["componentRef"]["name"] for t in inner.values()] == ["comp-tensorize-chunk-op"]
+
+
+def test_steps_read_and_write_typed_artifacts(ir):
     spec = ir["spec"]
-    assert artifact_types(spec, "ingest", "outputDefinitions") == {"raw": "system.Dataset"}
-    assert artifact_types(spec, "validate", "outputDefinitions") == {"validated": "system.Dataset",
-                                                                    "data_docs": "system.HTML"}
-    assert artifact_types(spec, "train", "outputDefinitions") == {"model": "system.Model",
-                                                                 "metrics": "system.Metrics"}
-    assert artifact_types(spec, "evaluate", "outputDefinitions") == {
+    assert artifacts(spec, "ingest-op", "outputDefinitions") == {"raw": "system.Dataset"}
+    assert artifacts(spec, "validate-op", "inputDefinitions") == {"raw": "system.Dataset"}
+    assert artifacts(spec, "validate-op", "outputDefinitions") == {
+        "validated": "system.Dataset", "data_docs": "system.HTML", "metrics": "system.Metrics"}
+    assert artifacts(spec, "tensorize-chunk-op", "outputDefinitions") == {"tensors": "system.Dataset"}
+    assert artifacts(spec, "merge-tensors-op", "inputDefinitions") == {"chunks": "system.Dataset[]"}
+    assert artifacts(spec, "train-op", "inputDefinitions") == {"tensors": "system.Dataset"}
+    assert artifacts(spec, "train-op", "outputDefinitions") == {"model": "system.Model", "metrics": "system.Metrics"}
+    assert artifacts(spec, "evaluate-op", "outputDefinitions") == {
         "evaluation": "system.Dataset", "samples_page": "system.HTML", "metrics": "system.Metrics",
         "blessing": "system.Markdown"}
-    assert artifact_types(spec, "train", "inputDefinitions") == {"tensors": "system.Dataset"}
+    assert spec["components"]["comp-evaluate-op"]["outputDefinitions"]["parameters"]["blessed"]["parameterType"] \
+        == "BOOLEAN"
+    assert artifacts(spec, "register-op", "inputDefinitions") == {
+        "model": "system.Model", "evaluation": "system.Dataset", "raw": "system.Dataset",
+        "validated": "system.Dataset", "tensors": "system.Dataset"}
 
 
 def test_register_runs_only_when_evaluation_blesses(ir):
-    spec = ir["spec"]
-    cond = next(t for t in spec["root"]["dag"]["tasks"].values()
-                if t.get("componentRef", {}).get("name", "").startswith("comp-condition"))
-    assert "blessed" in cond["triggerPolicy"]["condition"]
-    inner = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
-    assert any(n.startswith("register-op") for n in inner)
+    root = ir["spec"]["root"]["dag"]["tasks"]
+    cond = next(t for t in root.values() if "triggerPolicy" in t)
+    assert cond["triggerPolicy"]["condition"] == \
+        "inputs.parameter_values['pipelinechannel--evaluate-op-blessed'] == true"
+    inner = ir["spec"]["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(inner) == ["register-op"]
+    blessed = inner["register-op"]["inputs"]["parameters"]["blessed"]  # and register checks it again
+    assert blessed["componentInputParameter"] == "pipelinechannel--evaluate-op-blessed"
 
 
-def test_train_task_requests_a_gpu_with_toleration_and_node_selector(ir):
-    train_exec = next(v for k, v in ir["spec"]["deploymentSpec"]["executors"].items() if "train-op" in k)
-    assert train_exec["container"]["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    k8s = ir["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    train_k8s = next(v for k, v in k8s.items() if "train-op" in k)
-    assert train_k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert train_k8s["nodeSelector"]["labels"]
-    assert train_k8s["secretAsEnv"][0]["secretName"] == "lpdvae-s3"
+def test_the_kfp_local_variant_has_one_tensorize_task_and_register_gated_in_its_task():
+    from pipelines.training import build_pipeline
+
+    spec = build_pipeline(load_params(REPO / "params.yaml"), fanout=False, gate=False).pipeline_spec
+    root = spec.root.dag.tasks
+    assert {"tensorize-op", "register-op"} <= set(root)
+    assert not any(t.trigger_policy.condition for t in root.values())
+    assert "plan-chunks-op" not in root
 
 
-def test_every_params_section_is_a_pipeline_parameter_with_its_default(ir):
+def test_every_params_knob_is_a_typed_pipeline_parameter_with_the_file_default(ir):
     params = ir["spec"]["root"]["inputDefinitions"]["parameters"]
-    for section in ["data", "tracks", "representation", "validate", "tensorize", "model", "train",
-                    "evaluate", "register", "mlflow"]:
-        assert "defaultValue" in params[section]
-    assert '"epochs": 8' in params["train"]["defaultValue"]
+    expected = knobs(load_params(REPO / "params.yaml"))
+    assert len(expected) > 50
+    for k in expected:
+        assert params[k.name]["parameterType"] == KFP_TYPES[k.type], k.name
+        assert params[k.name]["defaultValue"] == k.default, k.name
+    assert params["train__epochs"]["defaultValue"] == load_params(REPO / "params.yaml").train.epochs
+    assert params["data__sha256"]["defaultValue"] == ""  # null in params.yaml
+    assert {"git_revision", "ingest_refresh_key", "fanout_songs_per_chunk", "fanout_max_chunks"} <= set(params)
+
+
+def images(spec: dict[str, Any]) -> dict[str, str]:
+    return {name.removeprefix("exec-"): e["container"]["image"] for name, e in spec["deploymentSpec"]["executors"].items()}
+
+
+def test_set_changes_a_default_and_image_replaces_every_tasks_image(tmp_path):
+    ir = compile_ir(tmp_path, "--set", "train.epochs=3", "--image", "registry.example.com/lpdvae:abc",
+                    "--train-image", "registry.example.com/lpdvae:abc-gpu")
+    assert ir["spec"]["root"]["inputDefinitions"]["parameters"]["train__epochs"]["defaultValue"] == 3
+    found = images(ir["spec"])
+    assert found.pop("train-op") == "registry.example.com/lpdvae:abc-gpu"
+    assert set(found.values()) == {"registry.example.com/lpdvae:abc"}
+
+
+def test_components_run_in_the_project_image_without_installing_anything(ir, tmp_path):
+    found = images(ir["spec"])
+    assert found.pop("train-op") == "ghcr.io/lpdvae/lpdvae:0.1.0-cuda", "GPU training gets the CUDA build"
+    assert set(found.values()) == {"ghcr.io/lpdvae/lpdvae:0.1.0"}
+    for name, e in ir["spec"]["deploymentSpec"]["executors"].items():
+        assert "pip install" not in " ".join(e["container"]["command"]), name
+    out = tmp_path / "env.yaml"  # a fresh process: the image default is read at import
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
+           "LPDVAE_IMAGE": "localhost/lpdvae:cpu", **SECRETS}
+    subprocess.run([sys.executable, "-m", "pipelines", "compile", "--no-gpu", "--out", str(out)], cwd=REPO,
+                   env=env, check=True, capture_output=True)
+    env_ir = parse(out.read_text())
+    assert set(images(env_ir["spec"]).values()) == {"localhost/lpdvae:cpu"}
+    assert not any(v in env_ir["text"] for v in SECRETS.values())
+
+
+def test_data_steps_are_cached_and_side_effect_steps_are_not(ir):
+    tasks = by_display_name(ir["spec"])
+    for step in ("params", "ingest", "validate", "plan tensorize chunks", "tensorize chunk", "tensorize"):
+        assert tasks[step]["cachingOptions"].get("enableCache") is True, step
+    for step in ("train", "evaluate", "register"):
+        assert not tasks[step]["cachingOptions"].get("enableCache"), step
+
+
+def test_train_requests_train_nproc_gpus_tolerates_the_taint_and_selects_gpu_nodes(ir):
+    res = executor(ir["spec"], "train-op")["resources"]
+    assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert "train__nproc" in res["accelerator"]["resourceCount"]
+    k8s = ir["platform"]["deploymentSpec"]["executors"]["exec-train-op"]
+    assert k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    for step in ("ingest-op", "validate-op"):
+        assert "accelerator" not in executor(ir["spec"], step).get("resources", {}), step
+
+
+def test_gpu_count_can_be_fixed_or_left_out(tmp_path):
+    fixed = compile_ir(tmp_path, "--gpus", "2")
+    assert executor(fixed["spec"], "train-op")["resources"]["accelerator"]["resourceCount"] == "2"
+    cpu = compile_ir(tmp_path, "--no-gpu", "--no-fanout")
+    assert "accelerator" not in executor(cpu["spec"], "train-op")["resources"]
+    assert "tolerations" not in cpu["platform"]["deploymentSpec"]["executors"]["exec-train-op"]
+    assert by_display_name(cpu["spec"])["tensorize"]["componentRef"]["name"] == "comp-tensorize-op"
+
+
+def test_each_task_gets_only_the_config_and_secrets_it_needs_by_name(ir):
+    k8s = ir["platform"]["deploymentSpec"]["executors"]
+
+    def secrets(exe: str) -> set[str]:
+        return {s["secretName"] for s in k8s.get(exe, {}).get("secretAsEnv", [])}
+
+    assert secrets("exec-ingest-op") == {"lpdvae-s3"}
+    for exe in ("exec-train-op", "exec-evaluate-op", "exec-register-op"):
+        assert secrets(exe) == {"lpdvae-mlflow-client"}, exe
+        maps = {e["configMapKey"] for c in k8s[exe]["configMapAsEnv"] for e in c["keyToEnv"]}
+        assert "MLFLOW_TRACKING_URI" in maps
+    for exe in ("exec-validate-op", "exec-tensorize-chunk-op", "exec-merge-tensors-op", "exec-make-params"):
+        assert not secrets(exe), exe
 
 
 def test_no_secret_value_reaches_the_compiled_yaml(ir):
-    assert "SUPER-SECRET-VALUE-123" not in ir["text"]
-    assert "hunter2-secret" not in ir["text"]
+    for value in SECRETS.values():
+        assert value not in ir["text"]

@@ -28,7 +28,7 @@ def mixed(tmp_path_factory):
     songkit.good_corpus(raw, n_midi=3, n_npz=3)
     songkit.midi_song(raw / "files/short/two_bars.mid", seed=9, n_bars=2)
     songkit.add_bad_songs(raw)
-    params = songkit.params(**{"validate.max_bad_fraction": 0.5})
+    params = songkit.params(**{"validate.max_bad_fraction": 0.6})
     result = validate(raw, root / "validated", params)
     return raw, root / "validated", params, result
 
@@ -48,7 +48,7 @@ def test_bad_files_quarantined_with_reasons(mixed):
     assert [a["path"] for a in accepted] == sorted(a["path"] for a in accepted)
     assert len(accepted) == 6 and all(a["song_id"] == a["sha256"] for a in accepted)
     assert result.n_songs == 14 and result.n_accepted == 6 and result.n_bad == 6
-    assert result.bad_fraction == pytest.approx(6 / 14)
+    assert result.n_quarantined == 8 and result.bad_fraction == pytest.approx(8 / 14)  # excluded count too
 
 
 def test_stats_table_and_summary(mixed):
@@ -95,7 +95,7 @@ def test_threshold_failure_keeps_previous_output(mixed, tmp_path):
     with pytest.raises(ValidationFailed) as err:
         validate(raw, previous, songkit.params(**{"validate.max_bad_fraction": 0.1}))
     message = str(err.value)
-    assert "6 of 14 songs are bad" in message and "max_bad_fraction 10.0%" in message
+    assert "8 of 14 songs quarantined (6 bad, 2 excluded" in message and "max_bad_fraction 10.0%" in message
     assert "corrupt_npz 1" in message
     assert (previous / "summary.json").read_bytes() == before
     report = tmp_path / "validated.failed"
@@ -107,7 +107,7 @@ def test_duplicates_and_all_bad(tmp_path):
     songkit.good_corpus(raw, n_midi=2, n_npz=0)
     shutil.copy(raw / "files/midi/song000.mid", raw / "files/midi/zcopy.mid")
     songkit.write_manifest(raw)
-    result = validate(raw, tmp_path / "v", songkit.params())
+    result = validate(raw, tmp_path / "v", songkit.params(**{"validate.max_bad_fraction": 0.5}))
     rows = read_jsonl(tmp_path / "v/quarantine.jsonl")
     assert [(r["path"], r["reason"]) for r in rows] == [("files/midi/zcopy.mid", "duplicate")]
     assert "files/midi/song000.mid" in rows[0]["detail"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 from typing import Any
 
 from lpdvae.errors import RegistryError
 from lpdvae.params import Params
 from lpdvae.registry import client
 
+VALIDATED = "data/validated"
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
@@ -28,7 +30,32 @@ def resolve(c, uri: str):
         raise RegistryError(f"{uri}: not in the registry ({exc.message})") from None
 
 
+def restore_commands(rev: str, tensors_hash: str | None, version: str, repo_url: str | None) -> list[str]:
+    """Shell commands that bring back the training tensors of a version, byte for byte."""
+    if not rev:
+        return []
+    cmds = [
+        f"git checkout {rev} && dvc checkout data/tensors",
+        f"git checkout {rev} && dvc pull data/tensors",
+        f"dvc get {repo_url or '<repo-url>'} data/tensors --rev {rev} -o tensors-v{version}",
+    ]
+    if tensors_hash:
+        cmds.append("python -c \"from lpdvae.lineage import dvc_hash; print(dvc_hash('data/tensors'))\""
+                    f"   # prints {tensors_hash}")
+    return cmds
+
+
+def _origin_url() -> str | None:
+    try:
+        out = subprocess.run(["git", "remote", "get-url", "origin"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    url = out.stdout.strip() if out.returncode == 0 else ""
+    return url or None
+
+
 def lineage(params: Params, uri: str) -> dict[str, Any]:
+    """Version -> run -> git revision -> params -> DVC hashes -> source -> validation, as a dict."""
     c = client(params)
     mv = resolve(c, uri)
     tags = mv.tags
@@ -36,11 +63,6 @@ def lineage(params: Params, uri: str) -> dict[str, Any]:
     rev = tags.get("lpdvae.git_revision", "")
     clean_rev = rev.removesuffix("-dirty")
     data = {stage: tags.get(f"lpdvae.dvc.{stage}") for stage in ("raw", "validated", "tensors")}
-    restore = []
-    if clean_rev:
-        restore.append(f"git checkout {clean_rev}")
-        restore.append("dvc checkout data/tensors   # or: dvc pull data/tensors")
-        restore.append(f"dvc get --rev {clean_rev} <repo-url> data/tensors -o tensors-v{mv.version}")
     return {
         "model": {"name": mv.name, "version": mv.version, "aliases": list(mv.aliases), "source": mv.source},
         "run": {"run_id": mv.run_id, "experiment_id": run.info.experiment_id if run else None,
@@ -49,13 +71,19 @@ def lineage(params: Params, uri: str) -> dict[str, Any]:
         "git_dirty": rev.endswith("-dirty"),
         "params_digest": tags.get("lpdvae.params_digest"),
         "data": data,
+        "dvc_lock": {k.removeprefix("lpdvae.dvclock."): v for k, v in sorted(tags.items())
+                     if k.startswith("lpdvae.dvclock.")},
         "source": tags.get("lpdvae.source"),
         "manifest_sha256": tags.get("lpdvae.manifest_sha256"),
+        "validation_report": [f"{VALIDATED}/summary.json", f"{VALIDATED}/quarantine.jsonl",
+                              f"{VALIDATED}/data_docs/index.html"],
         "quarantined": tags.get("lpdvae.quarantined"),
         "blessed": tags.get("lpdvae.blessed"),
         "blessing_reasons": tags.get("lpdvae.blessing_reasons"),
+        "metrics": {k.removeprefix("lpdvae.metric."): v for k, v in sorted(tags.items())
+                    if k.startswith("lpdvae.metric.")},
         "pipeline_run_id": tags.get("lpdvae.pipeline_run_id"),
-        "restore": restore,
+        "restore": restore_commands(clean_rev, data["tensors"], mv.version, _origin_url()),
     }
 
 
@@ -66,11 +94,17 @@ def versions_for_dataset(params: Params, dataset_hash: str) -> list[dict[str, An
     out = []
     for mv in c.search_model_versions(f"name='{name}'"):
         full = c.get_model_version(name, mv.version)
-        hit = [s for s in ("raw", "validated", "tensors") if full.tags.get(f"lpdvae.dvc.{s}") == dataset_hash]
+        hit = [s for s in ("raw", "validated", "tensors")
+               if _same_hash(full.tags.get(f"lpdvae.dvc.{s}"), dataset_hash)]
         if hit:
             out.append({"name": name, "version": full.version, "aliases": list(full.aliases), "stage": hit[0],
                         "run_id": full.run_id, "git_revision": full.tags.get("lpdvae.git_revision")})
     return sorted(out, key=lambda r: int(r["version"]))
+
+
+def _same_hash(tag: str | None, wanted: str) -> bool:
+    """DVC folder hashes end in `.dir`; accept the hash with or without it."""
+    return tag is not None and tag.removesuffix(".dir") == wanted.strip().removesuffix(".dir")
 
 
 def render(info: dict[str, Any]) -> str:
@@ -85,8 +119,10 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"  data      {stage:<9} dvc {h}")
     lines += [
         f"  source    {info['source']} (manifest sha256 {info['manifest_sha256']})",
-        f"  validate  {info['quarantined']} songs quarantined",
+        f"  validate  {info['quarantined']} songs quarantined (report: "
+        f"{', '.join(info['validation_report'])} at that revision)",
         f"  blessed   {info['blessed']} ({info['blessing_reasons']})",
+        f"  pipeline  run {info['pipeline_run_id']}",
         "restore this dataset:",
         *[f"  {cmd}" for cmd in info["restore"]],
     ]

@@ -7,26 +7,29 @@ from pathlib import Path
 
 import numpy as np
 
+from lpdvae.errors import LpdvaeError, RegistryError
 from lpdvae.params import Params, RepresentationParams
 
 
 def load_any(model: str, params: Params):
-    """A model folder, or a `models:/NAME@ALIAS` URI whose generator artifacts are downloaded."""
+    """A `MusicVAE` from a model folder, or from the generator pyfunc behind a `models:/...` URI."""
     from lpdvae.model import load_model
 
     if not model.startswith("models:/"):
         return load_model(Path(model))
     import mlflow
 
-    from lpdvae.serving import ARTIFACT
+    from lpdvae.serving import load_generator
     from lpdvae.tracking import tracking_uri
 
-    mlflow.set_tracking_uri(tracking_uri(params))
-    local = Path(mlflow.artifacts.download_artifacts(model))
-    return load_model(local / "artifacts" / ARTIFACT)
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return load_generator(model).vae
 
 
 def generate(model: str, out: Path, params: Params, n: int, seed: int, temperature: float) -> list[Path]:
+    """Write `n` sampled phrases as `sample-SEED-II.mid` + `.png` into `out`; returns the MIDI paths."""
     from lpdvae.roll import plot_png, to_multitrack, write_midi
 
     vae = load_any(model, params)
@@ -41,7 +44,17 @@ def generate(model: str, out: Path, params: Params, n: int, seed: int, temperatu
 
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:
-    for path in generate(args.model, Path(args.out), params, args.n, args.seed, args.temperature):
+    from mlflow.exceptions import MlflowException
+
+    if args.n < 1 or args.temperature <= 0:
+        raise LpdvaeError("--n must be >= 1 and --temperature > 0")
+    try:
+        paths = generate(args.model, Path(args.out), params, args.n, args.seed, args.temperature)
+    except FileNotFoundError as exc:
+        raise LpdvaeError(str(exc)) from None
+    except MlflowException as exc:
+        raise RegistryError(f"{args.model}: {exc.message}") from None
+    for path in paths:
         print(path)
     return 0
 
@@ -49,7 +62,9 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="sample new phrases as MIDI + PNG",
                        description="Sample z ~ N(0, T^2 I) and decode new multitrack phrases.")
-    p.add_argument("--model", default="models/vae", help="model folder or models:/NAME@ALIAS (default: %(default)s)")
+    p.add_argument("--model", default="models/vae",
+                   help="model folder or models:/NAME@ALIAS, e.g. models:/lpdvae@champion "
+                   "(default: %(default)s)")
     p.add_argument("--n", type=int, default=4, help="phrases to generate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0)

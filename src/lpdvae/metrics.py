@@ -7,8 +7,12 @@ is worked around at the call, documented where it happens:
 - the chroma folding behind n_pitch_classes_used / tonal_distance groups 10 adjacent pitches
   instead of octaves (fixed by re-laying pitch columns, `octave_layout`);
 - qualified_note_rate pairs onsets and offsets across pitches (called per pitch column);
+- drum_in_pattern_rate multiplies a one-beat mask with the whole roll (called one beat at a time);
 - tonal_distance projects a 3-D array with matmul and fails for more than one beat (computed
   per beat here with pypianoroll's own tonal matrix).
+
+Reconstruction is scored per note (`note_prf`: onsets matched one-to-one within a tolerance, the
+way mir_eval scores transcription) and per cell (`frame_prf`).
 """
 
 from __future__ import annotations
@@ -31,13 +35,19 @@ def full_roll(track_phrase: np.ndarray, rep: RepresentationParams) -> np.ndarray
 
 
 _OCTAVE_LAYOUT = np.array([12 * octave + pc for pc in range(12) for octave in range(10)])
+_TOP_OCTAVE = np.arange(120, 128)  # pitches 120..127 = pitch classes 0..7 of octave 10
 
 
 def octave_layout(roll: np.ndarray) -> np.ndarray:
-    """Re-lay pitches 0..119 so pypianoroll's `_to_chroma` (reshape to 12 groups of 10 adjacent
-    columns) sums each pitch class over octaves: column 10*pc + octave holds pitch 12*octave + pc."""
+    """Re-lay pitches so pypianoroll's `_to_chroma` (reshape to 12 groups of 10 adjacent columns)
+    sums each pitch class over octaves: column 10*pc + octave holds pitch 12*octave + pc.
+
+    Octave 10 (pitches 120..127) has no column of its own; it is merged into octave 9's column
+    (its own handling in `_to_chroma` would add it to every pitch class)."""
     out = np.zeros((roll.shape[0], 128), dtype=roll.dtype)
     out[:, :120] = roll[:, _OCTAVE_LAYOUT]
+    octave9 = 10 * (_TOP_OCTAVE % 12) + 9
+    out[:, octave9] = np.maximum(out[:, octave9], roll[:, _TOP_OCTAVE])
     return out
 
 
@@ -75,8 +85,24 @@ def track_metrics(roll: np.ndarray, rep: RepresentationParams, is_drum: bool) ->
         out["qualified_note_rate"] = qualified_note_rate(roll, threshold=2)
         out["polyphonic_rate"] = pm.polyphonic_rate(roll, threshold=2)
         if is_drum:
-            out["drum_in_pattern_rate"] = pm.drum_in_pattern_rate(roll, resolution=rep.beat_resolution)
+            out["drum_in_pattern_rate"] = drum_in_pattern_rate(roll, rep.beat_resolution)
     return {k: float(v) for k, v in out.items()}
+
+
+def drum_in_pattern_rate(roll: np.ndarray, resolution: int, tolerance: float = 0.1) -> float:
+    """pypianoroll's DP, called one beat at a time and weighted by the beat's active cells.
+
+    pypianoroll 1.0.4 multiplies its one-beat pattern mask (`resolution` steps) with the per-step
+    note counts of the whole roll, which only broadcasts for a roll one beat long.
+    """
+    beats = roll[: len(roll) // resolution * resolution].reshape(-1, resolution, roll.shape[1])
+    in_pattern, total = 0.0, 0
+    for beat in beats:
+        n = int(np.count_nonzero(beat))
+        if n:
+            in_pattern += pm.drum_in_pattern_rate(beat, resolution, tolerance) * n
+            total += n
+    return in_pattern / total if total else float("nan")
 
 
 def qualified_note_rate(roll: np.ndarray, threshold: int = 2) -> float:
@@ -118,13 +144,57 @@ def musegan_metrics(
     return dict(sorted(out.items()))
 
 
-def note_f1(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Cell-level precision / recall / F1 of a binarized reconstruction against the input."""
-    pred, truth = pred.astype(bool), truth.astype(bool)
-    tp = float(np.logical_and(pred, truth).sum())
-    fp = float(np.logical_and(pred, ~truth).sum())
-    fn = float(np.logical_and(~pred, truth).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+def _prf(tp: int, n_pred: int, n_true: int) -> dict[str, float]:
+    """Precision / recall / F1; an empty prediction of an empty truth scores 1."""
+    if n_pred == 0 and n_true == 0:
+        return {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_true if n_true else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def frame_prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Cell-level (frame) precision / recall / F1 of a binarized reconstruction."""
+    pred, truth = np.asarray(pred).astype(bool), np.asarray(truth).astype(bool)
+    return _prf(int(np.logical_and(pred, truth).sum()), int(pred.sum()), int(truth.sum()))
+
+
+def note_onsets(phrases: np.ndarray) -> dict[tuple[int, ...], np.ndarray]:
+    """Onset steps of every note of `[N, T, B, S, P]` phrases, keyed by (phrase, track, pitch).
+
+    A note is a run of active steps of one pitch along the phrase's time axis (bars joined)."""
+    n, t, b, s, p = phrases.shape
+    lanes = np.asarray(phrases).astype(bool).reshape(n, t, b * s, p).transpose(0, 1, 3, 2)
+    starts = lanes & ~np.pad(lanes, ((0, 0), (0, 0), (0, 0), (1, 0)))[..., :-1]
+    idx = np.argwhere(starts)  # rows (phrase, track, pitch, step), sorted by step within a key
+    out: dict[tuple[int, ...], np.ndarray] = {}
+    if len(idx):
+        keys, first = np.unique(idx[:, :3], axis=0, return_index=True)
+        for key, steps in zip(keys, np.split(idx[:, 3], first[1:]), strict=True):
+            out[tuple(int(k) for k in key)] = steps
+    return out
+
+
+def _match_onsets(pred: np.ndarray, truth: np.ndarray, tolerance: int) -> int:
+    """Greedy one-to-one matching of two sorted onset lists within `tolerance` steps (optimal in 1-D)."""
+    i = j = matched = 0
+    while i < len(pred) and j < len(truth):
+        if abs(int(pred[i]) - int(truth[j])) <= tolerance:
+            matched, i, j = matched + 1, i + 1, j + 1
+        elif pred[i] < truth[j]:
+            i += 1
+        else:
+            j += 1
+    return matched
+
+
+def note_prf(pred: np.ndarray, truth: np.ndarray, onset_tolerance: int = 1) -> dict[str, float]:
+    """Note-level precision / recall / F1 of reconstructed `[N, T, B, S, P]` phrases: a predicted
+    note is correct when a true note of the same phrase, track and pitch starts within
+    `onset_tolerance` steps (each true note matches at most once; offsets are ignored)."""
+    if np.shape(pred) != np.shape(truth):
+        raise ValueError(f"prediction {np.shape(pred)} and truth {np.shape(truth)} differ in shape")
+    p_on, t_on = note_onsets(pred), note_onsets(truth)
+    tp = sum(_match_onsets(steps, t_on[k], onset_tolerance) for k, steps in p_on.items() if k in t_on)
+    return _prf(tp, sum(map(len, p_on.values())), sum(map(len, t_on.values())))

@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import getpass
 import json
+import logging
 from typing import Any
 
 from lpdvae.errors import RegistryError
@@ -19,6 +20,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_BLESSED = "lpdvae.blessed"
 TAG_HISTORY = "lpdvae.champion_history"
+
+log = logging.getLogger(__name__)
 
 
 def client(params: Params):
@@ -44,29 +47,39 @@ def is_blessed(version) -> bool:
     return str(version.tags.get(TAG_BLESSED, "")).lower() == "true"
 
 
+def record_alias(c, name: str, alias: str, version: str, reason: str) -> str | None:
+    """Point `alias` at `version` and tag the version with who/when/why/previous; returns previous."""
+    before = alias_version(c, name, alias)
+    previous = before.version if before is not None else None
+    c.set_registered_model_alias(name, alias, str(version))
+    tags = {"by": _who(), "at": _now(), "reason": reason, "previous": previous or ""}
+    for k, v in tags.items():
+        c.set_model_version_tag(name, str(version), f"lpdvae.alias.{alias}.{k}", v)
+    return previous
+
+
 def set_champion(c, name: str, version: str, reason: str, forced: bool = False,
                  remember_previous: bool = True) -> str | None:
     """Point `champion` at `version`; record who/when/why/previous; returns the previous version.
 
-    The chain of earlier champions lives in a registered-model tag so `rollback` can walk back.
+    The chain of earlier champions lives in a registered-model tag so `rollback` can walk back;
+    each version also carries `lpdvae.previous_champion`, the champion it replaced.
     """
-    previous = alias_version(c, name, CHAMPION)
-    prev = previous.version if previous is not None else None
     history = _history(c, name)
+    prev = record_alias(c, name, CHAMPION, str(version), reason)
     if remember_previous and prev is not None and prev != str(version):
         history.append(prev)
-    c.set_registered_model_alias(name, CHAMPION, str(version))
     c.set_registered_model_tag(name, TAG_HISTORY, json.dumps(history))
-    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     tags = {
         "lpdvae.promoted_by": _who(),
-        "lpdvae.promoted_at": stamp,
+        "lpdvae.promoted_at": _now(),
         "lpdvae.promoted_reason": reason,
         "lpdvae.promoted_forced": str(forced).lower(),
         "lpdvae.previous_champion": prev or "",
     }
     for k, v in tags.items():
         c.set_model_version_tag(name, str(version), k, v)
+    log.info("%s: champion -> version %s (was %s): %s", name, version, prev, reason)
     return prev
 
 
@@ -138,6 +151,10 @@ def _get_version(c, name: str, version: str):
         return c.get_model_version(name, str(version))
     except MlflowException:
         raise RegistryError(f"{name} has no version {version}") from None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _who() -> str:

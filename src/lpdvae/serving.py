@@ -1,8 +1,10 @@
 """The registered model: an MLflow pyfunc that *generates* music.
 
-Input rows `{n, seed, temperature}` -> one row per generated phrase with its 0/1 piano roll
+Input rows `{n, seed, temperature}` -> one output row per generated phrase with its 0/1 piano roll
 (`[T, B, S, P]` as nested lists) and the phrase as base64 MIDI, so
-`mlflow models serve -m models:/lpdvae@champion` answers HTTP requests with new music.
+`mlflow models serve -m models:/lpdvae@champion` answers HTTP requests with new music. The
+trained model folder (`model.pt` + `model.json`) travels as the pyfunc artifact `vae`; the
+request parameter `threshold` (default 0.5) binarizes the decoder's probabilities.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ from typing import Any
 import mlflow.pyfunc
 
 ARTIFACT = "vae"
+MAX_N = 64  # phrases per request row: bounds the work one HTTP call can ask for
+DEFAULT_THRESHOLD = 0.5
 
 
 class MusicGenerator(mlflow.pyfunc.PythonModel):
+    """Samples z ~ N(0, temperature² I) per request row and decodes phrases."""
+
     def load_context(self, context) -> None:
         from lpdvae.model import load_model
 
@@ -25,22 +31,59 @@ class MusicGenerator(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         import pandas as pd
 
+        threshold = float((params or {}).get("threshold", DEFAULT_THRESHOLD))
+        rows: list[dict[str, Any]] = []
+        for req in _requests(model_input):
+            rows.extend(self.generate(**req, threshold=threshold))
+        return pd.DataFrame(rows, columns=["seed", "index", "pianoroll", "midi_base64"])
+
+    def generate(self, n: int, seed: int, temperature: float, threshold: float) -> list[dict[str, Any]]:
+        """`n` phrases for one request: seed, index, 0/1 piano roll and base64 MIDI each."""
         from lpdvae.params import RepresentationParams
         from lpdvae.roll import midi_bytes, to_multitrack
 
         meta = self.vae.meta
         rep = RepresentationParams(**meta["representation"])
-        threshold = float((params or {}).get("threshold", 0.5))
-        rows = []
-        for req in pd.DataFrame(model_input).to_dict("records"):
-            probs = self.vae.sample(int(req.get("n", 1)), int(req.get("seed", 0)),
-                                    float(req.get("temperature", 1.0)))
-            for k, phrase in enumerate((probs > threshold).to(dtype=__import__("torch").uint8).numpy()):
-                midi = midi_bytes(to_multitrack(phrase, meta["tracks"], rep))
-                rows.append({"seed": int(req.get("seed", 0)), "index": k,
-                             "pianoroll": phrase.tolist(),
-                             "midi_base64": base64.b64encode(midi).decode("ascii")})
-        return pd.DataFrame(rows)
+        phrases = (self.vae.sample(n, seed, temperature).numpy() > threshold).astype("uint8")
+        return [
+            {
+                "seed": seed,
+                "index": k,
+                "pianoroll": phrase.tolist(),
+                "midi_base64": base64.b64encode(
+                    midi_bytes(to_multitrack(phrase, meta["tracks"], rep))
+                ).decode("ascii"),
+            }
+            for k, phrase in enumerate(phrases)
+        ]
+
+
+def _requests(model_input: Any) -> list[dict[str, Any]]:
+    """Validated `{n, seed, temperature}` rows from a DataFrame, a dict or a list of dicts."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    if isinstance(model_input, dict):
+        model_input = [model_input]
+    records = pd.DataFrame(model_input).to_dict("records")
+    out = []
+    for rec in records:
+        req = {"n": int(_field(rec, "n", 1)), "seed": int(_field(rec, "seed", 0)),
+               "temperature": float(_field(rec, "temperature", 1.0))}
+        if not 1 <= req["n"] <= MAX_N or req["temperature"] <= 0:
+            raise MlflowException(
+                f"bad request {req}: n must be in 1..{MAX_N} and temperature > 0",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
+        out.append(req)
+    return out
+
+
+def _field(rec: dict[str, Any], key: str, default: float) -> Any:
+    """A request field; missing or NaN (an optional column left empty) gives the default."""
+    value = rec.get(key)
+    return default if value is None or value != value else value
 
 
 def pip_requirements() -> list[str]:
@@ -48,9 +91,8 @@ def pip_requirements() -> list[str]:
     subprocess (~40 s) and still misses lpdvae itself, which travels as code_paths instead."""
     from importlib.metadata import version
 
-    pins = [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in
+    return [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in
             ("mlflow", "torch", "numpy", "pandas", "pypianoroll", "pretty_midi", "pyyaml")]
-    return pins
 
 
 def code_paths() -> list[str]:
@@ -58,9 +100,22 @@ def code_paths() -> list[str]:
 
 
 def signature():
-    from mlflow.models import infer_signature
+    """(input example, signature): `{n, seed?, temperature?}` in, one row per phrase out."""
     import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
-    example = pd.DataFrame([{"n": 1, "seed": 0, "temperature": 1.0}])
-    out = pd.DataFrame([{"seed": 0, "index": 0, "pianoroll": "[[...]]", "midi_base64": "TVRoZA=="}])
-    return example, infer_signature(example, out, params={"threshold": 0.5})
+    roll = Array(Array(Array(Array("long"))))  # [tracks, bars, steps, pitches]
+    sig = ModelSignature(
+        inputs=Schema([ColSpec("long", "n"), ColSpec("long", "seed", required=False),
+                       ColSpec("double", "temperature", required=False)]),
+        outputs=Schema([ColSpec("long", "seed"), ColSpec("long", "index"),
+                        ColSpec(roll, "pianoroll"), ColSpec("string", "midi_base64")]),
+        params=ParamSchema([ParamSpec("threshold", "double", DEFAULT_THRESHOLD)]),
+    )
+    return pd.DataFrame([{"n": 1, "seed": 0, "temperature": 1.0}]), sig
+
+
+def load_generator(model_uri: str) -> MusicGenerator:
+    """The `MusicGenerator` behind a registry URI (`models:/NAME@ALIAS`) or a run's model URI."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()

@@ -17,13 +17,15 @@ from typing import Any
 
 from lpdvae.errors import LpdvaeError
 from lpdvae.io import atomic_write_json, sha256_file
-from lpdvae.lineage import dvc_hash, git_revision
+from lpdvae.lineage import dvc_hash, dvc_lock_hashes, git_revision
 from lpdvae.params import Params
-from lpdvae.registry import CHALLENGER, CHAMPION, alias_version, set_champion
+from lpdvae.registry import CHALLENGER, CHAMPION, alias_version, record_alias, set_champion
 
 log = logging.getLogger(__name__)
 DATA_STAGES = {"raw": "data/raw", "validated": "data/validated", "tensors": "data/tensors"}
-TAGGED_METRICS = ("recon_f1", "recon_precision", "recon_recall", "neg_elbo")
+TAGGED_METRICS = ("recon_f1", "recon_precision", "recon_recall", "recon_frame_f1", "neg_elbo")
+# where a pipeline run id comes from, first set wins (the KFP component sets the first)
+RUN_ID_ENV = ("LPDVAE_PIPELINE_RUN_ID", "KFP_RUN_ID", "KFP_PIPELINE_JOB_ID")
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,20 @@ class RegisterResult:
 
 
 def default_lineage(params: Params, root: Path = Path(".")) -> dict[str, str]:
-    """Lineage tags from the dvc.yaml layout under `root`: data hashes, source, manifest, quarantine."""
+    """Lineage tags from the dvc.yaml layout under `root`: data hashes, source, manifest, quarantine.
+
+    A data folder present on disk is hashed (as DVC does); an absent one takes its hash from
+    dvc.lock. Every dvc.lock output is also tagged as `lpdvae.dvclock.<path>`.
+    """
     tags: dict[str, str] = {"lpdvae.source": params.data.source}
+    locked = {path: md5 for outs in dvc_lock_hashes(root / "dvc.lock").values()
+              for path, md5 in outs.items() if md5}
+    tags.update({f"lpdvae.dvclock.{path}": md5 for path, md5 in sorted(locked.items())})
     for stage, rel in DATA_STAGES.items():
         if (root / rel).exists():
             tags[f"lpdvae.dvc.{stage}"] = dvc_hash(root / rel)
+        elif rel in locked:
+            tags[f"lpdvae.dvc.{stage}"] = locked[rel]
     manifest = root / DATA_STAGES["raw"] / "manifest.jsonl"
     if manifest.exists():
         tags["lpdvae.manifest_sha256"] = sha256_file(manifest)
@@ -51,6 +62,25 @@ def default_lineage(params: Params, root: Path = Path(".")) -> dict[str, str]:
     rev = git_revision(root)
     if rev:
         tags["lpdvae.git_revision"] = rev
+    return tags
+
+
+def pipeline_run_id() -> str:
+    """The orchestrator's run id (`LPDVAE_PIPELINE_RUN_ID`, else KFP's), or "local"."""
+    return next((os.environ[k] for k in RUN_ID_ENV if os.environ.get(k)), "local")
+
+
+def version_tags(params: Params, metrics: dict[str, float], blessing: dict[str, Any],
+                 lineage: dict[str, str]) -> dict[str, str]:
+    """Everything a model version carries: lineage, params digest, run id, metrics, blessing."""
+    tags = dict(lineage)
+    tags["lpdvae.params_digest"] = params.digest()
+    tags["lpdvae.pipeline_run_id"] = pipeline_run_id()
+    tags["lpdvae.blessed"] = str(bool(blessing["blessed"])).lower()
+    tags["lpdvae.blessing_reasons"] = "; ".join(blessing.get("reasons", []))[:4000] or "all checks passed"
+    for k, v in metrics.items():
+        if k in TAGGED_METRICS or (k.split(".")[0] in ("generated", "gap") and "/" not in k):
+            tags[f"lpdvae.metric.{k}"] = f"{v:.6g}"
     return tags
 
 
@@ -67,17 +97,8 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
     blessing = _read_json(eval_dir / "blessing.json")
     name = params.register.model_name
 
-    tags = dict(default_lineage(params) if lineage is None else lineage)
-    tags["lpdvae.params_digest"] = params.digest()
-    tags["lpdvae.pipeline_run_id"] = os.environ.get("LPDVAE_PIPELINE_RUN_ID", "local")
-    tags["lpdvae.blessed"] = str(bool(blessing["blessed"])).lower()
-    tags["lpdvae.blessing_reasons"] = "; ".join(blessing.get("reasons", []))[:4000] or "all checks passed"
-    for k in TAGGED_METRICS:
-        if k in metrics:
-            tags[f"lpdvae.metric.{k}"] = f"{metrics[k]:.6g}"
-    for k, v in metrics.items():
-        if k.startswith("generated.") and "/" not in k:
-            tags[f"lpdvae.metric.{k}"] = f"{v:.6g}"
+    tags = version_tags(params, metrics, blessing,
+                        default_lineage(params) if lineage is None else lineage)
 
     mlflow.set_tracking_uri(run["tracking_uri"])
     mlflow.set_registry_uri(run["tracking_uri"])
@@ -93,7 +114,7 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
     client = MlflowClient(tracking_uri=run["tracking_uri"], registry_uri=run["tracking_uri"])
     aliases = []
     if blessing["blessed"]:
-        client.set_registered_model_alias(name, CHALLENGER, mv.version)
+        record_alias(client, name, CHALLENGER, mv.version, "blessed by evaluation")
         aliases.append(CHALLENGER)
         champion = alias_version(client, name, CHAMPION)
         if params.register.auto_promote and _beats(metrics, champion, params):

@@ -71,10 +71,12 @@ def split_of(song_id: str, params: Params) -> str:
 
 def tensor_params_digest(params: Params) -> str:
     """sha256 of the params that decide the tensors (tracks, representation, validate,
-    tensorize); train/evaluate settings do not change the dataset, so they are left out."""
+    tensorize); train/evaluate settings and `tensorize.workers` do not change the dataset, so
+    they are left out (index.json is byte-identical for any worker count)."""
     plain = params.to_dict()
-    blob = json.dumps({k: plain[k] for k in ("tracks", "representation", "validate", "tensorize")},
-                      sort_keys=True, separators=(",", ":"))
+    picked = {k: plain[k] for k in ("tracks", "representation", "validate", "tensorize")}
+    picked["tensorize"] = {k: v for k, v in picked["tensorize"].items() if k != "workers"}
+    blob = json.dumps(picked, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

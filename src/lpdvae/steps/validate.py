@@ -5,8 +5,9 @@ read is quarantined right there with the loader's reason. The readable songs for
 table, one row per song; a GX 1.x suite (thresholds from `params.validate`) runs over it as a
 whole-dataframe batch, and each failed expectation's unexpected rows give the per-song
 quarantine reasons. Songs in another meter or too short are *excluded* (a quarantine row with
-kind "excluded"), and so are byte-identical copies of a song; they are out of scope, not bad
-data, and do not count toward `validate.max_bad_fraction`; unreadable and failing songs do.
+kind "excluded"), and so are byte-identical copies of a song; unreadable and failing songs are
+kind "bad". As the contract says, every quarantined song (bad or excluded) counts toward
+`validate.max_bad_fraction`; summary.json reports both counts.
 """
 
 from __future__ import annotations
@@ -346,7 +347,7 @@ def _write_outputs(tmp: Path, table: pd.DataFrame, rows: list[dict[str, Any]], q
     summary = {
         "n_songs": len(rows), "n_accepted": len(accepted), "n_quarantined": len(quarantine),
         "n_bad": n_bad, "n_excluded": len(quarantine) - n_bad,
-        "bad_fraction": n_bad / len(rows), "quarantined_fraction": len(quarantine) / len(rows),
+        "bad_fraction": len(quarantine) / len(rows),  # quarantined (bad + excluded) / songs: the gate
         "max_bad_fraction": params.validate.max_bad_fraction,
         "reasons": dict(sorted(Counter(q["reason"] for q in quarantine).items())),
         "parsers": {str(k): int(v) for k, v in parsers.items()},
@@ -361,7 +362,8 @@ def _write_outputs(tmp: Path, table: pd.DataFrame, rows: list[dict[str, Any]], q
 def _failure_message(summary: dict[str, Any], params: Params, failed_dir: Path) -> str:
     reasons = ", ".join(f"{k} {v}" for k, v in summary["reasons"].items()) or "none"
     head = (f"no song passed validation ({summary['n_songs']} songs)" if summary["n_accepted"] == 0 else
-            f"{summary['n_bad']} of {summary['n_songs']} songs are bad ({summary['bad_fraction']:.1%} > "
+            f"{summary['n_quarantined']} of {summary['n_songs']} songs quarantined ({summary['n_bad']} bad, "
+            f"{summary['n_excluded']} excluded; {summary['bad_fraction']:.1%} > "
             f"validate.max_bad_fraction {params.validate.max_bad_fraction:.1%})")
     return f"{head}; quarantine reasons: {reasons}; report in {failed_dir}/ (quarantine.jsonl, data_docs/index.html)"
 
@@ -370,7 +372,7 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
     r = validate(Path(args.raw), Path(args.out), params)
     reasons = ", ".join(f"{k} {v}" for k, v in r.reasons.items()) or "none"
     print(f"validated {r.n_songs} songs: {r.n_accepted} accepted, {r.n_quarantined} quarantined "
-          f"({r.n_bad} bad, {r.bad_fraction:.1%}; reasons: {reasons}); GX suite "
+          f"({r.n_bad} bad, {r.bad_fraction:.1%} of songs; reasons: {reasons}); GX suite "
           f"{'passed' if r.gx_success else 'found failures'}; data docs: {r.out_dir / 'data_docs' / 'index.html'}")
     return 0
 

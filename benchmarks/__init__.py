@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks [NAME ...]`, JSON results in benchmarks/results/."""

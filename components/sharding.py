@@ -1,0 +1,103 @@
+"""Tensorize fan-out for large corpora: split the accepted songs into chunks, merge chunk outputs.
+
+Chunks are contiguous runs of `accepted.jsonl` (sorted by path), and the merge streams each
+chunk's shards, in chunk order, through the same `ShardWriter` the step uses. So the merged
+folder is byte-identical to what one `tensorize` over all songs writes: the fan-out changes how
+fast tensors are made, never which tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lpdvae.errors import DataError
+from lpdvae.io import atomic_dir, atomic_write_jsonl, read_jsonl
+from lpdvae.shards import SPLITS, ShardWriter, open_shard, read_index, unpack, write_index
+
+ACCEPTED = "accepted.jsonl"
+MERGE_SLICE = 512  # phrases unpacked at a time while merging: bounds memory, not output
+
+
+def n_chunks(n_songs: int, songs_per_chunk: int, max_chunks: int) -> int:
+    """How many tensorize tasks: one per `songs_per_chunk` songs, between 1 and `max_chunks`."""
+    if songs_per_chunk < 1 or max_chunks < 1:
+        raise ValueError("songs_per_chunk and max_chunks must be >= 1")
+    return max(1, min(max_chunks, math.ceil(n_songs / songs_per_chunk)))
+
+
+def chunk_rows(rows: Sequence[dict[str, Any]], chunk: int, chunks: int) -> list[dict[str, Any]]:
+    """Chunk `chunk` of `chunks` contiguous, near-equal runs of `rows` sorted by path."""
+    if not 0 <= chunk < chunks:
+        raise ValueError(f"chunk {chunk} is not in 0..{chunks - 1}")
+    ordered = sorted(rows, key=lambda r: r["path"])
+    n = len(ordered)
+    return ordered[chunk * n // chunks : (chunk + 1) * n // chunks]
+
+
+def count_accepted(validated_dir: Path) -> int:
+    return len(read_jsonl(Path(validated_dir) / ACCEPTED))
+
+
+def write_chunk(validated_dir: Path, chunk: int, chunks: int, out_dir: Path) -> int:
+    """A validated folder holding only this chunk's accepted songs; returns their number."""
+    rows = chunk_rows(read_jsonl(Path(validated_dir) / ACCEPTED), chunk, chunks)
+    atomic_write_jsonl(Path(out_dir) / ACCEPTED, rows)
+    return len(rows)
+
+
+def merge_tensor_dirs(parts: Sequence[Path], out_dir: Path, shard_size: int) -> dict[str, Any]:
+    """One tensor folder (shards + index.json) from chunk folders given in chunk order."""
+    if not parts:
+        raise DataError("merge: no tensor chunks to merge")
+    indexes = [read_index(p) for p in parts]
+    _check_compatible(parts, indexes)
+    shape = tuple(indexes[0]["shape"])
+    songs: dict[str, Any] = {}
+    for part, index in zip(parts, indexes, strict=True):
+        overlap = songs.keys() & index.get("songs", {}).keys()
+        if overlap:
+            raise DataError(f"merge: song {sorted(overlap)[0]} is in more than one chunk ({part})")
+        songs.update(index.get("songs", {}))
+    with atomic_dir(out_dir) as tmp:
+        writer = ShardWriter(tmp, shape, shard_size)
+        for split in SPLITS:
+            for part, index in zip(parts, indexes, strict=True):
+                _copy_split(writer, Path(part), index, split)
+        shards = writer.close()
+        merged = dict(indexes[0])
+        merged["splits"] = {s: {"shards": shards.get(s, []), "n": sum(e["n"] for e in shards.get(s, []))}
+                            for s in SPLITS}
+        merged["songs"] = dict(sorted(songs.items()))
+        write_index(tmp, merged)
+    return merged
+
+
+def _copy_split(writer: ShardWriter, part: Path, index: dict[str, Any], split: str) -> None:
+    shape = index["shape"]
+    for entry in index["splits"].get(split, {}).get("shards", []):
+        packed = open_shard(part, entry, shape)
+        for start in range(0, len(packed), MERGE_SLICE):
+            writer.add(split, unpack(packed[start : start + MERGE_SLICE], shape[3]))
+
+
+def _check_compatible(parts: Sequence[Path], indexes: Sequence[dict[str, Any]]) -> None:
+    first = indexes[0]
+    for part, index in zip(parts[1:], indexes[1:], strict=True):
+        for key in ("shape", "tracks", "packed", "params_digest"):
+            if index.get(key) != first.get(key):
+                raise DataError(f"merge: {part} has {key}={index.get(key)!r}, {parts[0]} has "
+                                f"{first.get(key)!r}: chunks of different tensorize settings")
+
+
+def tensor_metadata(tensor_dir: Path) -> dict[str, Any]:
+    """What the KFP UI shows for a tensor dataset: phrases per split and the DVC hash."""
+    from lpdvae.lineage import dvc_hash
+
+    index = read_index(tensor_dir)
+    meta: dict[str, Any] = {f"n_{s}": index["splits"].get(s, {}).get("n", 0) for s in SPLITS}
+    meta["songs"] = len(index.get("songs", {}))
+    meta["dvc_hash"] = dvc_hash(tensor_dir)
+    return meta
