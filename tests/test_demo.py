@@ -38,3 +38,10 @@ def test_demo_data_cli_does_not_need_params():
     demo.register_cli(parser.add_subparsers())
     args = parser.parse_args(["demo-data", "out", "--songs", "3"])
     assert args.songs == 3 and args.needs_params is False
+
+
+def test_xml_prefilter_rejects_only_chorales_music21_rejects(monkeypatch):
+    rejected = [p for p in demo.chorale_paths()[:40] if demo.clearly_not_satb_4_4(p)][:4]
+    assert rejected, "the first 40 chorales include non-SATB or non-4/4 ones"
+    monkeypatch.setattr(demo, "clearly_not_satb_4_4", lambda path: False)
+    assert [demo.render_chorale(p) for p in rejected] == [None] * len(rejected)

@@ -37,7 +37,14 @@ from urllib.parse import parse_qs, urlparse
 from tqdm import tqdm
 
 from lpdvae.errors import DataError
-from lpdvae.io import CHUNK, atomic_dir, atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_file
+from lpdvae.io import (
+    CHUNK,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_jsonl,
+    read_jsonl,
+    sha256_file,
+)
 from lpdvae.params import Params
 
 log = logging.getLogger(__name__)
@@ -322,7 +329,7 @@ def download(uri: str, expected_sha256: str, cache: Path) -> Path:
                 break
             except _BodyInterrupted as exc:
                 if attempt == HTTP_BODY_ATTEMPTS:
-                    raise DataError(f"{uri}: download failed {attempt} times: {exc}") from None
+                    raise DataError(f"{uri}: download failed after {attempt} attempts: {exc}") from None
                 log.warning("%s: connection dropped (%s); retry %d/%d", uri, exc, attempt,
                             HTTP_BODY_ATTEMPTS - 1)
                 time.sleep(HTTP_BACKOFF_S * 2 ** (attempt - 1))
@@ -479,7 +486,7 @@ def place(entry: Entry, dest: Path, old: Path) -> tuple[str, bool]:
     """Put entry's content at dest; returns (sha256, copied). Unchanged files are linked."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     old_sha = _previous_sha(old, entry.size)
-    if False:
+    if old_sha is not None and entry.known_sha256() == old_sha:
         _link_or_copy(old, dest)
         return old_sha, False
     sha = entry.fetch(dest)
@@ -524,7 +531,7 @@ def ingest(source: str, out_dir: Path, params: Params) -> IngestResult:
             size = (tmp / rel).stat().st_size
             n_bytes += size
             rows.append({"path": rel, "sha256": sha, "bytes": size, "source": source, "format": fmt})
-            bar.set_postfix(copied=n_copied, ignored=n_ignored, MiB=f"{n_bytes / 2**20:.1f}")
+            bar.set_postfix(copied=n_copied, ignored=n_ignored, size=tqdm.format_sizeof(n_bytes, "B", 1024))
         bar.close()
         if not rows:
             raise DataError(f"{source}: no song files (.mid, .midi, .npz) found")
