@@ -182,7 +182,7 @@ def run_suite(table: pd.DataFrame, params: Params, docs_dir: Path) -> tuple[dict
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     ctx.add_data_docs_site(site_name="lpdvae", site_config={
         "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(docs_dir).resolve())},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     })
     batch = ctx.data_sources.add_pandas("songs").add_dataframe_asset("song_stats") \
