@@ -50,8 +50,8 @@ def write_song(path: Path, seed: int) -> None:
             events.append((0, mido.Message("program_change", channel=channel, program=program)))
         step = tpq // per_beat
         for k in range(n_beats * per_beat):
-            for v in range(voices):
-                pitch = int(rng.integers(lo, hi)) + v * 3
+            # distinct pitches per step: same-pitch overlaps would make symusic defer to pretty_midi
+            for pitch in (lo + rng.choice(hi - lo, voices, replace=False)).tolist():
                 start = k * step
                 end = start + (step // 4 if channel == 9 else int(rng.integers(step // 2, step)))
                 events.append((start, mido.Message("note_on", channel=channel, note=pitch, velocity=int(rng.integers(40, 120)))))
@@ -71,6 +71,34 @@ def _key(mt: pypianoroll.Multitrack) -> list:
     return sorted((t.name, int(t.program), bool(t.is_drum), t.pianoroll.shape, t.pianoroll.tobytes()) for t in mt.tracks)
 
 
+def symusic_native(path: Path, resolution: int = 24) -> list[np.ndarray]:
+    """symusic alone: resample to `resolution` ticks per beat, binary frame roll per track
+    `[time, 128]` (tracks with notes, in file order), no pretty_midi/pypianoroll at all."""
+    import symusic
+
+    score = symusic.Score(str(path)).resample(resolution, min_dur=1)
+    tracks = [t for t in score.tracks if t.note_num() > 0]
+    keep = symusic.Score(resolution)
+    keep.tracks = tracks  # type: ignore[assignment]
+    roll = keep.pianoroll(modes=["frame"], pitch_range=(0, 128), encode_velocity=False)[0]
+    return [r.T > 0 for r in roll]
+
+
+def _native_agreement(ref: pypianoroll.Multitrack, native: list[np.ndarray]) -> tuple[bool, float, float]:
+    """(identical binary rolls, recall and precision of symusic's active cells vs the reference)."""
+    ref_rolls = [t.pianoroll > 0 for t in ref.tracks if t.pianoroll.any()]
+    if len(ref_rolls) != len(native):
+        return False, 0.0, 0.0
+    same, hit, total, found = True, 0, 0, 0
+    for a, b in zip(ref_rolls, native, strict=True):
+        n = max(len(a), len(b))
+        a = np.pad(a, ((0, n - len(a)), (0, 0)))
+        b = np.pad(b, ((0, n - len(b)), (0, 0)))
+        same &= bool(np.array_equal(a, b))
+        hit, total, found = hit + int((a & b).sum()), total + int(a.sum()), found + int(b.sum())
+    return same, hit / max(total, 1), hit / max(found, 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--songs", type=int, default=200)
@@ -83,7 +111,9 @@ def main() -> int:
         for i in range(args.songs):
             files.append(Path(tmp) / f"song{i:04d}.mid")
             write_song(files[-1], i)
-        times = {"pretty_midi_parse": 0.0, "symusic_parse": 0.0, "pretty_midi_total": 0.0, "symusic_total": 0.0}
+        times = {"pretty_midi_parse": 0.0, "symusic_parse": 0.0, "pretty_midi_total": 0.0, "symusic_total": 0.0,
+                 "symusic_native_roll": 0.0}
+        native_identical, native_recall, native_precision = 0, [], []
         identical = fallback = notes = 0
         for path in files:
             t0 = time.perf_counter()
@@ -105,14 +135,25 @@ def main() -> int:
             times["symusic_parse"] += t3 - t2
             times["symusic_total"] += t4 - t2
             identical += _key(ref) == _key(fast) and np.array_equal(ref.tempo, fast.tempo)
+            t5 = time.perf_counter()
+            native = symusic_native(path)
+            times["symusic_native_roll"] += time.perf_counter() - t5
+            same, recall, precision = _native_agreement(ref, native)
+            native_identical += same
+            native_recall.append(recall)
+            native_precision.append(precision)
             notes += sum(len(i.notes) for i in pm.instruments)
     compared = args.songs - fallback
     report = {
         "benchmark": "midi_parse", "songs": args.songs, "compared": compared, "fallback_to_pretty_midi": fallback,
         "identical_rolls": identical, "notes_per_song": notes / max(compared, 1),
         "ms_per_song": {k: 1000 * v / max(compared, 1) for k, v in times.items()},
-        "parse_speedup": times["pretty_midi_parse"] / times["symusic_parse"],
-        "total_speedup": times["pretty_midi_total"] / times["symusic_total"],
+        "parse_speedup": times["pretty_midi_parse"] / max(times["symusic_parse"], 1e-9),
+        "total_speedup": times["pretty_midi_total"] / max(times["symusic_total"], 1e-9),
+        "native_speedup": times["pretty_midi_total"] / max(times["symusic_native_roll"], 1e-9),
+        "symusic_native_identical_rolls": native_identical,
+        "symusic_native_cell_recall": float(np.mean(native_recall)) if native_recall else 0.0,
+        "symusic_native_cell_precision": float(np.mean(native_precision)) if native_precision else 0.0,
         "decision": "symusic parses, pypianoroll quantizes (lpdvae.music.MIDI_PARSER)" if identical == compared
         else "rolls differ: keep pretty_midi",
     }
@@ -121,7 +162,10 @@ def main() -> int:
     ms = report["ms_per_song"]
     print(f"{compared} songs ({report['notes_per_song']:.0f} notes each): identical rolls {identical}/{compared}; "
           f"parse {ms['pretty_midi_parse']:.1f} -> {ms['symusic_parse']:.1f} ms ({report['parse_speedup']:.1f}x), "
-          f"parse+roll {ms['pretty_midi_total']:.1f} -> {ms['symusic_total']:.1f} ms ({report['total_speedup']:.1f}x) "
+          f"parse+roll {ms['pretty_midi_total']:.1f} -> {ms['symusic_total']:.1f} ms ({report['total_speedup']:.1f}x); "
+          f"symusic-native roll {ms['symusic_native_roll']:.1f} ms, identical {native_identical}/{compared}, "
+          f"cell recall/precision {report['symusic_native_cell_recall']:.3f}/"
+          f"{report['symusic_native_cell_precision']:.3f} "
           f"-> {RESULTS}")
     return 0 if identical == compared else 1
 

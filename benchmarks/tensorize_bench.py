@@ -28,6 +28,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "tensorize.json"
+SHARD_SIZE_ENV = "LPDVAE_BENCH_SHARD_SIZE"
 
 
 def _make(args: tuple[str, int, int]) -> None:
@@ -73,7 +74,10 @@ def _params(workers: int):
     from benchmarks.lpd_synth import LPD5_TRACKS
     from lpdvae.params import load_params
 
-    return load_params(HERE.parent / "params.yaml", {"tracks": LPD5_TRACKS, "tensorize.workers": workers})
+    overrides = {"tracks": LPD5_TRACKS, "tensorize.workers": workers}
+    if os.environ.get(SHARD_SIZE_ENV):  # --shard-size, handed to the child runs
+        overrides["tensorize.shard_size"] = int(os.environ[SHARD_SIZE_ENV])
+    return load_params(HERE.parent / "params.yaml", overrides)
 
 
 def run_tensorize(raw: Path, out: Path, workers: int) -> dict:
@@ -96,13 +100,14 @@ def run_naive(raw: Path, out: Path, workers: int) -> dict:
     phrases: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for row in rows:
         mt = pypianoroll.load(raw / row["path"])
-        mt.set_resolution(rep.beat_resolution, rounding="floor").binarize()
-        n = max(t.pianoroll.shape[0] for t in mt.tracks)
+        # the song length from the source roll: set_resolution leaves empty tracks at the old length
+        n = -(-max(t.pianoroll.shape[0] for t in mt.tracks) * rep.beat_resolution // mt.resolution)
         n = -(-n // rep.steps_per_bar) * rep.steps_per_bar
+        mt.set_resolution(rep.beat_resolution, rounding="floor").binarize()
         roll = np.zeros((len(names), n, rep.n_pitches), dtype=bool)
         for track in mt.tracks:
             k = names.index(track.name.lower())
-            part = track.pianoroll[:, rep.lowest_pitch : rep.lowest_pitch + rep.n_pitches]
+            part = track.pianoroll[:n, rep.lowest_pitch : rep.lowest_pitch + rep.n_pitches]
             roll[k, : len(part)] |= part
         bars = roll.reshape(len(names), -1, rep.steps_per_bar, rep.n_pitches)
         for start in range(0, bars.shape[1] - rep.n_bars + 1, tp.hop_bars):
@@ -180,11 +185,17 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0, help="tensorize.workers (0 = one per core)")
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "lpdvae-bench"),
                         help="corpus cache, outside the repo (default: %(default)s)")
+    parser.add_argument("--out", default=str(RESULTS), help="result JSON (default: %(default)s)")
+    parser.add_argument("--shard-size", type=int, default=0,
+                        help="tensorize.shard_size (default: params.yaml). The parent buffers up to one "
+                        "shard per split, so RSS is flat once every split has filled a shard")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1], args.child[2], int(args.child[3]))
         return 0
+    if args.shard_size:
+        os.environ[SHARD_SIZE_ENV] = str(args.shard_size)
     work = Path(args.work_dir)
     cores = len(os.sched_getaffinity(0))
     corpora = {"1x": work / f"lpd5-{args.songs}", "4x": work / f"lpd5-{4 * args.songs}"}
@@ -202,6 +213,7 @@ def main() -> int:
     tree_ratio = fast4["peak_tree_rss_mb"] / fast["peak_tree_rss_mb"]
     report = {
         "benchmark": "tensorize", "songs": args.songs, "cores": cores, "workers": args.workers or cores,
+        "shard_size": _params(1).tensorize.shard_size,
         "corpus": "synthetic LPD-5-like npz (benchmarks/lpd_synth.py): 5 tracks, 40-120 bars, resolution 24",
         "naive": naive, "tensorize_1x": fast, "tensorize_4x": fast4,
         "speedup_vs_naive": speedup, "rss_ratio_4x_vs_1x": rss_ratio, "tree_rss_ratio_4x_vs_1x": tree_ratio,
@@ -209,9 +221,10 @@ def main() -> int:
         "passed": {"speedup": speedup >= 3.0, "rss": rss_ratio <= 1.2},
         "same_phrase_count": naive["phrases"] == fast["phrases"],
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"speedup {speedup:.2f}x (target 3x), RSS 4x/1x {rss_ratio:.2f} (target <= 1.2) -> {RESULTS}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"speedup {speedup:.2f}x (target 3x), RSS 4x/1x {rss_ratio:.2f} (target <= 1.2) -> {out}")
     return 0 if all(report["passed"].values()) and report["same_phrase_count"] else 1
 
 

@@ -114,7 +114,7 @@ def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_server},
     )
     try:
-        wait_for_port(port, proc, f"mlflow server (log: {root / 'server.log'})", timeout=120)
+        wait_for_port(port, proc, f"mlflow server (log: {root / 'server.log'})", timeout=300)
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)

@@ -69,6 +69,7 @@ def _crafted_midi(path: Path, seed: int, time_signature: bool = True, meter_chan
 
 @pytest.mark.parametrize("seed", range(6))
 def test_symusic_rolls_identical_to_pypianoroll(tmp_path, seed):
+    pytest.importorskip("symusic")
     path = _crafted_midi(tmp_path / "x.mid", seed, time_signature=seed % 3 != 0, meter_change=seed == 4)
     pm = music.symusic_pretty_midi(path)
     assert pm is not None
@@ -85,6 +86,7 @@ def test_symusic_rolls_identical_to_pypianoroll(tmp_path, seed):
 
 
 def test_chorale_style_midi_identical_and_loaded_with_symusic(tmp_path):
+    pytest.importorskip("symusic")
     path = songkit.midi_song(tmp_path / "c.mid", seed=3)
     song = music.read_song(path, REP)
     assert song.parser == "symusic" and song.time_signature == "4/4"
@@ -94,6 +96,7 @@ def test_chorale_style_midi_identical_and_loaded_with_symusic(tmp_path):
 
 
 def test_overlapping_same_pitch_notes_fall_back_to_pretty_midi(tmp_path):
+    pytest.importorskip("symusic")
     mid = mido.MidiFile(ticks_per_beat=96)
     track = mido.MidiTrack()
     mid.tracks.append(track)

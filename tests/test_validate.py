@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lpdvae import music
 from lpdvae.errors import DataError, ValidationFailed
 from lpdvae.io import read_jsonl
 from lpdvae.shards import load_split
@@ -61,7 +62,7 @@ def test_stats_table_and_summary(mixed):
     assert (good["tracks_present"] == "soprano|alto|tenor|bass").all()
     assert (good["n_bars"] == 8).all() and (good["n_notes"] >= 32).all()
     assert good["max_polyphony"].between(1, 2).all() and (good["n_phrases"] == 3).all()
-    assert set(good["parser"]) == {"symusic", "pypianoroll"}
+    assert set(good["parser"]) == {music.MIDI_PARSER, "pypianoroll"}
     assert {"tempo", "n_beats", "pitch_min", "pitch_max", "empty_bar_ratio", "programs", "drum_flags"} <= set(stats)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_quarantined"] == 8 and summary["n_excluded"] == 2

@@ -18,6 +18,7 @@ the dense 128-pitch roll at the source resolution.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -47,7 +48,8 @@ log = logging.getLogger(__name__)
 MIDI_SUFFIXES = (".mid", ".midi")
 NPZ_SUFFIXES = (".npz",)
 MAX_BEATS = 20_000  # ~2.8 h at 120 bpm: longer "songs" are corrupt files that would exhaust RAM
-MIDI_PARSER = "symusic"  # "symusic" | "pretty_midi"; see the module docstring
+# "symusic" | "pretty_midi" (see the module docstring); pretty_midi where symusic is not installed
+MIDI_PARSER = "symusic" if importlib.util.find_spec("symusic") else "pretty_midi"
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -56,7 +58,7 @@ class SongError(DataError):
     """A song that cannot be used: `reason` is a short code, `detail` says why in words."""
 
     def __init__(self, path: str | Path, reason: str, detail: str) -> None:
-        super().__init__(f"{path}: {detail}")
+        super().__init__(f"{path}: {detail} [{reason}]")
         self.path = str(path)
         self.reason = reason
         self.detail = detail
