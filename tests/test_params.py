@@ -108,5 +108,5 @@ def test_digest_is_stable_and_changes_with_any_knob():
 
 def test_flat_params_are_scalars_for_mlflow():
     flat = load_params(REPO / "params.yaml").flat()
-    assert flat["train.epochs"] == 12
+    assert flat["train.epochs"] == 8
     assert all(isinstance(v, str | int | float | bool) or v is None for v in flat.values())
