@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import os
+
+# MLflow's telemetry thread sets/unsets an env var while requests iterates os.environ: a racy
+# KeyError('_MLFLOW_TELEMETRY_SESSION_ID') in client calls on a loaded machine. No telemetry here.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import json  # noqa: E402
 from pathlib import Path
 
 import mlflow
@@ -13,6 +19,29 @@ from lpdvae.model import MusicVAE, save_model
 from lpdvae.params import Params
 from lpdvae.shards import ShardWriter, write_index
 from lpdvae.tracking import setup_mlflow, tracking_uri
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+TINY = {
+    "tracks": [{"name": "soprano", "program": 52, "names": ["soprano"]},
+               {"name": "bass", "program": 33, "names": ["bass"]}],
+    "model.conv_channels": [4, 8], "model.bar_embedding": 16, "model.encoder_hidden": 16,
+    "model.latent_dim": 4, "model.conductor_hidden": 16, "model.decoder_hidden": 16,
+    "evaluate.n_samples": 2, "evaluate.render_audio": False,
+}
+
+
+def tiny_params(tracking_uri: str, experiment: str, **overrides: object) -> Params:
+    """Module-scoped stand-in for conftest's `tiny_params`, on an MLflow server, with a fresh model name."""
+    import uuid
+
+    from lpdvae.params import load_params
+
+    return load_params(REPO / "params.yaml", {
+        **TINY, "mlflow.tracking_uri": tracking_uri, "mlflow.experiment": experiment,
+        "register.model_name": f"lpdvae-{uuid.uuid4().hex[:8]}", **overrides,
+    })
 
 
 def make_tensors(root: Path, params: Params, n: int = 12, seed: int = 0) -> Path:

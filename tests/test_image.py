@@ -78,7 +78,9 @@ def run_in_pod(image: str, *cmd: str, mounts: dict[Path, str] | None = None) -> 
 
 
 def test_image_runs_the_cli_as_non_root_offline(image):
-    out = run_in_pod(image, "sh", "-c", "id -u && lpdvae --help && python -m pipelines --help").stdout
+    out = run_in_pod(image, "sh", "-c", "id -u && lpdvae --help && python -m pipelines --help && "
+                     "python -c 'import torch, mlflow.server, uvicorn, kfp, great_expectations' && "
+                     "! command -v uv && ! command -v gcc && ! command -v cc").stdout
     assert out.splitlines()[0] == "10001"
     for command in ("ingest", "validate", "tensorize", "train", "evaluate", "register"):
         assert command in out
@@ -95,6 +97,7 @@ def kfp_command(component: str, executor_input: dict[str, Any], out_dir: Path) -
     return [*container["command"], *args]
 
 
+@pytest.mark.slow
 def test_make_params_component_runs_in_the_image_as_kfp_runs_it(image, tmp_path):
     from components.knobs import knob_values
     from lpdvae.params import load_params
@@ -122,8 +125,10 @@ def test_validate_component_runs_in_the_image_on_a_tiny_corpus(image, tmp_path):
         write_song(tmp_path / "songs" / f"song{i}.mid", seed=i)
     params = load_params(REPO / "params.yaml", {"data.source": str(tmp_path / "songs"), "tensorize.workers": 1})
     ingest_op.python_func(params_json=json.dumps(params.to_dict()), refresh_key="", raw=Dataset(uri=str(tmp_path / "raw")))
+    for path in [tmp_path, *tmp_path.rglob("*")]:  # readable by the image's uid 10001
+        path.chmod(0o755 if path.is_dir() else 0o644)
     out = tmp_path / "out"
-    out.mkdir(mode=0o777)
+    out.mkdir()
     out.chmod(0o777)
 
     def artifact(uri: str, kind: str) -> dict[str, Any]:

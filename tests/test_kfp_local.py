@@ -35,11 +35,20 @@ def test_kfp_local_run_registers_a_model_version(tmp_path):
     with sqlite3.connect(db) as conn:
         versions = conn.execute(
             "select version from model_versions where name = 'lpdvae-kfp'").fetchall()
-    blessed_tasks = list((tmp_path / "kfp-root").rglob("registration"))
-    if versions:
-        assert blessed_tasks, "a version was registered outside the register task"
-    else:  # register only runs when blessed: then evaluate must have said why not
-        blessing = next((tmp_path / "kfp-root").rglob("blessing.json"))
+        tags = dict(conn.execute(
+            "select key, value from model_version_tags where name = 'lpdvae-kfp'").fetchall())
+    root = tmp_path / "kfp-root"
+    if not versions:  # register only registers when blessed: then evaluate must have said why not
+        blessing = next(root.rglob("blessing.json"))
         reasons = json.loads(blessing.read_text())["reasons"]
         pytest.fail(f"evaluation did not bless the tiny model, so nothing was registered: {reasons}")
+    assert list(root.rglob("register-op/registration")), "a version was registered outside the register task"
+    # lineage from the pipeline's own artifacts and parameters
+    assert tags["lpdvae.blessed"] == "true"
+    assert tags["lpdvae.git_revision"] and tags["lpdvae.dvc.tensors"].endswith(".dir")
+    assert tags["lpdvae.pipeline_run_id"] not in ("", "local", "kfp")
+    # what the KFP UI shows: GX data docs and the samples page as single HTML files
+    for page in ("validate-op/data_docs", "evaluate-op/samples_page"):
+        found = list(root.rglob(page))
+        assert found and "<html" in found[0].read_text().lower(), page
     assert os.path.getsize(db) > 0

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from pypianoroll import metrics as pm
 
 from lpdvae.metrics import (

@@ -10,12 +10,12 @@ import uuid
 
 import pytest
 
-from lpdvae.audit import lineage, versions_for_dataset
 from lpdvae.errors import RegistryError
 from lpdvae.params import MlflowParams, RegisterParams
 from lpdvae.registry import CHAMPION, alias_version, client, promote, rollback
 from lpdvae.steps.register import register
-from tests.evalkit import make_model, make_tensors, write_eval
+from tests.conftest import REPO
+from tests.evalkit import make_model, write_eval
 
 
 @pytest.fixture
@@ -40,10 +40,20 @@ def champion(params):
     return mv.version if mv else None
 
 
-def test_first_blessed_version_becomes_champion_and_challenger(tmp_path, params):
+def test_first_blessed_version_becomes_champion_and_challenger(tmp_path, params, monkeypatch):
+    monkeypatch.setenv("LPDVAE_PIPELINE_RUN_ID", "kfp-run-42")
     r = register_version(tmp_path, params, "v1", blessed=True, recon_f1=0.5)
     assert r.version == "1" and r.aliases == ["challenger", "champion"]
-    assert json.loads((tmp_path / "v1.json").read_text())["version"] == "1"
+    record = json.loads((tmp_path / "v1.json").read_text())
+    assert record["version"] == "1" and record["aliases"] == ["challenger", "champion"]
+    tags = client(params).get_model_version(params.register.model_name, "1").tags
+    assert tags["lpdvae.pipeline_run_id"] == "kfp-run-42"
+    assert tags["lpdvae.params_digest"] == params.digest()
+    assert tags["lpdvae.blessed"] == "true" and tags["lpdvae.metric.recon_f1"] == "0.5"
+    assert tags["lpdvae.dvc.tensors"] == "abc.dir" and tags["lpdvae.git_revision"] == "deadbeef"
+    for alias in ("challenger", "champion"):  # every alias change: who, when, why, previous
+        assert tags[f"lpdvae.alias.{alias}.by"] and tags[f"lpdvae.alias.{alias}.at"].endswith("+00:00")
+        assert tags[f"lpdvae.alias.{alias}.reason"] and tags[f"lpdvae.alias.{alias}.previous"] == ""
 
 
 def test_unblessed_version_gets_no_alias(tmp_path, params):
@@ -77,8 +87,13 @@ def test_rollback_restores_the_previous_champion(tmp_path, params):
     register_version(tmp_path, params, "v1", blessed=True, recon_f1=0.5)
     register_version(tmp_path, params, "v2", blessed=True, recon_f1=0.6)
     assert champion(params) == "2"
-    assert rollback(params) == ("2", "1")
+    assert client(params).get_model_version(params.register.model_name, "2").tags[
+        "lpdvae.previous_champion"] == "1"
+    assert rollback(params, reason="v2 sounds off") == ("2", "1")
     assert champion(params) == "1"
+    tags = client(params).get_model_version(params.register.model_name, "1").tags
+    assert tags["lpdvae.alias.champion.reason"] == "v2 sounds off"
+    assert tags["lpdvae.alias.champion.previous"] == "2"
     with pytest.raises(RegistryError, match="no previous champion"):
         rollback(params)
 
@@ -87,24 +102,6 @@ def test_blessed_challenger_that_does_not_beat_champion_stays_challenger(tmp_pat
     register_version(tmp_path, params, "v1", blessed=True, recon_f1=0.6)
     r = register_version(tmp_path, params, "v2", blessed=True, recon_f1=0.5)
     assert r.aliases == ["challenger"] and champion(params) == "1"
-
-
-def test_audit_prints_lineage_and_restore_commands(tmp_path, params):
-    register_version(tmp_path, params, "v1", blessed=True, recon_f1=0.5,
-                     lineage_tags={"lpdvae.dvc.tensors": "f00d.dir", "lpdvae.git_revision": "cafe123",
-                                   "lpdvae.source": "demo://bach-chorales?songs=6"})
-    info = lineage(params, f"models:/{params.register.model_name}@champion")
-    assert info["data"]["tensors"] == "f00d.dir"
-    assert info["git_revision"] == "cafe123"
-    assert info["params_digest"] == params.digest()
-    assert "git checkout cafe123" in info["restore"]
-
-
-def test_audit_by_dataset_lists_the_versions_trained_on_it(tmp_path, params):
-    register_version(tmp_path, params, "v1", True, 0.5, {"lpdvae.dvc.tensors": "aaa.dir"})
-    register_version(tmp_path, params, "v2", True, 0.6, {"lpdvae.dvc.tensors": "bbb.dir"})
-    register_version(tmp_path, params, "v3", True, 0.7, {"lpdvae.dvc.tensors": "aaa.dir"})
-    assert [r["version"] for r in versions_for_dataset(params, "aaa.dir")] == ["1", "3"]
 
 
 def test_registry_cli_refuses_unblessed_promotion_with_one_line(tmp_path, params, mlflow_server):
@@ -116,3 +113,22 @@ def test_registry_cli_refuses_unblessed_promotion_with_one_line(tmp_path, params
     )
     assert out.returncode == 1
     assert "is not blessed" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_registry_cli_lists_and_describes_versions(tmp_path, params, mlflow_server, capsys):
+    from lpdvae.cli import main
+
+    register_version(tmp_path, params, "v1", blessed=True, recon_f1=0.5)
+    register_version(tmp_path, params, "v2", blessed=False, recon_f1=0.4)
+    base = ["--params", str(REPO / "params.yaml"), "--set", f"mlflow.tracking_uri={mlflow_server}",
+            "--set", f"register.model_name={params.register.model_name}", "registry"]
+    capsys.readouterr()  # drop MLflow's "View run" lines printed while registering
+    assert main([*base, "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["version"], r["blessed"], sorted(r["aliases"])) for r in rows] == [
+        ("1", True, ["challenger", "champion"]), ("2", False, [])]
+    assert main([*base, "describe", "2"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["tags"]["lpdvae.blessing_reasons"] == "recon_f1 too low"
+    assert main([*base, "describe", "9"]) == 1
+    assert "has no version 9" in capsys.readouterr().err

@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_json, atomic_write_text
 from lpdvae.metrics import frame_prf, musegan_metrics, note_prf
 from lpdvae.model import MusicVAE, kl_per_sample_dim, load_model, recon_per_sample
-from lpdvae.params import Params
+from lpdvae.params import EvaluateParams, Params, RepresentationParams
 from lpdvae.roll import plot_png, render_wav, to_multitrack, write_midi
-from lpdvae.shards import load_split
+from lpdvae.shards import load_split, read_index
 
 log = logging.getLogger(__name__)
 METRIC_PHRASES = 128  # phrases per side for the MuseGAN statistics (a bounded subset)
@@ -131,12 +132,13 @@ def champion_metrics(params: Params) -> dict[str, Any] | None:
 
 
 def evaluate(model_dir: Path, tensor_dir: Path, out_dir: Path, params: Params) -> EvaluateResult:
+    """Measure, render and bless the model in `model_dir` against the tensors in `tensor_dir`."""
     model_dir, tensor_dir, out_dir = Path(model_dir), Path(tensor_dir), Path(out_dir)
-    ev, rep = params.evaluate, params.representation
+    ev = params.evaluate
     vae = load_model(model_dir)
+    rep = RepresentationParams(**vae.meta["representation"])
     tracks = vae.meta["tracks"]
-    names = [t["name"] for t in tracks]
-    drums = [bool(t["is_drum"]) for t in tracks]
+    _check_shape(vae, tensor_dir)
 
     split, test = _test_phrases(tensor_dir)
     reference = load_split(tensor_dir, "train", limit=METRIC_PHRASES)
@@ -146,17 +148,8 @@ def evaluate(model_dir: Path, tensor_dir: Path, out_dir: Path, params: Params) -
     generated = (vae.sample(n_gen, ev.seed, ev.temperature).numpy() > ev.threshold).astype(np.uint8)
     recon_probs, nelbo = reconstruct(vae, test)
     recon = (recon_probs > ev.threshold).astype(np.uint8)
-
-    metrics: dict[str, float] = {}
-    for side, arr in (("generated", generated), ("reference", reference), ("test", test)):
-        for k, v in musegan_metrics(arr, names, drums, rep).items():
-            metrics[f"{side}.{k}"] = v
-    metrics.update(gaps(metrics))
-    metrics.update({f"recon_{k}": v for k, v in note_prf(recon, test).items()})
-    metrics.update({f"recon_frame_{k}": v for k, v in frame_prf(recon, test).items()})
+    metrics = measure(generated, reference, test, recon, tracks, rep)
     metrics["neg_elbo"] = nelbo
-    metrics["n_test_phrases"] = float(len(test))
-    metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}  # metrics.json is strict JSON
 
     champion = champion_metrics(params)
     reasons = bless(metrics, params, champion)
@@ -167,15 +160,40 @@ def evaluate(model_dir: Path, tensor_dir: Path, out_dir: Path, params: Params) -
         atomic_write_json(tmp / "metrics.json", metrics)
         atomic_write_json(tmp / "blessing.json", blessing)
         samples = _write_samples(tmp / "samples", generated[: ev.n_samples], recon[:N_RECONSTRUCTIONS],
-                                 test[:N_RECONSTRUCTIONS], tracks, params)
+                                 test[:N_RECONSTRUCTIONS], tracks, rep, ev)
         atomic_write_text(tmp / "index.html", _page(metrics, blessing, samples))
     _log_to_mlflow(model_dir, out_dir, metrics, blessing)
     log.info("evaluate: recon F1 %.3f, blessed=%s %s", metrics["recon_f1"], not reasons, reasons)
     return EvaluateResult(out_dir, metrics, not reasons, reasons)
 
 
-def _write_samples(folder: Path, generated, recon, originals, tracks, params: Params) -> list[dict[str, str]]:
-    ev, rep = params.evaluate, params.representation
+def measure(generated: np.ndarray, reference: np.ndarray, test: np.ndarray, recon: np.ndarray,
+            tracks: list[dict[str, Any]], rep: RepresentationParams) -> dict[str, float]:
+    """The flat metrics dict: MuseGAN metrics per side, their gaps, recon P/R/F1 (finite values only)."""
+    names = [t["name"] for t in tracks]
+    drums = [bool(t.get("is_drum", False)) for t in tracks]
+    metrics: dict[str, float] = {}
+    for side, arr in (("generated", generated), ("reference", reference), ("test", test)):
+        for k, v in musegan_metrics(arr, names, drums, rep).items():
+            metrics[f"{side}.{k}"] = v
+    metrics.update(gaps(metrics))
+    metrics.update({f"recon_{k}": v for k, v in note_prf(recon, test).items()})
+    metrics.update({f"recon_frame_{k}": v for k, v in frame_prf(recon, test).items()})
+    metrics["n_test_phrases"] = float(len(test))
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}  # metrics.json is strict JSON
+
+
+def _check_shape(vae: MusicVAE, tensor_dir: Path) -> None:
+    shape = tuple(read_index(tensor_dir)["shape"])
+    if shape != tuple(vae.shape):
+        raise DataError(f"{tensor_dir}: phrases are {list(shape)} but the model was trained on "
+                        f"{list(vae.shape)} (tracks, bars, steps, pitches)")
+
+
+def _write_samples(folder: Path, generated: np.ndarray, recon: np.ndarray, originals: np.ndarray,
+                   tracks: list[dict[str, Any]], rep: RepresentationParams,
+                   ev: EvaluateParams) -> list[dict[str, str]]:
+    """MIDI + PNG (+ WAV) per phrase; returns the page entries with paths relative to out_dir."""
     items = [(f"generated-{i:02d}", p) for i, p in enumerate(generated)]
     items += [(f"reconstruction-{i:02d}", p) for i, p in enumerate(recon)]
     items += [(f"original-{i:02d}", p) for i, p in enumerate(originals)]
@@ -191,21 +209,50 @@ def _write_samples(folder: Path, generated, recon, originals, tracks, params: Pa
     return out
 
 
+SIDES = ("generated", "test", "reference")
+
+
 def _page(metrics: dict[str, float], blessing: dict[str, Any], samples: list[dict[str, str]]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in sorted(metrics.items()))
+    """index.html: verdict, every sample (image, audio, MIDI link), metrics side by side."""
     verdict = "blessed" if blessing["blessed"] else "not blessed: " + "; ".join(blessing["reasons"])
     cards = []
     for s in samples:
+        name = html.escape(s["name"])
         audio = f'<audio controls src="{s["wav"]}"></audio>' if "wav" in s else ""
-        cards.append(f'<div class="s"><h3>{s["name"]}</h3><img src="{s["png"]}" alt="{s["name"]}">'
+        cards.append(f'<div class="s"><h3>{name}</h3><img src="{s["png"]}" alt="{name}">'
                      f'{audio}<a href="{s["midi"]}">MIDI</a></div>')
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>lpdvae evaluation</title>"
         "<style>body{font-family:sans-serif;margin:2em}.s{display:inline-block;margin:1em;"
-        "vertical-align:top}img{max-width:640px;display:block}td{padding:0 1em}</style></head><body>"
+        "vertical-align:top}img{max-width:640px;display:block}td,th{padding:0 1em;text-align:right}"
+        "</style></head><body>"
         f"<h1>lpdvae evaluation</h1><p><b>{html.escape(verdict)}</b></p>"
-        f"<h2>Samples</h2>{''.join(cards)}<h2>Metrics</h2><table>{rows}</table></body></html>\n"
+        f"<h2>Samples</h2>{''.join(cards)}"
+        f"<h2>MuseGAN metrics</h2>{_side_by_side(metrics)}"
+        f"<h2>Reconstruction</h2>{_table(['metric', 'value'], _other_rows(metrics))}"
+        "</body></html>\n"
     )
+
+
+def _side_by_side(metrics: dict[str, float]) -> str:
+    names = sorted({k.split(".", 1)[1] for k in metrics if k.split(".", 1)[0] in SIDES})
+    rows = [[n, *(_fmt(metrics.get(f"{side}.{n}")) for side in SIDES)] for n in names]
+    return _table(["metric", "generated", "test", "training data (reference)"], rows)
+
+
+def _other_rows(metrics: dict[str, float]) -> list[list[str]]:
+    return [[k, _fmt(v)] for k, v in sorted(metrics.items())
+            if k.split(".", 1)[0] not in (*SIDES, "gap")]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
 
 
 def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict[str, float], blessing: dict[str, Any]) -> None:
@@ -219,7 +266,8 @@ def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict[str, float], bl
     mlflow.set_tracking_uri(run["tracking_uri"])
     with mlflow.start_run(run_id=run["run_id"]):
         mlflow.log_metrics({f"eval.{k}".replace("/", "."): v for k, v in metrics.items()})
-        mlflow.set_tag("lpdvae.blessed", str(blessing["blessed"]).lower())
+        mlflow.set_tags({"lpdvae.blessed": str(blessing["blessed"]).lower(),
+                         "lpdvae.blessing_reasons": "; ".join(blessing["reasons"])[:4000] or "all checks passed"})
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
 
 

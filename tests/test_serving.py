@@ -1,0 +1,112 @@
+"""The registered generator served by the real `mlflow models serve` process on loopback."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pypianoroll
+import pytest
+import requests
+
+from lpdvae.cli import main
+from lpdvae.model import load_model
+from lpdvae.params import Params
+from lpdvae.serving import MusicGenerator
+from lpdvae.steps.register import register
+from tests.conftest import BIN, REPO, free_port, stop, wait_for_port
+from tests.evalkit import make_model, tiny_params, write_eval
+
+
+@pytest.fixture(scope="module")
+def champion(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path]:
+    """A blessed tiny model registered as champion of a fresh model name."""
+    tmp = tmp_path_factory.mktemp("serving")
+    params = tiny_params(mlflow_server, "serving-tests")
+    model = make_model(tmp / "model", params, seed=3)
+    result = register(model, write_eval(tmp / "eval", True, 0.5), tmp / "registered.json", params,
+                      lineage={"lpdvae.dvc.tensors": "abc.dir"})
+    assert "champion" in result.aliases
+    return params, model
+
+
+@pytest.fixture(scope="module")
+def served(champion, tmp_path_factory) -> Iterator[str]:
+    params, _ = champion
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": params.mlflow.tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # it execs the venv's uvicorn
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{params.register.model_name}@champion",
+             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        try:
+            wait_for_port(port, proc, f"mlflow models serve (log: {log_path})", timeout=420)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop(proc)
+
+
+def invoke(url: str, records: list[dict], **params: float) -> requests.Response:
+    body: dict = {"dataframe_records": records}
+    if params:
+        body["params"] = params
+    return requests.post(f"{url}/invocations", json=body, timeout=120)
+
+
+def test_served_champion_returns_valid_piano_rolls(champion, served):
+    params, model = champion
+    probs = load_model(model).sample(2, 11, 1.0).numpy()  # an untrained decoder: all near its prior
+    threshold = float(np.quantile(probs, 0.9))
+    reply = invoke(served, [{"n": 2, "seed": 11, "temperature": 1.0}, {"n": 1, "seed": 12}],
+                   threshold=threshold)
+    assert reply.status_code == 200, reply.text
+    rows = reply.json()["predictions"]
+    assert [(r["seed"], r["index"]) for r in rows] == [(11, 0), (11, 1), (12, 0)]
+    rep = params.representation
+    rolls = np.array([r["pianoroll"] for r in rows])
+    assert rolls.shape == (3, 2, rep.n_bars, rep.steps_per_bar, rep.n_pitches)
+    assert set(np.unique(rolls)) == {0, 1}
+    clear = np.abs(probs - threshold) > 1e-5  # the served music is what the saved model samples
+    np.testing.assert_array_equal(rolls[:2][clear], (probs > threshold)[clear])
+    midi = base64.b64decode(rows[0]["midi_base64"])
+    assert midi[:4] == b"MThd"
+    mt = pypianoroll.from_pretty_midi(pretty_midi.PrettyMIDI(io.BytesIO(midi)))
+    assert [t.name for t in mt.tracks] == ["soprano", "bass"]
+    assert [t.program for t in mt.tracks] == [52, 33]
+
+
+def test_served_threshold_param_and_bad_requests(champion, served):
+    probs = load_model(champion[1]).sample(1, 5, 1.0).numpy()
+    lo, hi = (float(np.quantile(probs, q)) for q in (0.5, 0.9))
+    low = np.array(invoke(served, [{"n": 1, "seed": 5}], threshold=lo).json()["predictions"][0]["pianoroll"])
+    high = np.array(invoke(served, [{"n": 1, "seed": 5}], threshold=hi).json()["predictions"][0]["pianoroll"])
+    assert 0 < high.sum() < low.sum() and np.all(low >= high)
+    bad = invoke(served, [{"n": 0, "seed": 1}])
+    assert bad.status_code == 400 and "n must be in 1.." in bad.text
+
+
+def test_generator_accepts_a_plain_dict(champion):
+    gen = MusicGenerator()
+    gen.vae = load_model(champion[1])
+    out = gen.predict(None, {"n": 2, "seed": 1})
+    assert list(out.columns) == ["seed", "index", "pianoroll", "midi_base64"] and len(out) == 2
+
+
+def test_generate_cli_samples_from_the_registry_champion(champion, tmp_path):
+    params, _ = champion
+    args = ["--params", str(REPO / "params.yaml"), "--set", f"mlflow.tracking_uri={params.mlflow.tracking_uri}",
+            "generate", "--model", f"models:/{params.register.model_name}@champion",
+            "--n", "2", "--seed", "4", "--out", str(tmp_path / "samples")]
+    assert main(args) == 0
+    names = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert names == ["sample-4-00.mid", "sample-4-00.png", "sample-4-01.mid", "sample-4-01.png"]

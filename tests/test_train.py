@@ -1,0 +1,222 @@
+"""The train step for real: a tiny tensor dir, a real MLflow server on loopback, real `torchrun`
+with 2 gloo processes, and a real SIGKILL in the middle of a run followed by `resume=True`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from lpdvae import lineage
+from lpdvae.model import load_model
+from lpdvae.params import Params, load_params
+from lpdvae.shards import ShardWriter, write_index
+from lpdvae.steps.train import TrainResult, checkpoint_dir, lr_factor, read_history, train
+
+from .conftest import REPO
+
+TRACKS = ["lead", "bass"]
+SHAPE = (2, 2, 16, 24)  # tracks, bars, steps per bar, pitches
+
+
+def make_tensors(root: Path, n_train: int = 48, n_val: int = 12, seed: int = 0) -> Path:
+    """A tensorize-shaped folder of random sparse rolls (several shards per split)."""
+    rng = np.random.default_rng(seed)
+    writer = ShardWriter(root, SHAPE, shard_size=20)
+    for split, n in (("train", n_train), ("val", n_val)):
+        writer.add(split, (rng.random((n, *SHAPE)) < 0.05).astype(np.uint8))
+    shards = writer.close()
+    splits = {k: {"shards": v, "n": sum(e["n"] for e in v)} for k, v in shards.items()}
+    write_index(root, {"shape": list(SHAPE), "tracks": TRACKS, "packed": True, "splits": splits,
+                       "songs": {}, "params_digest": "test"})
+    return root
+
+
+def tiny_params(tracking_uri: str, **overrides: object) -> Params:
+    return load_params(REPO / "params.yaml", {
+        "tracks": [{"name": n} for n in TRACKS],
+        "representation.source_resolution": 16, "representation.beat_resolution": 16,
+        "representation.beats_per_bar": 1, "representation.n_bars": 2,
+        "representation.n_pitches": 24,
+        "model.conv_channels": [4, 8], "model.bar_embedding": 16, "model.encoder_hidden": 16,
+        "model.latent_dim": 4, "model.conductor_hidden": 16, "model.decoder_hidden": 16,
+        "train.epochs": 3, "train.batch_size": 8, "train.checkpoint_every_steps": 4,
+        "train.warmup_steps": 3, "train.beta_warmup_steps": 6, "train.free_bits": 0.05,
+        "train.early_stopping_patience": 0,
+        "mlflow.tracking_uri": tracking_uri, "mlflow.experiment": "test-train",
+        **overrides,
+    })
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Every run here (in-process and subprocess) uses one intra-op thread, so weights compare
+    bit for bit, and a shared 2-core machine does not thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@dataclass
+class Run:
+    tensors: Path
+    out: Path
+    params: Params
+    result: TrainResult
+
+
+@pytest.fixture(scope="module")
+def reference(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One uninterrupted single-process run that the other tests compare against."""
+    root = tmp_path_factory.mktemp("train-ref")
+    tensors = make_tensors(root / "tensors")
+    params = tiny_params(mlflow_server)
+    torch.set_num_threads(1)
+    result = train(tensors, root / "model", params)
+    return Run(tensors, root / "model", params, result)
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+            "MASTER_ADDR": "127.0.0.1"}
+
+
+def state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(model_dir / "model.pt", weights_only=True)
+
+
+def test_outputs_and_mlflow_run(reference: Run, mlflow_server: str) -> None:
+    import mlflow
+
+    out, res = reference.out, reference.result
+    assert {"model.pt", "model.json", "train_metrics.json", "mlflow_run.json",
+            "history.jsonl"} <= {p.name for p in out.iterdir()}
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["steps"] == res.steps == 3 * (48 // 8)
+    assert metrics["epochs"] == 3 and metrics["samples_per_s"] > 0
+    assert len(metrics["kl_per_dim"]) == 4 and 0 <= metrics["active_units"] <= 4
+    assert np.isfinite(metrics["val_loss"]) and res.val_loss == metrics["val_loss"]
+    history = read_history(out)
+    assert [r["step"] for r in history] == list(range(1, 19))
+    assert history[-1]["beta"] == pytest.approx(0.5) and history[0]["beta"] == 0.0
+    vae = load_model(out)
+    assert vae.meta["tracks"][0]["name"] == "lead" and not vae.training
+    assert (checkpoint_dir(out) / "step-00000018.pt").exists()
+
+    run_info = json.loads((out / "mlflow_run.json").read_text())
+    assert run_info["tracking_uri"] == mlflow_server and run_info["run_id"] == res.run_id
+    client = mlflow.MlflowClient(mlflow_server)
+    run = client.get_run(res.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.lr"] == str(reference.params.train.lr)
+    assert run.data.params["train.batch_size"] == "8"
+    assert run.data.params["model.conv_channels"] == "[4, 8]"
+    assert run.data.tags["lpdvae.dataset_dvc_hash"] == lineage.dvc_hash(reference.tensors)
+    assert run.data.tags["lpdvae.params_digest"] == reference.params.digest()
+    assert "lpdvae.git_revision" in run.data.tags
+    assert len(client.get_metric_history(res.run_id, "train_loss")) == 18
+    assert len(client.get_metric_history(res.run_id, "val_loss")) == 3
+    for key in ("train_recon", "train_kl", "beta", "lr", "active_units", "samples_per_s",
+                "val_active_units", "kl_dim/000"):
+        assert key in run.data.metrics, key
+
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(run_info["model_uri"])
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, *SHAPE)
+    x = (np.random.default_rng(1).random((3, *SHAPE)) < 0.05).astype(np.float32)
+    probs = model.predict(x)
+    assert probs.shape == (3, *SHAPE) and 0 <= probs.min() and probs.max() <= 1
+    vae_probs = torch.sigmoid(vae.decode(vae.encode(torch.from_numpy(x))[0])).detach().numpy()
+    np.testing.assert_allclose(probs, vae_probs, atol=1e-6)
+
+
+def test_torchrun_two_processes_follow_the_single_process_curve(reference: Run, tmp_path: Path) -> None:
+    params = tiny_params(reference.params.mlflow.tracking_uri, **{"train.nproc": 2})
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    result = train(reference.tensors, tmp_path / "model", params)
+    assert result.metrics["world_size"] == 2 and result.steps == reference.result.steps
+    ddp, single = read_history(tmp_path / "model"), read_history(reference.out)
+    assert [r["step"] for r in ddp] == [r["step"] for r in single]
+    for key in ("loss", "recon", "kl"):
+        np.testing.assert_allclose([r[key] for r in ddp], [r[key] for r in single],
+                                   rtol=1e-4, atol=1e-4, err_msg=key)
+    assert result.val_loss == pytest.approx(reference.result.val_loss, rel=1e-4)
+    ref, got = state_dict(reference.out), state_dict(tmp_path / "model")
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], atol=1e-4, rtol=1e-3)
+
+
+DRIVER = textwrap.dedent("""
+    import sys, time, torch
+    from lpdvae.cli import main
+    torch.set_num_threads(1)
+    step = torch.optim.AdamW.step
+    def slow_step(self, *a, **k):  # the test's throttle: room to kill between two checkpoints
+        time.sleep(0.25)
+        return step(self, *a, **k)
+    torch.optim.AdamW.step = slow_step
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_sigkill_then_resume_gives_identical_weights(reference: Run, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(reference.params.to_dict()))
+    cli = ["--params", str(params_file), "train", "--tensors", str(reference.tensors),
+           "--out", str(out)]  # `lpdvae train`, throttled
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, *cli], env=subprocess_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = checkpoint_dir(out) / "step-00000004.pt"
+    deadline = time.monotonic() + 240
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert first.exists() and not out.exists()  # died mid-run: no final output yet
+    done = [p.name for p in checkpoint_dir(out).iterdir() if p.suffix == ".pt"]
+    assert "step-00000018.pt" not in done
+
+    result = train(reference.tensors, out, reference.params, resume=True)
+    assert result.steps == reference.result.steps
+    ref, got = state_dict(reference.out), state_dict(out)
+    assert ref.keys() == got.keys()
+    different = [k for k in ref if not torch.equal(ref[k], got[k])]
+    assert not different, f"weights differ after resume: {different}"
+    assert [r["loss"] for r in read_history(out)] == [r["loss"] for r in read_history(reference.out)]
+
+
+def test_resume_without_checkpoints_starts_fresh_and_fresh_run_clears_them(
+        reference: Run, tmp_path: Path) -> None:
+    tensors = make_tensors(tmp_path / "tensors", n_train=16, n_val=0)
+    params = tiny_params(reference.params.mlflow.tracking_uri, **{"train.epochs": 1})
+    stale = checkpoint_dir(tmp_path / "model") / "step-00000999.pt"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"not a checkpoint")
+    result = train(tensors, tmp_path / "model", params)  # no resume: stale files go
+    assert not stale.exists() and result.steps == 2 and result.val_loss is None
+    again = train(tensors, tmp_path / "model", params, resume=True)  # resumes the finished run
+    assert again.steps == 2
+    assert torch.equal(state_dict(tmp_path / "model")["to_stats.weight"],
+                       load_model(tmp_path / "model").state_dict()["to_stats.weight"])
+
+
+def test_lr_schedule_shapes() -> None:
+    assert [lr_factor(s, 2, 10, "constant") for s in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
+    cos = [lr_factor(s, 2, 10, "cosine") for s in range(10)]
+    assert cos[:3] == [0.5, 1.0, 1.0] and all(a >= b for a, b in zip(cos[2:], cos[3:], strict=False))
+    assert lr_factor(10, 2, 10, "cosine") == pytest.approx(0.0)
