@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lpdvae.io import atomic_write_json
 from lpdvae.params import Params, load_params
 from lpdvae.shards import SPLITS, PhraseDataset, ShardWriter, write_index
 
@@ -158,7 +159,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 

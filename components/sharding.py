@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_jsonl, read_jsonl
-from lpdvae.shards import SPLITS, ShardWriter, open_shard, read_index, unpack, write_index
+from lpdvae.shards import SPLITS, ShardWriter, open_shard, read_index, write_index
 
 ACCEPTED = "accepted.jsonl"
-MERGE_SLICE = 512  # phrases unpacked at a time while merging: bounds memory, not output
+MERGE_SLICE = 512  # phrases copied at a time while merging: bounds memory, not output
 
 
 def n_chunks(n_songs: int, songs_per_chunk: int, max_chunks: int) -> int:
@@ -80,7 +82,7 @@ def _copy_split(writer: ShardWriter, part: Path, index: dict[str, Any], split: s
     for entry in index["splits"].get(split, {}).get("shards", []):
         packed = open_shard(part, entry, shape)
         for start in range(0, len(packed), MERGE_SLICE):
-            writer.add(split, unpack(packed[start : start + MERGE_SLICE], shape[3]))
+            writer.add_packed(split, np.asarray(packed[start : start + MERGE_SLICE]))
 
 
 def _check_compatible(parts: Sequence[Path], indexes: Sequence[dict[str, Any]]) -> None:

@@ -10,11 +10,15 @@ def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset
                 metrics: Output[Metrics]):
     """Validate every song; the GX data docs page becomes an HTML artifact, the counts metrics.
 
+    The docs site is built in a scratch folder, not in `validated`: it holds run times, and the
+    validated Dataset must be the same bytes for the same input (as with DVC).
+
     Fails the task (ValidationFailed) when the quarantined fraction passes
     `validate.max_bad_fraction`, so nothing downstream trains on a broken batch.
     """
     import json
     import math
+    import tempfile
     from pathlib import Path
 
     from components.html import data_docs_page, inline_page
@@ -23,9 +27,10 @@ def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset
 
     params = params_from_dict(json.loads(params_json), source="params_json")
     out = Path(validated.path)
-    validate(Path(raw.path), out, params)
-    docs = out / "data_docs"
-    Path(data_docs.path).write_text(inline_page(data_docs_page(docs), base=docs), encoding="utf-8")
+    with tempfile.TemporaryDirectory() as scratch:
+        docs = Path(scratch) / "data_docs"
+        validate(Path(raw.path), out, params, docs_dir=docs)
+        Path(data_docs.path).write_text(inline_page(data_docs_page(docs), base=docs), encoding="utf-8")
     summary = json.loads((out / "summary.json").read_text())
     for key, value in summary.items():
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):

@@ -39,6 +39,16 @@ def test_second_dvc_repro_is_a_no_op(reproduced):
 
 
 @pytest.mark.slow
+def test_dvc_plots_show_the_training_curves(reproduced):
+    project, _ = reproduced
+    out = sh([str(BIN / "dvc"), "plots", "show", "--json"], project)
+    plots = json.loads(out.stdout)["data"]
+    assert {"training loss per step", "validation loss per epoch"} <= set(plots), plots.keys()
+    data = plots["training loss per step"][0]["content"]["data"]["values"]
+    assert data and {"step", "loss"} <= set(data[0])
+
+
+@pytest.mark.slow
 def test_dvc_lock_records_the_hashes_register_tags(reproduced):
     project, _ = reproduced
     lock = (project / "dvc.lock").read_text()

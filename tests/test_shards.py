@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lpdvae.errors import DataError
-from lpdvae.shards import PhraseDataset, ShardWriter, load_split, read_index, write_index
+from lpdvae.shards import PhraseDataset, ShardWriter, load_split, pack, read_index, write_index
 
 SHAPE = (2, 4, 48, 84)
 
@@ -55,3 +55,32 @@ def test_shard_that_disagrees_with_index_is_named(tmp_path):
     np.save(tmp_path / "shards" / "train-00000.npy", np.zeros((2, 3), dtype=np.uint8))
     with pytest.raises(DataError, match=r"train-00000.npy: shard has shape"):
         load_split(tmp_path, "train")
+
+
+def test_add_packed_round_trips_like_add(tmp_path):
+    """Packed phrases (what tensorize workers send) give byte-identical shards to unpacked ones."""
+    rng = np.random.default_rng(1)
+    phrases = (rng.random((7, *SHAPE)) < 0.05).astype(np.uint8)
+    plain, packed = ShardWriter(tmp_path / "plain", SHAPE, 3), ShardWriter(tmp_path / "packed", SHAPE, 3)
+    for part in (phrases[:2], phrases[2:6], phrases[6:]):
+        plain.add("train", part)
+        packed.add_packed("train", pack(part))
+    assert plain.close() == packed.close()
+    files = sorted(p.name for p in (tmp_path / "plain" / "shards").iterdir())
+    assert files == ["train-00000.npy", "train-00001.npy", "train-00002.npy"]
+    for name in files:
+        assert (tmp_path / "plain/shards" / name).read_bytes() == (tmp_path / "packed/shards" / name).read_bytes()
+    shards = packed.shards["train"]
+    write_index(tmp_path / "packed", {"shape": list(SHAPE), "tracks": ["a", "b"], "packed": True,
+                                      "splits": {"train": {"shards": shards, "n": 7}}})
+    assert np.array_equal(load_split(tmp_path / "packed", "train"), phrases)
+
+
+def test_add_packed_rejects_unpacked_or_misshapen_input(tmp_path):
+    writer = ShardWriter(tmp_path, SHAPE, 2)
+    with pytest.raises(ValueError, match="packed phrase shape"):
+        writer.add_packed("train", np.zeros((1, *SHAPE), dtype=np.uint8))
+    with pytest.raises(ValueError, match="packed phrase shape"):
+        writer.add_packed("train", pack(np.zeros((1, *SHAPE))).astype(np.int16))
+    with pytest.raises(ValueError, match="unknown split"):
+        writer.add_packed("holdout", pack(np.zeros((1, *SHAPE))))

@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from lpdvae import lineage
+from lpdvae.io import read_csv
 from lpdvae.model import load_model
 from lpdvae.params import Params, load_params
 from lpdvae.shards import ShardWriter, write_index
@@ -103,7 +104,7 @@ def test_outputs_and_mlflow_run(reference: Run, mlflow_server: str) -> None:
 
     out, res = reference.out, reference.result
     assert {"model.pt", "model.json", "train_metrics.json", "mlflow_run.json",
-            "history.jsonl"} <= {p.name for p in out.iterdir()}
+            "history.csv", "epochs.csv"} <= {p.name for p in out.iterdir()}
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["steps"] == res.steps == 3 * (48 // 8)
     assert metrics["epochs"] == 3 and metrics["samples_per_s"] > 0
@@ -112,6 +113,8 @@ def test_outputs_and_mlflow_run(reference: Run, mlflow_server: str) -> None:
     history = read_history(out)
     assert [r["step"] for r in history] == list(range(1, 19))
     assert history[-1]["beta"] == pytest.approx(0.5) and history[0]["beta"] == 0.0
+    epochs = read_csv(out / "epochs.csv")  # the per-epoch curve dvc.yaml plots
+    assert [r["epoch"] for r in epochs] == [0, 1, 2] and all(np.isfinite(r["val_loss"]) for r in epochs)
     vae = load_model(out)
     assert vae.meta["tracks"][0]["name"] == "lead" and not vae.training
     assert (checkpoint_dir(out) / "step-00000018.pt").exists()

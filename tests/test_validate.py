@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 
 from lpdvae import music
-from lpdvae.errors import DataError, ValidationFailed
+from lpdvae.errors import DataError, LpdvaeError, ValidationFailed
 from lpdvae.io import read_jsonl
+from lpdvae.lineage import dvc_hash
 from lpdvae.shards import load_split
 from lpdvae.steps import tensorize as tensorize_step
 from lpdvae.steps import validate as validate_step
 from lpdvae.steps.tensorize import tensorize
-from lpdvae.steps.validate import EXCLUSIONS, validate
+from lpdvae.steps.validate import EXCLUSIONS, default_docs_dir, validate
 from tests import songkit
 
 
@@ -72,12 +73,42 @@ def test_stats_table_and_summary(mixed):
     assert summary["gx"]["success"] is False
 
 
-def test_data_docs_written(mixed):
-    _, out, _, _ = mixed
-    index = out / "data_docs" / "index.html"
+def test_data_docs_written_beside_the_data(mixed):
+    _, out, _, result = mixed
+    docs = out.with_name("validated-docs")
+    assert result.docs_dir == docs == default_docs_dir(out)
+    index = docs / "index.html"
     assert index.exists()
     assert "lpdvae_songs" in index.read_text()
-    assert list((out / "data_docs").rglob("validations/**/*.html"))
+    assert list(docs.rglob("validations/**/*.html"))
+    assert sorted(p.name for p in out.iterdir()) == ["accepted.jsonl", "quarantine.jsonl", "stats.csv", "summary.json"]
+
+
+def test_validated_output_is_byte_identical_across_runs(mixed, tmp_path):
+    """Same raw data + params -> the same bytes and DVC hash (the lineage tag names the data)."""
+    raw, out, params, _ = mixed
+    again = validate(raw, tmp_path / "again", params, docs_dir=tmp_path / "docs")
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again.out_dir) for p in again.out_dir.rglob("*") if p.is_file())
+    for rel in files:
+        assert (out / rel).read_bytes() == (again.out_dir / rel).read_bytes(), rel
+    assert dvc_hash(out) == dvc_hash(again.out_dir)
+    assert (tmp_path / "docs" / "index.html").exists()
+    for rel in files:  # nothing that depends on where the folders lie
+        assert str(raw) not in (out / rel).read_text() and str(tmp_path) not in (again.out_dir / rel).read_text()
+
+
+def test_docs_folder_must_not_overlap_the_data(tmp_path):
+    for docs in (tmp_path / "v" / "data_docs", tmp_path / "v", tmp_path):
+        with pytest.raises(LpdvaeError, match="must not contain each other"):
+            validate(tmp_path / "raw", tmp_path / "v", songkit.params(), docs_dir=docs)
+
+
+def test_load_error_detail_names_the_manifest_path_not_the_disk_path(tmp_path):
+    disk = str(tmp_path / "raw" / "files" / "a.mid")
+    detail = f"cannot read file: [Errno 13] Permission denied: '{disk}'"
+    assert validate_step._relative(detail, disk, "files/a.mid") == \
+        "cannot read file: [Errno 13] Permission denied: 'files/a.mid'"
 
 
 def test_good_files_still_tensorize(mixed, tmp_path):
@@ -90,15 +121,19 @@ def test_good_files_still_tensorize(mixed, tmp_path):
 
 def test_threshold_failure_keeps_previous_output(mixed, tmp_path):
     raw, out, _, _ = mixed
-    previous = tmp_path / "validated"
+    previous, previous_docs = tmp_path / "validated", tmp_path / "docs"
     shutil.copytree(out, previous)
+    shutil.copytree(default_docs_dir(out), previous_docs)
     before = (previous / "summary.json").read_bytes()
+    docs_before = {p: p.read_bytes() for p in previous_docs.rglob("*") if p.is_file()}
     with pytest.raises(ValidationFailed) as err:
-        validate(raw, previous, songkit.params(**{"validate.max_bad_fraction": 0.1}))
+        validate(raw, previous, songkit.params(**{"validate.max_bad_fraction": 0.1}), docs_dir=previous_docs)
     message = str(err.value)
     assert "8 of 14 songs quarantined (6 bad, 2 excluded" in message and "max_bad_fraction 10.0%" in message
     assert "corrupt_npz 1" in message
     assert (previous / "summary.json").read_bytes() == before
+    assert {p: p.read_bytes() for p in previous_docs.rglob("*") if p.is_file()} == docs_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "validated", "validated.failed"]  # no temp left
     report = tmp_path / "validated.failed"
     assert (report / "quarantine.jsonl").exists() and (report / "data_docs" / "index.html").exists()
 
@@ -138,10 +173,20 @@ def test_cli_validate_and_tensorize(tmp_path, capsys):
     raw = tmp_path / "raw"
     songkit.good_corpus(raw, n_midi=1, n_npz=2)
     params = songkit.params()
-    assert _run_cli(["validate", "--raw", str(raw), "--out", str(tmp_path / "v")], params) == 0
+    assert _run_cli(["validate", "--raw", str(raw), "--out", str(tmp_path / "v"),
+                     "--docs", str(tmp_path / "reports/data_docs")], params) == 0
     out = capsys.readouterr().out
-    assert "validated 3 songs: 3 accepted, 0 quarantined" in out and "data_docs/index.html" in out
+    assert "validated 3 songs: 3 accepted, 0 quarantined" in out
+    assert f"data docs: {tmp_path / 'reports/data_docs/index.html'}" in out
+    assert (tmp_path / "reports/data_docs/index.html").exists() and not (tmp_path / "v/data_docs").exists()
     assert _run_cli(["tensorize", "--raw", str(raw), "--validated", str(tmp_path / "v"),
                      "--out", str(tmp_path / "t")], params) == 0
     assert "tensorized 3 songs into 9 phrases" in capsys.readouterr().out
     assert np.load(next((tmp_path / "t/shards").glob("*.npy")), mmap_mode="r").dtype == np.uint8
+
+
+def test_cli_help_describes_the_docs_folder(capsys):
+    with pytest.raises(SystemExit):
+        _run_cli(["validate", "--help"], songkit.params())
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--docs DIR" in text and "Great Expectations data docs" in text and "OUT-docs" in text

@@ -76,7 +76,7 @@ def lineage(params: Params, uri: str) -> dict[str, Any]:
         "source": tags.get("lpdvae.source"),
         "manifest_sha256": tags.get("lpdvae.manifest_sha256"),
         "validation_report": [f"{VALIDATED}/summary.json", f"{VALIDATED}/quarantine.jsonl",
-                              f"{VALIDATED}/data_docs/index.html"],
+                              "reports/data_docs/index.html"],
         "quarantined": tags.get("lpdvae.quarantined"),
         "blessed": tags.get("lpdvae.blessed"),
         "blessing_reasons": tags.get("lpdvae.blessing_reasons"),

@@ -8,7 +8,9 @@ folder that is swapped in only when the step returns.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -60,6 +62,25 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 def atomic_write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
     return atomic_write_text(path, text)
+
+
+def atomic_write_csv(path: str | Path, rows: Iterable[dict[str, Any]], columns: list[str]) -> Path:
+    """A header + one line per row (DVC plots read CSV; values outside `columns` are dropped)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a numeric CSV written by atomic_write_csv; empty cells become NaN."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    try:
+        return [{k: float(v) if v != "" else float("nan") for k, v in r.items()} for r in rows]
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a numeric CSV: {exc}") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -33,6 +33,10 @@ class Layout:
         return self.root / "data" / "validated"
 
     @property
+    def data_docs(self) -> Path:
+        return self.root / "reports" / "data_docs"
+
+    @property
     def tensors(self) -> Path:
         return self.root / "data" / "tensors"
 
@@ -60,7 +64,7 @@ def run_all(params: Params, layout: Layout, source: str | None = None) -> dict:
 
     chain = [
         ("ingest", lambda: ingest(source or params.data.source, layout.raw, params)),
-        ("validate", lambda: validate(layout.raw, layout.validated, params)),
+        ("validate", lambda: validate(layout.raw, layout.validated, params, layout.data_docs)),
         ("tensorize", lambda: tensorize(layout.raw, layout.validated, layout.tensors, params)),
         ("train", lambda: train(layout.tensors, layout.model, params)),
         ("evaluate", lambda: evaluate(layout.model, layout.tensors, layout.eval, params)),

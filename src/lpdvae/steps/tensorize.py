@@ -42,23 +42,6 @@ class TensorizeResult:
     failed: list[dict[str, str]] = field(default_factory=list)
 
 
-class PackedShardWriter(ShardWriter):
-    """A ShardWriter fed with phrases the workers already packed, so the parent only appends
-    (unpacking and re-packing every song in the parent cost a third of the CPU on 2 cores).
-    TODO(lead): move `add_packed` into lpdvae.shards.ShardWriter and drop this subclass."""
-
-    def add_packed(self, split: str, packed: np.ndarray) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}")
-        want = (*self.shape[:3], (self.shape[3] + 7) // 8)
-        if packed.shape[1:] != want or packed.dtype != np.uint8:
-            raise ValueError(f"packed phrase shape {packed.shape[1:]} {packed.dtype} != {want} uint8")
-        self._buffers.setdefault(split, []).append(packed)
-        self._buffered[split] = self._buffered.get(split, 0) + len(packed)
-        while self._buffered[split] >= self.shard_size:
-            self._flush(split, self.shard_size)
-
-
 def split_of(song_id: str, params: Params) -> str:
     """"train" | "val" | "test" from the salted hash of the song id alone."""
     t = params.tensorize
@@ -120,7 +103,7 @@ def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params)
     songs: dict[str, dict[str, Any]] = {}
     failed: list[dict[str, str]] = []
     with atomic_dir(out_dir) as tmp:
-        writer = PackedShardWriter(tmp, shape, params.tensorize.shard_size)
+        writer = ShardWriter(tmp, shape, params.tensorize.shard_size)
         results = music.map_songs(_song_job, jobs, len(rows), params.tensorize.workers, {"params": params})
         for row, (packed, reason, detail) in tqdm(zip(rows, results, strict=True), total=len(rows),
                                                   desc="tensorize", unit="song", disable=None):

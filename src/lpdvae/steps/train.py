@@ -47,9 +47,9 @@ from lpdvae.errors import DataError, LpdvaeError
 from lpdvae.io import (
     atomic_dir,
     atomic_write_bytes,
+    atomic_write_csv,
     atomic_write_json,
-    atomic_write_jsonl,
-    read_jsonl,
+    read_csv,
 )
 from lpdvae.model import (
     MusicVAE,
@@ -74,8 +74,11 @@ KEEP_CHECKPOINTS = 2
 CKPT_RE = re.compile(r"^step-(\d{8})\.pt$")
 METRICS_FILE = "train_metrics.json"
 RUN_FILE = "mlflow_run.json"
-HISTORY_FILE = "history.jsonl"
+HISTORY_FILE = "history.csv"  # per step; DVC plots read it (dvc.yaml `plots:`)
+EPOCHS_FILE = "epochs.csv"  # per epoch: validation loss, neg ELBO, active units
 STEP_KEYS = ("loss", "recon", "kl", "active_units", "grad_norm")
+HISTORY_COLUMNS = ["step", "epoch", "beta", "lr", *STEP_KEYS]
+EPOCH_COLUMNS = ["epoch", "step", "val_loss", "val_recon", "val_kl", "val_neg_elbo", "val_active_units"]
 
 
 @dataclass(frozen=True)
@@ -739,7 +742,8 @@ class Trainer:
         with atomic_dir(self.out_dir) as tmp:
             save_model(vae, tmp, self.params)
             atomic_write_json(tmp / METRICS_FILE, metrics)
-            atomic_write_jsonl(tmp / HISTORY_FILE, self.state.history)
+            atomic_write_csv(tmp / HISTORY_FILE, self.state.history, HISTORY_COLUMNS)
+            atomic_write_csv(tmp / EPOCHS_FILE, self.state.epochs_log, EPOCH_COLUMNS)
             info = log_model(vae, self.train_ds[0].numpy()[None])
             run = {"tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id,
                    "run_id": self.state.run_id, "model_uri": info.model_uri}
@@ -785,7 +789,8 @@ def log_model(vae: MusicVAE, example: np.ndarray) -> Any:
 
 def read_history(out_dir: str | Path) -> list[dict[str, Any]]:
     """Per-step rows (step, epoch, beta, lr, loss, recon, kl, active_units, grad_norm)."""
-    return read_jsonl(Path(out_dir) / HISTORY_FILE)
+    rows = read_csv(Path(out_dir) / HISTORY_FILE)
+    return [{k: int(v) if k in ("step", "epoch") else v for k, v in r.items()} for r in rows]
 
 
 # ---------------------------------------------------------------- CLI

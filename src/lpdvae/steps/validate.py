@@ -8,6 +8,13 @@ quarantine reasons. Songs in another meter or too short are *excluded* (a quaran
 kind "excluded"), and so are byte-identical copies of a song; unreadable and failing songs are
 kind "bad". As the contract says, every quarantined song (bad or excluded) counts toward
 `validate.max_bad_fraction`; summary.json reports both counts.
+
+The data folder (accepted/quarantine lists, stats, summary) depends on nothing but the input
+and the params: two runs on the same raw data give byte-identical files, so its DVC hash (the
+`lpdvae.dvc.validated` lineage tag) names the data, not the run. The GX data docs carry run
+times and ids, so they go to a separate docs folder (`--docs`; default `<out>-docs` beside the
+data folder, `reports/data_docs` in dvc.yaml). Both folders are replaced atomically, and a
+failed run leaves both as they were.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import pypianoroll
 from tqdm import tqdm
 
 from lpdvae import music
-from lpdvae.errors import DataError, ValidationFailed
+from lpdvae.errors import DataError, LpdvaeError, ValidationFailed
 from lpdvae.io import (
     atomic_dir,
     atomic_write_json,
@@ -62,6 +69,7 @@ class ValidateResult:
     bad_fraction: float
     reasons: dict[str, int] = field(default_factory=dict)
     gx_success: bool = True
+    docs_dir: Path | None = None  # the GX data docs site (index.html)
 
 
 # ------------------------------------------------------------------------------- stats table
@@ -126,10 +134,19 @@ def _stats_job(job: tuple[str, str, str]) -> dict[str, Any]:
         song = music.read_song(path, params.representation, fmt)
         return {"path": rel, **song_stats(song, params)}
     except music.SongError as exc:
-        return {"path": rel, "load_error": exc.reason, "load_detail": exc.detail}
+        return {"path": rel, "load_error": exc.reason, "load_detail": _relative(exc.detail, path, rel)}
     except Exception as exc:  # noqa: BLE001 - a file no loader check anticipated must not stop the batch
         log.warning("%s: unexpected error while reading: %r", rel, exc)
-        return {"path": rel, "load_error": "unreadable", "load_detail": f"{type(exc).__name__}: {exc}"}
+        return {"path": rel, "load_error": "unreadable",
+                "load_detail": _relative(f"{type(exc).__name__}: {exc}", path, rel)}
+
+
+def _relative(detail: str, path: str, rel: str) -> str:
+    """`detail` with the file's on-disk path (an OSError names it) as the manifest path, so
+    stats.csv does not depend on where the raw folder lies."""
+    for p in sorted({str(Path(path).resolve()), str(Path(path).absolute()), path}, key=len, reverse=True):
+        detail = detail.replace(p, rel)
+    return detail
 
 
 # ----------------------------------------------------------------------------- the GX suite
@@ -302,16 +319,38 @@ def _first_duplicates_kept(table: pd.DataFrame, failures: dict[str, list[str]]) 
                           for d in failures.get(path, ["duplicate:"])]
 
 
-def validate(raw_dir: Path, out_dir: Path, params: Params) -> ValidateResult:
-    """Stats, GX suite + data docs, quarantine and accepted lists into `out_dir` (atomically)."""
+def default_docs_dir(out_dir: Path) -> Path:
+    """Where the data docs go when no docs folder is given: `<out_dir>-docs`, beside `out_dir`
+    (its own folder per data folder, and never inside it, so the data stays deterministic)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f"{out_dir.name}-docs")
+
+
+def _check_apart(out_dir: Path, docs_dir: Path) -> None:
+    out, docs = out_dir.resolve(), docs_dir.resolve()
+    if out == docs or out.is_relative_to(docs) or docs.is_relative_to(out):
+        raise LpdvaeError(f"validate: docs folder {docs_dir} and output folder {out_dir} must not contain "
+                          "each other (the data docs change every run, the validated data must not)")
+
+
+def validate(raw_dir: Path, out_dir: Path, params: Params, docs_dir: Path | None = None) -> ValidateResult:
+    """Stats, quarantine and accepted lists into `out_dir`, the GX suite's data docs into
+    `docs_dir` (default `default_docs_dir(out_dir)`), each replaced atomically.
+
+    `out_dir` is byte-identical for the same input and params; `docs_dir` holds run times.
+    When the batch fails the gate both stay as they were and the full report (data files +
+    `data_docs/`) lands in `<out_dir>.failed`."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    docs_dir = default_docs_dir(out_dir) if docs_dir is None else Path(docs_dir)
+    _check_apart(out_dir, docs_dir)
     rows = read_manifest(raw_dir)
     if not rows:
         raise DataError(f"{raw_dir / 'manifest.jsonl'}: no songs")
     table = collect_stats(raw_dir, rows, params)
     loaded = table[table["load_error"].isna()].drop(columns=["load_error", "load_detail"]).reset_index(drop=True)
-    with atomic_dir(out_dir) as tmp:
-        gx_summary, failures = _suite_or_placeholder(loaded, params, tmp / "data_docs")
+    # exits in reverse: the data folder is swapped in first, then its docs
+    with atomic_dir(docs_dir) as docs_tmp, atomic_dir(out_dir) as tmp:
+        gx_summary, failures = _suite_or_placeholder(loaded, params, docs_tmp)
         _first_duplicates_kept(loaded, failures)
         quarantine = _quarantine_rows(table, failures)
         summary = _write_outputs(tmp, table, rows, quarantine, gx_summary, params)
@@ -320,11 +359,15 @@ def validate(raw_dir: Path, out_dir: Path, params: Params) -> ValidateResult:
             with atomic_dir(failed_dir) as ftmp:
                 for name in tmp.iterdir():
                     name.rename(ftmp / name.name)
+                (ftmp / "data_docs").mkdir()
+                for name in docs_tmp.iterdir():
+                    name.rename(ftmp / "data_docs" / name.name)
             raise ValidationFailed(_failure_message(summary, params, failed_dir))
     log.info("validate: %d songs, %d accepted, %d quarantined (%d bad)", summary["n_songs"],
              summary["n_accepted"], summary["n_quarantined"], summary["n_bad"])
     return ValidateResult(out_dir, summary["n_songs"], summary["n_accepted"], summary["n_quarantined"],
-                          summary["n_bad"], summary["bad_fraction"], summary["reasons"], gx_summary["success"])
+                          summary["n_bad"], summary["bad_fraction"], summary["reasons"], gx_summary["success"],
+                          docs_dir)
 
 
 def _suite_or_placeholder(loaded: pd.DataFrame, params: Params, docs_dir: Path) -> tuple[dict[str, Any], dict[str, list[str]]]:
@@ -369,18 +412,24 @@ def _failure_message(summary: dict[str, Any], params: Params, failed_dir: Path) 
 
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:
-    r = validate(Path(args.raw), Path(args.out), params)
+    r = validate(Path(args.raw), Path(args.out), params, Path(args.docs) if args.docs else None)
     reasons = ", ".join(f"{k} {v}" for k, v in r.reasons.items()) or "none"
     print(f"validated {r.n_songs} songs: {r.n_accepted} accepted, {r.n_quarantined} quarantined "
           f"({r.n_bad} bad, {r.bad_fraction:.1%} of songs; reasons: {reasons}); GX suite "
-          f"{'passed' if r.gx_success else 'found failures'}; data docs: {r.out_dir / 'data_docs' / 'index.html'}")
+          f"{'passed' if r.gx_success else 'found failures'}; data docs: {r.docs_dir / 'index.html'}")
     return 0
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="song stats, Great Expectations suite, quarantine",
                        description="Load every ingested song, build a per-song stats table, run the Great "
-                       "Expectations suite over it, quarantine unreadable or failing songs.")
+                       "Expectations suite over it, quarantine unreadable or failing songs. The data (--out) is "
+                       "byte-identical for the same input; the data docs (--docs) are a separate folder.")
     p.add_argument("--raw", default="data/raw", help="ingested songs folder (default: %(default)s)")
-    p.add_argument("--out", default="data/validated", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="data/validated",
+                   help="output folder: accepted/quarantine lists, stats.csv, summary.json; identical for "
+                   "the same input, so its DVC hash names the data (default: %(default)s)")
+    p.add_argument("--docs", default=None, metavar="DIR",
+                   help="folder for the Great Expectations data docs site (index.html; changes every run, "
+                   "so kept out of --out) (default: OUT-docs beside --out; dvc.yaml uses reports/data_docs)")
     p.set_defaults(func=_cmd)
