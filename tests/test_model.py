@@ -192,3 +192,23 @@ def test_overfits_eight_phrases() -> None:
     assert recon < 0.02 * first
     wrong = ((torch.sigmoid(logits) > 0.5).float() != x).sum().item()
     assert wrong <= 0.01 * x.sum().item()
+
+
+def test_encoder_tells_sparse_phrases_apart_at_initialisation() -> None:
+    """Piano rolls are ~1 % ones; the encoder must not map them all to one mu (posterior
+    collapse before training starts). Default sizes, a 4-voice chorale-like density."""
+    params = load_params(REPO / "params.yaml")
+    vae = make_vae(params).eval()
+    x = rolls(32, params, density=0.01)
+    with torch.no_grad():
+        mu, _ = vae.encode(x)
+    assert mu.std(0).mean().item() > 0.01
+
+
+def test_a_model_of_another_format_is_refused_with_the_reason(tmp_path) -> None:
+    params = small_params()
+    save_model(make_vae(params), tmp_path, params)
+    meta = tmp_path / "model.json"
+    meta.write_text(meta.read_text().replace('"format_version": 2', '"format_version": 1'))
+    with pytest.raises(ValueError, match=r"model\.json: model format 1, .* retrain"):
+        load_model(tmp_path)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: GroupNorm in the bar encoder
 ACTIVE_UNIT_THRESHOLD = 0.01  # nats (KL) or variance of E[z|x]: the usual "active unit" cut-off
 _OUTPUT_BIAS = -3.0  # logits start near the sparsity of piano rolls (sigmoid(-3) ~ 5 %)
 
@@ -43,7 +43,13 @@ def conv_sizes(size: int, n_layers: int) -> list[int]:
 
 
 class BarEncoder(nn.Module):
-    """`[M, T, S, P]` bars -> `[M, bar_embedding]` (strided convs, tracks as channels)."""
+    """`[M, T, S, P]` bars -> `[M, bar_embedding]` (strided convs, tracks as channels).
+
+    GroupNorm after each conv: piano rolls are ~1 % ones, so without it every bar's features are
+    the conv biases plus a ~1e-4 input-dependent part, mu is the same for every phrase and the
+    posterior collapses before the decoder can use z (measured: std of mu over the demo test
+    split 0.0000 without, ~0.5 with). Per-sample statistics keep DDP equal to one process.
+    """
 
     def __init__(self, n_tracks: int, steps: int, pitches: int, channels: tuple[int, ...],
                  embedding: int, dropout: float) -> None:
@@ -51,7 +57,8 @@ class BarEncoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = n_tracks
         for c_out in channels:
-            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1), nn.GELU()]
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1),
+                       nn.GroupNorm(1, c_out), nn.GELU()]
             c_in = c_out
         self.convs = nn.Sequential(*layers)
         s, p = conv_sizes(steps, len(channels))[-1], conv_sizes(pitches, len(channels))[-1]
@@ -297,6 +304,9 @@ def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") 
         meta = json.loads((model_dir / META_FILE).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{model_dir / META_FILE}: no model here (run `lpdvae train`)") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{model_dir / META_FILE}: model format {meta.get('format_version')}, this "
+                         f"lpdvae reads format {FORMAT_VERSION}: retrain it (`lpdvae train`)")
     mp = dict(meta["model"])
     mp["conv_channels"] = tuple(mp["conv_channels"])
     vae = MusicVAE(ModelParams(**mp), RepresentationParams(**meta["representation"]),
