@@ -44,6 +44,19 @@ def tiny_params(tracking_uri: str, experiment: str, **overrides: object) -> Para
     })
 
 
+def on_server(params: Params, tracking_uri: str, experiment: str) -> Params:
+    """`params` logging to the MLflow server at `tracking_uri`, under a fresh model name."""
+    import dataclasses
+    import uuid
+
+    from lpdvae.params import MlflowParams, RegisterParams
+
+    return dataclasses.replace(
+        params, mlflow=MlflowParams(tracking_uri=tracking_uri, experiment=experiment),
+        register=RegisterParams(model_name=f"lpdvae-{uuid.uuid4().hex[:8]}", auto_promote=True),
+    )
+
+
 def make_tensors(root: Path, params: Params, n: int = 12, seed: int = 0) -> Path:
     r = params.representation
     shape = (len(params.tracks), r.n_bars, r.steps_per_bar, r.n_pitches)

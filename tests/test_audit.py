@@ -3,10 +3,8 @@ bring back the exact training tensors (hash-equal)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
-import uuid
 
 import pytest
 
@@ -14,20 +12,15 @@ from lpdvae.audit import lineage, versions_for_dataset
 from lpdvae.cli import main
 from lpdvae.errors import RegistryError
 from lpdvae.lineage import dvc_hash
-from lpdvae.params import MlflowParams, RegisterParams
 from lpdvae.registry import client
 from lpdvae.steps.register import default_lineage, register
 from tests.conftest import BIN, REPO
-from tests.evalkit import make_model, make_tensors, write_eval
+from tests.evalkit import make_model, make_tensors, on_server, write_eval
 
 
 @pytest.fixture
 def params(tiny_params, mlflow_server):
-    return dataclasses.replace(
-        tiny_params,
-        mlflow=MlflowParams(tracking_uri=mlflow_server, experiment="audit-tests"),
-        register=RegisterParams(model_name=f"lpdvae-{uuid.uuid4().hex[:8]}", auto_promote=True),
-    )
+    return on_server(tiny_params, mlflow_server, "audit-tests")
 
 
 def sh(cmd: str, cwd) -> str:

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
-import uuid
 
 import pytest
 
 from lpdvae.errors import RegistryError
-from lpdvae.params import MlflowParams, RegisterParams
 from lpdvae.registry import CHAMPION, alias_version, client, promote, rollback
 from lpdvae.steps.register import register
 from tests.conftest import REPO
-from tests.evalkit import make_model, write_eval
+from tests.evalkit import make_model, on_server, write_eval
 
 
 @pytest.fixture
 def params(tiny_params, mlflow_server):
     """A fresh model name per test on the session's MLflow server."""
-    return dataclasses.replace(
-        tiny_params,
-        mlflow=MlflowParams(tracking_uri=mlflow_server, experiment="registry-tests"),
-        register=RegisterParams(model_name=f"lpdvae-{uuid.uuid4().hex[:8]}", auto_promote=True),
-    )
+    return on_server(tiny_params, mlflow_server, "registry-tests")
 
 
 def register_version(tmp_path, params, name: str, blessed: bool, recon_f1: float, lineage_tags=None):
