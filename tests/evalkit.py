@@ -34,14 +34,9 @@ TINY = {
 
 def tiny_params(tracking_uri: str, experiment: str, **overrides: object) -> Params:
     """Module-scoped stand-in for conftest's `tiny_params`, on an MLflow server, with a fresh model name."""
-    import uuid
-
     from lpdvae.params import load_params
 
-    return load_params(REPO / "params.yaml", {
-        **TINY, "mlflow.tracking_uri": tracking_uri, "mlflow.experiment": experiment,
-        "register.model_name": f"lpdvae-{uuid.uuid4().hex[:8]}", **overrides,
-    })
+    return on_server(load_params(REPO / "params.yaml", {**TINY, **overrides}), tracking_uri, experiment)
 
 
 def on_server(params: Params, tracking_uri: str, experiment: str) -> Params:

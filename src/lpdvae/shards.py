@@ -45,8 +45,6 @@ class ShardWriter:
 
     def add(self, split: str, phrases: np.ndarray) -> None:
         """Append 0/1 phrases `[n, *shape]` to `split`."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}")
         if phrases.shape[1:] != self.shape:
             raise ValueError(f"phrase shape {phrases.shape[1:]} != index shape {self.shape}")
         self._append(split, pack(phrases))
@@ -57,14 +55,14 @@ class ShardWriter:
         Tensorize workers send their songs bit-packed, so the parent only appends them and
         never unpacks and re-packs (that cost a third of the CPU on 2 cores). The shards are
         byte-identical to `add` with the unpacked phrases."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}")
         want = (*self.shape[:3], (self.shape[3] + 7) // 8)
         if packed.shape[1:] != want or packed.dtype != np.uint8:
             raise ValueError(f"packed phrase shape {packed.shape[1:]} {packed.dtype} != {want} uint8")
         self._append(split, packed)
 
     def _append(self, split: str, packed: np.ndarray) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}")
         self._buffers.setdefault(split, []).append(packed)
         self._buffered[split] = self._buffered.get(split, 0) + len(packed)
         while self._buffered[split] >= self.shard_size:
