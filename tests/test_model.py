@@ -205,10 +205,21 @@ def test_encoder_tells_sparse_phrases_apart_at_initialisation() -> None:
     assert mu.std(0).mean().item() > 0.01
 
 
+def test_decoder_output_depends_on_z_at_initialisation() -> None:
+    """Without norms in the bar decoder the logits moved by ~3e-4 across z ~ N(0, I) at init,
+    so gradients into z were as small and training stalled on the data's marginal."""
+    params = load_params(REPO / "params.yaml")
+    vae = make_vae(params).eval()
+    z = torch.randn(32, vae.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = vae.decode(z)
+    assert logits.std(0).mean().item() > 0.01
+
+
 def test_a_model_of_another_format_is_refused_with_the_reason(tmp_path) -> None:
     params = small_params()
     save_model(make_vae(params), tmp_path, params)
     meta = tmp_path / "model.json"
-    meta.write_text(meta.read_text().replace('"format_version": 2', '"format_version": 1'))
-    with pytest.raises(ValueError, match=r"model\.json: model format 1, .* retrain"):
+    meta.write_text(meta.read_text().replace('"format_version": 3', '"format_version": 2'))
+    with pytest.raises(ValueError, match=r"model\.json: model format 2, .* retrain"):
         load_model(tmp_path)

@@ -107,6 +107,7 @@ def test_digest_is_stable_and_changes_with_any_knob():
 
 
 def test_flat_params_are_scalars_for_mlflow():
-    flat = load_params(REPO / "params.yaml").flat()
-    assert flat["train.epochs"] == 8
+    params = load_params(REPO / "params.yaml")
+    flat = params.flat()
+    assert flat["train.epochs"] == params.train.epochs and flat["model.conv_channels"] == "[8, 16, 32]"
     assert all(isinstance(v, str | int | float | bool) or v is None for v in flat.values())

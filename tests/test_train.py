@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from lpdvae import lineage
+from lpdvae.errors import LpdvaeError
 from lpdvae.io import read_csv
 from lpdvae.model import load_model
 from lpdvae.params import Params, load_params
@@ -216,6 +217,18 @@ def test_resume_without_checkpoints_starts_fresh_and_fresh_run_clears_them(
     assert again.steps == 2
     assert torch.equal(state_dict(tmp_path / "model")["to_stats.weight"],
                        load_model(tmp_path / "model").state_dict()["to_stats.weight"])
+
+
+def test_resume_refuses_checkpoints_of_another_model_format(reference: Run, tmp_path: Path) -> None:
+    tensors = make_tensors(tmp_path / "tensors", n_train=16, n_val=0)
+    params = tiny_params(reference.params.mlflow.tracking_uri, **{"train.epochs": 1})
+    train(tensors, tmp_path / "model", params)
+    newest = sorted(checkpoint_dir(tmp_path / "model").glob("*.pt"))[-1]
+    ckpt = torch.load(newest, weights_only=False)
+    ckpt["model_format"] = 1  # written by an lpdvae whose network had other layers
+    torch.save(ckpt, newest)
+    with pytest.raises(LpdvaeError, match=r"model format 1, .* without --resume"):
+        train(tensors, tmp_path / "model", params, resume=True)
 
 
 def test_lr_schedule_shapes() -> None:

@@ -29,6 +29,8 @@ COMMANDS = [
     "lpdvae.generate",
 ]
 
+CHATTY_LOGGERS = ("great_expectations",)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -55,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # GX logs hundreds of INFO lines about its own API registry per import
+        for noisy in CHATTY_LOGGERS:
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -52,6 +52,7 @@ from lpdvae.io import (
     read_csv,
 )
 from lpdvae.model import (
+    FORMAT_VERSION,
     MusicVAE,
     Reconstructor,
     active_units,
@@ -555,6 +556,7 @@ class Trainer:
             "rng": rng,
             "world_size": self.env.world,
             "model_params": dataclasses.asdict(self.params.model),
+            "model_format": FORMAT_VERSION,
             "n_train": len(self.train_ds),
             "batch_size": self.tp.batch_size,
             "params_digest": self.params.digest(),
@@ -608,6 +610,10 @@ class Trainer:
         return None
 
     def _check_compatible(self, ckpt: dict[str, Any]) -> None:
+        if ckpt.get("model_format") != FORMAT_VERSION:
+            raise LpdvaeError(f"{self.ckpt_dir}: checkpoints hold model format "
+                              f"{ckpt.get('model_format')}, this lpdvae trains format "
+                              f"{FORMAT_VERSION}; run without --resume to start over")
         if ckpt["model_params"] != dataclasses.asdict(self.params.model):
             raise LpdvaeError(f"{self.ckpt_dir}: checkpoints were trained with other model params; "
                               "run without --resume to start over")
