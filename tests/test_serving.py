@@ -28,7 +28,7 @@ from tests.evalkit import make_model, tiny_params, write_eval
 def champion(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path]:
     """A blessed tiny model registered as champion of a fresh model name."""
     tmp = tmp_path_factory.mktemp("serving")
-    params = tiny_params(mlflow_server, "serving-tests")
+    params = tiny_params(mlflow_server, "serving-tests", **{"evaluate.threshold": 0.05})
     model = make_model(tmp / "model", params, seed=3)
     result = register(model, write_eval(tmp / "eval", True, 0.5), tmp / "registered.json", params,
                       lineage={"lpdvae.dvc.tensors": "abc.dir"})
@@ -95,8 +95,20 @@ def test_served_threshold_param_and_bad_requests(champion, served):
     assert bad.status_code == 400 and "n must be in 1.." in bad.text
 
 
+def test_served_default_threshold_is_the_evaluation_threshold(champion, served):
+    params, model = champion
+    probs = load_model(model).sample(1, 8, 1.0).numpy()
+    expected = probs > params.evaluate.threshold
+    assert 0 < expected.sum() < expected.size  # 0.05 sits inside the untrained decoder's range
+    reply = invoke(served, [{"n": 1, "seed": 8}])  # no threshold in the request
+    assert reply.status_code == 200, reply.text
+    roll = np.array(reply.json()["predictions"][0]["pianoroll"])[None]
+    clear = np.abs(probs - params.evaluate.threshold) > 1e-5
+    np.testing.assert_array_equal(roll[clear], expected[clear])
+
+
 def test_generator_accepts_a_plain_dict(champion):
-    gen = MusicGenerator()
+    gen = MusicGenerator(threshold=0.5)
     gen.vae = load_model(champion[1])
     out = gen.predict(None, {"n": 2, "seed": 1})
     assert list(out.columns) == ["seed", "index", "pianoroll", "midi_base64"] and len(out) == 2

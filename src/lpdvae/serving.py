@@ -4,7 +4,8 @@ Input rows `{n, seed, temperature}` -> one output row per generated phrase with 
 (`[T, B, S, P]` as nested lists) and the phrase as base64 MIDI, so
 `mlflow models serve -m models:/lpdvae@champion` answers HTTP requests with new music. The
 trained model folder (`model.pt` + `model.json`) travels as the pyfunc artifact `vae`; the
-request parameter `threshold` (default 0.5) binarizes the decoder's probabilities.
+request parameter `threshold` binarizes the decoder's probabilities; its default is the
+`evaluate.threshold` the version was evaluated with, so served music is what evaluation measured.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import mlflow.pyfunc
 
 ARTIFACT = "vae"
 MAX_N = 64  # phrases per request row: bounds the work one HTTP call can ask for
-DEFAULT_THRESHOLD = 0.5
 
 
 class MusicGenerator(mlflow.pyfunc.PythonModel):
     """Samples z ~ N(0, temperature² I) per request row and decodes phrases."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
 
     def load_context(self, context) -> None:
         from lpdvae.model import load_model
@@ -31,7 +34,7 @@ class MusicGenerator(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         import pandas as pd
 
-        threshold = float((params or {}).get("threshold", DEFAULT_THRESHOLD))
+        threshold = float((params or {}).get("threshold", self.threshold))
         rows: list[dict[str, Any]] = []
         for req in _requests(model_input):
             rows.extend(self.generate(**req, threshold=threshold))
@@ -99,8 +102,9 @@ def code_paths() -> list[str]:
     return [str(Path(__file__).resolve().parent)]
 
 
-def signature():
-    """(input example, signature): `{n, seed?, temperature?}` in, one row per phrase out."""
+def signature(threshold: float):
+    """(input example, signature): `{n, seed?, temperature?}` in, one row per phrase out; the
+    `threshold` request parameter defaults to `threshold`."""
     import pandas as pd
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
@@ -111,7 +115,7 @@ def signature():
                        ColSpec("double", "temperature", required=False)]),
         outputs=Schema([ColSpec("long", "seed"), ColSpec("long", "index"),
                         ColSpec(roll, "pianoroll"), ColSpec("string", "midi_base64")]),
-        params=ParamSchema([ParamSpec("threshold", "double", DEFAULT_THRESHOLD)]),
+        params=ParamSchema([ParamSpec("threshold", "double", threshold)]),
     )
     return pd.DataFrame([{"n": 1, "seed": 0, "temperature": 1.0}]), sig
 

@@ -102,10 +102,10 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
 
     mlflow.set_tracking_uri(run["tracking_uri"])
     mlflow.set_registry_uri(run["tracking_uri"])
-    example, sig = signature()
+    example, sig = signature(params.evaluate.threshold)
     with mlflow.start_run(run_id=run["run_id"]):
         info = mlflow.pyfunc.log_model(
-            name="generator", python_model=MusicGenerator(), artifacts={ARTIFACT: str(model_dir)},
+            name="generator", python_model=MusicGenerator(params.evaluate.threshold), artifacts={ARTIFACT: str(model_dir)},
             signature=sig, input_example=example, pip_requirements=pip_requirements(),
             code_paths=code_paths(),
         )
