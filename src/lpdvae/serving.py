@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 
 ARTIFACT = "vae"
 MAX_N = 64  # phrases per request row: bounds the work one HTTP call can ask for
@@ -31,9 +32,9 @@ class MusicGenerator(mlflow.pyfunc.PythonModel):
 
         self.vae = load_model(Path(context.artifacts[ARTIFACT]))
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
-        import pandas as pd
-
+    def predict(self, context, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Served requests arrive as a DataFrame (the signature); direct calls may pass dicts."""
         threshold = float((params or {}).get("threshold", self.threshold))
         rows: list[dict[str, Any]] = []
         for req in _requests(model_input):
@@ -63,7 +64,6 @@ class MusicGenerator(mlflow.pyfunc.PythonModel):
 
 def _requests(model_input: Any) -> list[dict[str, Any]]:
     """Validated `{n, seed, temperature}` rows from a DataFrame, a dict or a list of dicts."""
-    import pandas as pd
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
