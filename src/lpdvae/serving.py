@@ -105,7 +105,6 @@ def code_paths() -> list[str]:
 def signature(threshold: float):
     """(input example, signature): `{n, seed?, temperature?}` in, one row per phrase out; the
     `threshold` request parameter defaults to `threshold`."""
-    import pandas as pd
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
