@@ -15,11 +15,11 @@ def train_op(params_json: str, tensors: Input[Dataset], model: Output[Model], me
     from pathlib import Path
 
     from lpdvae.params import params_from_dict
-    from lpdvae.steps.train import train
+    from lpdvae.training.launcher import launch
 
     params = params_from_dict(json.loads(params_json), source="params_json")
     out = Path(model.path)
-    train(Path(tensors.path), out, params)
+    launch(Path(tensors.path), out, params)
     for key, value in json.loads((out / "train_metrics.json").read_text()).items():
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             metrics.log_metric(key, float(value))

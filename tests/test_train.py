@@ -25,7 +25,11 @@ from lpdvae.io import read_csv
 from lpdvae.model import load_model
 from lpdvae.params import Params, load_params
 from lpdvae.shards import ShardWriter, write_index
-from lpdvae.steps.train import TrainResult, checkpoint_dir, lr_factor, read_history, train
+from lpdvae.steps.train import TrainResult, train
+from lpdvae.training.checkpoints import checkpoint_dir
+from lpdvae.training.launcher import launch
+from lpdvae.training.outputs import read_history
+from lpdvae.training.schedules import lr_factor
 
 from .conftest import REPO
 
@@ -150,7 +154,7 @@ def test_outputs_and_mlflow_run(reference: Run, mlflow_server: str) -> None:
 def test_torchrun_two_processes_follow_the_single_process_curve(reference: Run, tmp_path: Path) -> None:
     params = tiny_params(reference.params.mlflow.tracking_uri, **{"train.nproc": 2})
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    result = train(reference.tensors, tmp_path / "model", params)
+    result = launch(reference.tensors, tmp_path / "model", params)
     assert result.metrics["world_size"] == 2 and result.steps == reference.result.steps
     ddp, single = read_history(tmp_path / "model"), read_history(reference.out)
     assert [r["step"] for r in ddp] == [r["step"] for r in single]

@@ -59,14 +59,14 @@ def run_all(params: Params, layout: Layout, source: str | None = None) -> dict:
     from lpdvae.steps.ingest import ingest
     from lpdvae.steps.register import register
     from lpdvae.steps.tensorize import tensorize
-    from lpdvae.steps.train import train
     from lpdvae.steps.validate import validate
+    from lpdvae.training.launcher import launch
 
     chain = [
         ("ingest", lambda: ingest(source or params.data.source, layout.raw, params)),
         ("validate", lambda: validate(layout.raw, layout.validated, params, layout.data_docs)),
         ("tensorize", lambda: tensorize(layout.raw, layout.validated, layout.tensors, params)),
-        ("train", lambda: train(layout.tensors, layout.model, params)),
+        ("train", lambda: launch(layout.tensors, layout.model, params)),
         ("evaluate", lambda: evaluate(layout.model, layout.tensors, layout.eval, params)),
         ("register", lambda: register(layout.model, layout.eval, layout.registered, params)),
     ]

@@ -1,0 +1,29 @@
+"""One torchrun rank: `python -m lpdvae.training.worker --params P --tensors T --out O`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from lpdvae.params import load_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lpdvae.training.worker",
+                                     description="one rank of a torchrun training job")
+    parser.add_argument("--params", type=Path, required=True)
+    parser.add_argument("--tensors", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from lpdvae.steps.train import train
+
+    train(args.tensors, args.out, load_params(args.params), args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
