@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from lpdvae.errors import LpdvaeError, RegistryError
 from lpdvae.params import Params, RepresentationParams
 
@@ -30,16 +28,15 @@ def load_any(model: str, params: Params):
 
 def generate(model: str, out: Path, params: Params, n: int, seed: int, temperature: float) -> list[Path]:
     """Write `n` sampled phrases as `sample-SEED-II.mid` + `.png` into `out`; returns the MIDI paths."""
-    from lpdvae.roll import plot_png, to_multitrack, write_midi
+    from lpdvae.roll import plot_png, write_midi
 
     vae = load_any(model, params)
     rep = RepresentationParams(**vae.meta["representation"])
-    phrases = (vae.sample(n, seed, temperature).numpy() > params.evaluate.threshold).astype(np.uint8)
+    tracks = vae.meta["tracks"]
     paths = []
-    for i, phrase in enumerate(phrases):
-        mt = to_multitrack(phrase, vae.meta["tracks"], rep)
-        paths.append(write_midi(mt, out / f"sample-{seed}-{i:02d}.mid"))
-        plot_png(mt, out / f"sample-{seed}-{i:02d}.png")
+    for i, phrase in enumerate(vae.sample(n, seed, temperature).numpy()):
+        paths.append(write_midi(phrase, tracks, rep, out / f"sample-{seed}-{i:02d}.mid"))
+        plot_png([(f"sample {seed}-{i}", phrase)], tracks, rep, out / f"sample-{seed}-{i:02d}.png")
     return paths
 
 

@@ -11,18 +11,21 @@ is worked around at the call, documented where it happens:
 - tonal_distance projects a 3-D array with matmul and fails for more than one beat (computed
   per beat here with pypianoroll's own tonal matrix).
 
-Reconstruction is scored per note (`note_prf`: onsets matched one-to-one within a tolerance, the
-way mir_eval scores transcription) and per cell (`frame_prf`).
+Reconstruction is scored per note (`note_prf`: onsets of one pitch at one step, the way
+transcription is scored onset-only) and per cell (`frame_prf`); the same note F1 between phrases
+measures diversity and copying, and `fit_cell_baseline` is the average-cell baseline.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pypianoroll import metrics as pm
 
+from lpdvae.codes import onsets_np
 from lpdvae.params import RepresentationParams
 
 
@@ -160,41 +163,64 @@ def frame_prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return _prf(int(np.logical_and(pred, truth).sum()), int(pred.sum()), int(truth.sum()))
 
 
-def note_onsets(phrases: np.ndarray) -> dict[tuple[int, ...], np.ndarray]:
-    """Onset steps of every note of `[N, T, B, S, P]` phrases, keyed by (phrase, track, pitch).
+def note_prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Note-level precision / recall / F1 of reconstructed code phrases `[N, T, B, S, P]`: a
+    predicted note is correct when a true note of the same phrase, track and pitch starts at the
+    same step (offsets are ignored, as in transcription's onset-only F1)."""
+    if np.shape(pred) != np.shape(truth):
+        raise ValueError(f"prediction {np.shape(pred)} and truth {np.shape(truth)} differ in shape")
+    p_on, t_on = onsets_np(pred), onsets_np(truth)
+    return _prf(int(np.logical_and(p_on, t_on).sum()), int(p_on.sum()), int(t_on.sum()))
 
-    A note is a run of active steps of one pitch along the phrase's time axis (bars joined)."""
-    n, t, b, s, p = phrases.shape
-    lanes = np.asarray(phrases).astype(bool).reshape(n, t, b * s, p).transpose(0, 1, 3, 2)
-    starts = lanes & ~np.pad(lanes, ((0, 0), (0, 0), (0, 0), (1, 0)))[..., :-1]
-    idx = np.argwhere(starts)  # rows (phrase, track, pitch, step), sorted by step within a key
-    out: dict[tuple[int, ...], np.ndarray] = {}
-    if len(idx):
-        keys, first = np.unique(idx[:, :3], axis=0, return_index=True)
-        for key, steps in zip(keys, np.split(idx[:, 3], first[1:]), strict=True):
-            out[tuple(int(k) for k in key)] = steps
+
+def pairwise_note_f1(a: np.ndarray, b: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """`[len(a), len(b)]` note F1 of every phrase of `a` against every phrase of `b`."""
+    fa = onsets_np(a).reshape(len(a), -1).astype(np.float32)
+    na = fa.sum(1, keepdims=True)
+    out = np.zeros((len(a), len(b)), dtype=np.float64)
+    for i in range(0, len(b), chunk):
+        fb = onsets_np(b[i : i + chunk]).reshape(len(b[i : i + chunk]), -1).astype(np.float32)
+        inter = fa @ fb.T
+        total = na + fb.sum(1)[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, i : i + chunk] = np.where(total > 0, 2 * inter / total, 1.0)
     return out
 
 
-def _match_onsets(pred: np.ndarray, truth: np.ndarray, tolerance: int) -> int:
-    """Greedy one-to-one matching of two sorted onset lists within `tolerance` steps (optimal in 1-D)."""
-    i = j = matched = 0
-    while i < len(pred) and j < len(truth):
-        if abs(int(pred[i]) - int(truth[j])) <= tolerance:
-            matched, i, j = matched + 1, i + 1, j + 1
-        elif pred[i] < truth[j]:
-            i += 1
-        else:
-            j += 1
-    return matched
+def diversity(generated: np.ndarray) -> dict[str, float]:
+    """Share of distinct generated phrases and their mean pairwise note F1 (lower: more varied)."""
+    flat = np.asarray(generated).reshape(len(generated), -1)
+    unique = len({row.tobytes() for row in flat})
+    pair = pairwise_note_f1(generated, generated)
+    off = pair[~np.eye(len(generated), dtype=bool)]
+    return {"diversity.unique_fraction": unique / len(generated),
+            "diversity.mean_pairwise_note_f1": float(off.mean()) if off.size else 0.0}
 
 
-def note_prf(pred: np.ndarray, truth: np.ndarray, onset_tolerance: int = 1) -> dict[str, float]:
-    """Note-level precision / recall / F1 of reconstructed `[N, T, B, S, P]` phrases: a predicted
-    note is correct when a true note of the same phrase, track and pitch starts within
-    `onset_tolerance` steps (each true note matches at most once; offsets are ignored)."""
-    if np.shape(pred) != np.shape(truth):
-        raise ValueError(f"prediction {np.shape(pred)} and truth {np.shape(truth)} differ in shape")
-    p_on, t_on = note_onsets(pred), note_onsets(truth)
-    tp = sum(_match_onsets(steps, t_on[k], onset_tolerance) for k, steps in p_on.items() if k in t_on)
-    return _prf(tp, sum(map(len, p_on.values())), sum(map(len, t_on.values())))
+def nearest_train_f1(generated: np.ndarray, train: np.ndarray) -> float:
+    """The worst case of copying: over generated phrases, the best note F1 against any training phrase."""
+    return float(pairwise_note_f1(generated, train).max()) if len(train) else 0.0
+
+
+@dataclass(frozen=True)
+class CellBaseline:
+    """The average-cell predictor: every phrase gets the onsets whose training frequency is above
+    `threshold` (chosen on validation). What a model that ignores its input can reach."""
+
+    frequency: np.ndarray  # [T, B, S, P] share of training phrases with an onset in the cell
+    threshold: float
+
+    def predict(self, n: int) -> np.ndarray:
+        cell = (self.frequency > self.threshold).astype(np.uint8) * 2
+        return np.broadcast_to(cell, (n, *cell.shape))
+
+
+def fit_cell_baseline(train: np.ndarray, val: np.ndarray) -> CellBaseline:
+    """Onset frequencies on `train`; the threshold with the best note F1 on `val`."""
+    frequency = onsets_np(train).mean(0)
+    candidates = np.unique(np.quantile(frequency[frequency > 0], np.linspace(0, 0.999, 60))) \
+        if (frequency > 0).any() else np.array([0.0])
+    target = val if len(val) else train
+    best = max(candidates, key=lambda t: note_prf(CellBaseline(frequency, t).predict(len(target)),
+                                                  target)["f1"])
+    return CellBaseline(frequency, float(best))

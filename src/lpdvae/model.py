@@ -1,12 +1,17 @@
-"""The hierarchical convolutional-recurrent VAE over multitrack piano-roll phrases.
+"""The hierarchical convolutional-recurrent VAE over multitrack phrases of note codes.
 
-Encoder: every bar `[tracks, steps, pitches]` goes through a strided 2-D conv stack (tracks are
-the input channels) into a bar embedding; a bidirectional GRU reads the bar embeddings and its
-final states give mu and log sigma^2 of z. Decoder: a "conductor" GRU unrolls z into one
-embedding per bar; a transposed-conv stack (the encoder's mirror, sizes computed so any
-steps/pitches round-trip exactly) turns each into Bernoulli logits `[tracks, steps, pitches]`.
+Phrases are uint8 codes `[N, T, B, S, P]` (tracks, bars, steps per bar, pitches): 0 silent,
+1 sustain, 2 onset (`lpdvae.codes`). Encoder: every bar goes through a strided 2-D conv stack
+(each track's activity and onset planes are the input channels) into a bar embedding; a
+bidirectional GRU over bars gives mu and log sigma^2 of z. Decoder: a "conductor" GRU unrolls z
+into one embedding per bar; a bidirectional step GRU turns each into per-step features, and
+each track gets the output distribution its kind needs (`tracks[].kind` in params.yaml):
 
-Shapes everywhere: phrases `[N, T, B, S, P]` (tracks, bars, steps per bar, pitches).
+- monophonic: a categorical per step over `onset at pitch p` (P classes), hold, rest;
+- polyphonic / drums: independent Bernoulli onset and sustain per cell.
+
+Decoding follows from the distribution (the most likely class / cell), never from a tuned
+threshold.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lpdvae.codes import mono_classes, mono_to_codes, planes
 from lpdvae.io import atomic_write_bytes, atomic_write_json
 from lpdvae.params import ModelParams, Params, RepresentationParams
 
@@ -29,9 +34,13 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 3  # 2: GroupNorm in the bar encoder; 3: norms in the bar decoder
-ACTIVE_UNIT_THRESHOLD = 0.01  # nats (KL) or variance of E[z|x]: the usual "active unit" cut-off
-_OUTPUT_BIAS = -3.0  # logits start near the sparsity of piano rolls (sigmoid(-3) ~ 5 %)
+FORMAT_VERSION = 4  # 4: note codes in, per-kind heads (categorical / Bernoulli onset+sustain) out
+ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
+MONO = "monophonic"
+KINDS = ("monophonic", "polyphonic", "drums")
+_ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
+
+Outputs = tuple[Tensor, Tensor]  # (mono logits [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2])
 
 
 def conv_sizes(size: int, n_layers: int) -> list[int]:
@@ -43,19 +52,17 @@ def conv_sizes(size: int, n_layers: int) -> list[int]:
 
 
 class BarEncoder(nn.Module):
-    """`[M, T, S, P]` bars -> `[M, bar_embedding]` (strided convs, tracks as channels).
+    """`[M, 2T, S, P]` bar planes -> `[M, bar_embedding]` (strided convs).
 
     GroupNorm after each conv: piano rolls are ~1 % ones, so without it every bar's features are
-    the conv biases plus a ~1e-4 input-dependent part, mu is the same for every phrase and the
-    posterior collapses before the decoder can use z (measured: std of mu over the demo test
-    split 0.0000 without, ~0.5 with). Per-sample statistics keep DDP equal to one process.
+    the conv biases plus a tiny input-dependent part and the posterior collapses.
     """
 
-    def __init__(self, n_tracks: int, steps: int, pitches: int, channels: tuple[int, ...],
+    def __init__(self, channels_in: int, steps: int, pitches: int, channels: tuple[int, ...],
                  embedding: int, dropout: float) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        c_in = n_tracks
+        c_in = channels_in
         for c_out in channels:
             layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1),
                        nn.GroupNorm(1, c_out), nn.GELU()]
@@ -71,59 +78,47 @@ class BarEncoder(nn.Module):
         return self.proj(self.convs(bars))
 
 
-class BarDecoder(nn.Module):
-    """`[M, hidden]` -> `[M, T, S, P]` logits; transposed convs mirror `BarEncoder` exactly.
+class StepDecoder(nn.Module):
+    """`[M, hidden_in]` bar embeddings -> per-step features `[M, S, 2 * hidden]`.
 
-    GroupNorm after the projection and each hidden deconv: with default init every plain layer
-    shrinks the signal, so the logits barely depended on z (std over z ~ N(0, I) at init 3e-4;
-    with the norms 0.1) and training sat on the data's marginal (frame F1 0.18 at 600 steps,
-    0.24 with the norms). The bar embedding is layer-normed before the bar GRU for the same reason.
+    A bidirectional GRU over the bar's steps, fed the bar embedding plus a learned position per
+    step (where the beat falls), so holds and onsets see their neighbours on both sides.
     """
 
-    def __init__(self, n_tracks: int, steps: int, pitches: int, channels: tuple[int, ...],
-                 hidden: int) -> None:
+    def __init__(self, steps: int, hidden_in: int, hidden: int) -> None:
         super().__init__()
-        s_sizes = conv_sizes(steps, len(channels))
-        p_sizes = conv_sizes(pitches, len(channels))
-        self.grid = (channels[-1], s_sizes[-1], p_sizes[-1])
-        self.proj = nn.Sequential(nn.Linear(hidden, math.prod(self.grid)), nn.Unflatten(1, self.grid),
-                                  nn.GroupNorm(1, channels[-1]), nn.GELU())
-        outs = [*reversed(channels[:-1]), n_tracks]
-        layers: list[nn.Module] = []
-        c_in = channels[-1]
-        for i, c_out in enumerate(outs):
-            k = len(channels) - 1 - i  # this layer maps size index k+1 back to k
-            pad = (1 - s_sizes[k] % 2, 1 - p_sizes[k] % 2)  # odd target: 2n-1, even: 2n
-            layers.append(nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=pad))
-            if i < len(outs) - 1:
-                layers += [nn.GroupNorm(1, c_out), nn.GELU()]
-            c_in = c_out
-        self.deconvs = nn.Sequential(*layers)
-        last = layers[-1]
-        assert isinstance(last, nn.ConvTranspose2d)
-        nn.init.constant_(last.bias, _OUTPUT_BIAS)
+        self.inp = nn.Linear(hidden_in, hidden)
+        self.position = nn.Parameter(torch.randn(steps, hidden) * 0.1)
+        self.norm = nn.LayerNorm(hidden)
+        self.rnn = nn.GRU(hidden, hidden, batch_first=True, bidirectional=True)
 
-    def forward(self, h: Tensor) -> Tensor:
-        return self.deconvs(self.proj(h))
+    def forward(self, bar: Tensor) -> Tensor:
+        x = self.norm(self.inp(bar).unsqueeze(1) + self.position)
+        out, _ = self.rnn(x)
+        return out
 
 
 class MusicVAE(nn.Module):
     """Hierarchical conv-recurrent VAE; see the module docstring and docs/architecture.md."""
 
-    def __init__(self, model: ModelParams, rep: RepresentationParams, n_tracks: int) -> None:
+    def __init__(self, model: ModelParams, rep: RepresentationParams,
+                 kinds: list[str] | tuple[str, ...]) -> None:
         super().__init__()
         if not model.conv_channels:
             raise ValueError("model.conv_channels must list at least one conv layer")
-        self.model_params = model
-        self.rep = rep
-        self.n_tracks = n_tracks
-        self.shape = (n_tracks, rep.n_bars, rep.steps_per_bar, rep.n_pitches)
+        unknown = sorted(set(kinds) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown track kind {unknown[0]!r} (known: {', '.join(KINDS)})")
+        self.model_params, self.rep, self.kinds = model, rep, tuple(kinds)
+        self.n_tracks = len(kinds)
+        self.mono_tracks = [k for k, kind in enumerate(kinds) if kind == MONO]
+        self.poly_tracks = [k for k, kind in enumerate(kinds) if kind != MONO]
+        self.shape = (self.n_tracks, rep.n_bars, rep.steps_per_bar, rep.n_pitches)
         self.latent_dim = model.latent_dim
         self.meta: dict[str, Any] = {}
         _, _, s, p = self.shape
-        self.bar_encoder = BarEncoder(
-            n_tracks, s, p, model.conv_channels, model.bar_embedding, model.dropout
-        )
+        self.bar_encoder = BarEncoder(2 * self.n_tracks, s, p, model.conv_channels,
+                                      model.bar_embedding, model.dropout)
         self.bar_rnn = nn.GRU(model.bar_embedding, model.encoder_hidden, batch_first=True,
                               bidirectional=True)
         self.to_stats = nn.Linear(2 * model.encoder_hidden, 2 * model.latent_dim)
@@ -133,61 +128,105 @@ class MusicVAE(nn.Module):
         self.bar_head = nn.Sequential(nn.Dropout(model.dropout),
                                       nn.Linear(model.conductor_hidden, model.decoder_hidden),
                                       nn.GELU())
-        self.bar_decoder = BarDecoder(n_tracks, s, p, model.conv_channels, model.decoder_hidden)
+        self.step_decoder = StepDecoder(s, model.decoder_hidden, model.decoder_hidden)
+        feat = 2 * model.decoder_hidden
+        self.mono_head = nn.Linear(feat, len(self.mono_tracks) * (p + 2)) if self.mono_tracks else None
+        self.poly_head = nn.Linear(feat, len(self.poly_tracks) * p * 2) if self.poly_tracks else None
+        if self.poly_head is not None:
+            nn.init.constant_(self.poly_head.bias, _ONSET_BIAS)
+
+    # -- the two halves
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """`[N, T, B, S, P]` -> (mu, logvar), each `[N, latent_dim]`."""
+        """Codes `[N, T, B, S, P]` -> (mu, logvar), each `[N, latent_dim]`."""
         n, t, b, s, p = x.shape
-        bars = x.transpose(1, 2).reshape(n * b, t, s, p)
+        bars = planes(x).transpose(1, 2).reshape(n * b, 2 * t, s, p)
         emb = self.bar_encoder(bars).view(n, b, -1)
         _, h = self.bar_rnn(emb)  # h: [2, N, H] (forward, backward final states)
-        stats = self.to_stats(torch.cat([h[0], h[1]], dim=-1))
-        mu, logvar = stats.chunk(2, dim=-1)
+        mu, logvar = self.to_stats(torch.cat([h[0], h[1]], dim=-1)).chunk(2, dim=-1)
         return mu, logvar
 
-    def decode(self, z: Tensor) -> Tensor:
-        """`[N, latent_dim]` -> Bernoulli logits `[N, T, B, S, P]`."""
-        t, b, s, p = self.shape
+    def decode(self, z: Tensor) -> Outputs:
+        """`[N, latent_dim]` -> (mono logits `[N, Tm, B, S, P+2]`, poly logits `[N, Tp, B, S, P, 2]`)."""
+        _, b, s, p = self.shape
         n = z.shape[0]
         h0 = self.z_to_conductor(z).unsqueeze(0)
-        inputs = z.unsqueeze(1).expand(n, b, z.shape[-1]).contiguous()
-        per_bar, _ = self.conductor(inputs, h0)  # [N, B, conductor_hidden]
-        logits = self.bar_decoder(self.bar_head(per_bar).reshape(n * b, -1))
-        return logits.view(n, b, t, s, p).transpose(1, 2)
+        per_bar, _ = self.conductor(z.unsqueeze(1).expand(n, b, z.shape[-1]).contiguous(), h0)
+        feats = self.step_decoder(self.bar_head(per_bar).reshape(n * b, -1))  # [N*B, S, F]
+        tm, tp = len(self.mono_tracks), len(self.poly_tracks)
+        mono = (self.mono_head(feats).view(n, b, s, tm, p + 2).permute(0, 3, 1, 2, 4)
+                if self.mono_head is not None else z.new_zeros(n, 0, b, s, p + 2))
+        poly = (self.poly_head(feats).view(n, b, s, tp, p, 2).permute(0, 3, 1, 2, 4, 5)
+                if self.poly_head is not None else z.new_zeros(n, 0, b, s, p, 2))
+        return mono, poly
 
-    def forward(self, x: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """(logits, mu, logvar); z = mu + sigma * eps, with eps ~ N(0, I) unless given."""
+    def forward(self, x: Tensor, eps: Tensor | None = None) -> tuple[Outputs, Tensor, Tensor]:
+        """(outputs, mu, logvar); z = mu + sigma * eps, with eps ~ N(0, I) unless given."""
         mu, logvar = self.encode(x)
         if eps is None:
             eps = torch.randn_like(mu)
         z = mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)
         return self.decode(z), mu, logvar
 
+    # -- the distribution
+
+    def recon_nll(self, out: Outputs, x: Tensor) -> Tensor:
+        """Negative log-likelihood of codes `x` under the decoder's distribution: `[N]` nats."""
+        mono, poly = out
+        nll = x.new_zeros(x.shape[0], dtype=torch.float32)
+        if self.mono_tracks:
+            target = mono_classes(x[:, self.mono_tracks])  # [N, Tm, B, S]
+            ce = F.cross_entropy(mono.float().flatten(0, -2), target.flatten(), reduction="none")
+            nll = nll + ce.view(x.shape[0], -1).sum(1)
+        if self.poly_tracks:
+            target = planes(x[:, self.poly_tracks], stacked=True)  # [N, Tp, B, S, P, 2] onset, active
+            bce = F.binary_cross_entropy_with_logits(poly.float(), target, reduction="none")
+            nll = nll + bce.flatten(1).sum(1)
+        return nll
+
+    def to_codes(self, out: Outputs) -> Tensor:
+        """The most likely codes `[N, T, B, S, P]` (uint8) under the decoder's distribution."""
+        mono, poly = out
+        n = mono.shape[0]
+        codes = torch.zeros((n, *self.shape), dtype=torch.uint8, device=mono.device)
+        if self.mono_tracks:
+            codes[:, self.mono_tracks] = mono_to_codes(mono.argmax(-1), self.rep.n_pitches)
+        if self.poly_tracks:
+            onset, active = (poly[..., 0] > 0), (poly[..., 1] > 0) | (poly[..., 0] > 0)
+            codes[:, self.poly_tracks] = active.to(torch.uint8) + onset.to(torch.uint8)
+        return codes
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Codes decoded from the posterior means of `x`."""
+        with _eval_mode(self):
+            mu, _ = self.encode(x.to(self._device()))
+            return self.to_codes(self.decode(mu))
+
     @torch.no_grad()
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> Tensor:
-        """Probabilities `[n, T, B, S, P]` of phrases decoded from z ~ N(0, temperature^2 I)."""
+        """Codes `[n, T, B, S, P]` decoded from z ~ N(0, temperature^2 I)."""
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.latent_dim, generator=gen) * temperature
         with _eval_mode(self):
-            return torch.sigmoid(self.decode(z.to(self._device())))
+            return self.to_codes(self.decode(z.to(self._device())))
 
     @torch.no_grad()
     def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:
-        """Probabilities `[steps, T, B, S, P]` along the slerp between the means of `a` and `b`."""
+        """Codes `[steps, T, B, S, P]` along the slerp between the posterior means of `a` and `b`."""
         if steps < 2:
             raise ValueError(f"interpolate needs steps >= 2, got {steps}")
         with _eval_mode(self):
-            x = torch.stack([a, b]).to(self._device(), torch.float32)
-            mu, _ = self.encode(x)
+            mu, _ = self.encode(torch.stack([a, b]).to(self._device()))
             w = torch.linspace(0, 1, steps, device=mu.device)
-            return torch.sigmoid(self.decode(slerp(mu[0], mu[1], w)))
+            return self.to_codes(self.decode(slerp(mu[0], mu[1], w)))
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
 
 class Reconstructor(nn.Module):
-    """One-tensor-in/one-tensor-out view for MLflow: phrases -> reconstruction probabilities (z = mu)."""
+    """One-tensor-in/one-tensor-out view for MLflow: codes -> reconstructed codes (z = mu)."""
 
     def __init__(self, vae: MusicVAE) -> None:
         super().__init__()
@@ -195,7 +234,7 @@ class Reconstructor(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         mu, _ = self.vae.encode(x)
-        return torch.sigmoid(self.vae.decode(mu))
+        return self.vae.to_codes(self.vae.decode(mu)).float()
 
 
 class _eval_mode:
@@ -226,44 +265,34 @@ def slerp(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
 # ---------------------------------------------------------------- loss
 
 
-def recon_per_sample(logits: Tensor, x: Tensor, pos_weight: float) -> Tensor:
-    """Binary cross-entropy summed over every cell of a phrase: `[N]` nats."""
-    pw = torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
-    bce = F.binary_cross_entropy_with_logits(logits, x, pos_weight=pw, reduction="none")
-    return bce.flatten(1).sum(1)
-
-
 def kl_per_sample_dim(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(q(z|x) || N(0, I)) per sample and latent dimension: `[N, D]` nats."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
-def free_bits_kl(kl_per_dim: Tensor, free_bits: float, reference: Tensor | None = None) -> Tensor:
-    """sum_d max(KL_d, free_bits): dims whose `reference` KL (default: KL_d) is below the floor
-    contribute the constant floor and no gradient. A global `reference` keeps DDP exact."""
-    ref = (kl_per_dim if reference is None else reference).detach()
-    floor = torch.full_like(kl_per_dim, free_bits)
-    return torch.where(ref > free_bits, kl_per_dim, floor).sum()
+def free_nats_kl(kl_per_sample: Tensor, free_nats: float) -> Tensor:
+    """max(KL - free_nats, 0) per sample (MusicVAE's free bits on the *total* KL): the first
+    `free_nats` of information in z cost nothing, so the latent carries enough to reconstruct.
+    Per sample, so DDP's mean of per-rank means equals one process exactly."""
+    return torch.clamp(kl_per_sample - free_nats, min=0.0)
 
 
-def vae_loss(logits: Tensor, x: Tensor, mu: Tensor, logvar: Tensor, beta: float,
-             free_bits: float, pos_weight: float,
-             kl_reference: Tensor | None = None) -> dict[str, Tensor]:
-    """Batch-mean loss = recon + beta * sum_d max(KL_d, free_bits).
+def vae_loss(vae: MusicVAE, out: Outputs, x: Tensor, mu: Tensor, logvar: Tensor, beta: float,
+             free_nats: float) -> dict[str, Tensor]:
+    """Batch-mean loss = NLL + beta * max(KL - free_nats, 0).
 
-    Returns `loss`, `recon` (BCE nats per phrase), `kl` (true KL per phrase, no floor) and
-    `kl_per_dim` `[D]` (batch mean). `kl_reference` (detached `[D]`) decides which dims sit on
-    the free-bits floor; the train step passes the all-reduced KL so DDP equals one process.
-    """
-    recon = recon_per_sample(logits.float(), x.float(), pos_weight).mean()
-    kl_per_dim = kl_per_sample_dim(mu.float(), logvar.float()).mean(0)
-    loss = recon + beta * free_bits_kl(kl_per_dim, free_bits, kl_reference)
-    return {"loss": loss, "recon": recon, "kl": kl_per_dim.sum(), "kl_per_dim": kl_per_dim}
+    Returns `loss`, `recon` (NLL nats per phrase), `kl` (true total KL nats per phrase) and
+    `kl_per_dim` `[D]` (batch mean)."""
+    recon = vae.recon_nll(out, x).mean()
+    kl_dim = kl_per_sample_dim(mu.float(), logvar.float())
+    kl = kl_dim.sum(1)
+    loss = recon + beta * free_nats_kl(kl, free_nats).mean()
+    return {"loss": loss, "recon": recon, "kl": kl.mean(), "kl_per_dim": kl_dim.mean(0)}
 
 
-def active_units(kl_per_dim: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
-    """Latent dims carrying information: KL_d (or Var_x E[z_d|x]) above `threshold`."""
-    return int((kl_per_dim > threshold).sum().item())
+def active_units(variance: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """Latent dims carrying information: Var_x E[z_d|x] (or KL_d) above `threshold`."""
+    return int((variance > threshold).sum().item())
 
 
 # ---------------------------------------------------------------- persistence
@@ -279,6 +308,10 @@ def model_meta(params: Params) -> dict[str, Any]:
         "params_digest": params.digest(),
         "torch_version": torch.__version__,
     }
+
+
+def build_model(params: Params) -> MusicVAE:
+    return MusicVAE(params.model, params.representation, [t.kind for t in params.tracks])
 
 
 def unwrap(model: nn.Module) -> MusicVAE:
@@ -306,21 +339,31 @@ def save_model(model: nn.Module, out_dir: str | Path, params: Params) -> Path:
 
 
 def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") -> MusicVAE:
-    """Rebuild a saved MusicVAE (eval mode) from `model.pt` + `model.json`; `.meta` holds the meta."""
+    """Rebuild a saved MusicVAE (eval mode) from `model.pt` + `model.json`; `.meta` holds the meta.
+
+    Every failure names the folder and the reason (a missing folder, a meta that does not match
+    the weights), as a ValueError/FileNotFoundError the CLI reports in one line."""
     model_dir = Path(model_dir)
     try:
         meta = json.loads((model_dir / META_FILE).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{model_dir / META_FILE}: no model here (run `lpdvae train`)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{model_dir / META_FILE}: unreadable model meta: {exc}") from None
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{model_dir / META_FILE}: model format {meta.get('format_version')}, this "
                          f"lpdvae reads format {FORMAT_VERSION}: retrain it (`lpdvae train`)")
-    mp = dict(meta["model"])
-    mp["conv_channels"] = tuple(mp["conv_channels"])
-    vae = MusicVAE(ModelParams(**mp), RepresentationParams(**meta["representation"]),
-                   len(meta["tracks"]))
-    state = torch.load(model_dir / MODEL_FILE, map_location=map_location, weights_only=True)
-    vae.load_state_dict(state)
+    try:
+        mp = dict(meta["model"])
+        mp["conv_channels"] = tuple(mp["conv_channels"])
+        vae = MusicVAE(ModelParams(**mp), RepresentationParams(**meta["representation"]),
+                       [t["kind"] for t in meta["tracks"]])
+        state = torch.load(model_dir / MODEL_FILE, map_location=map_location, weights_only=True)
+        vae.load_state_dict(state)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{model_dir / MODEL_FILE}: no weights beside model.json") from None
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{model_dir}: model.json does not match model.pt: {exc}") from None
     vae.to(map_location)
     vae.meta = meta
     return vae.eval()

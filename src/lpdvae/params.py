@@ -12,7 +12,7 @@ import hashlib
 import json
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +25,37 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str = "demo://bach-chorales?songs=120"
-    sha256: str | None = None
-    max_file_bytes: int = 64 * 2**20
-    max_archive_bytes: int = 8 * 2**30
-    max_archive_members: int = 1_000_000
+    source: str
+    sha256: str | None
+    max_file_bytes: int
+    max_archive_bytes: int
+    max_archive_members: int
+
+
+TRACK_KINDS = ("monophonic", "polyphonic", "drums")
+# The generated-vs-data statistics evaluation can gate on (computed in lpdvae.metrics).
+STATISTICS = ("empty_bar_rate", "n_pitch_classes_used", "qualified_note_rate", "polyphonic_rate",
+              "tonal_distance", "drum_in_pattern_rate")
 
 
 @dataclass(frozen=True)
 class TrackSpec:
     name: str
-    program: int = 0
-    is_drum: bool = False
-    names: tuple[str, ...] = ()
-    programs: tuple[int, ...] = ()
+    kind: str  # monophonic | polyphonic | drums: the decoder's output distribution
+    program: int
+    is_drum: bool
+    names: tuple[str, ...]
+    programs: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class RepresentationParams:
-    source_resolution: int = 24
-    beat_resolution: int = 12
-    beats_per_bar: int = 4
-    lowest_pitch: int = 24
-    n_pitches: int = 84
-    n_bars: int = 4
+    source_resolution: int
+    beat_resolution: int
+    beats_per_bar: int
+    lowest_pitch: int
+    n_pitches: int
+    n_bars: int
 
     @property
     def steps_per_bar(self) -> int:
@@ -57,97 +64,102 @@ class RepresentationParams:
 
 @dataclass(frozen=True)
 class ValidateParams:
-    max_bad_fraction: float = 0.25
-    min_bars: int = 4
-    min_notes: int = 8
-    max_pitch_out_of_range_fraction: float = 0.05
-    max_empty_bar_ratio: float = 0.9
-    max_polyphony: int = 24
-    require_time_signature: str | None = "4/4"
+    max_bad_fraction: float
+    min_bars: int
+    min_notes: int
+    max_pitch_out_of_range_fraction: float
+    max_empty_bar_ratio: float
+    max_polyphony: int
+    require_time_signature: str | None
 
 
 @dataclass(frozen=True)
 class TensorizeParams:
-    hop_bars: int = 2
-    max_empty_bars: int = 1
-    shard_size: int = 2048
-    workers: int = 0
-    split_seed: str = "lpdvae"
-    train_fraction: float = 0.8
-    val_fraction: float = 0.1
+    hop_bars: int
+    max_empty_bars: int
+    shard_size: int
+    workers: int
+    split_seed: str
+    train_fraction: float
+    val_fraction: float
 
 
 @dataclass(frozen=True)
 class ModelParams:
-    conv_channels: tuple[int, ...] = (16, 32, 64)
-    bar_embedding: int = 128
-    encoder_hidden: int = 128
-    latent_dim: int = 32
-    conductor_hidden: int = 128
-    decoder_hidden: int = 128
-    dropout: float = 0.0
+    conv_channels: tuple[int, ...]
+    bar_embedding: int
+    encoder_hidden: int
+    latent_dim: int
+    conductor_hidden: int
+    decoder_hidden: int
+    dropout: float
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    seed: int = 1234
-    epochs: int = 8
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 20
-    grad_clip: float = 1.0
-    beta_max: float = 0.5
-    beta_warmup_steps: int = 150
-    free_bits: float = 0.1
-    pos_weight: float = 4.0
-    checkpoint_every_steps: int = 50
-    early_stopping_patience: int = 4
-    nproc: int = 1
-    device: str = "auto"
-    precision: str = "fp32"
-    compile: bool = False
-    num_workers: int = 0
+    seed: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    lr_schedule: str
+    warmup_steps: int
+    grad_clip: float
+    beta_max: float
+    beta_warmup_steps: int
+    free_nats: float
+    transpose: int
+    checkpoint_every_steps: int
+    early_stopping_patience: int
+    nproc: int
+    device: str
+    precision: str
+    compile: bool
+    num_workers: int
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    seed: int = 7
-    n_samples: int = 8
-    temperature: float = 1.0
-    threshold: float = 0.5
-    render_audio: bool = True
-    soundfont: str = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
-    tolerances: dict[str, float] = field(default_factory=dict)
-    min_recon_f1: float = 0.2
-    champion_margin: float = 0.05
+    seed: int
+    n_samples: int
+    n_generated: int
+    temperatures: tuple[float, ...]
+    render_audio: bool
+    soundfont: str
+    statistics: tuple[str, ...]
+    stat_rel_tolerance: float
+    stat_abs_floor: float
+    min_note_f1: float
+    baseline_factor: float
+    min_unique_fraction: float
+    max_copy_note_f1: float
 
 
 @dataclass(frozen=True)
 class RegisterParams:
-    model_name: str = "lpdvae"
-    auto_promote: bool = True
+    model_name: str
+    auto_promote: bool
+    champion_margin: float
 
 
 @dataclass(frozen=True)
 class MlflowParams:
-    tracking_uri: str | None = None
-    experiment: str = "lpdvae"
+    tracking_uri: str | None
+    experiment: str
 
 
 @dataclass(frozen=True)
 class Params:
-    data: DataParams = field(default_factory=DataParams)
-    tracks: tuple[TrackSpec, ...] = ()
-    representation: RepresentationParams = field(default_factory=RepresentationParams)
-    validate: ValidateParams = field(default_factory=ValidateParams)
-    tensorize: TensorizeParams = field(default_factory=TensorizeParams)
-    model: ModelParams = field(default_factory=ModelParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    register: RegisterParams = field(default_factory=RegisterParams)
-    mlflow: MlflowParams = field(default_factory=MlflowParams)
+    data: DataParams
+    tracks: tuple[TrackSpec, ...]
+    representation: RepresentationParams
+    validate: ValidateParams
+    tensorize: TensorizeParams
+    model: ModelParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    register: RegisterParams
+    mlflow: MlflowParams
 
     @property
     def track_names(self) -> list[str]:
@@ -184,8 +196,27 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.lr_schedule": (lambda v: v in ("cosine", "constant"), "must be cosine or constant"),
     "train.device": (lambda v: v in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
     "train.precision": (lambda v: v in ("fp32", "bf16"), "must be fp32 or bf16"),
+    "train.warmup_steps": (lambda v: v >= 0, "must be >= 0"),
+    "train.beta_max": (lambda v: v >= 0, "must be >= 0"),
+    "train.free_nats": (lambda v: v >= 0, "must be >= 0"),
+    "train.transpose": (lambda v: 0 <= v <= 12, "must be in 0..12 semitones"),
+    "model.latent_dim": (lambda v: v > 0, "must be > 0"),
+    "model.bar_embedding": (lambda v: v > 0, "must be > 0"),
+    "model.encoder_hidden": (lambda v: v > 0, "must be > 0"),
+    "model.conductor_hidden": (lambda v: v > 0, "must be > 0"),
+    "model.decoder_hidden": (lambda v: v > 0, "must be > 0"),
+    "model.conv_channels": (lambda v: v != "[]", "must list at least one conv layer"),
+    "model.dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "tensorize.train_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "tensorize.val_fraction": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "evaluate.n_samples": (lambda v: v > 0, "must be > 0"),
-    "evaluate.threshold": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "evaluate.n_generated": (lambda v: v >= 2, "must be >= 2 (diversity needs pairs)"),
+    "evaluate.temperatures": (lambda v: v != "[]", "must list at least one temperature"),
+    "evaluate.stat_rel_tolerance": (lambda v: v >= 0, "must be >= 0"),
+    "evaluate.stat_abs_floor": (lambda v: v >= 0, "must be >= 0"),
+    "evaluate.baseline_factor": (lambda v: v >= 0, "must be >= 0"),
+    "evaluate.min_unique_fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "evaluate.max_copy_note_f1": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
 }
 
 
@@ -212,6 +243,20 @@ def params_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Params:
     if not params.tracks:
         raise ParamsError(f"{source}: tracks: at least one track is required")
     names = params.track_names
+    for t in params.tracks:
+        if t.kind not in TRACK_KINDS:
+            raise ParamsError(f"{source}: tracks: {t.name}: kind must be one of "
+                              f"{', '.join(TRACK_KINDS)}, got {t.kind!r}")
+    if any(v <= 0 for v in params.model.conv_channels):
+        raise ParamsError(f"{source}: model.conv_channels: every layer needs > 0 channels, "
+                          f"got {list(params.model.conv_channels)}")
+    if any(v <= 0 for v in params.evaluate.temperatures):
+        raise ParamsError(f"{source}: evaluate.temperatures: must be > 0, "
+                          f"got {list(params.evaluate.temperatures)}")
+    unknown = sorted(set(params.evaluate.statistics) - set(STATISTICS))
+    if unknown:
+        raise ParamsError(f"{source}: evaluate.statistics: unknown statistic {unknown[0]!r} "
+                          f"(known: {', '.join(STATISTICS)})")
     if len(set(names)) != len(names):
         raise ParamsError(f"{source}: tracks: names must be unique, got {names}")
     t = params.tensorize
@@ -248,11 +293,10 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
             f"{', '.join(sorted(fields))})"
         )
     kwargs = {}
-    for name, f in fields.items():
+    for name in fields:
         if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ParamsError(f"{source}: missing key {prefix}{name}")
-            continue
+            raise ParamsError(f"{source}: missing key {prefix}{name} (params.yaml lists every "
+                              "key with a comment)")
         kwargs[name] = _coerce(hints[name], raw[name], source, f"{prefix}{name}")
     return cls(**kwargs)
 
@@ -309,7 +353,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ParamsError(f"--set {text!r}: expected KEY=VALUE")
     key, _, value = text.partition("=")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        reason = str(exc).splitlines()[0]
+        raise ParamsError(f"--set {text!r}: the value is not valid YAML ({reason})") from None
 
 
 def _to_plain(obj: Any) -> Any:
@@ -324,7 +372,7 @@ def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in obj.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and k != "tolerances":
+        if isinstance(v, dict):
             out.update(_flatten(v, key + "."))
         elif isinstance(v, list | dict):
             out[key] = json.dumps(v, sort_keys=True)

@@ -131,7 +131,7 @@ def list_versions(params: Params) -> list[dict[str, Any]]:
         full = c.get_model_version(name, mv.version)
         rows.append({
             "version": full.version, "aliases": list(full.aliases), "blessed": is_blessed(full),
-            "run_id": full.run_id, "recon_f1": full.tags.get("lpdvae.metric.recon_f1"),
+            "run_id": full.run_id, "recon_note_f1": full.tags.get("lpdvae.metric.recon_note_f1"),
             "dataset": full.tags.get("lpdvae.dvc.tensors"),
         })
     return rows
@@ -171,7 +171,7 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
             print(json.dumps(rows, indent=2))
         for r in [] if args.json else rows:
             print(f"v{r['version']:>3}  aliases={','.join(r['aliases']) or '-':<22} blessed={r['blessed']!s:<5} "
-                  f"recon_f1={r['recon_f1']}  run={r['run_id']}")
+                  f"recon_note_f1={r['recon_note_f1']}  run={r['run_id']}")
     elif args.action == "promote":
         prev = promote(params, args.version, args.force, args.reason)
         print(f"{params.register.model_name}: champion -> version {args.version} (was {prev or 'none'})")

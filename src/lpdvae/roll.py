@@ -1,4 +1,5 @@
-"""Phrase tensors back to music: pypianoroll Multitracks, MIDI files, PNG piano rolls, WAV audio."""
+"""Phrase tensors back to music: MIDI (notes from the onset codes, so repeated notes stay
+separate), pypianoroll Multitracks for PNG piano rolls, WAV audio."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pypianoroll
 
+from lpdvae.codes import onsets_np
 from lpdvae.io import atomic_write_bytes
 from lpdvae.params import RepresentationParams, TrackSpec
 
@@ -30,7 +32,8 @@ def to_multitrack(
     rep: RepresentationParams,
     tempo: float = 100.0,
 ) -> pypianoroll.Multitrack:
-    """0/1 `[T, B, S, P]` -> Multitrack at `beat_resolution`, pitches placed back from `lowest_pitch`."""
+    """Codes `[T, B, S, P]` -> Multitrack at `beat_resolution` (activity only: for pictures),
+    pitches placed back from `lowest_pitch`."""
     t, b, s, p = phrase.shape
     if t != len(tracks):
         raise ValueError(f"phrase has {t} tracks, the track set has {len(tracks)}")
@@ -50,30 +53,97 @@ def to_multitrack(
     )
 
 
-def midi_bytes(mt: pypianoroll.Multitrack) -> bytes:
+def phrase_notes(track_codes: np.ndarray) -> list[tuple[int, int, int]]:
+    """(start step, end step, pitch row) of every note of one track's codes `[steps, P]` (or
+    `[B, S, P]`): a note starts at an onset and lasts while the cell sounds without a new onset."""
+    codes = np.asarray(track_codes).reshape(-1, np.shape(track_codes)[-1])
+    starts = onsets_np(codes[None])[0]
+    notes = []
+    for step, pitch in zip(*np.nonzero(starts), strict=True):
+        end = step + 1
+        while end < len(codes) and codes[end, pitch] == 1:
+            end += 1
+        notes.append((int(step), int(end), int(pitch)))
+    return sorted(notes)
+
+
+def midi_bytes(phrase: np.ndarray, tracks: Sequence[TrackSpec | dict[str, Any]],
+               rep: RepresentationParams, tempo: float = 100.0) -> bytes:
+    """Codes `[T, B, S, P]` (or several phrases `[K, T, B, S, P]`, played one after another) as MIDI."""
+    import pretty_midi
+
+    phrases = np.asarray(phrase)
+    phrases = phrases[None] if phrases.ndim == 4 else phrases
+    seconds_per_step = 60.0 / tempo / rep.beat_resolution
+    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+    for k, track in enumerate(tracks):
+        inst = pretty_midi.Instrument(program=int(_track_field(track, "program")),
+                                      is_drum=bool(_track_field(track, "is_drum")),
+                                      name=str(_track_field(track, "name")))
+        for i, ph in enumerate(phrases):
+            offset = i * ph[k].shape[0] * ph[k].shape[1]
+            for start, end, row in phrase_notes(ph[k]):
+                inst.notes.append(pretty_midi.Note(
+                    velocity=VELOCITY, pitch=rep.lowest_pitch + row,
+                    start=(offset + start) * seconds_per_step, end=(offset + end) * seconds_per_step))
+        pm.instruments.append(inst)
     with tempfile.NamedTemporaryFile(suffix=".mid") as tmp:
-        mt.to_pretty_midi().write(tmp.name)
+        pm.write(tmp.name)
         return Path(tmp.name).read_bytes()
 
 
-def write_midi(mt: pypianoroll.Multitrack, path: str | Path) -> Path:
-    return atomic_write_bytes(path, midi_bytes(mt))
+def write_midi(phrase: np.ndarray, tracks: Sequence[TrackSpec | dict[str, Any]],
+               rep: RepresentationParams, path: str | Path) -> Path:
+    return atomic_write_bytes(path, midi_bytes(phrase, tracks, rep))
 
 
-def plot_png(mt: pypianoroll.Multitrack, path: str | Path) -> Path:
-    """One image per phrase, tracks stacked top to bottom."""
+TRACK_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+
+def plot_png(panels: Sequence[tuple[str, np.ndarray]], tracks: Sequence[TrackSpec | dict[str, Any]],
+             rep: RepresentationParams, path: str | Path) -> Path:
+    """One picture, one panel per (title, codes `[T, B, S, P]`) side by side (e.g. original and
+    reconstruction), every track in its own colour, cropped to the pitches in use, with the beat
+    grid and bar lines; a note's onset is drawn darker so repeated notes stay visible."""
     import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
-    fig, axs = plt.subplots(len(mt.tracks), 1, figsize=(8, 1.4 * len(mt.tracks)), sharex=True, squeeze=False)
-    mt.plot(axs=list(axs[:, 0]))
-    fig.tight_layout()
+    used = [np.nonzero(np.asarray(c).reshape(-1, np.shape(c)[-1]).any(0))[0] for _, c in panels]
+    rows = np.concatenate(used) if any(len(u) for u in used) else np.array([0, 11])
+    lo, hi = max(0, int(rows.min()) - 2), min(rep.n_pitches - 1, int(rows.max()) + 2)
+    fig, axs = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 2.8), squeeze=False,
+                            sharey=True)
+    for ax, (title, codes) in zip(axs[0], panels, strict=True):
+        codes = np.asarray(codes)
+        n_steps = codes.shape[1] * codes.shape[2]
+        for k in range(codes.shape[0]):
+            color = TRACK_COLORS[k % len(TRACK_COLORS)]
+            for start, end, row in phrase_notes(codes[k]):
+                ax.add_patch(Rectangle((start, rep.lowest_pitch + row - 0.4), end - start - 0.1, 0.8,
+                                       color=color, alpha=0.55, lw=0))
+                ax.add_patch(Rectangle((start, rep.lowest_pitch + row - 0.4), 0.35, 0.8,
+                                       color=color, lw=0))
+        for step in range(0, n_steps + 1, rep.beat_resolution):
+            bar_line = step % rep.steps_per_bar == 0
+            ax.axvline(step, color="0.35" if bar_line else "0.85", lw=1.0 if bar_line else 0.5)
+        ax.set_xlim(0, n_steps)
+        ax.set_ylim(rep.lowest_pitch + lo - 0.5, rep.lowest_pitch + hi + 0.5)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axs[0][0].set_ylabel("MIDI pitch", fontsize=8)
+    handles = [Rectangle((0, 0), 1, 1, color=TRACK_COLORS[k % len(TRACK_COLORS)])
+               for k in range(len(tracks))]
+    fig.legend(handles, [str(_track_field(t, "name")) for t in tracks], loc="upper right",
+               fontsize=7, ncol=len(tracks), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
+    fig.savefig(buf, format="png", dpi=72)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 

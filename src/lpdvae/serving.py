@@ -1,11 +1,11 @@
 """The registered model: an MLflow pyfunc that *generates* music.
 
-Input rows `{n, seed, temperature}` -> one output row per generated phrase with its 0/1 piano roll
-(`[T, B, S, P]` as nested lists) and the phrase as base64 MIDI, so
+Input rows `{n, seed, temperature?}` -> one output row per generated phrase with its note codes
+(`[T, B, S, P]` as nested lists: 0 silent, 1 sustain, 2 onset) and the phrase as base64 MIDI, so
 `mlflow models serve -m models:/lpdvae@champion` answers HTTP requests with new music. The
-trained model folder (`model.pt` + `model.json`) travels as the pyfunc artifact `vae`; the
-request parameter `threshold` binarizes the decoder's probabilities; its default is the
-`evaluate.threshold` the version was evaluated with, so served music is what evaluation measured.
+trained model folder (`model.pt` + `model.json`) travels as the pyfunc artifact `vae`; a row
+without a temperature uses the one evaluation chose on the validation split, so served music is
+what evaluation measured.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ MAX_N = 64  # phrases per request row: bounds the work one HTTP call can ask for
 class MusicGenerator(mlflow.pyfunc.PythonModel):
     """Samples z ~ N(0, temperature² I) per request row and decodes phrases."""
 
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
 
     def load_context(self, context) -> None:
         from lpdvae.model import load_model
@@ -35,34 +35,33 @@ class MusicGenerator(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Served requests arrive as a DataFrame (the signature); direct calls may pass dicts."""
-        threshold = float((params or {}).get("threshold", self.threshold))
         rows: list[dict[str, Any]] = []
-        for req in _requests(model_input):
-            rows.extend(self.generate(**req, threshold=threshold))
+        for req in _requests(model_input, self.temperature):
+            rows.extend(self.generate(**req))
         return pd.DataFrame(rows, columns=["seed", "index", "pianoroll", "midi_base64"])
 
-    def generate(self, n: int, seed: int, temperature: float, threshold: float) -> list[dict[str, Any]]:
-        """`n` phrases for one request: seed, index, 0/1 piano roll and base64 MIDI each."""
+    def generate(self, n: int, seed: int, temperature: float) -> list[dict[str, Any]]:
+        """`n` phrases for one request: seed, index, note codes and base64 MIDI each."""
         from lpdvae.params import RepresentationParams
-        from lpdvae.roll import midi_bytes, to_multitrack
+        from lpdvae.roll import midi_bytes
 
         meta = self.vae.meta
         rep = RepresentationParams(**meta["representation"])
-        phrases = (self.vae.sample(n, seed, temperature).numpy() > threshold).astype("uint8")
+        phrases = self.vae.sample(n, seed, temperature).numpy()
         return [
             {
                 "seed": seed,
                 "index": k,
                 "pianoroll": phrase.tolist(),
                 "midi_base64": base64.b64encode(
-                    midi_bytes(to_multitrack(phrase, meta["tracks"], rep))
+                    midi_bytes(phrase, meta["tracks"], rep)
                 ).decode("ascii"),
             }
             for k, phrase in enumerate(phrases)
         ]
 
 
-def _requests(model_input: Any) -> list[dict[str, Any]]:
+def _requests(model_input: Any, temperature: float) -> list[dict[str, Any]]:
     """Validated `{n, seed, temperature}` rows from a DataFrame, a dict or a list of dicts."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -73,7 +72,7 @@ def _requests(model_input: Any) -> list[dict[str, Any]]:
     out = []
     for rec in records:
         req = {"n": int(_field(rec, "n", 1)), "seed": int(_field(rec, "seed", 0)),
-               "temperature": float(_field(rec, "temperature", 1.0))}
+               "temperature": float(_field(rec, "temperature", temperature))}
         if not 1 <= req["n"] <= MAX_N or req["temperature"] <= 0:
             raise MlflowException(
                 f"bad request {req}: n must be in 1..{MAX_N} and temperature > 0",
@@ -102,11 +101,10 @@ def code_paths() -> list[str]:
     return [str(Path(__file__).resolve().parent)]
 
 
-def signature(threshold: float):
-    """(input example, signature): `{n, seed?, temperature?}` in, one row per phrase out; the
-    `threshold` request parameter defaults to `threshold`."""
+def signature(temperature: float):
+    """(input example, signature): `{n, seed?, temperature?}` in, one row per phrase out."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import Array, ColSpec, Schema
 
     roll = Array(Array(Array(Array("long"))))  # [tracks, bars, steps, pitches]
     sig = ModelSignature(
@@ -114,9 +112,8 @@ def signature(threshold: float):
                        ColSpec("double", "temperature", required=False)]),
         outputs=Schema([ColSpec("long", "seed"), ColSpec("long", "index"),
                         ColSpec(roll, "pianoroll"), ColSpec("string", "midi_base64")]),
-        params=ParamSchema([ParamSpec("threshold", "double", threshold)]),
     )
-    return pd.DataFrame([{"n": 1, "seed": 0, "temperature": 1.0}]), sig
+    return pd.DataFrame([{"n": 1, "seed": 0, "temperature": temperature}]), sig
 
 
 def load_generator(model_uri: str) -> MusicGenerator:

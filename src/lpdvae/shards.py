@@ -1,8 +1,9 @@
 """Phrase shards on disk: packed-bit `.npy` files plus `index.json`, and a torch Dataset over them.
 
-A shard holds at most `shard_size` binarized phrases `[tracks, bars, steps, pitches]`, packed
-along the pitch axis (84 pitches -> 11 bytes), so a 2,048-phrase shard of the LPD-5 shape is
-~10 MiB. Readers memory-map shards: training never copies the corpus into RAM.
+A shard holds at most `shard_size` phrases of note codes `[tracks, bars, steps, pitches]`
+(`lpdvae.codes`: 0 silent, 1 sustain, 2 onset) as two bit planes packed along the pitch axis,
+activity then onsets (84 pitches -> 2 x 11 bytes), so a 2,048-phrase shard of the LPD-5 shape is
+~20 MiB. Readers memory-map shards: training never copies the corpus into RAM.
 """
 
 from __future__ import annotations
@@ -23,13 +24,24 @@ SHARD_DIR = "shards"
 SPLITS = ("train", "val", "test")
 
 
+def packed_width(n_pitches: int) -> int:
+    """Bytes per step of a packed phrase: two bit planes of `n_pitches` bits."""
+    return 2 * ((n_pitches + 7) // 8)
+
+
 def pack(phrases: np.ndarray) -> np.ndarray:
-    """0/1 array `[n, T, B, S, P]` -> uint8 packed along P."""
-    return np.packbits(np.asarray(phrases, dtype=bool), axis=-1)
+    """Codes `[n, T, B, S, P]` (0/1/2) -> uint8 `[..., packed_width(P)]`: activity bits, onset bits."""
+    phrases = np.asarray(phrases)
+    return np.concatenate([np.packbits(phrases > 0, axis=-1),
+                           np.packbits(phrases == 2, axis=-1)], axis=-1)
 
 
 def unpack(packed: np.ndarray, n_pitches: int) -> np.ndarray:
-    return np.unpackbits(packed, axis=-1, count=n_pitches)
+    """The inverse of `pack`: uint8 codes."""
+    half = packed.shape[-1] // 2
+    active = np.unpackbits(packed[..., :half], axis=-1, count=n_pitches)
+    onset = np.unpackbits(packed[..., half:], axis=-1, count=n_pitches)
+    return active + (onset & active)
 
 
 @dataclass
@@ -44,7 +56,7 @@ class ShardWriter:
     shards: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {s: [] for s in SPLITS})
 
     def add(self, split: str, phrases: np.ndarray) -> None:
-        """Append 0/1 phrases `[n, *shape]` to `split`."""
+        """Append code phrases `[n, *shape]` to `split`."""
         if phrases.shape[1:] != self.shape:
             raise ValueError(f"phrase shape {phrases.shape[1:]} != index shape {self.shape}")
         self._append(split, pack(phrases))
@@ -55,7 +67,7 @@ class ShardWriter:
         Tensorize workers send their songs bit-packed, so the parent only appends them and
         never unpacks and re-packs (that cost a third of the CPU on 2 cores). The shards are
         byte-identical to `add` with the unpacked phrases."""
-        want = (*self.shape[:3], (self.shape[3] + 7) // 8)
+        want = (*self.shape[:3], packed_width(self.shape[3]))
         if packed.shape[1:] != want or packed.dtype != np.uint8:
             raise ValueError(f"packed phrase shape {packed.shape[1:]} {packed.dtype} != {want} uint8")
         self._append(split, packed)
@@ -111,7 +123,7 @@ def open_shard(tensor_dir: Path, entry: dict[str, Any], shape: list[int]) -> np.
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: unreadable shard: {exc}") from None
-    packed_p = (shape[3] + 7) // 8
+    packed_p = packed_width(shape[3])
     if arr.shape != (entry["n"], *shape[:3], packed_p) or arr.dtype != np.uint8:
         raise DataError(
             f"{path}: shard has shape {arr.shape} {arr.dtype}, index says "
@@ -138,7 +150,7 @@ def load_split(tensor_dir: str | Path, split: str, limit: int | None = None) -> 
 
 
 class PhraseDataset:
-    """torch Dataset of float32 phrases `[T, B, S, P]` read lazily from memory-mapped shards."""
+    """torch Dataset of uint8 code phrases `[T, B, S, P]` read lazily from memory-mapped shards."""
 
     def __init__(self, tensor_dir: str | Path, split: str = "train") -> None:
         self.tensor_dir = Path(tensor_dir)
@@ -165,7 +177,7 @@ class PhraseDataset:
             raise IndexError(i)
         k = int(np.searchsorted(self.offsets, i, side="right") - 1)
         packed = self._shard(k)[i - self.offsets[k]]
-        return torch.from_numpy(unpack(packed, self.shape[3]).astype(np.float32))
+        return torch.from_numpy(unpack(packed, self.shape[3]))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

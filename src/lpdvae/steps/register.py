@@ -23,7 +23,10 @@ from lpdvae.registry import CHALLENGER, CHAMPION, alias_version, record_alias, s
 
 log = logging.getLogger(__name__)
 DATA_STAGES = {"raw": "data/raw", "validated": "data/validated", "tensors": "data/tensors"}
-TAGGED_METRICS = ("recon_f1", "recon_precision", "recon_recall", "recon_frame_f1", "neg_elbo")
+TAGGED_METRICS = ("recon_note_f1", "recon_note_precision", "recon_note_recall", "recon_frame_f1",
+                  "baseline.recon_note_f1", "train.recon_note_f1", "neg_elbo", "kl_nats",
+                  "active_units", "temperature", "diversity.unique_fraction",
+                  "copy.nearest_train_note_f1")
 # where a pipeline run id comes from, first set wins (the KFP component sets the first)
 RUN_ID_ENV = ("LPDVAE_PIPELINE_RUN_ID", "KFP_RUN_ID", "KFP_PIPELINE_JOB_ID")
 
@@ -79,8 +82,8 @@ def version_tags(params: Params, metrics: dict[str, float], blessing: dict[str, 
     tags["lpdvae.blessed"] = str(bool(blessing["blessed"])).lower()
     tags["lpdvae.blessing_reasons"] = "; ".join(blessing.get("reasons", []))[:4000] or "all checks passed"
     for k, v in metrics.items():
-        if k in TAGGED_METRICS or (k.split(".")[0] in ("generated", "gap") and "/" not in k):
-            tags[f"lpdvae.metric.{k}"] = f"{v:.6g}"
+        if k in TAGGED_METRICS or (k.split(".")[0] in ("generated", "reference") and "/" not in k):
+            tags[f"lpdvae.metric.{k}"] = repr(float(v))  # full precision: compared like with like
     return tags
 
 
@@ -102,10 +105,11 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
 
     mlflow.set_tracking_uri(run["tracking_uri"])
     mlflow.set_registry_uri(run["tracking_uri"])
-    example, sig = signature(params.evaluate.threshold)
+    temperature = float(blessing.get("temperature", 1.0))
+    example, sig = signature(temperature)
     with mlflow.start_run(run_id=run["run_id"]):
         info = mlflow.pyfunc.log_model(
-            name="generator", python_model=MusicGenerator(params.evaluate.threshold), artifacts={ARTIFACT: str(model_dir)},
+            name="generator", python_model=MusicGenerator(temperature), artifacts={ARTIFACT: str(model_dir)},
             signature=sig, input_example=example, pip_requirements=pip_requirements(),
             code_paths=code_paths(),
         )
@@ -117,9 +121,13 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
         record_alias(client, name, CHALLENGER, mv.version, "blessed by evaluation")
         aliases.append(CHALLENGER)
         champion = alias_version(client, name, CHAMPION)
-        if params.register.auto_promote and _beats(metrics, champion, params):
-            set_champion(client, name, mv.version, "auto_promote: blessed and beats the champion")
+        verdict = versus_champion(metrics, champion, params.register.champion_margin)
+        if params.register.auto_promote and verdict is None:
+            set_champion(client, name, mv.version,
+                         "auto_promote: blessed and not worse than the champion")
             aliases.append(CHAMPION)
+        elif verdict:
+            log.info("not promoted: %s", verdict)
     result = RegisterResult(name, str(mv.version), aliases, run["run_id"], info.model_uri,
                             bool(blessing["blessed"]))
     atomic_write_json(out_path, {**result.__dict__, "tags": tags})
@@ -127,13 +135,21 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
     return result
 
 
-def _beats(metrics: dict[str, float], champion, params: Params) -> bool:
+def versus_champion(metrics: dict[str, float], champion: Any, margin: float) -> str | None:
+    """None when a blessed candidate may replace `champion` (a registry ModelVersion or None):
+    its test note F1 is not below the champion's by more than `margin` (both full precision);
+    else the reason."""
     if champion is None:
-        return True
+        return None
     try:
-        return metrics["recon_f1"] >= float(champion.tags.get("lpdvae.metric.recon_f1", "-inf"))
+        theirs = float(champion.tags.get("lpdvae.metric.recon_note_f1", "-inf"))
     except ValueError:
-        return True
+        return None
+    mine = metrics["recon_note_f1"]
+    if mine < theirs - margin:
+        return (f"recon_note_f1 {mine:.4f} is below champion v{champion.version}'s {theirs:.4f} "
+                f"by more than {margin}")
+    return None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

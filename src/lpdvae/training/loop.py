@@ -22,15 +22,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from lpdvae.codes import transpose
 from lpdvae.errors import DataError, LpdvaeError
 from lpdvae.io import atomic_dir, atomic_write_csv, atomic_write_json
 from lpdvae.model import (
     FORMAT_VERSION,
     MusicVAE,
     active_units,
-    free_bits_kl,
+    build_model,
+    free_nats_kl,
     kl_per_sample_dim,
-    recon_per_sample,
     save_model,
     vae_loss,
 )
@@ -116,8 +117,7 @@ class Trainer:
         if self.env.device.type == "cuda":
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
-        self.model = MusicVAE(self.params.model, self.params.representation,
-                              len(self.params.tracks)).to(self.env.device)
+        self.model = build_model(self.params).to(self.env.device)
         net: nn.Module = self.model
         if self.env.world > 1:
             ids = [self.env.device.index] if self.env.device.type == "cuda" else None
@@ -208,12 +208,13 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         eps = torch.randn(self.tp.batch_size, self.model.latent_dim, generator=self.noise)
         eps = eps[env.rank::env.world].to(env.device)
+        if self.tp.transpose:  # shifts drawn for the global batch, like eps: DDP equals one process
+            k = self.tp.transpose
+            shifts = torch.randint(-k, k + 1, (self.tp.batch_size,), generator=self.noise)
+            x = transpose(x, shifts[env.rank::env.world].to(env.device))
         with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits, mu, logvar = self.net(x, eps)
-        kl_global = kl_per_sample_dim(mu.detach().float(), logvar.detach().float()).mean(0)
-        kl_global = all_reduce_sum(kl_global, env) / env.world
-        out = vae_loss(logits, x, mu, logvar, beta, self.tp.free_bits, self.tp.pos_weight,
-                       kl_reference=kl_global)
+            decoded, mu, logvar = self.net(x, eps)
+        out = vae_loss(self.model, decoded, x, mu, logvar, beta, self.tp.free_nats)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         params = self.model.parameters()
@@ -225,7 +226,7 @@ class Trainer:
         self.scheduler.step()
         st.step += 1
         st.batch_in_epoch += 1
-        au = torch.tensor(float(active_units(kl_global)))
+        au = torch.tensor(float(active_units(out["kl_per_dim"].detach())))
         row = torch.stack([out["loss"].detach().float().cpu(), out["recon"].detach().float().cpu(),
                            out["kl"].detach().float().cpu(), au, gn.detach().float().cpu()])
         self._buffer.append((st.step, st.epoch, beta, lr, row))
@@ -287,7 +288,7 @@ class Trainer:
         indices = list(range(env.rank, n, env.world))
         loader = DataLoader(self.val_ds, batch_size=self.local_batch, sampler=indices,
                             num_workers=self.tp.num_workers)
-        sums = torch.zeros(2 + 3 * d, dtype=torch.float64)  # count, recon, kl[d], mu[d], mu^2[d]
+        sums = torch.zeros(3 + 3 * d, dtype=torch.float64)  # count, recon, hinge, kl, mu, mu^2
         self.model.eval()
         pos = 0
         for x in loader:
@@ -297,22 +298,23 @@ class Trainer:
             with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 mu, logvar = self.model.encode(x)
                 z = mu + torch.exp(0.5 * logvar) * eps_all[idx].to(env.device, mu.dtype)
-                logits = self.model.decode(z)
+                decoded = self.model.decode(z)
             mu, logvar = mu.float(), logvar.float()
+            kl = kl_per_sample_dim(mu, logvar)
             sums[0] += len(x)
-            sums[1] += recon_per_sample(logits.float(), x, self.tp.pos_weight).sum().double().cpu()
-            sums[2:2 + d] += kl_per_sample_dim(mu, logvar).sum(0).double().cpu()
-            sums[2 + d:2 + 2 * d] += mu.sum(0).double().cpu()
-            sums[2 + 2 * d:] += mu.pow(2).sum(0).double().cpu()
+            sums[1] += self.model.recon_nll(decoded, x).sum().double().cpu()
+            sums[2] += free_nats_kl(kl.sum(1), self.tp.free_nats).sum().double().cpu()
+            sums[3:3 + d] += kl.sum(0).double().cpu()
+            sums[3 + d:3 + 2 * d] += mu.sum(0).double().cpu()
+            sums[3 + 2 * d:] += mu.pow(2).sum(0).double().cpu()
         self.model.train()
         sums = all_reduce_sum(sums, env)
         count = sums[0]
         recon = float(sums[1] / count)
-        kl_dim = (sums[2:2 + d] / count).float()
-        mu_var = (sums[2 + 2 * d:] / count - (sums[2 + d:2 + 2 * d] / count) ** 2).float()
-        kl_floor = float(free_bits_kl(kl_dim, self.tp.free_bits))
+        kl_dim = (sums[3:3 + d] / count).float()
+        mu_var = (sums[3 + 2 * d:] / count - (sums[3 + d:3 + 2 * d] / count) ** 2).float()
         return {
-            "val_loss": recon + self.tp.beta_max * kl_floor,
+            "val_loss": recon + self.tp.beta_max * float(sums[2] / count),
             "val_recon": recon,
             "val_kl": float(kl_dim.sum()),
             "val_neg_elbo": recon + float(kl_dim.sum()),
@@ -323,7 +325,9 @@ class Trainer:
     # -- checkpoints
 
     def _compat(self) -> dict[str, Any]:
-        return {"model_format": FORMAT_VERSION, "model_params": dataclasses.asdict(self.params.model),
+        return {"model_format": FORMAT_VERSION,
+                "model_params": {**dataclasses.asdict(self.params.model),
+                                 "kinds": list(self.model.kinds)},
                 "n_train": len(self.train_ds), "batch_size": self.tp.batch_size,
                 "params_digest": self.params.digest()}
 
