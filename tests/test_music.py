@@ -9,7 +9,12 @@ import numpy as np
 import pypianoroll
 import pytest
 
-from lpdvae import music
+from lpdvae.music.grid import multitrack_roll, npz_roll
+from lpdvae.music.load import read_song
+from lpdvae.music.midi import symusic_pretty_midi
+from lpdvae.music.phrases import cut_phrases, song_phrases
+from lpdvae.music.song import SongError, song_format
+from lpdvae.music.tracks import assign_track
 from lpdvae.params import TrackSpec
 from tests import songkit
 
@@ -71,7 +76,7 @@ def _crafted_midi(path: Path, seed: int, time_signature: bool = True, meter_chan
 def test_symusic_rolls_identical_to_pypianoroll(tmp_path, seed):
     pytest.importorskip("symusic")
     path = _crafted_midi(tmp_path / "x.mid", seed, time_signature=seed % 3 != 0, meter_change=seed == 4)
-    pm = music.symusic_pretty_midi(path)
+    pm = symusic_pretty_midi(path)
     assert pm is not None
     with np.errstate(all="ignore"):
         fast = pypianoroll.from_pretty_midi(pm, resolution=REP.source_resolution, mode="sum")
@@ -81,14 +86,14 @@ def test_symusic_rolls_identical_to_pypianoroll(tmp_path, seed):
     assert (fast.downbeat is None) == (ref.downbeat is None)
     if ref.downbeat is not None:
         assert np.array_equal(fast.downbeat, ref.downbeat)
-    song = music.read_song(path, REP)
+    song = read_song(path, REP)
     assert song.parser == "symusic"
 
 
 def test_chorale_style_midi_identical_and_loaded_with_symusic(tmp_path):
     pytest.importorskip("symusic")
     path = songkit.midi_song(tmp_path / "c.mid", seed=3)
-    song = music.read_song(path, REP)
+    song = read_song(path, REP)
     assert song.parser == "symusic" and song.time_signature == "4/4"
     ref = _reference(path)
     assert [t.pianoroll.tobytes() for t in song.multitrack.tracks] == \
@@ -105,8 +110,8 @@ def test_overlapping_same_pitch_notes_fall_back_to_pretty_midi(tmp_path):
         track.append(mido.Message(kind, note=60, velocity=90 if kind == "note_on" else 0, time=dt))
     path = tmp_path / "overlap.mid"
     mid.save(str(path))
-    assert music.symusic_pretty_midi(path) is None
-    song = music.read_song(path, REP)
+    assert symusic_pretty_midi(path) is None
+    song = read_song(path, REP)
     assert song.parser == "pretty_midi"
     assert _track_key(song.multitrack) == _track_key(_reference(path))
 
@@ -117,20 +122,20 @@ def test_unreadable_files_raise_song_error_with_reason(tmp_path, name):
     path = tmp_path / "files" / name
     reason = songkit.BAD_REASONS[name]
     if reason in ("time_signature", "nan_values", "velocity_out_of_range"):  # readable: GX judges these
-        song = music.read_song(path, REP)
+        song = read_song(path, REP)
         assert song.time_signature == "3/4" if reason == "time_signature" else song.format == "npz"
         return
-    with pytest.raises(music.SongError) as err:
-        music.read_song(path, REP)
+    with pytest.raises(SongError) as err:
+        read_song(path, REP)
     assert err.value.reason == reason
     assert str(path) in str(err.value)
 
 
 def test_velocity_and_nan_reported_by_loader(tmp_path):
     songkit.add_bad_songs(tmp_path)
-    loud = music.read_song(tmp_path / "files/bad/loud.npz", REP)
+    loud = read_song(tmp_path / "files/bad/loud.npz", REP)
     assert loud.max_velocity == 200
-    nan = music.read_song(tmp_path / "files/bad/nan.npz", REP)
+    nan = read_song(tmp_path / "files/bad/nan.npz", REP)
     assert any(np.isnan(t.pianoroll).any() for t in nan.multitrack.tracks if t.pianoroll.dtype.kind == "f")
 
 
@@ -139,11 +144,11 @@ def test_time_signatures(tmp_path):
     plain.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, velocity=80, time=0),
                                         mido.Message("note_off", note=60, velocity=0, time=384)]))
     plain.save(str(tmp_path / "plain.mid"))
-    assert music.read_song(tmp_path / "plain.mid", REP).time_signature_source == "midi-default"
+    assert read_song(tmp_path / "plain.mid", REP).time_signature_source == "midi-default"
     mixed = _crafted_midi(tmp_path / "mixed.mid", 1, meter_change=True)
-    assert music.read_song(mixed, REP).time_signature == "mixed(4/4,3/4)"
+    assert read_song(mixed, REP).time_signature == "mixed(4/4,3/4)"
     npz = songkit.npz_song(tmp_path / "a.npz", seed=1)
-    song = music.read_song(npz, REP)
+    song = read_song(npz, REP)
     assert (song.time_signature, song.time_signature_source) == ("4/4", "downbeat")
 
 
@@ -163,7 +168,7 @@ TRACKS = (
     ("Violin", 40, False, None),     # unmatched: dropped
 ])
 def test_assign_track(name, program, is_drum, expected):
-    assert music.assign_track(name, program, is_drum, TRACKS) == expected
+    assert assign_track(name, program, is_drum, TRACKS) == expected
 
 
 def test_merge_counts_unmatched_and_takes_union(tmp_path):
@@ -175,7 +180,7 @@ def test_merge_counts_unmatched_and_takes_union(tmp_path):
     mt = pypianoroll.Multitrack(resolution=24, tracks=[
         pypianoroll.StandardTrack(name="Piano L", pianoroll=a), pypianoroll.StandardTrack(name="keys R", pianoroll=b),
         pypianoroll.StandardTrack(name="Flute", program=73, pianoroll=b)])
-    roll, dropped = music.multitrack_roll(mt, TRACKS, REP)
+    roll, dropped = multitrack_roll(mt, TRACKS, REP)
     assert dropped == 1
     assert roll.shape == (3, 4 * REP.steps_per_bar, REP.n_pitches)
     assert roll[1, 0:12, 60 - REP.lowest_pitch].all() and roll[1, 24:36, 64 - REP.lowest_pitch].all()
@@ -195,8 +200,8 @@ def test_npz_fast_path_equals_pypianoroll_path(tmp_path, seed):
         rolls["Bass"][-20:, REP.lowest_pitch - 1] = 50
     path = songkit.npz_song(tmp_path / "s.npz", rolls=rolls)
     params = songkit.params()
-    fast, fast_dropped = music.npz_roll(path, params.tracks, REP)
-    slow, slow_dropped = music.multitrack_roll(music.read_song(path, REP).multitrack, params.tracks, REP)
+    fast, fast_dropped = npz_roll(path, params.tracks, REP)
+    slow, slow_dropped = multitrack_roll(read_song(path, REP).multitrack, params.tracks, REP)
     assert fast.dtype == slow.dtype == bool
     assert np.array_equal(fast, slow) and fast_dropped == slow_dropped
     assert fast.any()
@@ -208,52 +213,33 @@ def test_cut_phrases_hop_and_empty_bars():
     roll = np.zeros((2, 10 * s, REP.n_pitches), bool)
     for bar in (0, 1, 2, 3, 6, 9):  # bars 4, 5, 7, 8 are silent in every track
         roll[bar % 2, bar * s, 10] = True
-    phrases = music.cut_phrases(roll, REP, params.tensorize)
+    phrases = cut_phrases(roll, REP, params.tensorize)
     # starts 0 (0 empty), 2 (4,5 empty: 2 > 1 skip), 4 (4,5,7: skip), 6 (7,8: skip)
     assert phrases.shape == (1, 2, REP.n_bars, s, REP.n_pitches)
     assert np.array_equal(phrases[0], roll[:, : 4 * s].reshape(2, 4, s, -1))
     loose = songkit.params(**{"tensorize.max_empty_bars": 4}).tensorize
-    assert len(music.cut_phrases(roll, REP, loose)) == 4
+    assert len(cut_phrases(roll, REP, loose)) == 4
 
 
 def test_song_phrases_shape(tmp_path):
     params = songkit.params()
     path = songkit.midi_song(tmp_path / "m.mid", n_bars=10)
-    phrases = music.song_phrases(path, params)
+    phrases = song_phrases(path, params)
     assert phrases.shape == (4, 4, REP.n_bars, REP.steps_per_bar, REP.n_pitches)
     assert phrases.dtype == bool and phrases.any(axis=(0, 2, 3, 4)).all()
 
 
-def test_public_api_load_merge_grid_phrases(tmp_path):
-    """load_song -> merge_tracks -> to_grid -> phrases is the same as song_phrases."""
-    params = songkit.params()
-    path = songkit.midi_song(tmp_path / "m.mid", n_bars=10)
-    mt = music.load_song(path, params)
-    assert isinstance(mt, pypianoroll.Multitrack) and mt.resolution == REP.source_resolution
-    merged = music.merge_tracks(mt, params)
-    assert merged.shape[0] == len(params.tracks) and merged.shape[2] == 128 and merged.dtype == np.uint8
-    grid = music.to_grid(merged, mt.resolution, REP)
-    out = music.phrases(grid, params)
-    assert out.dtype == np.uint8 and set(np.unique(out)) <= {0, 1}
-    assert np.array_equal(out, music.song_phrases(path, params).astype(np.uint8))
-    assert music.midi_time_signatures(path) == ("4/4",)
-    assert music.midi_time_signatures(songkit.midi_song(tmp_path / "w.mid", numerator=3)) == ("3/4",)
+@pytest.mark.parametrize(("rel", "expected"), [
+    ("files/a/Song.MID", "midi"), ("files/b.midi", "midi"), ("files/x.npz", "npz"),
+    ("files/readme.txt", None), ("files/.hidden.mid", None), ("__MACOSX/._x.mid", None),
+])
+def test_song_format_names_songs_and_ignores_the_rest(rel, expected):
+    assert song_format(rel) == expected
 
 
-def test_load_song_is_strict_about_values(tmp_path):
-    songkit.add_bad_songs(tmp_path)
-    params = songkit.params()
-    for name, reason in [("loud.npz", "velocity_out_of_range"), ("nan.npz", "nan_values"),
-                         ("empty.mid", "empty_file"), ("truncated.npz", "corrupt_npz")]:
-        with pytest.raises(music.SongError) as err:
-            music.load_song(tmp_path / "files/bad" / name, params)
-        assert err.value.reason == reason and name in str(err.value)
-
-
-def test_phrases_pads_partial_bar_and_checks_shape():
-    params = songkit.params(**{"tensorize.max_empty_bars": 0})
-    s = REP.steps_per_bar
-    roll = np.ones((4, 4 * s - 5, REP.n_pitches), np.uint8)
-    assert music.phrases(roll, params).shape == (1, 4, REP.n_bars, s, REP.n_pitches)
-    with pytest.raises(ValueError, match="roll shape"):
-        music.phrases(np.zeros((4, s, 128), np.uint8), params)
+def test_read_song_refuses_unsupported_format(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a song")
+    with pytest.raises(SongError) as err:
+        read_song(path, REP)
+    assert err.value.reason == "unsupported_format"

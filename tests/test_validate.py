@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lpdvae import music
 from lpdvae.errors import DataError, LpdvaeError, ValidationFailed
 from lpdvae.io import read_jsonl
 from lpdvae.lineage import dvc_hash
+from lpdvae.music.midi import MIDI_PARSER
 from lpdvae.shards import load_split
 from lpdvae.steps import tensorize as tensorize_step
 from lpdvae.steps import validate as validate_step
@@ -63,7 +63,7 @@ def test_stats_table_and_summary(mixed):
     assert (good["tracks_present"] == "soprano|alto|tenor|bass").all()
     assert (good["n_bars"] == 8).all() and (good["n_notes"] >= 32).all()
     assert good["max_polyphony"].between(1, 2).all() and (good["n_phrases"] == 3).all()
-    assert set(good["parser"]) == {music.MIDI_PARSER, "pypianoroll"}
+    assert set(good["parser"]) == {MIDI_PARSER, "pypianoroll"}
     assert {"tempo", "n_beats", "pitch_min", "pitch_max", "empty_bar_ratio", "programs", "drum_flags"} <= set(stats)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_quarantined"] == 8 and summary["n_excluded"] == 2

@@ -32,7 +32,6 @@ import pandas as pd
 import pypianoroll
 from tqdm import tqdm
 
-from lpdvae import music
 from lpdvae.errors import DataError, LpdvaeError, ValidationFailed
 from lpdvae.io import (
     atomic_dir,
@@ -41,7 +40,13 @@ from lpdvae.io import (
     atomic_write_text,
     read_jsonl,
 )
+from lpdvae.music.grid import multitrack_roll
+from lpdvae.music.load import read_song
+from lpdvae.music.phrases import bar_activity, cut_phrases
+from lpdvae.music.song import Song, SongError, song_format
+from lpdvae.music.tracks import track_assignment
 from lpdvae.params import Params
+from lpdvae.pool import map_songs, worker_state
 
 log = logging.getLogger(__name__)
 EXCLUSIONS = ("time_signature", "too_short", "duplicate")  # out of scope or redundant, not bad
@@ -75,11 +80,11 @@ class ValidateResult:
 # ------------------------------------------------------------------------------- stats table
 
 
-def song_stats(song: music.Song, params: Params) -> dict[str, Any]:
+def song_stats(song: Song, params: Params) -> dict[str, Any]:
     """One stats row: source tracks, meter, tempo, length, notes, pitch range, emptiness, polyphony."""
     mt, rep = song.multitrack, params.representation
-    assignment = music.track_assignment(mt, params.tracks)
-    roll, dropped = music.multitrack_roll(mt, params.tracks, rep)
+    assignment = track_assignment(mt, params.tracks)
+    roll, dropped = multitrack_roll(mt, params.tracks, rep)
     kept = [t for t, a in zip(mt.tracks, assignment, strict=True) if a is not None]
     active = [np.nan_to_num(np.asarray(t.pianoroll, dtype=np.float32)) > 0 for t in kept]
     onsets = [a & ~np.vstack([np.zeros((1, 128), bool), a[:-1]]) for a in active]
@@ -88,11 +93,11 @@ def song_stats(song: music.Song, params: Params) -> dict[str, Any]:
     outside = n_notes - int(sum(o[:, in_range].sum() for o in onsets))
     blended = np.any(np.stack([a.any(0) for a in active]), axis=0)[None] if active else np.zeros((1, 128), bool)
     lowest, highest = pypianoroll.pitch_range_tuple(blended)
-    bars = music.bar_activity(roll, rep)
+    bars = bar_activity(roll, rep)
     per_step = roll.sum(axis=2)  # [T, steps]: pitches sounding per track and step
     tempo = np.asarray(mt.tempo, dtype=float).reshape(-1) if mt.tempo is not None else np.array([])
     tempo = tempo[np.isfinite(tempo)]
-    phrases = music.cut_phrases(roll, rep, params.tensorize)
+    phrases = cut_phrases(roll, rep, params.tensorize)
     return {
         "format": song.format,
         "parser": song.parser,
@@ -129,11 +134,11 @@ def song_stats(song: music.Song, params: Params) -> dict[str, Any]:
 def _stats_job(job: tuple[str, str, str]) -> dict[str, Any]:
     """Worker: the stats row of one manifest file, or its load error."""
     path, rel, fmt = job
-    params: Params = music.worker_state("params")  # type: ignore[assignment]
+    params: Params = worker_state("params")  # type: ignore[assignment]
     try:
-        song = music.read_song(path, params.representation, fmt)
+        song = read_song(path, params.representation, fmt)
         return {"path": rel, **song_stats(song, params)}
-    except music.SongError as exc:
+    except SongError as exc:
         return {"path": rel, "load_error": exc.reason, "load_detail": _relative(exc.detail, path, rel)}
     except Exception as exc:  # noqa: BLE001 - a file no loader check anticipated must not stop the batch
         log.warning("%s: unexpected error while reading: %r", rel, exc)
@@ -270,15 +275,12 @@ def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params) -> 
     """One stats row per manifest row (in parallel); unreadable files carry `load_error`."""
     jobs = []
     for row in rows:
-        try:
-            fmt = row.get("format") or music.song_format(row["path"])
-        except music.SongError:
-            fmt = "unsupported"
+        fmt = row.get("format") or song_format(row["path"]) or "unsupported"
         jobs.append((str(Path(raw_dir) / row["path"]), row["path"], fmt))
     readable = [j for j in jobs if j[2] in ("midi", "npz")]
     stats = {j[1]: {"path": j[1], "load_error": "unsupported_format",
                     "load_detail": f"unsupported file type {Path(j[1]).suffix!r}"} for j in jobs if j not in readable}
-    results = music.map_songs(_stats_job, readable, len(readable), params.tensorize.workers, {"params": params})
+    results = map_songs(_stats_job, readable, len(readable), params.tensorize.workers, {"params": params})
     for out in tqdm(results, total=len(readable), desc="validate", unit="song", disable=None):
         stats[out["path"]] = out
     table = pd.DataFrame([{"song_id": r["sha256"], "bytes": r.get("bytes"), **stats[r["path"]]} for r in rows])
