@@ -29,6 +29,8 @@ def parse_midi(path: Path) -> tuple[pretty_midi.PrettyMIDI, str]:
     if MIDI_PARSER == "symusic":
         try:
             pm = symusic_pretty_midi(path)
+        except SongError:
+            raise
         except Exception as exc:  # noqa: BLE001 - symusic is stricter than mido: let pretty_midi decide
             log.debug("%s: symusic cannot parse (%s); trying pretty_midi", path, exc)
             pm = None
@@ -66,8 +68,9 @@ def symusic_pretty_midi(path: str | Path) -> pretty_midi.PrettyMIDI | None:
         return None
     last_tick = max([int(score.end())] + [int(t.time) for t in score.tempos] +
                     [int(t.time) for t in score.time_signatures])
-    if last_tick + 1 > pretty_midi.MAX_TICK:
-        return None  # pretty_midi refuses these with its own message
+    if last_tick + 1 > pretty_midi.MAX_TICK:  # pretty_midi would refuse it too, after a slower parse
+        raise SongError(path, "too_long", f"last event at tick {last_tick} ({last_tick / tpq:.0f} beats) is past "
+                        f"pretty_midi's limit of {pretty_midi.MAX_TICK:.0f} ticks: probably corrupt")
     pm = _EndTimePrettyMIDI(resolution=tpq)
     pm._tick_scales = _tick_scales(score, tpq)
     pm._update_tick_to_time(last_tick + 1)

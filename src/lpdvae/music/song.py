@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from lpdvae.errors import DataError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pypianoroll
 
 FORMATS = {".mid": "midi", ".midi": "midi", ".npz": "npz"}
@@ -46,6 +47,9 @@ class Song:
     parser: str
     min_velocity: float
     max_velocity: float
+    # per source track, int [n, 2] (step at the multitrack's resolution, pitch) of note starts;
+    # None (LPD .npz, which stores no onsets): an onset is the start of each run of active cells
+    onsets: tuple[np.ndarray, ...] | None = None
 
     @property
     def time_signature(self) -> str:

@@ -40,7 +40,7 @@ from lpdvae.io import (
     atomic_write_text,
     read_jsonl,
 )
-from lpdvae.music.grid import multitrack_roll
+from lpdvae.music.grid import run_starts, song_roll
 from lpdvae.music.load import read_song
 from lpdvae.music.phrases import bar_activity, cut_phrases
 from lpdvae.music.song import Song, SongError, song_format
@@ -84,17 +84,17 @@ def song_stats(song: Song, params: Params) -> dict[str, Any]:
     """One stats row: source tracks, meter, tempo, length, notes, pitch range, emptiness, polyphony."""
     mt, rep = song.multitrack, params.representation
     assignment = track_assignment(mt, params.tracks)
-    roll, dropped = multitrack_roll(mt, params.tracks, rep)
-    kept = [t for t, a in zip(mt.tracks, assignment, strict=True) if a is not None]
-    active = [np.nan_to_num(np.asarray(t.pianoroll, dtype=np.float32)) > 0 for t in kept]
-    onsets = [a & ~np.vstack([np.zeros((1, 128), bool), a[:-1]]) for a in active]
-    n_notes = int(sum(o.sum() for o in onsets))
-    in_range = slice(rep.lowest_pitch, rep.lowest_pitch + rep.n_pitches)
-    outside = n_notes - int(sum(o[:, in_range].sum() for o in onsets))
+    roll, dropped = song_roll(song, params.tracks, rep)
+    kept = [k for k, a in enumerate(assignment) if a is not None]
+    active = [np.nan_to_num(np.asarray(mt.tracks[k].pianoroll, dtype=np.float32)) > 0 for k in kept]
+    onsets = [(song.onsets[k] if song.onsets is not None else run_starts(mt.tracks[k].pianoroll)) for k in kept]
+    n_notes = int(sum(len(o) for o in onsets))
+    lo, hi = rep.lowest_pitch, rep.lowest_pitch + rep.n_pitches
+    outside = int(sum(((o[:, 1] < lo) | (o[:, 1] >= hi)).sum() for o in onsets))
     blended = np.any(np.stack([a.any(0) for a in active]), axis=0)[None] if active else np.zeros((1, 128), bool)
     lowest, highest = pypianoroll.pitch_range_tuple(blended)
     bars = bar_activity(roll, rep)
-    per_step = roll.sum(axis=2)  # [T, steps]: pitches sounding per track and step
+    per_step = (roll > 0).sum(axis=2)  # [T, steps]: pitches sounding per track and step
     tempo = np.asarray(mt.tempo, dtype=float).reshape(-1) if mt.tempo is not None else np.array([])
     tempo = tempo[np.isfinite(tempo)]
     phrases = cut_phrases(roll, rep, params.tensorize)
@@ -136,7 +136,7 @@ def _stats_job(job: tuple[str, str, str]) -> dict[str, Any]:
     path, rel, fmt = job
     params: Params = worker_state("params")  # type: ignore[assignment]
     try:
-        song = read_song(path, params.representation, fmt)
+        song = read_song(path, params.representation, fmt, max_beats=params.validate.max_song_beats)
         return {"path": rel, **song_stats(song, params)}
     except SongError as exc:
         return {"path": rel, "load_error": exc.reason, "load_detail": _relative(exc.detail, path, rel)}
