@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lpdvae import song_stats
 from lpdvae.errors import DataError, LpdvaeError, ValidationFailed
 from lpdvae.io import read_jsonl
 from lpdvae.lineage import dvc_hash
@@ -107,7 +108,7 @@ def test_docs_folder_must_not_overlap_the_data(tmp_path):
 def test_load_error_detail_names_the_manifest_path_not_the_disk_path(tmp_path):
     disk = str(tmp_path / "raw" / "files" / "a.mid")
     detail = f"cannot read file: [Errno 13] Permission denied: '{disk}'"
-    assert validate_step._relative(detail, disk, "files/a.mid") == \
+    assert song_stats._relative(detail, disk, "files/a.mid") == \
         "cannot read file: [Errno 13] Permission denied: 'files/a.mid'"
 
 
