@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 
 import numpy as np
@@ -191,3 +192,15 @@ def test_cli_help_describes_the_docs_folder(capsys):
         _run_cli(["validate", "--help"], songkit.params())
     text = " ".join(capsys.readouterr().out.split())
     assert "--docs DIR" in text and "Great Expectations data docs" in text and "OUT-docs" in text
+
+
+def test_non_utf8_file_name_is_quarantined_not_a_crash(tmp_path):
+    raw = tmp_path / "raw"
+    songkit.good_corpus(raw, n_midi=2, n_npz=2)
+    odd = os.fsdecode(b"odd-\xff\xfe.mid")  # bytes no UTF-8 decoder accepts, as Linux hands them over
+    songkit.midi_song(raw / "files" / "midi" / odd, seed=11)
+    songkit.write_manifest(raw)
+    result = validate(raw, tmp_path / "validated", songkit.params(**{"validate.max_bad_fraction": 0.5}))
+    (row,) = read_jsonl(tmp_path / "validated" / "quarantine.jsonl")
+    assert row["reason"] == "file_name_not_utf8" and row["path"] == "files/midi/odd-\\xff\\xfe.mid"
+    assert result.n_accepted == 4 and "\\xff" in (tmp_path / "validated" / "stats.csv").read_text()

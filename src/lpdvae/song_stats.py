@@ -27,13 +27,18 @@ log = logging.getLogger(__name__)
 
 def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params) -> pd.DataFrame:
     """One stats row per manifest row (in parallel); unreadable files carry `load_error`."""
-    jobs = []
+    jobs, stats = [], {}
     for row in rows:
-        fmt = row.get("format") or song_format(row["path"]) or "unsupported"
-        jobs.append((str(Path(raw_dir) / row["path"]), row["path"], fmt))
+        rel, shown = row["path"], printable_path(row["path"])
+        if rel != shown:  # pandas' pyarrow strings cannot hold it: the table gets the escaped name
+            stats[rel] = {"path": shown, "load_error": "file_name_not_utf8",
+                          "load_detail": f"file name is not valid UTF-8 (shown with \\x escapes): {shown}"}
+            continue
+        fmt = row.get("format") or song_format(rel) or "unsupported"
+        jobs.append((str(Path(raw_dir) / rel), rel, fmt))
     readable = [j for j in jobs if j[2] in ("midi", "npz")]
-    stats = {j[1]: {"path": j[1], "load_error": "unsupported_format",
-                    "load_detail": f"unsupported file type {Path(j[1]).suffix!r}"} for j in jobs if j not in readable}
+    stats |= {j[1]: {"path": j[1], "load_error": "unsupported_format",
+                     "load_detail": f"unsupported file type {Path(j[1]).suffix!r}"} for j in jobs if j not in readable}
     results = map_songs(_stats_job, readable, len(readable), params.tensorize.workers, {"params": params})
     for out in tqdm(results, total=len(readable), desc="validate", unit="song", disable=None):
         stats[out["path"]] = out
@@ -116,3 +121,12 @@ def _relative(detail: str, path: str, rel: str) -> str:
     for p in sorted({str(Path(path).resolve()), str(Path(path).absolute()), path}, key=len, reverse=True):
         detail = detail.replace(p, rel)
     return detail
+
+
+def printable_path(rel: str) -> str:
+    """`rel` as valid UTF-8 text: the bytes of a non-UTF-8 file name (Python's surrogate
+    escapes) become `\\xNN`; a UTF-8 name comes back unchanged."""
+    try:
+        return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return rel.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -37,7 +37,7 @@ from lpdvae.io import (
     read_jsonl,
 )
 from lpdvae.params import Params
-from lpdvae.song_stats import collect_stats
+from lpdvae.song_stats import collect_stats, printable_path
 from lpdvae.song_suite import run_suite
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,8 @@ def _quarantine_rows(table: pd.DataFrame, failures: dict[str, list[str]]) -> lis
 def _write_outputs(tmp: Path, table: pd.DataFrame, rows: list[dict[str, Any]], quarantine: list[dict[str, Any]],
                    gx_summary: dict[str, Any], params: Params) -> dict[str, Any]:
     quarantined = {q["path"] for q in quarantine}
-    accepted = [{"song_id": r["sha256"], "path": r["path"], "sha256": r["sha256"]} for r in rows if r["path"] not in quarantined]
+    accepted = [{"song_id": r["sha256"], "path": r["path"], "sha256": r["sha256"]} for r in rows
+                if printable_path(r["path"]) not in quarantined]
     table.to_csv(tmp / "stats.csv", index=False)
     atomic_write_jsonl(tmp / "accepted.jsonl", accepted)
     atomic_write_jsonl(tmp / "quarantine.jsonl", quarantine)
