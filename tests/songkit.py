@@ -104,6 +104,10 @@ BAD_REASONS = {
     "bad/waltz.mid": "time_signature",
     "bad/nan.npz": "nan_values",
     "bad/loud.npz": "velocity_out_of_range",
+    # memory bombs: tiny files declaring huge songs, refused before any roll is allocated
+    "bad/long_note.mid": "too_long",     # one 400,000-beat note (tpq 4: within pretty_midi's tick limit)
+    "bad/long_ticks.mid": "too_long",    # the same note at tpq 480: past pretty_midi's tick limit
+    "bad/long_shape.npz": "too_long",    # an npz declaring 2e7 steps
 }
 
 
@@ -126,7 +130,34 @@ def add_bad_songs(raw_dir: Path) -> list[dict[str, Any]]:
     rolls = npz_roll(99)
     rolls["Tenor"][rolls["Tenor"] > 0] = 200
     npz_song(files / "bad/loud.npz", rolls=rolls)
+    long_note_midi(files / "bad/long_note.mid", beats=400_000, tpq=4)
+    long_note_midi(files / "bad/long_ticks.mid", beats=400_000, tpq=480)
+    long_shape_npz(files / "bad/long_shape.npz", steps=20_000_000)
     return write_manifest(raw_dir)
+
+
+def long_note_midi(path: Path, beats: int, tpq: int) -> Path:
+    """A ~100-byte MIDI file holding one note `beats` beats long."""
+    import mido
+
+    track = mido.MidiTrack([mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
+                            mido.Message("note_on", note=60, velocity=80, time=0),
+                            mido.Message("note_off", note=60, velocity=0, time=beats * tpq)])
+    mid = mido.MidiFile(ticks_per_beat=tpq)
+    mid.tracks.append(track)
+    mid.save(str(path))
+    return path
+
+
+def long_shape_npz(path: Path, steps: int) -> Path:
+    """A small LPD-style npz whose first track declares `steps` time steps (a few KB on disk)."""
+    small = npz_song(path.with_name(f"{path.stem}.tmp.npz"), seed=3, n_bars=1)
+    with np.load(small) as z:
+        arrays = {k: z[k] for k in z.files}
+    small.unlink()
+    arrays["pianoroll_0_csc_shape"] = np.array([steps, 128])
+    np.savez_compressed(path, **arrays)
+    return path
 
 
 def is_zip(path: Path) -> bool:

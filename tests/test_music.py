@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mido
@@ -9,11 +10,17 @@ import numpy as np
 import pypianoroll
 import pytest
 
-from lpdvae import music
+from lpdvae.music.grid import ONSET, SUSTAIN, multitrack_roll, npz_roll, song_roll
+from lpdvae.music.load import read_song
+from lpdvae.music.midi import symusic_pretty_midi
+from lpdvae.music.phrases import cut_phrases, song_phrases
+from lpdvae.music.song import SongError, song_format
+from lpdvae.music.tracks import assign_track
 from lpdvae.params import TrackSpec
 from tests import songkit
 
 REP = songkit.params().representation
+MAX_BEATS = songkit.params().validate.max_song_beats
 
 
 def _track_key(mt: pypianoroll.Multitrack) -> list[tuple]:
@@ -71,7 +78,7 @@ def _crafted_midi(path: Path, seed: int, time_signature: bool = True, meter_chan
 def test_symusic_rolls_identical_to_pypianoroll(tmp_path, seed):
     pytest.importorskip("symusic")
     path = _crafted_midi(tmp_path / "x.mid", seed, time_signature=seed % 3 != 0, meter_change=seed == 4)
-    pm = music.symusic_pretty_midi(path)
+    pm = symusic_pretty_midi(path)
     assert pm is not None
     with np.errstate(all="ignore"):
         fast = pypianoroll.from_pretty_midi(pm, resolution=REP.source_resolution, mode="sum")
@@ -81,14 +88,14 @@ def test_symusic_rolls_identical_to_pypianoroll(tmp_path, seed):
     assert (fast.downbeat is None) == (ref.downbeat is None)
     if ref.downbeat is not None:
         assert np.array_equal(fast.downbeat, ref.downbeat)
-    song = music.read_song(path, REP)
+    song = read_song(path, REP, max_beats=MAX_BEATS)
     assert song.parser == "symusic"
 
 
 def test_chorale_style_midi_identical_and_loaded_with_symusic(tmp_path):
     pytest.importorskip("symusic")
     path = songkit.midi_song(tmp_path / "c.mid", seed=3)
-    song = music.read_song(path, REP)
+    song = read_song(path, REP, max_beats=MAX_BEATS)
     assert song.parser == "symusic" and song.time_signature == "4/4"
     ref = _reference(path)
     assert [t.pianoroll.tobytes() for t in song.multitrack.tracks] == \
@@ -105,8 +112,8 @@ def test_overlapping_same_pitch_notes_fall_back_to_pretty_midi(tmp_path):
         track.append(mido.Message(kind, note=60, velocity=90 if kind == "note_on" else 0, time=dt))
     path = tmp_path / "overlap.mid"
     mid.save(str(path))
-    assert music.symusic_pretty_midi(path) is None
-    song = music.read_song(path, REP)
+    assert symusic_pretty_midi(path) is None
+    song = read_song(path, REP, max_beats=MAX_BEATS)
     assert song.parser == "pretty_midi"
     assert _track_key(song.multitrack) == _track_key(_reference(path))
 
@@ -117,20 +124,20 @@ def test_unreadable_files_raise_song_error_with_reason(tmp_path, name):
     path = tmp_path / "files" / name
     reason = songkit.BAD_REASONS[name]
     if reason in ("time_signature", "nan_values", "velocity_out_of_range"):  # readable: GX judges these
-        song = music.read_song(path, REP)
+        song = read_song(path, REP, max_beats=MAX_BEATS)
         assert song.time_signature == "3/4" if reason == "time_signature" else song.format == "npz"
         return
-    with pytest.raises(music.SongError) as err:
-        music.read_song(path, REP)
+    with pytest.raises(SongError) as err:
+        read_song(path, REP, max_beats=MAX_BEATS)
     assert err.value.reason == reason
     assert str(path) in str(err.value)
 
 
 def test_velocity_and_nan_reported_by_loader(tmp_path):
     songkit.add_bad_songs(tmp_path)
-    loud = music.read_song(tmp_path / "files/bad/loud.npz", REP)
+    loud = read_song(tmp_path / "files/bad/loud.npz", REP, max_beats=MAX_BEATS)
     assert loud.max_velocity == 200
-    nan = music.read_song(tmp_path / "files/bad/nan.npz", REP)
+    nan = read_song(tmp_path / "files/bad/nan.npz", REP, max_beats=MAX_BEATS)
     assert any(np.isnan(t.pianoroll).any() for t in nan.multitrack.tracks if t.pianoroll.dtype.kind == "f")
 
 
@@ -139,11 +146,11 @@ def test_time_signatures(tmp_path):
     plain.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, velocity=80, time=0),
                                         mido.Message("note_off", note=60, velocity=0, time=384)]))
     plain.save(str(tmp_path / "plain.mid"))
-    assert music.read_song(tmp_path / "plain.mid", REP).time_signature_source == "midi-default"
+    assert read_song(tmp_path / "plain.mid", REP, max_beats=MAX_BEATS).time_signature_source == "midi-default"
     mixed = _crafted_midi(tmp_path / "mixed.mid", 1, meter_change=True)
-    assert music.read_song(mixed, REP).time_signature == "mixed(4/4,3/4)"
+    assert read_song(mixed, REP, max_beats=MAX_BEATS).time_signature == "mixed(4/4,3/4)"
     npz = songkit.npz_song(tmp_path / "a.npz", seed=1)
-    song = music.read_song(npz, REP)
+    song = read_song(npz, REP, max_beats=MAX_BEATS)
     assert (song.time_signature, song.time_signature_source) == ("4/4", "downbeat")
 
 
@@ -163,7 +170,7 @@ TRACKS = (
     ("Violin", 40, False, None),     # unmatched: dropped
 ])
 def test_assign_track(name, program, is_drum, expected):
-    assert music.assign_track(name, program, is_drum, TRACKS) == expected
+    assert assign_track(name, program, is_drum, TRACKS) == expected
 
 
 def test_merge_counts_unmatched_and_takes_union(tmp_path):
@@ -175,12 +182,14 @@ def test_merge_counts_unmatched_and_takes_union(tmp_path):
     mt = pypianoroll.Multitrack(resolution=24, tracks=[
         pypianoroll.StandardTrack(name="Piano L", pianoroll=a), pypianoroll.StandardTrack(name="keys R", pianoroll=b),
         pypianoroll.StandardTrack(name="Flute", program=73, pianoroll=b)])
-    roll, dropped = music.multitrack_roll(mt, TRACKS, REP)
+    roll, dropped = multitrack_roll(mt, TRACKS, REP)
     assert dropped == 1
     assert roll.shape == (3, 4 * REP.steps_per_bar, REP.n_pitches)
     assert roll[1, 0:12, 60 - REP.lowest_pitch].all() and roll[1, 24:36, 64 - REP.lowest_pitch].all()
     # a quarter note stays 12 steps long at 12 per beat (floor, not round, when downsampling)
-    assert roll[1].sum() == 24 and not roll[0].any() and not roll[2].any()
+    assert (roll[1] > 0).sum() == 24 and not roll[0].any() and not roll[2].any()
+    # run starts of each source track are the onsets (a bare Multitrack carries no note starts)
+    assert list(zip(*np.nonzero(roll[1] == ONSET), strict=True)) == [(0, 60 - REP.lowest_pitch), (24, 64 - REP.lowest_pitch)]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -195,9 +204,9 @@ def test_npz_fast_path_equals_pypianoroll_path(tmp_path, seed):
         rolls["Bass"][-20:, REP.lowest_pitch - 1] = 50
     path = songkit.npz_song(tmp_path / "s.npz", rolls=rolls)
     params = songkit.params()
-    fast, fast_dropped = music.npz_roll(path, params.tracks, REP)
-    slow, slow_dropped = music.multitrack_roll(music.read_song(path, REP).multitrack, params.tracks, REP)
-    assert fast.dtype == slow.dtype == bool
+    fast, fast_dropped = npz_roll(path, params.tracks, REP)
+    slow, slow_dropped = song_roll(read_song(path, REP, max_beats=MAX_BEATS), params.tracks, REP)
+    assert fast.dtype == slow.dtype == np.uint8
     assert np.array_equal(fast, slow) and fast_dropped == slow_dropped
     assert fast.any()
 
@@ -205,55 +214,189 @@ def test_npz_fast_path_equals_pypianoroll_path(tmp_path, seed):
 def test_cut_phrases_hop_and_empty_bars():
     params = songkit.params(**{"tensorize.hop_bars": 2, "tensorize.max_empty_bars": 1})
     s = REP.steps_per_bar
-    roll = np.zeros((2, 10 * s, REP.n_pitches), bool)
+    roll = np.zeros((2, 10 * s, REP.n_pitches), np.uint8)
     for bar in (0, 1, 2, 3, 6, 9):  # bars 4, 5, 7, 8 are silent in every track
         roll[bar % 2, bar * s, 10] = True
-    phrases = music.cut_phrases(roll, REP, params.tensorize)
+    phrases = cut_phrases(roll, REP, params.tensorize)
     # starts 0 (0 empty), 2 (4,5 empty: 2 > 1 skip), 4 (4,5,7: skip), 6 (7,8: skip)
     assert phrases.shape == (1, 2, REP.n_bars, s, REP.n_pitches)
     assert np.array_equal(phrases[0], roll[:, : 4 * s].reshape(2, 4, s, -1))
     loose = songkit.params(**{"tensorize.max_empty_bars": 4}).tensorize
-    assert len(music.cut_phrases(roll, REP, loose)) == 4
+    assert len(cut_phrases(roll, REP, loose)) == 4
 
 
 def test_song_phrases_shape(tmp_path):
     params = songkit.params()
     path = songkit.midi_song(tmp_path / "m.mid", n_bars=10)
-    phrases = music.song_phrases(path, params)
+    phrases = song_phrases(path, params)
     assert phrases.shape == (4, 4, REP.n_bars, REP.steps_per_bar, REP.n_pitches)
-    assert phrases.dtype == bool and phrases.any(axis=(0, 2, 3, 4)).all()
+    assert phrases.dtype == np.uint8 and phrases.any(axis=(0, 2, 3, 4)).all()
 
 
-def test_public_api_load_merge_grid_phrases(tmp_path):
-    """load_song -> merge_tracks -> to_grid -> phrases is the same as song_phrases."""
+@pytest.mark.parametrize(("rel", "expected"), [
+    ("files/a/Song.MID", "midi"), ("files/b.midi", "midi"), ("files/x.npz", "npz"),
+    ("files/readme.txt", None), ("files/.hidden.mid", None), ("__MACOSX/._x.mid", None),
+])
+def test_song_format_names_songs_and_ignores_the_rest(rel, expected):
+    assert song_format(rel) == expected
+
+
+def test_read_song_refuses_unsupported_format(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a song")
+    with pytest.raises(SongError) as err:
+        read_song(path, REP, max_beats=MAX_BEATS)
+    assert err.value.reason == "unsupported_format"
+
+
+# ------------------------------------------------------------------------------ note onsets
+
+
+def _midi_notes(path: Path, notes: list[tuple[int, int, int]], tpq: int = 96, name: str = "soprano") -> Path:
+    """One named track of (start tick, end tick, pitch) notes in 4/4 at 120 bpm."""
+    events = sorted([(s, 1, p) for s, _, p in notes] + [(e, 0, p) for _, e, p in notes])
+    track = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0),
+                            mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0)])
+    now = 0
+    for tick, on, pitch in events:
+        track.append(mido.Message("note_on" if on else "note_off", note=pitch, velocity=80 if on else 0,
+                                  time=tick - now))
+        now = tick
+    mid = mido.MidiFile(ticks_per_beat=tpq)
+    mid.tracks.append(track)
+    mid.save(str(path))
+    return path
+
+
+def test_repeated_same_pitch_notes_keep_two_onsets(tmp_path):
     params = songkit.params()
-    path = songkit.midi_song(tmp_path / "m.mid", n_bars=10)
-    mt = music.load_song(path, params)
-    assert isinstance(mt, pypianoroll.Multitrack) and mt.resolution == REP.source_resolution
-    merged = music.merge_tracks(mt, params)
-    assert merged.shape[0] == len(params.tracks) and merged.shape[2] == 128 and merged.dtype == np.uint8
-    grid = music.to_grid(merged, mt.resolution, REP)
-    out = music.phrases(grid, params)
-    assert out.dtype == np.uint8 and set(np.unique(out)) <= {0, 1}
-    assert np.array_equal(out, music.song_phrases(path, params).astype(np.uint8))
-    assert music.midi_time_signatures(path) == ("4/4",)
-    assert music.midi_time_signatures(songkit.midi_song(tmp_path / "w.mid", numerator=3)) == ("3/4",)
+    # two quarter notes of G4, back to back, then a half note of A4
+    path = _midi_notes(tmp_path / "repeat.mid", [(0, 96, 67), (96, 192, 67), (192, 384, 69)])
+    roll, _ = song_roll(read_song(path, REP, max_beats=MAX_BEATS), params.tracks, REP)
+    g, a = 67 - REP.lowest_pitch, 69 - REP.lowest_pitch
+    per_beat = REP.beat_resolution
+    assert list(np.flatnonzero(roll[0, :, g] == ONSET)) == [0, per_beat]
+    assert (roll[0, : 2 * per_beat, g] > 0).all() and (roll[0, 1:per_beat, g] == SUSTAIN).all()
+    assert list(np.flatnonzero(roll[0, :, a] == ONSET)) == [2 * per_beat]
+    assert roll.dtype == np.uint8 and set(np.unique(roll)) == {0, SUSTAIN, ONSET}
 
 
-def test_load_song_is_strict_about_values(tmp_path):
+def test_npz_onsets_are_run_starts(tmp_path):
+    params = songkit.params()
+    res = REP.source_resolution
+    roll = np.zeros((4 * 4 * res, 128), np.uint8)
+    roll[0:res, 60] = 90             # one quarter note
+    roll[res : 2 * res, 60] = 90     # held on without a gap: the same run, no new onset (LPD has none)
+    roll[3 * res : 4 * res, 60] = 90  # after a rest: a new onset
+    roll[res // 2 : res, 62] = 70    # starts between two grid steps of the source
+    path = songkit.npz_song(tmp_path / "s.npz", rolls={"Soprano": roll})
+    fast, _ = npz_roll(path, params.tracks, REP)
+    slow, _ = song_roll(read_song(path, REP, max_beats=MAX_BEATS), params.tracks, REP)
+    assert np.array_equal(fast, slow)
+    step = REP.beat_resolution
+    assert list(np.flatnonzero(fast[0, :, 60 - REP.lowest_pitch] == ONSET)) == [0, 3 * step]
+    assert list(np.flatnonzero(fast[0, :, 62 - REP.lowest_pitch] == ONSET)) == [step // 2]
+    assert (fast[0, : 2 * step, 60 - REP.lowest_pitch] > 0).all()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_midi_onsets_match_pypianoroll_note_starts(tmp_path, seed):
+    """The onsets `read_song` computes are where pypianoroll's own onset roll puts note starts."""
+    path = _crafted_midi(tmp_path / "x.mid", seed)
+    song = read_song(path, REP, max_beats=MAX_BEATS)
+    with np.errstate(all="ignore"):
+        ref = pypianoroll.read(path, resolution=REP.source_resolution, collect_onsets_only=True)
+    for onsets, track in zip(song.onsets, ref.tracks, strict=True):
+        assert sorted(map(tuple, onsets.tolist())) == sorted(map(tuple, np.argwhere(track.pianoroll).tolist()))
+
+
+def test_demo_chorales_round_trip_onsets_at_4_steps_per_beat(tmp_path):
+    """Every note onset of the demo chorales is on the 16th grid: one onset cell per note at
+    4 steps per beat, and the cell's step / 4 is the note's start in beats."""
+    pytest.importorskip("music21")
+    import pretty_midi
+
+    from lpdvae import demo
+
+    params = songkit.params(**{"representation.beat_resolution": 4})
+    rep = params.representation
+    paths = []
+    for source in demo.chorale_paths()[:16]:
+        data = demo.render_chorale(source)
+        if data is not None:
+            paths.append(tmp_path / demo.midi_name(source))
+            paths[-1].write_bytes(data)
+        if len(paths) == 6:
+            break
+    n_notes = n_repeats = n_cells = 0
+    for path in paths:
+        pm = pretty_midi.PrettyMIDI(str(path))
+        roll, _ = song_roll(read_song(path, rep, max_beats=MAX_BEATS), params.tracks, rep)
+        expected = set()
+        for inst in pm.instruments:
+            k = params.track_names.index(inst.name.lower())
+            notes = sorted(inst.notes, key=lambda n: n.start)
+            for prev, note in zip([None, *notes[:-1]], notes, strict=True):
+                beats = pm.time_to_tick(note.start) / pm.resolution
+                assert (beats * rep.beat_resolution).is_integer(), (path.name, inst.name, beats)
+                expected.add((k, int(beats * rep.beat_resolution), note.pitch - rep.lowest_pitch))
+                n_repeats += prev is not None and prev.pitch == note.pitch and \
+                    pm.time_to_tick(prev.end) == pm.time_to_tick(note.start)
+            n_notes += len(notes)
+        cells = {tuple(c) for c in np.argwhere(roll == ONSET).tolist()}
+        assert cells == expected, path.name
+        n_cells += len(cells)
+        assert {(k, s / rep.beat_resolution, p) for k, s, p in cells} == \
+            {(k, s / rep.beat_resolution, p) for k, s, p in expected}
+    assert len(paths) == 6 and n_cells == n_notes  # no two notes share a cell: none is lost
+    print(f"demo round trip: {len(paths)} chorales, {n_notes} notes, {n_repeats} repeats "
+          f"({n_repeats / n_notes:.1%} of notes)")
+
+
+# ------------------------------------------------------------------------------ memory bounds
+
+_PEAK_RSS = """
+import json, resource, sys
+import json
+from pathlib import Path
+from lpdvae.music.load import read_song
+from lpdvae.music.phrases import song_phrases
+from lpdvae.music.song import SongError
+from tests import songkit
+
+params = songkit.params()
+rep, limit = params.representation, params.validate.max_song_beats
+files = Path(sys.argv[1]) / "files"
+song_phrases(files / "midi/song000.mid", params)  # warm up: every module and code path loaded
+song_phrases(files / "npz/song000.npz", params)
+peak = {"baseline": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+for name in sys.argv[2:]:
+    for read in (lambda p: read_song(p, rep, max_beats=limit), lambda p: song_phrases(p, params)):
+        try:
+            read(files / name)
+            reason = None
+        except SongError as exc:
+            reason = exc.reason
+        peak[name] = [reason, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]
+print(json.dumps(peak))
+"""
+
+
+def test_memory_bombs_refused_before_allocating(tmp_path):
+    """A 44-byte MIDI with one 400,000-beat note and a 5 KB npz declaring 2e7 steps are refused
+    (`too_long`) by read_song and by tensorize's path, with no measurable growth of peak RSS
+    (the dense rolls would take 2.4 GB and 2.6 GB)."""
+    import subprocess
+    import sys
+
+    songkit.good_corpus(tmp_path, n_midi=1, n_npz=1)
     songkit.add_bad_songs(tmp_path)
-    params = songkit.params()
-    for name, reason in [("loud.npz", "velocity_out_of_range"), ("nan.npz", "nan_values"),
-                         ("empty.mid", "empty_file"), ("truncated.npz", "corrupt_npz")]:
-        with pytest.raises(music.SongError) as err:
-            music.load_song(tmp_path / "files/bad" / name, params)
-        assert err.value.reason == reason and name in str(err.value)
-
-
-def test_phrases_pads_partial_bar_and_checks_shape():
-    params = songkit.params(**{"tensorize.max_empty_bars": 0})
-    s = REP.steps_per_bar
-    roll = np.ones((4, 4 * s - 5, REP.n_pitches), np.uint8)
-    assert music.phrases(roll, params).shape == (1, 4, REP.n_bars, s, REP.n_pitches)
-    with pytest.raises(ValueError, match="roll shape"):
-        music.phrases(np.zeros((4, s, 128), np.uint8), params)
+    names = ["bad/long_note.mid", "bad/long_ticks.mid", "bad/long_shape.npz"]
+    out = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(tmp_path), *names], check=True,
+                         capture_output=True, text=True, cwd=songkit.REPO).stdout
+    peak = json.loads(out.splitlines()[-1])
+    for name in names:
+        reason, rss_kib = peak[name]
+        assert reason == "too_long", name
+        assert rss_kib - peak["baseline"] < 64 * 1024, (name, rss_kib, peak["baseline"])
+    print("peak RSS KiB:", peak)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lpdvae import music
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_write_jsonl, read_jsonl
+from lpdvae.music.phrases import song_phrases
 from lpdvae.shards import SPLITS, PhraseDataset, load_split, read_index
 from lpdvae.steps.tensorize import split_of, tensor_params_digest, tensorize
 from tests import songkit
@@ -40,7 +40,7 @@ def test_shard_round_trip(corpus):
     raw, root, rows, params, result = corpus
     expected = {s: [] for s in SPLITS}
     for row in sorted(rows, key=lambda r: r["path"]):
-        expected[split_of(row["song_id"], params)].append(music.song_phrases(raw / row["path"], params))
+        expected[split_of(row["song_id"], params)].append(song_phrases(raw / row["path"], params))
     for split in SPLITS:
         want = np.concatenate(expected[split]) if expected[split] else np.zeros((0, 4, 4, 48, 84), bool)
         got = load_split(root / "tensors", split)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lpdvae import music
+from lpdvae import song_stats
 from lpdvae.errors import DataError, LpdvaeError, ValidationFailed
 from lpdvae.io import read_jsonl
 from lpdvae.lineage import dvc_hash
+from lpdvae.music.midi import MIDI_PARSER
 from lpdvae.shards import load_split
 from lpdvae.steps import tensorize as tensorize_step
 from lpdvae.steps import validate as validate_step
@@ -30,7 +32,7 @@ def mixed(tmp_path_factory):
     songkit.good_corpus(raw, n_midi=3, n_npz=3)
     songkit.midi_song(raw / "files/short/two_bars.mid", seed=9, n_bars=2)
     songkit.add_bad_songs(raw)
-    params = songkit.params(**{"validate.max_bad_fraction": 0.6})
+    params = songkit.params(**{"validate.max_bad_fraction": 0.7})
     result = validate(raw, root / "validated", params)
     return raw, root / "validated", params, result
 
@@ -49,8 +51,8 @@ def test_bad_files_quarantined_with_reasons(mixed):
     accepted = read_jsonl(out / "accepted.jsonl")
     assert [a["path"] for a in accepted] == sorted(a["path"] for a in accepted)
     assert len(accepted) == 6 and all(a["song_id"] == a["sha256"] for a in accepted)
-    assert result.n_songs == 14 and result.n_accepted == 6 and result.n_bad == 6
-    assert result.n_quarantined == 8 and result.bad_fraction == pytest.approx(8 / 14)  # excluded count too
+    assert result.n_songs == 17 and result.n_accepted == 6 and result.n_bad == 9
+    assert result.n_quarantined == 11 and result.bad_fraction == pytest.approx(11 / 17)  # excluded count too
 
 
 def test_stats_table_and_summary(mixed):
@@ -63,10 +65,10 @@ def test_stats_table_and_summary(mixed):
     assert (good["tracks_present"] == "soprano|alto|tenor|bass").all()
     assert (good["n_bars"] == 8).all() and (good["n_notes"] >= 32).all()
     assert good["max_polyphony"].between(1, 2).all() and (good["n_phrases"] == 3).all()
-    assert set(good["parser"]) == {music.MIDI_PARSER, "pypianoroll"}
+    assert set(good["parser"]) == {MIDI_PARSER, "pypianoroll"}
     assert {"tempo", "n_beats", "pitch_min", "pitch_max", "empty_bar_ratio", "programs", "drum_flags"} <= set(stats)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_quarantined"] == 8 and summary["n_excluded"] == 2
+    assert summary["n_quarantined"] == 11 and summary["n_excluded"] == 2
     assert summary["reasons"]["time_signature"] == 1
     failed = {e["reason"] for e in summary["gx"]["expectations"] if not e["success"]}
     assert failed == {"time_signature", "too_short", "nan_values", "velocity_out_of_range"}
@@ -107,7 +109,7 @@ def test_docs_folder_must_not_overlap_the_data(tmp_path):
 def test_load_error_detail_names_the_manifest_path_not_the_disk_path(tmp_path):
     disk = str(tmp_path / "raw" / "files" / "a.mid")
     detail = f"cannot read file: [Errno 13] Permission denied: '{disk}'"
-    assert validate_step._relative(detail, disk, "files/a.mid") == \
+    assert song_stats._relative(detail, disk, "files/a.mid") == \
         "cannot read file: [Errno 13] Permission denied: 'files/a.mid'"
 
 
@@ -129,7 +131,7 @@ def test_threshold_failure_keeps_previous_output(mixed, tmp_path):
     with pytest.raises(ValidationFailed) as err:
         validate(raw, previous, songkit.params(**{"validate.max_bad_fraction": 0.1}), docs_dir=previous_docs)
     message = str(err.value)
-    assert "8 of 14 songs quarantined (6 bad, 2 excluded" in message and "max_bad_fraction 10.0%" in message
+    assert "11 of 17 songs quarantined (9 bad, 2 excluded" in message and "max_bad_fraction 10.0%" in message
     assert "corrupt_npz 1" in message
     assert (previous / "summary.json").read_bytes() == before
     assert {p: p.read_bytes() for p in previous_docs.rglob("*") if p.is_file()} == docs_before
@@ -190,3 +192,15 @@ def test_cli_help_describes_the_docs_folder(capsys):
         _run_cli(["validate", "--help"], songkit.params())
     text = " ".join(capsys.readouterr().out.split())
     assert "--docs DIR" in text and "Great Expectations data docs" in text and "OUT-docs" in text
+
+
+def test_non_utf8_file_name_is_quarantined_not_a_crash(tmp_path):
+    raw = tmp_path / "raw"
+    songkit.good_corpus(raw, n_midi=2, n_npz=2)
+    odd = os.fsdecode(b"odd-\xff\xfe.mid")  # bytes no UTF-8 decoder accepts, as Linux hands them over
+    songkit.midi_song(raw / "files" / "midi" / odd, seed=11)
+    songkit.write_manifest(raw)
+    result = validate(raw, tmp_path / "validated", songkit.params(**{"validate.max_bad_fraction": 0.5}))
+    (row,) = read_jsonl(tmp_path / "validated" / "quarantine.jsonl")
+    assert row["reason"] == "file_name_not_utf8" and row["path"] == "files/midi/odd-\\xff\\xfe.mid"
+    assert result.n_accepted == 4 and "\\xff" in (tmp_path / "validated" / "stats.csv").read_text()

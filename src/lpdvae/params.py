@@ -64,6 +64,7 @@ class RepresentationParams:
 
 @dataclass(frozen=True)
 class ValidateParams:
+    max_song_beats: int
     max_bad_fraction: float
     min_bars: int
     min_notes: int
@@ -186,6 +187,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "representation.lowest_pitch": (lambda v: 0 <= v < 128, "must be in 0..127"),
     "representation.n_bars": (lambda v: v > 0, "must be > 0"),
     "validate.max_bad_fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "validate.max_song_beats": (lambda v: v > 0, "must be > 0"),
     "tensorize.shard_size": (lambda v: v > 0, "must be > 0"),
     "tensorize.hop_bars": (lambda v: v > 0, "must be > 0"),
     "tensorize.workers": (lambda v: v >= 0, "must be >= 0 (0 = one per core)"),

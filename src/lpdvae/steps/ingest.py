@@ -30,7 +30,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlparse
 
@@ -45,11 +45,11 @@ from lpdvae.io import (
     read_jsonl,
     sha256_file,
 )
+from lpdvae.music.song import song_format
 from lpdvae.params import Params
 
 log = logging.getLogger(__name__)
 
-FORMATS = {".mid": "midi", ".midi": "midi", ".npz": "npz"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 MANIFEST = "manifest.jsonl"
 FILES = "files"
@@ -91,15 +91,6 @@ class Entry:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def song_format(rel: str) -> str | None:
-    """"midi"/"npz", or None for files ingest ignores (other types, hidden files, and macOS
-    `__MACOSX/._x.mid` resource forks, which carry a song suffix but are not songs)."""
-    parts = PurePosixPath(rel).parts
-    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-        return None
-    return FORMATS.get(PurePosixPath(rel).suffix.lower())
 
 
 def safe_rel(name: str, where: str) -> str:

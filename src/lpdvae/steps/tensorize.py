@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lpdvae import music
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, read_jsonl
+from lpdvae.music.phrases import song_phrases
+from lpdvae.music.song import SongError, song_format
 from lpdvae.params import Params
+from lpdvae.pool import map_songs, worker_state
 from lpdvae.shards import SPLITS, ShardWriter, pack, write_index
 
 log = logging.getLogger(__name__)
@@ -85,10 +87,10 @@ def accepted_songs(raw_dir: Path, validated_dir: Path) -> list[dict[str, Any]]:
 def _song_job(job: tuple[str, str]) -> tuple[np.ndarray | None, str, str]:
     """Worker: (packed phrases or None, error reason, error detail) of one song file."""
     path, fmt = job
-    params: Params = music.worker_state("params")  # type: ignore[assignment]
+    params: Params = worker_state("params")  # type: ignore[assignment]
     try:
-        phrases = music.song_phrases(path, params, fmt)
-    except music.SongError as exc:
+        phrases = song_phrases(path, params, fmt)
+    except SongError as exc:
         return None, exc.reason, exc.detail
     return pack(phrases), "", ""
 
@@ -99,12 +101,12 @@ def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params)
     rows = accepted_songs(raw_dir, Path(validated_dir))
     rep = params.representation
     shape = (len(params.tracks), rep.n_bars, rep.steps_per_bar, rep.n_pitches)
-    jobs = ((str(raw_dir / r["path"]), music.song_format(r["path"])) for r in rows)
+    jobs = ((str(raw_dir / r["path"]), song_format(r["path"])) for r in rows)
     songs: dict[str, dict[str, Any]] = {}
     failed: list[dict[str, str]] = []
     with atomic_dir(out_dir) as tmp:
         writer = ShardWriter(tmp, shape, params.tensorize.shard_size)
-        results = music.map_songs(_song_job, jobs, len(rows), params.tensorize.workers, {"params": params})
+        results = map_songs(_song_job, jobs, len(rows), params.tensorize.workers, {"params": params})
         for row, (packed, reason, detail) in tqdm(zip(rows, results, strict=True), total=len(rows),
                                                   desc="tensorize", unit="song", disable=None):
             split = split_of(row["song_id"], params)
