@@ -46,8 +46,19 @@ def _build(args: argparse.Namespace, params: Params, cache_ingest: bool = True):
                           cache_ingest=cache_ingest, image=args.image)
 
 
+def _warn_if_mutable(args: argparse.Namespace) -> None:
+    from components.image import IMAGE, is_immutable
+
+    for image in filter(None, (args.image or IMAGE, args.train_image)):
+        if not is_immutable(image):
+            log.warning("image %s is a mutable tag: a later push under it changes what this pipeline runs; "
+                        "build with `make image` and compile against its tag or digest", image)
+
+
 def _compile_to(args: argparse.Namespace, params: Params, out: Path, cache_ingest: bool = True) -> Path:
     from kfp import compiler
+
+    _warn_if_mutable(args)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(_build(args, params, cache_ingest), package_path=str(out))
@@ -135,9 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = argparse.ArgumentParser(add_help=False)
     g = build.add_argument_group("pipeline build")
-    g.add_argument("--image", default=None, help="image of every task (default: $LPDVAE_IMAGE or the release image)")
+    g.add_argument("--image", default=None, help="image of every task: a tag or REPO@sha256:DIGEST "
+                   "(default: $LPDVAE_IMAGE or the release image); `make compile` passes build/image-cpu.ref")
     g.add_argument("--train-image", default=None,
-                   help="image of the train task (default on GPU clusters: the image + '-cuda')")
+                   help="image of the train task (default on GPU clusters: the image's tag + '-cuda'; "
+                   "required with a digest --image)")
     g.add_argument("--gpus", type=int, default=None, help="GPUs of the train task (default: train.nproc, per run)")
     g.add_argument("--no-gpu", action="store_true", help="no GPU request, toleration or node selector (CPU clusters)")
     g.add_argument("--no-fanout", action="store_true", help="one tensorize task instead of chunks + merge")

@@ -33,7 +33,7 @@ from components import (
     train_op,
     validate_op,
 )
-from components.image import IMAGE
+from components.image import IMAGE, cuda_image
 from components.knobs import knobs
 from lpdvae.params import Params
 
@@ -183,7 +183,7 @@ def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, 
     kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
                                size_limit=cfg.shm_size)
     if cfg.train_image or cfg.use_gpu:
-        train.set_container_image(cfg.train_image or f"{image}-cuda")
+        train.set_container_image(cfg.train_image or cuda_image(image))
     if not cfg.use_gpu:
         return
     train.set_accelerator_type(cfg.accelerator).set_accelerator_limit(cfg.gpus if cfg.gpus else nproc)

@@ -162,3 +162,17 @@ def test_gpu_overlay_trains_on_gpus_with_the_cuda_image(k8s_tree):
             assert "nvidia.com/gpu" in c["resources"]["limits"]
             assert c["image"].endswith("-cuda")
             assert not [e for e in c.get("env", []) if "value" in e and "SECRET" in e["name"]]
+
+
+def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_retraining_cronjob_runs_the_small_cpu_image_in_every_overlay(k8s_tree, overlay):
+    cron = next(d for d in render(k8s_tree, overlay) if d["kind"] == "CronJob")
+    images = {c["image"] for pod in pod_specs(cron) for c in containers(pod)}
+    assert len(images) == 1, images
+    image = images.pop()
+    assert image.startswith("ghcr.io/lpdvae/lpdvae:") and not image.endswith("-cuda"), (overlay, image)

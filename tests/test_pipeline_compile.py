@@ -4,6 +4,7 @@ by the blessing, tensorize fanned out, GPU on train, config and secrets only by 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,52 @@ def test_each_task_gets_only_the_config_and_secrets_it_needs_by_name(ir):
 def test_no_secret_value_reaches_the_compiled_yaml(ir):
     for value in SECRETS.values():
         assert value not in ir["text"]
+
+
+# --- immutable images ---------------------------------------------------------------------------
+
+DIGEST = "registry.example.com/lpdvae/lpdvae@sha256:" + "a" * 64
+CUDA_DIGEST = "registry.example.com/lpdvae/lpdvae@sha256:" + "b" * 64
+
+
+def test_compiled_ir_runs_every_task_in_the_digest_it_was_compiled_against(tmp_path):
+    ir = compile_ir(tmp_path, "--image", DIGEST, "--train-image", CUDA_DIGEST)
+    found = images(ir["spec"])
+    assert found.pop("train-op") == CUDA_DIGEST
+    assert set(found.values()) == {DIGEST}
+
+
+def test_the_tag_make_image_writes_is_immutable_and_its_cuda_build_follows_it():
+    from components.image import cuda_image, is_immutable
+
+    tag = subprocess.run([str(REPO / "infra/docker/image-tag.sh")], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert re.fullmatch(rf"git-{rev}-[0-9a-f]{{12}}", tag), tag
+    image = f"registry.example.com/lpdvae/lpdvae:{tag}"
+    assert is_immutable(image) and is_immutable(DIGEST) and is_immutable(cuda_image(image))
+    assert not is_immutable("ghcr.io/lpdvae/lpdvae:0.1.0") and not is_immutable("lpdvae:latest")
+    assert cuda_image(image) == f"{image}-cuda"
+
+
+def test_compiled_ir_uses_the_immutable_tag_for_every_task_and_the_cuda_tag_for_train(tmp_path):
+    image = "registry.example.com/lpdvae/lpdvae:git-0123456789ab-cdef01234567"
+    found = images(compile_ir(tmp_path, "--image", image)["spec"])
+    assert found.pop("train-op") == f"{image}-cuda"
+    assert set(found.values()) == {image}
+
+
+def test_a_digest_image_on_a_gpu_cluster_needs_the_cuda_build_named(tmp_path, capsys):
+    from pipelines.__main__ import main
+
+    rc = main(["--params", str(REPO / "params.yaml"), "compile", "--out", str(tmp_path / "p.yaml"), "--image", DIGEST])
+    assert rc == 1 and "--train-image" in capsys.readouterr().err
+    cpu = compile_ir(tmp_path, "--image", DIGEST, "--no-gpu")
+    assert set(images(cpu["spec"]).values()) == {DIGEST}
+
+
+def test_a_mutable_image_compiles_with_a_warning(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="pipelines"):
+        compile_ir(tmp_path, "--image", "registry.example.com/lpdvae/lpdvae:latest")
+    assert "mutable tag" in caplog.text
