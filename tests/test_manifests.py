@@ -176,3 +176,28 @@ def test_the_retraining_cronjob_runs_the_small_cpu_image_in_every_overlay(k8s_tr
     assert len(images) == 1, images
     image = images.pop()
     assert image.startswith("ghcr.io/lpdvae/lpdvae:") and not image.endswith("-cuda"), (overlay, image)
+
+
+def rules(role: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, resourceName or '*') of every permission a Role grants."""
+    return {(g, r, v, n) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"] for n in rule.get("resourceNames", ["*"])}
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_pipeline_role_grants_only_what_the_argo_executor_and_kfp_launcher_use(k8s_tree, overlay):
+    role = next(d for d in render(k8s_tree, overlay) if d["kind"] == "Role"
+                and d["metadata"]["name"] == "lpdvae-pipeline")
+    granted = rules(role)
+    assert not {r for r in granted if r[1] in ("pods", "pods/log")}, "the emissary executor needs no pod access"
+    assert granted == PIPELINE_RULES
+
+
+PIPELINE_RULES = {
+    ("argoproj.io", "workflowtaskresults", "create", "*"),  # Argo >= 3.4 executor: step outputs
+    ("argoproj.io", "workflowtaskresults", "patch", "*"),
+    ("", "configmaps", "get", "kfp-launcher"),  # KFP launcher: pipeline root, object store
+    ("", "configmaps", "get", "metadata-grpc-configmap"),
+    ("", "secrets", "get", "mlpipeline-minio-artifact"),
+}
