@@ -39,11 +39,12 @@ def _changed_knobs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _build(args: argparse.Namespace, params: Params, cache_ingest: bool = True):
-    from pipelines.training import ClusterConfig, build_pipeline
+    from pipelines.training import ClusterConfig, build_pipeline, parameter_descriptions
 
     cluster = ClusterConfig(gpus=args.gpus, use_gpu=not args.no_gpu, train_image=args.train_image)
     return build_pipeline(params, git_revision=_revision(args), cluster=cluster, fanout=not args.no_fanout,
-                          cache_ingest=cache_ingest, image=args.image)
+                          cache_ingest=cache_ingest, image=args.image,
+                          descriptions=parameter_descriptions(Path(args.params)))
 
 
 def _warn_if_mutable(args: argparse.Namespace) -> None:

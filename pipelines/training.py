@@ -15,8 +15,9 @@ asks for GPUs (`train.nproc` of them unless fixed), tolerates the GPU taint and 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -34,7 +35,7 @@ from components import (
     validate_op,
 )
 from components.image import IMAGE, cuda_image
-from components.knobs import knobs
+from components.knobs import knob_descriptions, knobs
 from lpdvae.params import Params
 
 PIPELINE_NAME = "lpdvae-training"
@@ -77,6 +78,32 @@ MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
                       "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
 
 FANOUT_DEFAULTS = {"fanout_songs_per_chunk": 2000, "fanout_max_chunks": 16}
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"  # its comments describe the knobs
+RUN_DESCRIPTIONS = {
+    "git_revision": "git revision the pipeline was compiled from; tagged lpdvae.git_revision on the registered "
+                    "model version",
+    "ingest_refresh_key": "enters only ingest's cache key: the same key and params reuse the cached data steps, "
+                          "a new one re-reads data.source (run --host passes the time)",
+    "fanout_songs_per_chunk": "accepted songs per tensorize task of the fan-out",
+    "fanout_max_chunks": "tensorize tasks at most (the fan-out's width)",
+}
+
+
+def parameter_descriptions(params_file: Path | None = None) -> dict[str, str]:
+    """Every pipeline parameter's description: params.yaml's comments (the project's file, then
+    `params_file`'s where it has its own), and the run-level parameters'."""
+    found = knob_descriptions(PARAMS_FILE) if PARAMS_FILE.exists() else {}
+    if params_file is not None and Path(params_file).resolve() != PARAMS_FILE:
+        found.update(knob_descriptions(params_file))
+    return {**found, **RUN_DESCRIPTIONS}
+
+
+def _docstring(signature: inspect.Signature, descriptions: Mapping[str, str]) -> str:
+    """A Google-style docstring: KFP puts each `Args:` entry into the IR as the parameter's description."""
+    lines = [DESCRIPTION, "", "Args:"]
+    lines += [f"    {name}: {' '.join(descriptions[name].split())}" for name in signature.parameters
+              if descriptions.get(name)]
+    return "\n".join(lines) + "\n"
 
 
 def pipeline_signature(params: Params, git_revision: str, fanout: bool) -> inspect.Signature:
@@ -92,7 +119,7 @@ def pipeline_signature(params: Params, git_revision: str, fanout: bool) -> inspe
 
 def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterConfig | None = None,
                    fanout: bool = True, gate: bool = True, cache_ingest: bool = True,
-                   image: str | None = None) -> Callable[..., Any]:
+                   image: str | None = None, descriptions: Mapping[str, str] | None = None) -> Callable[..., Any]:
     """The KFP pipeline (a GraphComponent) with defaults from `params`.
 
     `cluster=None` leaves out every Kubernetes setting (kfp.local). `image` replaces the
@@ -102,6 +129,7 @@ def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterCo
     then checks `blessed` itself, as it always does. Ingest is cached on (params, refresh key)
     so that a run with unchanged inputs reuses every data step; `cache_ingest=False` makes every
     run re-read the source (recurring runs, whose parameters cannot change from run to run).
+    `descriptions` (default: `parameter_descriptions()`) become the parameters' descriptions in the IR.
     """
     signature = pipeline_signature(params, git_revision, fanout)
     knob_names = [k.name for k in knobs(params)]
@@ -119,6 +147,7 @@ def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterCo
             _on_cluster(tasks, cluster, args["train__nproc"], image or IMAGE)
 
     training_pipeline.__signature__ = signature  # type: ignore[attr-defined]
+    training_pipeline.__doc__ = _docstring(signature, parameter_descriptions() if descriptions is None else descriptions)
     return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(training_pipeline)
 
 

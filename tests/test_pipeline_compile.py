@@ -262,3 +262,19 @@ def test_a_mutable_image_compiles_with_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="pipelines"):
         compile_ir(tmp_path, "--image", "registry.example.com/lpdvae/lpdvae:latest")
     assert "mutable tag" in caplog.text
+
+
+# --- parameter descriptions ------------------------------------------------------------------------
+
+def test_every_pipeline_parameter_has_a_description(ir):
+    params = ir["spec"]["root"]["inputDefinitions"]["parameters"]
+    missing = [name for name, p in params.items() if not p.get("description", "").strip()]
+    assert not missing, f"pipeline parameters without a description: {missing}"
+
+
+def test_knob_descriptions_are_params_yaml_comments(ir):
+    params = ir["spec"]["root"]["inputDefinitions"]["parameters"]
+    assert params["train__nproc"]["description"] == ">1 runs under torchrun (DDP)"
+    assert params["data__source"]["description"].startswith("Where songs come from: demo://")
+    assert params["evaluate__threshold"]["description"].endswith("on the demo's train split)"), "continued comment"
+    assert params["tracks"]["description"].startswith("The track set, in tensor channel order.")
