@@ -21,7 +21,7 @@ _WHERE = {
     "validate_op": "validate",
     "tensorize_op": "tensorize", "plan_chunks_op": "tensorize", "tensorize_chunk_op": "tensorize",
     "merge_tensors_op": "tensorize",
-    "train_op": "train",
+    "train_op": "train", "train_trainjob_op": "train",
     "evaluate_op": "evaluate",
     "register_op": "register",
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = build.add_argument_group("pipeline build")
     g.add_argument("--image", default=None, help="image of every task: a tag or REPO@sha256:DIGEST "
                    "(default: $LPDVAE_IMAGE or the release image); `make compile` passes build/image-cpu.ref")
-    g.add_argument("--train-image", default=None,
-                   help="image of the train task (default on GPU clusters: the image's tag + '-cuda'; "
-                   "required with a digest --image)")
+    g.add_argument("--train-image", default=os.environ.get("LPDVAE_TRAIN_IMAGE"),
+                   help="image of the train task and its TrainJobs (default: $LPDVAE_TRAIN_IMAGE, else on GPU "
+                   "clusters the image's tag + '-cuda'; required with a digest --image)")
     g.add_argument("--gpus", type=int, default=None, help="GPUs of the train task (default: train.nproc, per run)")
     g.add_argument("--no-gpu", action="store_true", help="no GPU request, toleration or node selector (CPU clusters)")
     g.add_argument("--no-fanout", action="store_true", help="one tensorize task instead of chunks + merge")

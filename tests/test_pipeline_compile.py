@@ -157,7 +157,7 @@ def test_components_run_in_the_project_image_without_installing_anything(ir, tmp
     for name, e in ir["spec"]["deploymentSpec"]["executors"].items():
         assert "pip install" not in " ".join(e["container"]["command"]), name
     out = tmp_path / "env.yaml"  # a fresh process: the image default is read at import
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]),
            "LPDVAE_IMAGE": "localhost/lpdvae:cpu", **SECRETS}
     subprocess.run([sys.executable, "-m", "pipelines", "compile", "--no-gpu", "--out", str(out)], cwd=REPO,
                    env=env, check=True, capture_output=True)
@@ -278,3 +278,33 @@ def test_knob_descriptions_are_params_yaml_comments(ir):
     assert params["data__source"]["description"].startswith("Where songs come from: demo://")
     assert params["evaluate__threshold"]["description"].endswith("on the demo's train split)"), "continued comment"
     assert params["tracks"]["description"].startswith("The track set, in tensor channel order.")
+
+
+# --- multi-node training (Trainer v2) and timeouts ---------------------------------------------------
+
+def test_more_than_one_train_node_trains_in_a_trainjob_and_evaluate_takes_either_model(ir):
+    spec, k8s = ir["spec"], ir["platform"]["deploymentSpec"]["executors"]
+    assert spec["root"]["inputDefinitions"]["parameters"]["train_nodes"]["defaultValue"] == 1
+    tasks = all_tasks(spec)
+    conditions = {name: t["triggerPolicy"]["condition"] for name, t in tasks.items() if "triggerPolicy" in t}
+    assert "int(inputs.parameter_values['pipelinechannel--train_nodes']) > 1" in conditions.values()
+    launcher = tasks["train-trainjob-op"]
+    assert launcher["inputs"]["parameters"]["runtime"]["runtimeValue"]["constant"] == "lpdvae-torch-distributed"
+    assert launcher["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == "ghcr.io/lpdvae/lpdvae:0.1.0-cuda"
+    assert launcher["inputs"]["artifacts"]["tensors"]["componentInputArtifact"].endswith("merge-tensors-op-tensors")
+    model = tasks["evaluate-op"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+    assert model["outputArtifactKey"].endswith("-oneof-1"), "dsl.OneOf(TrainJob model, single-pod model)"
+    assert executor(spec, "train-trainjob-op")["image"] == "ghcr.io/lpdvae/lpdvae:0.1.0", "a small CPU pod"
+    assert "accelerator" not in executor(spec, "train-trainjob-op").get("resources", {})
+    assert k8s["exec-train-trainjob-op"]["fieldPathAsEnv"] == [{"name": "POD_NAMESPACE",
+                                                                "fieldPath": "metadata.namespace"}]
+    assert {s["secretName"] for s in k8s["exec-train-trainjob-op"]["secretAsEnv"]} == {"lpdvae-s3"}
+
+
+def test_train_has_a_timeout_and_the_trainjob_step_outlives_the_jobs_deadline(ir):
+    k8s = ir["platform"]["deploymentSpec"]["executors"]
+    train = int(k8s["exec-train-op"]["activeDeadlineSeconds"])
+    assert train == 48 * 3600
+    assert int(k8s["exec-train-trainjob-op"]["activeDeadlineSeconds"]) > train
+    launcher = all_tasks(ir["spec"])["train-trainjob-op"]
+    assert launcher["inputs"]["parameters"]["timeout_s"]["runtimeValue"]["constant"] == train

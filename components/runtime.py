@@ -1,0 +1,26 @@
+"""Helpers every component body calls inside the pod (plain functions, no kfp import)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from lpdvae.params import Params, params_from_dict
+
+
+def step_params(params_json: str) -> Params:
+    """The validated params a step component receives as the JSON `make_params` wrote."""
+    return params_from_dict(json.loads(params_json), source="params_json")
+
+
+def report_training(out: Path, model: Any, metrics: Any) -> None:
+    """What the KFP UI shows of a trained model folder, however it was trained: its final
+    metrics (finite numbers only: the executor output is JSON) and the MLflow run."""
+    for key, value in json.loads((Path(out) / "train_metrics.json").read_text()).items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            metrics.log_metric(key, float(value))
+    run = json.loads((Path(out) / "mlflow_run.json").read_text())
+    model.metadata.update({f"mlflow_{k}": str(v) for k, v in run.items()})
+    model.metadata["framework"] = "pytorch"
