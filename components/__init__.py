@@ -24,6 +24,7 @@ _WHERE = {
     "train_op": "train", "train_trainjob_op": "train",
     "evaluate_op": "evaluate",
     "register_op": "register",
+    "record_status_op": "status",
 }
 STEPS = ("ingest", "validate", "tensorize", "train", "evaluate", "register")
 

@@ -24,3 +24,22 @@ def report_training(out: Path, model: Any, metrics: Any) -> None:
     run = json.loads((Path(out) / "mlflow_run.json").read_text())
     model.metadata.update({f"mlflow_{k}": str(v) for k, v in run.items()})
     model.metadata["framework"] = "pytorch"
+
+
+def record_failed_run(run_name: str, state: str, error: str, failed_task: str, experiment: str,
+                      tracking_uri: str = "", git_revision: str = "") -> str:
+    """An MLflow run with status FAILED in the pipeline's experiment, tagged with the KFP run and
+    its error, so a failed weekly retraining shows next to the runs that worked. Returns its id."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    tags = {"lpdvae.pipeline_run": run_name, "lpdvae.pipeline_state": state,
+            "lpdvae.pipeline_error": error[:5000] or "(no message)", "lpdvae.pipeline_failed_task": failed_task}
+    if git_revision:
+        tags["lpdvae.git_revision"] = git_revision
+    with mlflow.start_run(run_name=f"pipeline {state.lower()}: {run_name.rsplit('/', 1)[-1]}", tags=tags) as run:
+        pass
+    mlflow.MlflowClient().set_terminated(run.info.run_id, status="FAILED")
+    return run.info.run_id

@@ -28,6 +28,7 @@ from components import (
     make_params_op,
     merge_tensors_op,
     plan_chunks_op,
+    record_status_op,
     register_op,
     tensorize_chunk_op,
     tensorize_op,
@@ -81,6 +82,11 @@ MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
                       "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
 
 FANOUT_DEFAULTS = {"fanout_songs_per_chunk": 2000, "fanout_max_chunks": 16}
+FANOUT_PARALLELISM = 8  # tensorize chunk tasks running at once (the fan-out may be wider)
+# steps that talk to the network (S3/HTTP sources, MLflow, the Kubernetes API) retry with backoff;
+# train in its own pod does not (a rerun retrains from scratch; its TrainJob path is idempotent)
+RETRIES = {"ingest": 3, "trainjob": 2, "evaluate": 2, "register": 3}
+BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "1800s"}
 TRAINJOB_GRACE_S = 900  # the TrainJob step waits this much past the job's own deadline
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"  # its comments describe the knobs
 RUN_DESCRIPTIONS = {
@@ -148,7 +154,15 @@ def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterCo
 
     def training_pipeline(*values: Any) -> None:
         args = dict(zip(signature.parameters, values, strict=True))
-        tasks = _steps(args, knob_names, fanout, gate, trainjob)
+        if cluster is None:  # kfp.local runs no exit handler
+            tasks = _steps(args, knob_names, fanout, gate, trainjob)
+        else:
+            exit_task = record_status_op(experiment=args["mlflow__experiment"], tracking_uri=args["mlflow__tracking_uri"],
+                                         git_revision=args["git_revision"]).set_display_name("record status")
+            with dsl.ExitHandler(exit_task, name="lpdvae"):
+                tasks = _steps(args, knob_names, fanout, gate, trainjob)
+            tasks["status"] = exit_task
+            exit_task.set_caching_options(False).set_retry(3, **BACKOFF)
         tasks["ingest"].set_caching_options(cache_ingest)
         for task in tasks.values():
             if image:
@@ -182,15 +196,15 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool, gate: bool
     t: dict[str, dsl.PipelineTask] = {}
     t["params"] = make_params_op(**{n: args[n] for n in knob_names}).set_display_name("params")
     params_json = t["params"].output
-    t["ingest"] = ingest_op(params_json=params_json, refresh_key=args["ingest_refresh_key"]) \
-        .set_display_name("ingest").set_retry(2)
+    t["ingest"] = ingest_op(params_json=params_json, refresh_key=args["ingest_refresh_key"]).set_display_name("ingest")
     raw = t["ingest"].outputs["raw"]
     t["validate"] = validate_op(params_json=params_json, raw=raw).set_display_name("validate")
     validated = t["validate"].outputs["validated"]
     if fanout:
         t["plan"] = plan_chunks_op(validated=validated, songs_per_chunk=args["fanout_songs_per_chunk"],
                                    max_chunks=args["fanout_max_chunks"]).set_display_name("plan tensorize chunks")
-        with dsl.ParallelFor(t["plan"].outputs["chunks"], name="tensorize-chunks") as chunk:
+        with dsl.ParallelFor(t["plan"].outputs["chunks"], name="tensorize-chunks",
+                             parallelism=FANOUT_PARALLELISM) as chunk:
             t["tensorize_chunk"] = tensorize_chunk_op(
                 params_json=params_json, raw=raw, validated=validated, chunk=chunk,
                 n_chunks=t["plan"].outputs["n_chunks"]).set_display_name("tensorize chunk")
@@ -230,6 +244,9 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool, gate: bool
     for role in ("train", "trainjob", "evaluate", "register"):  # side effects in MLflow: never from cache
         if role in t:
             t[role].set_caching_options(False)
+    for role, n in RETRIES.items():
+        if role in t:
+            t[role].set_retry(n, **BACKOFF)
     return t
 
 
@@ -237,7 +254,7 @@ def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, 
     """Kubernetes settings: config by reference, resources, and the GPUs and image of train."""
     kubernetes.use_secret_as_env(t["ingest"], cfg.s3_secret, S3_SECRET_KEYS, optional=True)
     kubernetes.use_config_map_as_env(t["ingest"], cfg.config_map, S3_CONFIG_KEYS, optional=True)
-    for role in ("train", "evaluate", "register"):
+    for role in ("train", "evaluate", "register", "status"):
         kubernetes.use_config_map_as_env(t[role], cfg.config_map, MLFLOW_CONFIG_KEYS)
         kubernetes.use_secret_as_env(t[role], cfg.mlflow_secret, MLFLOW_SECRET_KEYS)
     for role, task in t.items():

@@ -419,3 +419,36 @@ def test_artifact_uris_other_than_s3_or_minio_are_refused_with_the_reason():
     assert s3_uri("minio://mlpipeline/v2/artifacts/x/") == "s3://mlpipeline/v2/artifacts/x"
     with pytest.raises(ValueError, match="pipeline root must be s3:// or minio://"):
         s3_uri("gs://bucket/x")
+
+
+# --- the exit handler -------------------------------------------------------------------------------
+
+def final_status(state: str, error: str = ""):
+    from kfp.dsl import PipelineTaskFinalStatus
+
+    return PipelineTaskFinalStatus(state=state, pipeline_job_resource_name="projects/p/pipelineJobs/run-7",
+                                   pipeline_task_name="train-op", error_code=9 if error else None,
+                                   error_message=error or None)
+
+
+def test_the_exit_handler_records_a_failed_run_as_a_failed_mlflow_run(tmp_path):
+    import mlflow
+
+    from components import record_status_op
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    record_status_op.python_func(status=final_status("FAILED", "train: TrainJob ns/x failed: DeadlineExceeded"),
+                                 experiment="lpdvae-exit", tracking_uri=uri, git_revision="abc123")
+    mlflow.set_tracking_uri(uri)
+    [run] = mlflow.search_runs(experiment_names=["lpdvae-exit"], output_format="list")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["lpdvae.pipeline_error"] == "train: TrainJob ns/x failed: DeadlineExceeded"
+    assert run.data.tags["lpdvae.pipeline_run"].endswith("run-7") and run.data.tags["lpdvae.git_revision"] == "abc123"
+
+
+def test_the_exit_handler_records_nothing_for_a_run_that_succeeded(tmp_path):
+    from components import record_status_op
+
+    record_status_op.python_func(status=final_status("SUCCEEDED"), experiment="lpdvae-exit",
+                                 tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", git_revision="")
+    assert not (tmp_path / "mlflow.db").exists(), "MLflow was not touched"

@@ -105,8 +105,7 @@ def test_steps_read_and_write_typed_artifacts(ir):
 
 
 def test_register_runs_only_when_evaluation_blesses(ir):
-    root = ir["spec"]["root"]["dag"]["tasks"]
-    cond = next(t for t in root.values() if "triggerPolicy" in t)
+    cond = next(t for t in all_tasks(ir["spec"]).values() if "blessed" in t.get("triggerPolicy", {}).get("condition", ""))
     assert cond["triggerPolicy"]["condition"] == \
         "inputs.parameter_values['pipelinechannel--evaluate-op-blessed'] == true"
     inner = ir["spec"]["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
@@ -286,7 +285,7 @@ def test_more_than_one_train_node_trains_in_a_trainjob_and_evaluate_takes_either
     spec, k8s = ir["spec"], ir["platform"]["deploymentSpec"]["executors"]
     assert spec["root"]["inputDefinitions"]["parameters"]["train_nodes"]["defaultValue"] == 1
     tasks = all_tasks(spec)
-    conditions = {name: t["triggerPolicy"]["condition"] for name, t in tasks.items() if "triggerPolicy" in t}
+    conditions = {name: t["triggerPolicy"].get("condition") for name, t in tasks.items() if "triggerPolicy" in t}
     assert "int(inputs.parameter_values['pipelinechannel--train_nodes']) > 1" in conditions.values()
     launcher = tasks["train-trainjob-op"]
     assert launcher["inputs"]["parameters"]["runtime"]["runtimeValue"]["constant"] == "lpdvae-torch-distributed"
@@ -308,3 +307,33 @@ def test_train_has_a_timeout_and_the_trainjob_step_outlives_the_jobs_deadline(ir
     assert int(k8s["exec-train-trainjob-op"]["activeDeadlineSeconds"]) > train
     launcher = all_tasks(ir["spec"])["train-trainjob-op"]
     assert launcher["inputs"]["parameters"]["timeout_s"]["runtimeValue"]["constant"] == train
+
+
+# --- IR polish: fan-out limit, retries with backoff, exit handler ----------------------------------------
+
+def test_the_tensorize_fan_out_runs_at_most_eight_chunks_at_once(ir):
+    loop = next(t for t in all_tasks(ir["spec"]).values() if "parameterIterator" in t)
+    assert loop["iteratorPolicy"] == {"parallelismLimit": 8}
+
+
+def test_steps_that_talk_to_the_network_retry_with_backoff_and_train_does_not(ir):
+    tasks = all_tasks(ir["spec"])
+    for name, retries in {"ingest-op": 3, "train-trainjob-op": 2, "evaluate-op": 2, "register-op": 3,
+                          "record-status-op": 3}.items():
+        policy = tasks[name]["retryPolicy"]
+        assert policy["maxRetryCount"] == retries and policy["backoffDuration"] == "60s", name
+        assert policy["backoffFactor"] == 2.0 and policy["backoffMaxDuration"] == "1800s", name
+    assert "retryPolicy" not in tasks["train-op"], "a rerun of single-pod train retrains from scratch"
+
+
+def test_an_exit_handler_records_how_every_run_ended(ir):
+    root = ir["spec"]["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "record-status-op"}, "every step runs inside the exit handler"
+    status = root["record-status-op"]
+    assert status["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert status["dependentTasks"] == ["exit-handler-1"]
+    params = status["inputs"]["parameters"]
+    assert params["experiment"]["componentInputParameter"] == "mlflow__experiment"
+    assert "status" in params, "the run's final status (PipelineTaskFinalStatus)"
+    k8s = ir["platform"]["deploymentSpec"]["executors"]["exec-record-status-op"]
+    assert {s["secretName"] for s in k8s["secretAsEnv"]} == {"lpdvae-mlflow-client"}
