@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: run test venv lint bench clean help
+.PHONY: run test venv lint bench clean help image compile k8s-validate
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,24 @@ lint: $(STAMP)  ## ruff
 
 bench: $(STAMP)  ## benchmarks, JSON into benchmarks/results/
 	$(BIN)/python -m benchmarks
+
+# Kubeflow: an immutable image, the pipeline compiled against it, the manifests checked.
+REGISTRY ?= localhost/lpdvae
+VARIANT ?= cpu
+GPU ?= 1
+PIPELINE ?= build/pipeline.yaml
+
+image:  ## build the image (VARIANT=cpu|cuda) tagged git-<rev>-<content>; PUSH=1 pins its digest
+	REGISTRY=$(REGISTRY) infra/docker/build.sh $(VARIANT)
+
+compile: $(STAMP)  ## compile the pipeline against build/image-*.ref (GPU=0: no GPU on train)
+	@test -s build/image-cpu.ref || { echo "no build/image-cpu.ref: run make image first" >&2; exit 1; }
+	$(BIN)/python -m pipelines compile --out $(PIPELINE) --image "$$(cat build/image-cpu.ref)" \
+	  $$(if [ "$(GPU)" = 0 ]; then echo --no-gpu; \
+	     elif [ -s build/image-cuda.ref ]; then echo --train-image "$$(cat build/image-cuda.ref)"; fi)
+
+k8s-validate: $(STAMP)  ## render every overlay and check it (schemas, restricted PSS, RBAC, images)
+	$(BIN)/python -m pytest -q tests/test_manifests.py
 
 clean:  ## remove the venv and pipeline outputs (not the DVC cache)
 	rm -rf $(VENV) data/raw data/validated data/tensors models reports

@@ -21,9 +21,10 @@ _WHERE = {
     "validate_op": "validate",
     "tensorize_op": "tensorize", "plan_chunks_op": "tensorize", "tensorize_chunk_op": "tensorize",
     "merge_tensors_op": "tensorize",
-    "train_op": "train",
+    "train_op": "train", "train_trainjob_op": "train",
     "evaluate_op": "evaluate",
     "register_op": "register",
+    "record_status_op": "status",
 }
 STEPS = ("ingest", "validate", "tensorize", "train", "evaluate", "register")
 

@@ -18,16 +18,15 @@ def evaluate_op(
     blessing: Output[Markdown],
 ) -> NamedTuple("EvaluateOutputs", [("blessed", bool)]):
     """Evaluate the model; `blessed` is an output parameter because dsl.If compares parameters."""
-    import json
     import math
     from collections import namedtuple
     from pathlib import Path
 
     from components.html import inline_page
-    from lpdvae.params import params_from_dict
+    from components.runtime import step_params
     from lpdvae.steps.evaluate import evaluate
 
-    params = params_from_dict(json.loads(params_json), source="params_json")
+    params = step_params(params_json)
     out = Path(evaluation.path)
     result = evaluate(Path(model.path), Path(tensors.path), out, params)
     for key, value in result.metrics.items():

@@ -13,14 +13,13 @@ def ingest_op(params_json: str, refresh_key: str, raw: Output[Dataset]):
     hit (and so are the data steps after it); `python -m pipelines run --host` passes the time,
     so each run re-reads the source.
     """
-    import json
     from pathlib import Path
 
+    from components.runtime import step_params
     from lpdvae.io import read_jsonl
-    from lpdvae.params import params_from_dict
     from lpdvae.steps.ingest import ingest
 
-    params = params_from_dict(json.loads(params_json), source="params_json")
+    params = step_params(params_json)
     ingest(params.data.source, Path(raw.path), params)
     rows = read_jsonl(Path(raw.path) / "manifest.jsonl")
     raw.metadata.update({"source": params.data.source, "files": len(rows),

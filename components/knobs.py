@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lpdvae.params import Params, params_from_dict
@@ -118,3 +120,40 @@ def params_json_from_knobs(values: dict[str, Any]) -> str:
 def knob_values(params: Params) -> dict[str, Any]:
     """Knob name -> value: the arguments that reproduce `params` as pipeline parameters."""
     return {k.name: k.default for k in knobs(params)}
+
+
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
+_COMMENT_LINE = re.compile(r"^(?P<indent> *)#\s?(?P<comment>.*)$")
+
+
+def knob_descriptions(params_file: str | Path) -> dict[str, str]:
+    """Knob name -> what the params file's comments say about it (the KFP UI shows it per parameter).
+
+    A key's description is the block of `#` lines right above it plus its inline comment and the
+    deeper-indented `#` lines that continue it; a section holding a list (`tracks`) takes the
+    block above its first item. Keys without a comment are left out.
+    """
+    out: dict[str, list[str]] = {}
+    section, block, last = "", [], None  # last: the knob whose inline comment may continue
+    for line in Path(params_file).read_text(encoding="utf-8").splitlines():
+        comment, key = _COMMENT_LINE.match(line), _KEY_LINE.match(line)
+        if comment:
+            if last and len(comment["indent"]) > 2:
+                out[last].append(comment["comment"].strip())
+            else:
+                block.append(comment["comment"].strip())
+            continue
+        if key and not key["indent"]:
+            section = key["key"]
+            if key["value"].strip():  # a scalar top-level knob
+                out[section] = [key["comment"] or ""]
+        elif key and len(key["indent"]) == 2:
+            name = f"{section}{SEP}{key['key']}"
+            out[name] = [*block, key["comment"] or ""]
+            last = name if key["comment"] else None
+            block = []
+            continue
+        elif line.lstrip().startswith("- ") and block and section not in out:
+            out[section] = block  # the comment above a list's first item describes the list
+        block, last = [], None
+    return {k: " ".join(v).strip() for k, v in out.items() if " ".join(v).strip()}

@@ -26,16 +26,16 @@ def register_op(
     import os
     from pathlib import Path
 
+    from components.runtime import step_params
     from lpdvae.io import sha256_file
     from lpdvae.lineage import dvc_hash
-    from lpdvae.params import params_from_dict
     from lpdvae.steps.register import register
 
     if not blessed:
         registration.metadata.update({"registered": False, "reason": "evaluation did not bless the model"})
         print("not blessed: nothing registered")
         return
-    params = params_from_dict(json.loads(params_json), source="params_json")
+    params = step_params(params_json)
     lineage = {f"lpdvae.dvc.{name}": dvc_hash(art.path)
                for name, art in (("raw", raw), ("validated", validated), ("tensors", tensors))}
     lineage["lpdvae.source"] = params.data.source

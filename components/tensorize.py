@@ -10,14 +10,13 @@ from components.image import step_component
 @step_component
 def tensorize_op(params_json: str, raw: Input[Dataset], validated: Input[Dataset], tensors: Output[Dataset]):
     """All accepted songs -> packed phrase shards + index.json with the song-level split."""
-    import json
     from pathlib import Path
 
+    from components.runtime import step_params
     from components.sharding import tensor_metadata
-    from lpdvae.params import params_from_dict
     from lpdvae.steps.tensorize import tensorize
 
-    params = params_from_dict(json.loads(params_json), source="params_json")
+    params = step_params(params_json)
     tensorize(Path(raw.path), Path(validated.path), Path(tensors.path), params)
     tensors.metadata.update(tensor_metadata(Path(tensors.path)))
 
@@ -40,15 +39,14 @@ def plan_chunks_op(validated: Input[Dataset], songs_per_chunk: int, max_chunks: 
 def tensorize_chunk_op(params_json: str, raw: Input[Dataset], validated: Input[Dataset], chunk: int,
                        n_chunks: int, tensors: Output[Dataset]):
     """tensorize over chunk `chunk` of `n_chunks` contiguous runs of the accepted songs."""
-    import json
     import tempfile
     from pathlib import Path
 
+    from components.runtime import step_params
     from components.sharding import write_chunk
-    from lpdvae.params import params_from_dict
     from lpdvae.steps.tensorize import tensorize
 
-    params = params_from_dict(json.loads(params_json), source="params_json")
+    params = step_params(params_json)
     with tempfile.TemporaryDirectory() as subset:
         songs = write_chunk(Path(validated.path), chunk, n_chunks, Path(subset))
         tensorize(Path(raw.path), Path(subset), Path(tensors.path), params)
@@ -58,13 +56,12 @@ def tensorize_chunk_op(params_json: str, raw: Input[Dataset], validated: Input[D
 @step_component
 def merge_tensors_op(params_json: str, chunks: Input[list[Dataset]], tensors: Output[Dataset]):
     """The chunk outputs, in chunk order, as one tensor dataset (same bytes as one task's)."""
-    import json
     from pathlib import Path
 
+    from components.runtime import step_params
     from components.sharding import merge_tensor_dirs, tensor_metadata
-    from lpdvae.params import params_from_dict
 
-    params = params_from_dict(json.loads(params_json), source="params_json")
+    params = step_params(params_json)
     ordered = sorted(chunks, key=lambda a: int(a.metadata.get("chunk", 0)))
     merge_tensor_dirs([Path(a.path) for a in ordered], Path(tensors.path), params.tensorize.shard_size)
     tensors.metadata.update(tensor_metadata(Path(tensors.path)))

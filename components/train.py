@@ -1,4 +1,4 @@
-"""train: the VAE on the tensor shards, one MLflow run."""
+"""train: the VAE on the tensor shards, one MLflow run: in this pod, or as a Trainer v2 TrainJob."""
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
@@ -10,19 +10,32 @@ def train_op(params_json: str, tensors: Input[Dataset], model: Output[Model], me
     """Train (DDP under torchrun when `train.nproc` > 1); the MLflow location comes from the
     pod's environment (`MLFLOW_TRACKING_URI` from the lpdvae-config ConfigMap) unless the
     params name one."""
-    import json
-    import math
     from pathlib import Path
 
-    from lpdvae.params import params_from_dict
+    from components.runtime import report_training, step_params
     from lpdvae.training.launcher import launch
 
-    params = params_from_dict(json.loads(params_json), source="params_json")
     out = Path(model.path)
-    launch(Path(tensors.path), out, params)
-    for key, value in json.loads((out / "train_metrics.json").read_text()).items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            metrics.log_metric(key, float(value))
-    run = json.loads((out / "mlflow_run.json").read_text())
-    model.metadata.update({f"mlflow_{k}": str(v) for k, v in run.items()})
-    model.metadata["framework"] = "pytorch"
+    launch(Path(tensors.path), out, step_params(params_json))
+    report_training(out, model, metrics)
+
+
+@step_component
+def train_trainjob_op(params_json: str, tensors: Input[Dataset], num_nodes: int, pipeline_run_id: str,
+                      image: str, runtime: str, timeout_s: int, model: Output[Model], metrics: Output[Metrics]):
+    """Train on `num_nodes` nodes x `train.nproc` GPUs as a Kubeflow Trainer v2 TrainJob (runtime
+    `runtime`, image `image`) that reads this step's `tensors` from S3 and writes the model beside
+    this step's `model` artifact; waits at most `timeout_s` (the job's activeDeadlineSeconds too),
+    fails with the job's reason, and downloads the model so evaluate and register see what the
+    single-pod step writes. The TrainJob's namespace is this pod's (`POD_NAMESPACE`)."""
+    import os
+    from pathlib import Path
+
+    from components.runtime import report_training
+    from components.trainjob import train_on_trainjob
+
+    out = Path(model.path)
+    req = train_on_trainjob(params_json, tensors.uri, model.uri, out, num_nodes=num_nodes, run_id=pipeline_run_id,
+                            image=image, runtime=runtime, timeout_s=timeout_s, namespace=os.environ["POD_NAMESPACE"])
+    report_training(out, model, metrics)
+    model.metadata.update({"trainjob": f"{req.namespace}/{req.name}", "nodes": num_nodes})

@@ -22,10 +22,10 @@ def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset
     from pathlib import Path
 
     from components.html import data_docs_page, inline_page
-    from lpdvae.params import params_from_dict
+    from components.runtime import step_params
     from lpdvae.steps.validate import validate
 
-    params = params_from_dict(json.loads(params_json), source="params_json")
+    params = step_params(params_json)
     out = Path(validated.path)
     with tempfile.TemporaryDirectory() as scratch:
         docs = Path(scratch) / "data_docs"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,15 +40,27 @@ def _changed_knobs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _build(args: argparse.Namespace, params: Params, cache_ingest: bool = True):
-    from pipelines.training import ClusterConfig, build_pipeline
+    from pipelines.training import ClusterConfig, build_pipeline, parameter_descriptions
 
     cluster = ClusterConfig(gpus=args.gpus, use_gpu=not args.no_gpu, train_image=args.train_image)
     return build_pipeline(params, git_revision=_revision(args), cluster=cluster, fanout=not args.no_fanout,
-                          cache_ingest=cache_ingest, image=args.image)
+                          cache_ingest=cache_ingest, image=args.image,
+                          descriptions=parameter_descriptions(Path(args.params)))
+
+
+def _warn_if_mutable(args: argparse.Namespace) -> None:
+    from components.image import IMAGE, is_immutable
+
+    for image in filter(None, (args.image or IMAGE, args.train_image)):
+        if not is_immutable(image):
+            log.warning("image %s is a mutable tag: a later push under it changes what this pipeline runs; "
+                        "build with `make image` and compile against its tag or digest", image)
 
 
 def _compile_to(args: argparse.Namespace, params: Params, out: Path, cache_ingest: bool = True) -> Path:
     from kfp import compiler
+
+    _warn_if_mutable(args)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(_build(args, params, cache_ingest), package_path=str(out))
@@ -135,9 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = argparse.ArgumentParser(add_help=False)
     g = build.add_argument_group("pipeline build")
-    g.add_argument("--image", default=None, help="image of every task (default: $LPDVAE_IMAGE or the release image)")
-    g.add_argument("--train-image", default=None,
-                   help="image of the train task (default on GPU clusters: the image + '-cuda')")
+    g.add_argument("--image", default=None, help="image of every task: a tag or REPO@sha256:DIGEST "
+                   "(default: $LPDVAE_IMAGE or the release image); `make compile` passes build/image-cpu.ref")
+    g.add_argument("--train-image", default=os.environ.get("LPDVAE_TRAIN_IMAGE"),
+                   help="image of the train task and its TrainJobs (default: $LPDVAE_TRAIN_IMAGE, else on GPU "
+                   "clusters the image's tag + '-cuda'; required with a digest --image)")
     g.add_argument("--gpus", type=int, default=None, help="GPUs of the train task (default: train.nproc, per run)")
     g.add_argument("--no-gpu", action="store_true", help="no GPU request, toleration or node selector (CPU clusters)")
     g.add_argument("--no-fanout", action="store_true", help="one tensorize task instead of chunks + merge")

@@ -15,8 +15,9 @@ asks for GPUs (`train.nproc` of them unless fixed), tolerates the GPU taint and 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -27,14 +28,16 @@ from components import (
     make_params_op,
     merge_tensors_op,
     plan_chunks_op,
+    record_status_op,
     register_op,
     tensorize_chunk_op,
     tensorize_op,
     train_op,
+    train_trainjob_op,
     validate_op,
 )
-from components.image import IMAGE
-from components.knobs import knobs
+from components.image import IMAGE, cuda_image
+from components.knobs import knob_descriptions, knobs
 from lpdvae.params import Params
 
 PIPELINE_NAME = "lpdvae-training"
@@ -63,6 +66,8 @@ class ClusterConfig:
     gpu_taint_key: str | None = "nvidia.com/gpu"
     use_gpu: bool = True
     train_image: str | None = None  # default on GPU clusters: the steps' image + "-cuda"
+    trainjob_runtime: str | None = "lpdvae-torch-distributed"  # None: no multi-node (TrainJob) branch
+    train_timeout_s: int = 48 * 3600  # train's pod, and a TrainJob's activeDeadlineSeconds
     shm_size: str = "8Gi"
     step: Resources = Resources("1", "2", "2Gi", "8Gi")
     tensorize: Resources = Resources("2", "4", "4Gi", "16Gi")
@@ -77,9 +82,43 @@ MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
                       "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
 
 FANOUT_DEFAULTS = {"fanout_songs_per_chunk": 2000, "fanout_max_chunks": 16}
+FANOUT_PARALLELISM = 8  # tensorize chunk tasks running at once (the fan-out may be wider)
+# steps that talk to the network (S3/HTTP sources, MLflow, the Kubernetes API) retry with backoff;
+# train in its own pod does not (a rerun retrains from scratch; its TrainJob path is idempotent)
+RETRIES = {"ingest": 3, "trainjob": 2, "evaluate": 2, "register": 3}
+BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "1800s"}
+TRAINJOB_GRACE_S = 900  # the TrainJob step waits this much past the job's own deadline
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"  # its comments describe the knobs
+RUN_DESCRIPTIONS = {
+    "git_revision": "git revision the pipeline was compiled from; tagged lpdvae.git_revision on the registered "
+                    "model version",
+    "ingest_refresh_key": "enters only ingest's cache key: the same key and params reuse the cached data steps, "
+                          "a new one re-reads data.source (run --host passes the time)",
+    "fanout_songs_per_chunk": "accepted songs per tensorize task of the fan-out",
+    "fanout_max_chunks": "tensorize tasks at most (the fan-out's width)",
+    "train_nodes": "nodes to train on: 1 trains in the train task's pod, more submit a Kubeflow Trainer v2 "
+                   "TrainJob of that many nodes x train.nproc GPUs",
+}
 
 
-def pipeline_signature(params: Params, git_revision: str, fanout: bool) -> inspect.Signature:
+def parameter_descriptions(params_file: Path | None = None) -> dict[str, str]:
+    """Every pipeline parameter's description: params.yaml's comments (the project's file, then
+    `params_file`'s where it has its own), and the run-level parameters'."""
+    found = knob_descriptions(PARAMS_FILE) if PARAMS_FILE.exists() else {}
+    if params_file is not None and Path(params_file).resolve() != PARAMS_FILE:
+        found.update(knob_descriptions(params_file))
+    return {**found, **RUN_DESCRIPTIONS}
+
+
+def _docstring(signature: inspect.Signature, descriptions: Mapping[str, str]) -> str:
+    """A Google-style docstring: KFP puts each `Args:` entry into the IR as the parameter's description."""
+    lines = [DESCRIPTION, "", "Args:"]
+    lines += [f"    {name}: {' '.join(descriptions[name].split())}" for name in signature.parameters
+              if descriptions.get(name)]
+    return "\n".join(lines) + "\n"
+
+
+def pipeline_signature(params: Params, git_revision: str, fanout: bool, trainjob: bool = False) -> inspect.Signature:
     """The pipeline's parameters: every knob, then the run-level ones."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     parameters = [inspect.Parameter(k.name, kind, default=k.default, annotation=k.type) for k in knobs(params)]
@@ -87,12 +126,14 @@ def pipeline_signature(params: Params, git_revision: str, fanout: bool) -> inspe
     parameters.append(inspect.Parameter("ingest_refresh_key", kind, default="", annotation=str))
     if fanout:
         parameters += [inspect.Parameter(n, kind, default=v, annotation=int) for n, v in FANOUT_DEFAULTS.items()]
+    if trainjob:
+        parameters.append(inspect.Parameter("train_nodes", kind, default=1, annotation=int))
     return inspect.Signature(parameters)
 
 
 def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterConfig | None = None,
                    fanout: bool = True, gate: bool = True, cache_ingest: bool = True,
-                   image: str | None = None) -> Callable[..., Any]:
+                   image: str | None = None, descriptions: Mapping[str, str] | None = None) -> Callable[..., Any]:
     """The KFP pipeline (a GraphComponent) with defaults from `params`.
 
     `cluster=None` leaves out every Kubernetes setting (kfp.local). `image` replaces the
@@ -102,13 +143,26 @@ def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterCo
     then checks `blessed` itself, as it always does. Ingest is cached on (params, refresh key)
     so that a run with unchanged inputs reuses every data step; `cache_ingest=False` makes every
     run re-read the source (recurring runs, whose parameters cannot change from run to run).
+    `descriptions` (default: `parameter_descriptions()`) become the parameters' descriptions in the IR.
     """
-    signature = pipeline_signature(params, git_revision, fanout)
+    trainjob = None
+    if cluster is not None and cluster.trainjob_runtime:
+        trainjob = TrainJobWiring(_train_image(cluster, image or IMAGE), cluster.trainjob_runtime,
+                                  cluster.train_timeout_s)
+    signature = pipeline_signature(params, git_revision, fanout, trainjob is not None)
     knob_names = [k.name for k in knobs(params)]
 
     def training_pipeline(*values: Any) -> None:
         args = dict(zip(signature.parameters, values, strict=True))
-        tasks = _steps(args, knob_names, fanout, gate)
+        if cluster is None:  # kfp.local runs no exit handler
+            tasks = _steps(args, knob_names, fanout, gate, trainjob)
+        else:
+            exit_task = record_status_op(experiment=args["mlflow__experiment"], tracking_uri=args["mlflow__tracking_uri"],
+                                         git_revision=args["git_revision"]).set_display_name("record status")
+            with dsl.ExitHandler(exit_task, name="lpdvae"):
+                tasks = _steps(args, knob_names, fanout, gate, trainjob)
+            tasks["status"] = exit_task
+            exit_task.set_caching_options(False).set_retry(3, **BACKOFF)
         tasks["ingest"].set_caching_options(cache_ingest)
         for task in tasks.values():
             if image:
@@ -119,23 +173,38 @@ def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterCo
             _on_cluster(tasks, cluster, args["train__nproc"], image or IMAGE)
 
     training_pipeline.__signature__ = signature  # type: ignore[attr-defined]
+    training_pipeline.__doc__ = _docstring(signature, parameter_descriptions() if descriptions is None else descriptions)
     return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(training_pipeline)
 
 
-def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool, gate: bool) -> dict[str, dsl.PipelineTask]:
+@dataclass(frozen=True)
+class TrainJobWiring:
+    """How the multi-node branch launches its TrainJob (fixed at compile time)."""
+
+    image: str
+    runtime: str
+    timeout_s: int
+
+
+def _train_image(cfg: ClusterConfig, image: str) -> str:
+    return cfg.train_image or (cuda_image(image) if cfg.use_gpu else image)
+
+
+def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool, gate: bool,
+           trainjob: TrainJobWiring | None) -> dict[str, dsl.PipelineTask]:
     """The DAG; returns its tasks by role."""
     t: dict[str, dsl.PipelineTask] = {}
     t["params"] = make_params_op(**{n: args[n] for n in knob_names}).set_display_name("params")
     params_json = t["params"].output
-    t["ingest"] = ingest_op(params_json=params_json, refresh_key=args["ingest_refresh_key"]) \
-        .set_display_name("ingest").set_retry(2)
+    t["ingest"] = ingest_op(params_json=params_json, refresh_key=args["ingest_refresh_key"]).set_display_name("ingest")
     raw = t["ingest"].outputs["raw"]
     t["validate"] = validate_op(params_json=params_json, raw=raw).set_display_name("validate")
     validated = t["validate"].outputs["validated"]
     if fanout:
         t["plan"] = plan_chunks_op(validated=validated, songs_per_chunk=args["fanout_songs_per_chunk"],
                                    max_chunks=args["fanout_max_chunks"]).set_display_name("plan tensorize chunks")
-        with dsl.ParallelFor(t["plan"].outputs["chunks"], name="tensorize-chunks") as chunk:
+        with dsl.ParallelFor(t["plan"].outputs["chunks"], name="tensorize-chunks",
+                             parallelism=FANOUT_PARALLELISM) as chunk:
             t["tensorize_chunk"] = tensorize_chunk_op(
                 params_json=params_json, raw=raw, validated=validated, chunk=chunk,
                 n_chunks=t["plan"].outputs["n_chunks"]).set_display_name("tensorize chunk")
@@ -145,8 +214,18 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool, gate: bool
         t["tensorize"] = tensorize_op(params_json=params_json, raw=raw, validated=validated)
     t["tensorize"].set_display_name("tensorize")
     tensors = t["tensorize"].outputs["tensors"]
-    t["train"] = train_op(params_json=params_json, tensors=tensors).set_display_name("train")
-    model = t["train"].outputs["model"]
+    if trainjob is None:
+        t["train"] = train_op(params_json=params_json, tensors=tensors).set_display_name("train")
+        model = t["train"].outputs["model"]
+    else:  # one node: train in the task's own pod; more: a Trainer v2 TrainJob, same model artifact
+        with dsl.If(args["train_nodes"] > 1, name="multi-node"):
+            t["trainjob"] = train_trainjob_op(
+                params_json=params_json, tensors=tensors, num_nodes=args["train_nodes"],
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, image=trainjob.image, runtime=trainjob.runtime,
+                timeout_s=trainjob.timeout_s).set_display_name("train (TrainJob)")
+        with dsl.Else(name="single-pod"):
+            t["train"] = train_op(params_json=params_json, tensors=tensors).set_display_name("train")
+        model = dsl.OneOf(t["trainjob"].outputs["model"], t["train"].outputs["model"])
     t["evaluate"] = evaluate_op(params_json=params_json, model=model, tensors=tensors).set_display_name("evaluate")
     blessed = t["evaluate"].outputs["blessed"]
 
@@ -162,8 +241,12 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool, gate: bool
             t["register"] = register()
     else:
         t["register"] = register()
-    for role in ("train", "evaluate", "register"):  # side effects in MLflow: never from cache
-        t[role].set_caching_options(False)
+    for role in ("train", "trainjob", "evaluate", "register"):  # side effects in MLflow: never from cache
+        if role in t:
+            t[role].set_caching_options(False)
+    for role, n in RETRIES.items():
+        if role in t:
+            t[role].set_retry(n, **BACKOFF)
     return t
 
 
@@ -171,7 +254,7 @@ def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, 
     """Kubernetes settings: config by reference, resources, and the GPUs and image of train."""
     kubernetes.use_secret_as_env(t["ingest"], cfg.s3_secret, S3_SECRET_KEYS, optional=True)
     kubernetes.use_config_map_as_env(t["ingest"], cfg.config_map, S3_CONFIG_KEYS, optional=True)
-    for role in ("train", "evaluate", "register"):
+    for role in ("train", "evaluate", "register", "status"):
         kubernetes.use_config_map_as_env(t[role], cfg.config_map, MLFLOW_CONFIG_KEYS)
         kubernetes.use_secret_as_env(t[role], cfg.mlflow_secret, MLFLOW_SECRET_KEYS)
     for role, task in t.items():
@@ -180,10 +263,17 @@ def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, 
         task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
         task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
     train = t["train"]
+    kubernetes.set_timeout(train, cfg.train_timeout_s)
+    if "trainjob" in t:  # a small CPU pod that submits, waits and downloads: S3 env, its namespace
+        launcher = t["trainjob"]
+        kubernetes.use_secret_as_env(launcher, cfg.s3_secret, S3_SECRET_KEYS, optional=True)
+        kubernetes.use_config_map_as_env(launcher, cfg.config_map, S3_CONFIG_KEYS, optional=True)
+        kubernetes.use_field_path_as_env(launcher, "POD_NAMESPACE", "metadata.namespace")
+        kubernetes.set_timeout(launcher, cfg.train_timeout_s + TRAINJOB_GRACE_S)
     kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
                                size_limit=cfg.shm_size)
     if cfg.train_image or cfg.use_gpu:
-        train.set_container_image(cfg.train_image or f"{image}-cuda")
+        train.set_container_image(_train_image(cfg, image))
     if not cfg.use_gpu:
         return
     train.set_accelerator_type(cfg.accelerator).set_accelerator_limit(cfg.gpus if cfg.gpus else nproc)

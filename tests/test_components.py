@@ -207,3 +207,248 @@ def test_register_never_registers_an_unblessed_model(tmp_path):
                             validated=missing, tensors=missing, registration=registration)
     assert registration.metadata["registered"] is False
     assert not (tmp_path / "registration").exists()
+
+
+# --- multi-node training: a Kubeflow Trainer v2 TrainJob -----------------------------------------
+# The Kubernetes API is the one thing faked here (no cluster can run on this machine): a loopback
+# HTTP server that speaks the TrainJob REST paths and plays the Trainer's part; S3 is moto's server.
+
+TRAINJOB_SCHEMA = REPO / "tests" / "contracts" / "trainer" / "trainjob-v1alpha1.schema.json"
+TRAINJOBS = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs"
+
+
+class FakeTrainer:
+    """TrainJob create/get on 127.0.0.1. On create it does what the job's node 0 would (writes
+    the model folder to the job's LPDVAE_MODEL_URI); after `polls` GETs the job ends `outcome`."""
+
+    def __init__(self, outcome: str = "Complete", polls: int = 2, reason: str = "", message: str = ""):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.outcome, self.polls, self.reason, self.message = outcome, polls, reason, message
+        self.jobs: dict[str, dict] = {}
+        self.created: list[dict] = []
+        self.gets = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body: dict) -> None:
+                out = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self._send(*fake.create(self.path, body))
+
+            def do_GET(self):
+                self._send(*fake.get(self.path))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def create(self, path: str, body: dict) -> tuple[int, dict]:
+        name = body["metadata"]["name"]
+        if path != TRAINJOBS.format(ns=body["metadata"]["namespace"]):
+            return 404, {"kind": "Status", "code": 404, "message": f"no route {path}"}
+        if name in self.jobs:
+            return 409, {"kind": "Status", "code": 409, "reason": "AlreadyExists", "message": f"{name} exists"}
+        self.created.append(body)
+        self.jobs[name] = {**body, "metadata": {**body["metadata"], "uid": "u-1"}}
+        if self.outcome == "Complete":
+            env = {e["name"]: e.get("value") for e in body["spec"]["trainer"]["env"]}
+            self.write_model(env["LPDVAE_MODEL_URI"])
+        return 201, self.jobs[name]
+
+    def get(self, path: str) -> tuple[int, dict]:
+        name = path.rsplit("/", 1)[-1]
+        if name not in self.jobs:
+            return 404, {"kind": "Status", "code": 404, "reason": "NotFound"}
+        self.gets += 1
+        job = dict(self.jobs[name])
+        if self.outcome and self.gets >= self.polls:
+            job["status"] = {"conditions": [{"type": self.outcome, "status": "True", "reason": self.reason or
+                                             f"Jobs{self.outcome}", "message": self.message,
+                                             "lastTransitionTime": "2026-12-02T00:00:00Z"}]}
+        return 200, job
+
+    @staticmethod
+    def write_model(uri: str) -> None:
+        import boto3
+
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        s3 = boto3.client("s3")
+        for key, text in {"model.pt": "weights", "train_metrics.json": '{"val_loss": 1.5, "epochs": 2}',
+                          "mlflow_run.json": '{"run_id": "r-42"}', "curves/train.csv": "step,loss\n"}.items():
+            s3.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=text.encode())
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def fake_trainer(monkeypatch):
+    made: list[FakeTrainer] = []
+
+    def make(**kwargs) -> FakeTrainer:
+        made.append(FakeTrainer(**kwargs))
+        monkeypatch.setenv("LPDVAE_KUBE_API", made[-1].url)
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()
+
+
+@pytest.fixture
+def tensors_artifact(s3_bucket):
+    """The pipeline's tensors artifact as KFP stores it: a folder under the pipeline root."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    for key in ("index.json", "train-00000.npy"):
+        s3.put_object(Bucket=s3_bucket, Key=f"v2/artifacts/run-1/merge-tensors-op/tensors/{key}", Body=b"x")
+    return f"s3://{s3_bucket}/v2/artifacts/run-1/merge-tensors-op/tensors"
+
+
+def run_trainjob_step(tmp_path, tensors_uri, **kwargs):
+    from components.trainjob import train_on_trainjob
+
+    params = load_params(REPO / "params.yaml", {"train.nproc": 4, "train.device": "cuda"})
+    model_uri = tensors_uri.replace("merge-tensors-op/tensors", "train-trainjob-op/model")
+    args = dict(num_nodes=2, run_id="run-1", image="registry.example.com/lpdvae:git-0123456789ab-cdef01234567-cuda",
+                runtime="lpdvae-torch-distributed", timeout_s=3600, namespace="kubeflow-user-example-com",
+                poll_s=0.01)
+    args.update(kwargs)
+    return train_on_trainjob(json.dumps(params.to_dict()), tensors_uri, model_uri, tmp_path / "model", **args)
+
+
+def test_the_trainjob_the_train_step_submits_validates_against_the_trainer_v2_schema(
+        tmp_path, fake_trainer, tensors_artifact):
+    import jsonschema
+
+    fake = fake_trainer()
+    run_trainjob_step(tmp_path, tensors_artifact)
+    [job] = fake.created
+    jsonschema.validate(job, json.loads(TRAINJOB_SCHEMA.read_text()))
+    spec = job["spec"]
+    assert spec["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime",
+                                  "name": "lpdvae-torch-distributed"}
+    assert spec["activeDeadlineSeconds"] == 3600
+    trainer = spec["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 4)
+    assert trainer["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 4}
+    assert trainer["command"] == ["python", "-m", "components.trainjob", "node"]
+    env = {e["name"]: e for e in trainer["env"]}
+    assert env["LPDVAE_TENSORS_URI"]["value"] == tensors_artifact, "the pipeline's own tensors artifact"
+    assert env["LPDVAE_MODEL_URI"]["value"].endswith("/train-trainjob-op/model.trainjob")
+    assert json.loads(env["LPDVAE_PARAMS_JSON"]["value"])["train"]["nproc"] == 4
+    for secret in ("AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD"):
+        assert set(env[secret]) == {"name", "valueFrom"}, "secrets by reference only"
+
+
+def test_the_vendored_trainjob_schema_rejects_what_the_api_server_would(tmp_path):
+    import jsonschema
+
+    from components.trainjob import TrainJobRequest, trainjob_manifest
+
+    schema = json.loads(TRAINJOB_SCHEMA.read_text())
+    good = trainjob_manifest(TrainJobRequest("lpdvae-train-abc", "ns", "img", 2, 4, "s3://b/t", "s3://b/m", "{}", 60))
+    jsonschema.validate(good, schema)
+    for bad in ({**good, "spec": {**good["spec"], "trainer": {**good["spec"]["trainer"], "numNode": 2}}},
+                {**good, "spec": {k: v for k, v in good["spec"].items() if k != "runtimeRef"}},
+                {**good, "spec": {**good["spec"], "activeDeadlineSeconds": 0}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+
+
+def test_the_train_step_waits_for_the_trainjob_and_downloads_its_model(tmp_path, fake_trainer, tensors_artifact):
+    from kfp.dsl import Model
+
+    from components.runtime import report_training
+
+    fake = fake_trainer(polls=3)
+    req = run_trainjob_step(tmp_path, tensors_artifact)
+    assert fake.gets >= 3, "the step waited until the job was Complete"
+    out = tmp_path / "model"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
+        ["curves/train.csv", "mlflow_run.json", "model.pt", "train_metrics.json"]
+    model, metrics = Model(uri=str(out)), Metrics(uri=str(tmp_path / "metrics"))
+    report_training(out, model, metrics)  # what evaluate and register then see: as from train_op
+    assert model.metadata["mlflow_run_id"] == "r-42" and metrics.metadata == {"val_loss": 1.5, "epochs": 2.0}
+    assert req.name.startswith("lpdvae-train-")
+
+
+def test_a_failed_trainjob_fails_the_train_step_with_the_jobs_reason(tmp_path, fake_trainer, tensors_artifact):
+    from components.trainjob import TrainJobFailed
+
+    fake_trainer(outcome="Failed", reason="DeadlineExceeded", message="TrainJob exceeded its activeDeadlineSeconds")
+    with pytest.raises(TrainJobFailed, match="failed: DeadlineExceeded: TrainJob exceeded its activeDeadline"):
+        run_trainjob_step(tmp_path, tensors_artifact)
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_trainjob_that_never_finishes_fails_the_step_at_its_timeout(tmp_path, fake_trainer, tensors_artifact):
+    from components.trainjob import TrainJobFailed, custom_objects_api, wait
+
+    fake = fake_trainer(outcome="")
+    run_id_job = "lpdvae-train-x"
+    fake.jobs[run_id_job] = {"metadata": {"name": run_id_job}}
+    with pytest.raises(TrainJobFailed, match="did not complete within 0 s"):
+        wait(custom_objects_api(), "ns", run_id_job, timeout_s=0.2, poll_s=0.05)
+
+
+def test_a_retried_train_step_waits_on_the_trainjob_it_already_submitted(tmp_path, fake_trainer, tensors_artifact):
+    fake = fake_trainer()
+    first = run_trainjob_step(tmp_path / "try-1", tensors_artifact)
+    second = run_trainjob_step(tmp_path / "try-2", tensors_artifact)
+    assert first.name == second.name and len(fake.created) == 1
+    assert (tmp_path / "try-2" / "model" / "model.pt").exists()
+
+
+def test_artifact_uris_other_than_s3_or_minio_are_refused_with_the_reason():
+    from components.trainjob import s3_uri
+
+    assert s3_uri("minio://mlpipeline/v2/artifacts/x/") == "s3://mlpipeline/v2/artifacts/x"
+    with pytest.raises(ValueError, match="pipeline root must be s3:// or minio://"):
+        s3_uri("gs://bucket/x")
+
+
+# --- the exit handler -------------------------------------------------------------------------------
+
+def final_status(state: str, error: str = ""):
+    from kfp.dsl import PipelineTaskFinalStatus
+
+    return PipelineTaskFinalStatus(state=state, pipeline_job_resource_name="projects/p/pipelineJobs/run-7",
+                                   pipeline_task_name="train-op", error_code=9 if error else None,
+                                   error_message=error or None)
+
+
+def test_the_exit_handler_records_a_failed_run_as_a_failed_mlflow_run(tmp_path):
+    import mlflow
+
+    from components import record_status_op
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    record_status_op.python_func(status=final_status("FAILED", "train: TrainJob ns/x failed: DeadlineExceeded"),
+                                 experiment="lpdvae-exit", tracking_uri=uri, git_revision="abc123")
+    mlflow.set_tracking_uri(uri)
+    [run] = mlflow.search_runs(experiment_names=["lpdvae-exit"], output_format="list")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["lpdvae.pipeline_error"] == "train: TrainJob ns/x failed: DeadlineExceeded"
+    assert run.data.tags["lpdvae.pipeline_run"].endswith("run-7") and run.data.tags["lpdvae.git_revision"] == "abc123"
+
+
+def test_the_exit_handler_records_nothing_for_a_run_that_succeeded(tmp_path):
+    from components import record_status_op
+
+    record_status_op.python_func(status=final_status("SUCCEEDED"), experiment="lpdvae-exit",
+                                 tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", git_revision="")
+    assert not (tmp_path / "mlflow.db").exists(), "MLflow was not touched"

@@ -1,9 +1,10 @@
-"""upload / schedule / run send the right KFP API calls, replayed against a recorded v2beta1 contract.
+"""upload / schedule / run send the right KFP API calls, replayed against a hand-written v2beta1 contract.
 
-There is no cluster here: a loopback HTTP server replays the scenarios in tests/contracts/kfp/
-(see its README), rejects any request out of sequence and keeps what it got, so each test sees
-exactly what `python -m pipelines` sends to Kubeflow Pipelines through kfp.Client. The contract
-itself is checked against kfp_server_api, the generated client of the same API.
+There is no cluster here: a loopback HTTP server replays the scenarios in
+tests/contracts/kfp-handwritten/ (written by hand, not recorded: see its README), rejects any
+request out of sequence and keeps what it got, so each test sees exactly what `python -m pipelines`
+sends to Kubeflow Pipelines through kfp.Client. The hand-written responses are checked against
+kfp_server_api, the client generated from the same API, so they cannot drift from its schema.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pipelines import remote
 from pipelines.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
-CONTRACTS = Path(__file__).parent / "contracts" / "kfp"
+CONTRACTS = Path(__file__).parent / "contracts" / "kfp-handwritten"
 SCENARIOS = sorted(p.stem for p in CONTRACTS.glob("*.json") if p.stem != "healthz")
 SECRET = "SUPER-SECRET-VALUE-123"
 pytestmark = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
@@ -81,7 +82,13 @@ def interactions(name: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("name", [*SCENARIOS, "healthz"])
+def test_contract_says_it_is_hand_written(name):
+    assert "hand-written" in load(name)["provenance"] and "not recorded" in load(name)["provenance"]
+
+
+@pytest.mark.parametrize("name", [*SCENARIOS, "healthz"])
 def test_contract_matches_the_generated_kfp_client(name):
+    """The hand-written requests and responses use only operations, fields and types of kfp_server_api."""
     ops = api_operations()
     assert len(ops) > 20, "kfp_server_api operations were not found"
     for i, it in enumerate(interactions(name)):
@@ -121,7 +128,7 @@ class Replay:
 
 def mismatch(req: dict[str, Any], method: str, path: str, query: dict[str, str], headers: dict[str, str],
              body: bytes) -> str:
-    """Why a request does not match the recorded one ('' when it does)."""
+    """Why a request does not match the hand-written one ('' when it does)."""
     if (req["method"], req["path"]) != (method, path):
         return f"expected {req['method']} {req['path']}, got {method} {path}"
     for key, pattern in req.get("query_includes", {}).items():

@@ -1,7 +1,8 @@
-"""Every kustomize overlay renders (`kubectl kustomize`, offline) and every object validates
-against the Kubernetes 1.32 schemas (kubernetes-validate, strict); plus the security rules the
-manifests promise. CRDs (the Training Operator's PyTorchJob) have no schema there and are only
-checked for shape."""
+"""Every kustomize overlay renders (`kubectl kustomize`, offline; CI installs kubectl) and every
+object validates against the Kubernetes 1.32 schemas (kubernetes-validate, strict); plus the
+security rules the manifests promise: every pod spec, CRD-templated ones included, passes the
+`restricted` Pod Security Standard. The Trainer v2 ClusterTrainingRuntime has no schema there:
+its pod templates are validated as batch/v1 Jobs."""
 
 from __future__ import annotations
 
@@ -18,25 +19,22 @@ REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "infra" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 K8S_VERSION = "1.32.0"
-CRD_GROUPS = ("kubeflow.org/",)
+CRD_GROUPS = ("trainer.kubeflow.org/",)
+CLUSTER_SCOPED_CRDS = {"ClusterTrainingRuntime"}
 POD_KINDS = {"Deployment": ("spec", "template"), "StatefulSet": ("spec", "template"), "Job": ("spec", "template"),
              "CronJob": ("spec", "jobTemplate", "spec", "template")}
 KUBECTL = shutil.which("kubectl")
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed (kubectl kustomize renders)")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed here (CI installs it): "
+                                   "`kubectl kustomize` renders the overlays these tests check")
 
 
 @pytest.fixture(scope="module")
 def k8s_tree(tmp_path_factory) -> Path:
-    """A copy of infra/ with every secret env file made from its .env.example template (and an
-    empty stand-in for infra/k8s/training while that change is not here)."""
+    """A copy of infra/ with every secret env file made from its .env.example template."""
     dest = tmp_path_factory.mktemp("infra") / "infra"
     shutil.copytree(REPO / "infra", dest, ignore=shutil.ignore_patterns("*.env"))
     for example in dest.rglob("*.env.example"):
         example.with_suffix("").write_text(example.read_text())
-    training = dest / "k8s" / "training" / "kustomization.yaml"
-    if not training.exists():
-        training.parent.mkdir(parents=True, exist_ok=True)
-        training.write_text("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n")
     return dest / "k8s"
 
 
@@ -47,14 +45,54 @@ def render(tree: Path, overlay: str) -> list[dict[str, Any]]:
 
 
 def pod_specs(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The pod specs inside a workload (a PyTorchJob has one per replica type)."""
+    """The pod specs inside a workload (a training runtime has one per replicated job)."""
     if doc["kind"] in POD_KINDS:
         node = doc
         for key in POD_KINDS[doc["kind"]]:
             node = node[key]
         return [node["spec"]]
-    replicas = doc.get("spec", {}).get("pytorchReplicaSpecs", {})
-    return [r["template"]["spec"] for r in replicas.values()]
+    if doc["kind"] in ("ClusterTrainingRuntime", "TrainingRuntime"):
+        return [j["template"]["spec"]["template"]["spec"] for j in doc["spec"]["template"]["spec"]["replicatedJobs"]]
+    return []
+
+
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What keeps a pod spec out of a namespace enforcing the `restricted` Pod Security Standard
+    (Kubernetes 1.32 policy: baseline + restricted rules), for every container and initContainer."""
+    out = [f"spec.{k}" for k in ("hostNetwork", "hostPID", "hostIPC") if pod.get(k)]
+    psc = pod.get("securityContext", {})
+    out += [f"volume {v['name']}: {kind}" for v in pod.get("volumes", [])
+            for kind in set(v) - {"name"} if kind not in RESTRICTED_VOLUMES]
+    out += [f"sysctl {s['name']}" for s in psc.get("sysctls", [])]
+    if psc.get("runAsUser") == 0:
+        out.append("pod runAsUser 0")
+    for c in [*pod.get("initContainers", []), *pod["containers"], *pod.get("ephemeralContainers", [])]:
+        sc, name = c.get("securityContext", {}), c["name"]
+        if sc.get("privileged"):
+            out.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation is not false")
+        if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
+            out.append(f"{name}: runAsNonRoot is not true")
+        if sc.get("runAsUser") == 0:
+            out.append(f"{name}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccompProfile {seccomp}")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            out.append(f"{name}: capabilities not dropped (ALL)")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: adds capabilities {caps['add']}")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.append(f"{name}: hostPort")
+        if sc.get("procMount", "Default") != "Default":
+            out.append(f"{name}: procMount")
+    return out
 
 
 @needs_kubectl
@@ -65,26 +103,55 @@ def test_overlay_renders_and_validates_against_kubernetes_schemas(k8s_tree, over
     assert {"Deployment", "StatefulSet", "Service", "ServiceAccount", "Role", "RoleBinding", "CronJob"} <= kinds
     for doc in docs:
         if doc["apiVersion"].startswith(CRD_GROUPS):
-            assert doc["metadata"].get("namespace"), f"{doc['kind']} {doc['metadata']['name']} has no namespace"
-            continue  # no schema for CRDs in kubernetes-validate: shape checked in the other tests
+            scoped = doc["kind"] in CLUSTER_SCOPED_CRDS
+            assert bool(doc["metadata"].get("namespace")) != scoped, f"{doc['kind']} {doc['metadata']['name']}"
+            for job in doc["spec"]["template"]["spec"]["replicatedJobs"]:  # its pods, as Kubernetes Jobs
+                kubernetes_validate.validate({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job["name"]},
+                                              "spec": job["template"]["spec"]}, K8S_VERSION, strict=True)
+            continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_pod_is_non_root_restricted_and_bounded(k8s_tree, overlay):
+def test_every_pod_spec_passes_the_restricted_pod_security_standard(k8s_tree, overlay):
+    docs = render(k8s_tree, overlay)
+    checked = 0
+    for doc in docs:
+        for pod in pod_specs(doc):
+            checked += 1
+            assert not restricted_violations(pod), (f"{doc['kind']}/{doc['metadata']['name']}",
+                                                    restricted_violations(pod))
+    assert checked == sum(d["kind"] in (*POD_KINDS, "ClusterTrainingRuntime") for d in docs)
+    assert {d["kind"] for d in docs} & {"Pod", "ReplicaSet", "DaemonSet"} == set(), "a pod kind not checked"
+
+
+def test_the_restricted_check_catches_each_kind_of_violation():
+    ok = {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+          "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": False,
+                                                           "capabilities": {"drop": ["ALL"]}}}]}
+    assert restricted_violations(ok) == []
+    c = ok["containers"][0]
+    bad = [{**ok, "hostNetwork": True}, {**ok, "volumes": [{"name": "h", "hostPath": {"path": "/"}}]},
+           {**ok, "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}},
+           {**ok, "securityContext": {"runAsNonRoot": True}},
+           {**ok, "initContainers": [{"name": "init"}]},  # the v1 operator's injected init container
+           {**ok, "containers": [{**c, "securityContext": {**c["securityContext"], "privileged": True}}]},
+           {**ok, "containers": [{**c, "securityContext": {"allowPrivilegeEscalation": False}}]},
+           {**ok, "containers": [{**c, "ports": [{"containerPort": 80, "hostPort": 80}]}]}]
+    for pod in bad:
+        assert restricted_violations(pod), pod
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_is_bounded_and_read_only(k8s_tree, overlay):
     for doc in render(k8s_tree, overlay):
         for pod in pod_specs(doc):
-            name = f"{doc['kind']}/{doc['metadata']['name']}"
-            assert pod["securityContext"]["runAsNonRoot"] is True, name
-            # namespace lpdvae enforces the "restricted" Pod Security Standard, CRD pods included
-            assert pod["securityContext"].get("seccompProfile", {}).get("type") == "RuntimeDefault", name
-            for c in pod["containers"]:
-                assert c["resources"]["requests"] and c["resources"]["limits"], (name, c["name"])
-                assert c["securityContext"]["allowPrivilegeEscalation"] is False, (name, c["name"])
-                assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], (name, c["name"])
-                if doc["kind"] != "PyTorchJob":
-                    assert c["securityContext"].get("readOnlyRootFilesystem") is True, (name, c["name"])
+            for c in containers(pod):
+                name = (f"{doc['kind']}/{doc['metadata']['name']}", c["name"])
+                assert c["resources"]["requests"] and c["resources"]["limits"], name
+                assert c["securityContext"].get("readOnlyRootFilesystem") is True, name
 
 
 @needs_kubectl
@@ -151,14 +218,63 @@ def test_secret_templates_hold_no_real_values_and_real_ones_are_ignored():
 
 
 @needs_kubectl
-def test_gpu_overlay_trains_on_gpus_with_the_cuda_image(k8s_tree):
+def test_gpu_overlay_ships_the_trainer_v2_torch_runtime_on_gpu_nodes_with_the_cuda_image(k8s_tree):
     docs = render(k8s_tree, "gpu-cluster")
-    jobs = [d for d in docs if d["kind"] == "PyTorchJob"]
-    if not (K8S / "training" / "kustomization.yaml").exists():
-        pytest.skip("infra/k8s/training (the PyTorchJob, written in another change) is not here yet")
-    assert jobs, "the gpu-cluster overlay includes infra/k8s/training"
-    for pod in pod_specs(jobs[0]):
-        for c in pod["containers"]:
-            assert "nvidia.com/gpu" in c["resources"]["limits"]
-            assert c["image"].endswith("-cuda")
-            assert not [e for e in c.get("env", []) if "value" in e and "SECRET" in e["name"]]
+    assert not [d for d in docs if d["apiVersion"].startswith("kubeflow.org/")], "no legacy Training Operator jobs"
+    runtime = next(d for d in docs if d["kind"] == "ClusterTrainingRuntime")
+    from components.trainjob import RUNTIME
+
+    assert runtime["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and runtime["metadata"]["name"] == RUNTIME
+    assert runtime["metadata"]["labels"]["trainer.kubeflow.org/framework"] == "torch"
+    assert "torch" in runtime["spec"]["mlPolicy"]
+    [job] = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert job["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+    [pod] = pod_specs(runtime)
+    [node] = pod["containers"]
+    assert node["name"] == "node", "the container the Trainer fills from TrainJob.spec.trainer"
+    assert node["image"].endswith("-cuda")
+    assert {"/work", "/tmp", "/dev/shm"} <= {m["mountPath"] for m in node["volumeMounts"]}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert not [e for e in node.get("env", []) if "SECRET" in e["name"] or "PASSWORD" in e["name"]]
+
+
+
+def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_retraining_cronjob_runs_the_small_cpu_image_in_every_overlay(k8s_tree, overlay):
+    cron = next(d for d in render(k8s_tree, overlay) if d["kind"] == "CronJob")
+    images = {c["image"] for pod in pod_specs(cron) for c in containers(pod)}
+    assert len(images) == 1, images
+    image = images.pop()
+    assert image.startswith("ghcr.io/lpdvae/lpdvae:") and not image.endswith("-cuda"), (overlay, image)
+
+
+def rules(role: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, resourceName or '*') of every permission a Role grants."""
+    return {(g, r, v, n) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"] for n in rule.get("resourceNames", ["*"])}
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_pipeline_role_grants_only_what_the_argo_executor_and_kfp_launcher_use(k8s_tree, overlay):
+    role = next(d for d in render(k8s_tree, overlay) if d["kind"] == "Role"
+                and d["metadata"]["name"] == "lpdvae-pipeline")
+    granted = rules(role)
+    assert not {r for r in granted if r[1] in ("pods", "pods/log")}, "the emissary executor needs no pod access"
+    assert granted == PIPELINE_RULES
+
+
+PIPELINE_RULES = {
+    ("argoproj.io", "workflowtaskresults", "create", "*"),  # Argo >= 3.4 executor: step outputs
+    ("argoproj.io", "workflowtaskresults", "patch", "*"),
+    ("trainer.kubeflow.org", "trainjobs", "create", "*"),  # multi-node train: submit, then poll
+    ("trainer.kubeflow.org", "trainjobs", "get", "*"),
+    ("", "configmaps", "get", "kfp-launcher"),  # KFP launcher: pipeline root, object store
+    ("", "configmaps", "get", "metadata-grpc-configmap"),
+    ("", "secrets", "get", "mlpipeline-minio-artifact"),
+}

@@ -4,6 +4,7 @@ by the blessing, tensorize fanned out, GPU on train, config and secrets only by 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,8 +105,7 @@ def test_steps_read_and_write_typed_artifacts(ir):
 
 
 def test_register_runs_only_when_evaluation_blesses(ir):
-    root = ir["spec"]["root"]["dag"]["tasks"]
-    cond = next(t for t in root.values() if "triggerPolicy" in t)
+    cond = next(t for t in all_tasks(ir["spec"]).values() if "blessed" in t.get("triggerPolicy", {}).get("condition", ""))
     assert cond["triggerPolicy"]["condition"] == \
         "inputs.parameter_values['pipelinechannel--evaluate-op-blessed'] == true"
     inner = ir["spec"]["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
@@ -156,7 +156,7 @@ def test_components_run_in_the_project_image_without_installing_anything(ir, tmp
     for name, e in ir["spec"]["deploymentSpec"]["executors"].items():
         assert "pip install" not in " ".join(e["container"]["command"]), name
     out = tmp_path / "env.yaml"  # a fresh process: the image default is read at import
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]),
            "LPDVAE_IMAGE": "localhost/lpdvae:cpu", **SECRETS}
     subprocess.run([sys.executable, "-m", "pipelines", "compile", "--no-gpu", "--out", str(out)], cwd=REPO,
                    env=env, check=True, capture_output=True)
@@ -212,3 +212,128 @@ def test_each_task_gets_only_the_config_and_secrets_it_needs_by_name(ir):
 def test_no_secret_value_reaches_the_compiled_yaml(ir):
     for value in SECRETS.values():
         assert value not in ir["text"]
+
+
+# --- immutable images ---------------------------------------------------------------------------
+
+DIGEST = "registry.example.com/lpdvae/lpdvae@sha256:" + "a" * 64
+CUDA_DIGEST = "registry.example.com/lpdvae/lpdvae@sha256:" + "b" * 64
+
+
+def test_compiled_ir_runs_every_task_in_the_digest_it_was_compiled_against(tmp_path):
+    ir = compile_ir(tmp_path, "--image", DIGEST, "--train-image", CUDA_DIGEST)
+    found = images(ir["spec"])
+    assert found.pop("train-op") == CUDA_DIGEST
+    assert set(found.values()) == {DIGEST}
+
+
+def test_the_tag_make_image_writes_is_immutable_and_its_cuda_build_follows_it():
+    from components.image import cuda_image, is_immutable
+
+    tag = subprocess.run([str(REPO / "infra/docker/image-tag.sh")], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert re.fullmatch(rf"git-{rev}-[0-9a-f]{{12}}", tag), tag
+    image = f"registry.example.com/lpdvae/lpdvae:{tag}"
+    assert is_immutable(image) and is_immutable(DIGEST) and is_immutable(cuda_image(image))
+    assert not is_immutable("ghcr.io/lpdvae/lpdvae:0.1.0") and not is_immutable("lpdvae:latest")
+    assert cuda_image(image) == f"{image}-cuda"
+
+
+def test_compiled_ir_uses_the_immutable_tag_for_every_task_and_the_cuda_tag_for_train(tmp_path):
+    image = "registry.example.com/lpdvae/lpdvae:git-0123456789ab-cdef01234567"
+    found = images(compile_ir(tmp_path, "--image", image)["spec"])
+    assert found.pop("train-op") == f"{image}-cuda"
+    assert set(found.values()) == {image}
+
+
+def test_a_digest_image_on_a_gpu_cluster_needs_the_cuda_build_named(tmp_path, capsys):
+    from pipelines.__main__ import main
+
+    rc = main(["--params", str(REPO / "params.yaml"), "compile", "--out", str(tmp_path / "p.yaml"), "--image", DIGEST])
+    assert rc == 1 and "--train-image" in capsys.readouterr().err
+    cpu = compile_ir(tmp_path, "--image", DIGEST, "--no-gpu")
+    assert set(images(cpu["spec"]).values()) == {DIGEST}
+
+
+def test_a_mutable_image_compiles_with_a_warning(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="pipelines"):
+        compile_ir(tmp_path, "--image", "registry.example.com/lpdvae/lpdvae:latest")
+    assert "mutable tag" in caplog.text
+
+
+# --- parameter descriptions ------------------------------------------------------------------------
+
+def test_every_pipeline_parameter_has_a_description(ir):
+    params = ir["spec"]["root"]["inputDefinitions"]["parameters"]
+    missing = [name for name, p in params.items() if not p.get("description", "").strip()]
+    assert not missing, f"pipeline parameters without a description: {missing}"
+
+
+def test_knob_descriptions_are_params_yaml_comments(ir):
+    params = ir["spec"]["root"]["inputDefinitions"]["parameters"]
+    assert params["train__nproc"]["description"] == ">1 runs under torchrun (DDP)"
+    assert params["data__source"]["description"].startswith("Where songs come from: demo://")
+    assert params["evaluate__threshold"]["description"].endswith("on the demo's train split)"), "continued comment"
+    assert params["tracks"]["description"].startswith("The track set, in tensor channel order.")
+
+
+# --- multi-node training (Trainer v2) and timeouts ---------------------------------------------------
+
+def test_more_than_one_train_node_trains_in_a_trainjob_and_evaluate_takes_either_model(ir):
+    spec, k8s = ir["spec"], ir["platform"]["deploymentSpec"]["executors"]
+    assert spec["root"]["inputDefinitions"]["parameters"]["train_nodes"]["defaultValue"] == 1
+    tasks = all_tasks(spec)
+    conditions = {name: t["triggerPolicy"].get("condition") for name, t in tasks.items() if "triggerPolicy" in t}
+    assert "int(inputs.parameter_values['pipelinechannel--train_nodes']) > 1" in conditions.values()
+    launcher = tasks["train-trainjob-op"]
+    assert launcher["inputs"]["parameters"]["runtime"]["runtimeValue"]["constant"] == "lpdvae-torch-distributed"
+    assert launcher["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == "ghcr.io/lpdvae/lpdvae:0.1.0-cuda"
+    assert launcher["inputs"]["artifacts"]["tensors"]["componentInputArtifact"].endswith("merge-tensors-op-tensors")
+    model = tasks["evaluate-op"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+    assert model["outputArtifactKey"].endswith("-oneof-1"), "dsl.OneOf(TrainJob model, single-pod model)"
+    assert executor(spec, "train-trainjob-op")["image"] == "ghcr.io/lpdvae/lpdvae:0.1.0", "a small CPU pod"
+    assert "accelerator" not in executor(spec, "train-trainjob-op").get("resources", {})
+    assert k8s["exec-train-trainjob-op"]["fieldPathAsEnv"] == [{"name": "POD_NAMESPACE",
+                                                                "fieldPath": "metadata.namespace"}]
+    assert {s["secretName"] for s in k8s["exec-train-trainjob-op"]["secretAsEnv"]} == {"lpdvae-s3"}
+
+
+def test_train_has_a_timeout_and_the_trainjob_step_outlives_the_jobs_deadline(ir):
+    k8s = ir["platform"]["deploymentSpec"]["executors"]
+    train = int(k8s["exec-train-op"]["activeDeadlineSeconds"])
+    assert train == 48 * 3600
+    assert int(k8s["exec-train-trainjob-op"]["activeDeadlineSeconds"]) > train
+    launcher = all_tasks(ir["spec"])["train-trainjob-op"]
+    assert launcher["inputs"]["parameters"]["timeout_s"]["runtimeValue"]["constant"] == train
+
+
+# --- IR polish: fan-out limit, retries with backoff, exit handler ----------------------------------------
+
+def test_the_tensorize_fan_out_runs_at_most_eight_chunks_at_once(ir):
+    loop = next(t for t in all_tasks(ir["spec"]).values() if "parameterIterator" in t)
+    assert loop["iteratorPolicy"] == {"parallelismLimit": 8}
+
+
+def test_steps_that_talk_to_the_network_retry_with_backoff_and_train_does_not(ir):
+    tasks = all_tasks(ir["spec"])
+    for name, retries in {"ingest-op": 3, "train-trainjob-op": 2, "evaluate-op": 2, "register-op": 3,
+                          "record-status-op": 3}.items():
+        policy = tasks[name]["retryPolicy"]
+        assert policy["maxRetryCount"] == retries and policy["backoffDuration"] == "60s", name
+        assert policy["backoffFactor"] == 2.0 and policy["backoffMaxDuration"] == "1800s", name
+    assert "retryPolicy" not in tasks["train-op"], "a rerun of single-pod train retrains from scratch"
+
+
+def test_an_exit_handler_records_how_every_run_ended(ir):
+    root = ir["spec"]["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "record-status-op"}, "every step runs inside the exit handler"
+    status = root["record-status-op"]
+    assert status["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert status["dependentTasks"] == ["exit-handler-1"]
+    params = status["inputs"]["parameters"]
+    assert params["experiment"]["componentInputParameter"] == "mlflow__experiment"
+    assert "status" in params, "the run's final status (PipelineTaskFinalStatus)"
+    k8s = ir["platform"]["deploymentSpec"]["executors"]["exec-record-status-op"]
+    assert {s["secretName"] for s in k8s["secretAsEnv"]} == {"lpdvae-mlflow-client"}

@@ -1,0 +1,45 @@
+"""Helpers every component body calls inside the pod (plain functions, no kfp import)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from lpdvae.params import Params, params_from_dict
+
+
+def step_params(params_json: str) -> Params:
+    """The validated params a step component receives as the JSON `make_params` wrote."""
+    return params_from_dict(json.loads(params_json), source="params_json")
+
+
+def report_training(out: Path, model: Any, metrics: Any) -> None:
+    """What the KFP UI shows of a trained model folder, however it was trained: its final
+    metrics (finite numbers only: the executor output is JSON) and the MLflow run."""
+    for key, value in json.loads((Path(out) / "train_metrics.json").read_text()).items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            metrics.log_metric(key, float(value))
+    run = json.loads((Path(out) / "mlflow_run.json").read_text())
+    model.metadata.update({f"mlflow_{k}": str(v) for k, v in run.items()})
+    model.metadata["framework"] = "pytorch"
+
+
+def record_failed_run(run_name: str, state: str, error: str, failed_task: str, experiment: str,
+                      tracking_uri: str = "", git_revision: str = "") -> str:
+    """An MLflow run with status FAILED in the pipeline's experiment, tagged with the KFP run and
+    its error, so a failed weekly retraining shows next to the runs that worked. Returns its id."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    tags = {"lpdvae.pipeline_run": run_name, "lpdvae.pipeline_state": state,
+            "lpdvae.pipeline_error": error[:5000] or "(no message)", "lpdvae.pipeline_failed_task": failed_task}
+    if git_revision:
+        tags["lpdvae.git_revision"] = git_revision
+    with mlflow.start_run(run_name=f"pipeline {state.lower()}: {run_name.rsplit('/', 1)[-1]}", tags=tags) as run:
+        pass
+    mlflow.MlflowClient().set_terminated(run.info.run_id, status="FAILED")
+    return run.info.run_id

@@ -1,0 +1,248 @@
+"""Multi-node training as a Kubeflow Trainer v2 TrainJob (`trainer.kubeflow.org/v1alpha1`).
+
+The pipeline's train step, asked for more than one node, does not train itself: it submits a
+TrainJob on the `lpdvae-torch-distributed` ClusterTrainingRuntime (infra/k8s/trainer) whose nodes
+each fetch the pipeline's own tensors artifact from S3/MinIO, run `lpdvae train` under torchrun
+(the Trainer's torch plugin sets PET_NNODES/PET_NODE_RANK/PET_MASTER_ADDR/..., which torchrun
+reads), and node 0 uploads the model folder to a URI beside the step's model artifact. The step
+waits for the job (bounded by `activeDeadlineSeconds`, which the Trainer enforces too), reports a
+failure with the job's own reason, and downloads the model into its `Output[Model]`: evaluate and
+register see the same folder the single-pod path writes.
+
+Plain functions only (no kfp import): the component body and the TrainJob's container
+(`python -m components.trainjob node`) both run them inside the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+RUNTIME = "lpdvae-torch-distributed"
+WORK = Path("/work")  # an emptyDir of the runtime's pod template
+ENV_TENSORS, ENV_MODEL, ENV_PARAMS = "LPDVAE_TENSORS_URI", "LPDVAE_MODEL_URI", "LPDVAE_PARAMS_JSON"
+
+
+class TrainJobFailed(RuntimeError):
+    """The TrainJob ended Failed (or never ended in time); the message carries its reason."""
+
+
+@dataclass(frozen=True)
+class TrainJobRequest:
+    """What the train step asks the Trainer for; Secret/ConfigMap names, never their values."""
+
+    name: str
+    namespace: str
+    image: str
+    num_nodes: int
+    procs_per_node: int
+    tensors_uri: str
+    model_uri: str
+    params_json: str
+    timeout_s: int
+    runtime: str = RUNTIME
+    gpus_per_node: int = 0
+    config_map: str = "lpdvae-config"
+    s3_secret: str = "lpdvae-s3"
+    mlflow_secret: str = "lpdvae-mlflow-client"
+
+
+def job_name(run_id: str, task: str = "train") -> str:
+    """A DNS-1035 name that is the same for every retry of one run's task (so a retry resumes
+    waiting on the job it submitted instead of starting a second one)."""
+    return f"lpdvae-{task}-{hashlib.sha256(run_id.encode()).hexdigest()[:12]}"
+
+
+def s3_uri(artifact_uri: str) -> str:
+    """The S3 URI of a KFP artifact: KFP writes MinIO artifacts as `minio://bucket/key`."""
+    for scheme in ("s3://", "minio://"):
+        if artifact_uri.startswith(scheme):
+            return "s3://" + artifact_uri[len(scheme):].rstrip("/")
+    raise ValueError(f"artifact URI {artifact_uri!r}: a TrainJob reads and writes artifacts through S3, so the "
+                     "pipeline root must be s3:// or minio:// (kfp-launcher ConfigMap, defaultPipelineRoot)")
+
+
+def _env(name: str, key: str, kind: str) -> dict[str, Any]:
+    ref = "secretKeyRef" if kind == "secret" else "configMapKeyRef"
+    optional = {"optional": True} if kind == "config" else {}
+    return {"name": name, "valueFrom": {ref: {"name": key, "key": name, **optional}}}
+
+
+def trainjob_manifest(req: TrainJobRequest) -> dict[str, Any]:
+    """The TrainJob object: the runtime gives the pod (security context, volumes, GPU placement),
+    this gives the image, command, sizes, deadline and the environment by reference."""
+    resources: dict[str, Any] = {}
+    if req.gpus_per_node:
+        resources = {"limits": {"nvidia.com/gpu": req.gpus_per_node}, "requests": {"nvidia.com/gpu": req.gpus_per_node}}
+    env = [
+        {"name": ENV_TENSORS, "value": req.tensors_uri},
+        {"name": ENV_MODEL, "value": req.model_uri},
+        {"name": ENV_PARAMS, "value": req.params_json},
+        _env("AWS_ENDPOINT_URL", req.config_map, "config"), _env("AWS_DEFAULT_REGION", req.config_map, "config"),
+        _env("MLFLOW_TRACKING_URI", req.config_map, "config"),
+        _env("AWS_ACCESS_KEY_ID", req.s3_secret, "secret"), _env("AWS_SECRET_ACCESS_KEY", req.s3_secret, "secret"),
+        _env("MLFLOW_TRACKING_USERNAME", req.mlflow_secret, "secret"),
+        _env("MLFLOW_TRACKING_PASSWORD", req.mlflow_secret, "secret"),
+    ]
+    trainer: dict[str, Any] = {"image": req.image, "command": ["python", "-m", "components.trainjob", "node"],
+                               "numNodes": req.num_nodes, "numProcPerNode": req.procs_per_node, "env": env}
+    if resources:
+        trainer["resourcesPerNode"] = resources
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainJob",
+        "metadata": {"name": req.name, "namespace": req.namespace,
+                     "labels": {"app.kubernetes.io/part-of": "lpdvae", "app.kubernetes.io/component": "training"}},
+        "spec": {"runtimeRef": {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": req.runtime},
+                 "trainer": trainer, "activeDeadlineSeconds": req.timeout_s},
+    }
+
+
+# --- the Kubernetes API ---------------------------------------------------------------------------
+
+def custom_objects_api():
+    """CustomObjectsApi of this pod's cluster (its service account), or of `$LPDVAE_KUBE_API`
+    (a `kubectl proxy` URL such as http://127.0.0.1:8001)."""
+    from kubernetes import client, config
+
+    if url := os.environ.get("LPDVAE_KUBE_API"):
+        conf = client.Configuration()
+        conf.host = url
+        return client.CustomObjectsApi(client.ApiClient(conf))
+    config.load_incluster_config()
+    return client.CustomObjectsApi()
+
+
+def submit(api: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Create the TrainJob; one that already exists (a retried step) is reused, not duplicated."""
+    from kubernetes.client.exceptions import ApiException
+
+    ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    try:
+        created = api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
+        log.info("submitted TrainJob %s/%s (%d nodes)", ns, name, manifest["spec"]["trainer"]["numNodes"])
+        return created
+    except ApiException as exc:
+        if exc.status != 409:
+            raise TrainJobFailed(f"TrainJob {ns}/{name} was not created: HTTP {exc.status} {exc.reason}: "
+                                 f"{(exc.body or '')[:500]}") from exc
+        log.info("TrainJob %s/%s exists already (a retry): waiting on it", ns, name)
+        return api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+def condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The condition `kind` (Complete, Failed, ...) of a TrainJob when it is True."""
+    for c in job.get("status", {}).get("conditions", []) or []:
+        if c.get("type") == kind and c.get("status") == "True":
+            return c
+    return None
+
+
+def wait(api: Any, namespace: str, name: str, timeout_s: float, poll_s: float = 30.0) -> dict[str, Any]:
+    """Poll until the TrainJob is Complete; raise TrainJobFailed with its reason when it fails or
+    when `timeout_s` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        if condition(job, "Complete"):
+            log.info("TrainJob %s/%s is Complete", namespace, name)
+            return job
+        if failed := condition(job, "Failed"):
+            raise TrainJobFailed(f"TrainJob {namespace}/{name} failed: {failed.get('reason', 'no reason')}: "
+                                 f"{failed.get('message', '')}".rstrip(": "))
+        if time.monotonic() >= deadline:
+            raise TrainJobFailed(f"TrainJob {namespace}/{name} did not complete within {timeout_s:.0f} s "
+                                 f"(conditions: {[c.get('type') for c in job.get('status', {}).get('conditions', [])]})")
+        time.sleep(poll_s)
+
+
+def train_on_trainjob(params_json: str, tensors_uri: str, model_uri: str, out_dir: Path, *, num_nodes: int,
+                      run_id: str, image: str, runtime: str, timeout_s: int, namespace: str,
+                      api: Any = None, poll_s: float = 30.0) -> TrainJobRequest:
+    """The train step's multi-node path: submit, wait (deadline + 5 min), download into `out_dir`.
+
+    `tensors_uri`/`model_uri` are the step's KFP artifact URIs; the job writes the model to
+    `<model S3 URI>.trainjob` so the launcher's own upload of `out_dir` cannot clash with it."""
+    from components.runtime import step_params
+
+    train = step_params(params_json).train
+    req = TrainJobRequest(
+        name=job_name(run_id), namespace=namespace, image=image, num_nodes=num_nodes,
+        procs_per_node=train.nproc, gpus_per_node=0 if train.device == "cpu" else train.nproc,
+        tensors_uri=s3_uri(tensors_uri), model_uri=s3_uri(model_uri) + ".trainjob", params_json=params_json,
+        timeout_s=timeout_s, runtime=runtime)
+    api = api or custom_objects_api()
+    submit(api, trainjob_manifest(req))
+    wait(api, req.namespace, req.name, timeout_s + 300, poll_s=poll_s)
+    log.info("downloaded %d model files from %s", download_dir(req.model_uri, out_dir), req.model_uri)
+    return req
+
+
+# --- S3 folders ---------------------------------------------------------------------------------------
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    return bucket, prefix.rstrip("/")
+
+
+def download_dir(uri: str, dest: Path) -> int:
+    """Every object under `uri/` into `dest` (keys relative to it); returns the file count."""
+    import boto3
+
+    s3, (bucket, prefix) = boto3.client("s3"), _split(uri)
+    n = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        for obj in page.get("Contents", []):
+            target = Path(dest) / obj["Key"][len(prefix) + 1:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, obj["Key"], str(target))
+            n += 1
+    if n == 0:
+        raise TrainJobFailed(f"nothing under {uri}: the TrainJob finished without writing the model there")
+    return n
+
+
+def upload_dir(src: Path, uri: str) -> int:
+    """Every file under `src` to `uri/<relative path>`; returns the file count."""
+    import boto3
+
+    s3, (bucket, prefix) = boto3.client("s3"), _split(uri)
+    files = sorted(p for p in Path(src).rglob("*") if p.is_file())
+    for path in files:
+        s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(src).as_posix()}")
+    return len(files)
+
+
+# --- inside the TrainJob ------------------------------------------------------------------------------
+
+def node_main(work: Path = WORK) -> int:
+    """One TrainJob node: fetch the tensors, train under torchrun, node 0 uploads the model."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    tensors, out, params_file = work / "tensors", work / "model", work / "params.json"
+    params_file.parent.mkdir(parents=True, exist_ok=True)
+    params_file.write_text(os.environ[ENV_PARAMS], encoding="utf-8")  # JSON is YAML: lpdvae --params reads it
+    log.info("fetched %d tensor files from %s", download_dir(os.environ[ENV_TENSORS], tensors),
+             os.environ[ENV_TENSORS])
+    cmd = ["torchrun", "-m", "lpdvae", "--params", str(params_file), "train", "--tensors", str(tensors),
+           "--out", str(out)]
+    rc = subprocess.call(cmd)  # torchrun takes nnodes/nproc/rank/master from the PET_* variables
+    if rc != 0:
+        return rc
+    if os.environ.get("PET_NODE_RANK", "0") == "0":  # global rank 0 lives here and wrote the model
+        log.info("uploaded %d model files to %s", upload_dir(out, os.environ[ENV_MODEL]), os.environ[ENV_MODEL])
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["node"]:
+        sys.exit("usage: python -m components.trainjob node   (the command of a TrainJob node)")
+    sys.exit(node_main())
