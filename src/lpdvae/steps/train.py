@@ -15,7 +15,6 @@ of every rank, the noise generator, the epoch and the position inside it.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import functools
@@ -799,38 +798,5 @@ def read_history(out_dir: str | Path) -> list[dict[str, Any]]:
     return [{k: int(v) if k in ("step", "epoch") else v for k, v in r.items()} for r in rows]
 
 
-# ---------------------------------------------------------------- CLI
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the VAE on tensor shards (DDP with --nproc > 1)",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--tensors", type=Path, default=Path("data/tensors"),
-                   help="tensorize output folder (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("models/vae"),
-                   help="model output folder; checkpoints go to <out>.checkpoints/ "
-                   "(default: %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    p.add_argument("--nproc", type=int, default=None,
-                   help="processes (overrides train.nproc; >1 launches torchrun)")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace, params: Params) -> int:
-    if args.nproc is not None:
-        if args.nproc < 1:
-            raise LpdvaeError(f"--nproc must be >= 1, got {args.nproc}")
-        params = dataclasses.replace(params, train=dataclasses.replace(params.train,
-                                                                       nproc=args.nproc))
-    result = train(args.tensors, args.out, params, resume=args.resume)
-    if under_torchrun() and int(os.environ.get("RANK", "0")) != 0:
-        return 0
-    m = result.metrics
-    print(f"trained {m['steps']} steps / {m['epochs']} epochs "
-          f"({m['samples_per_s'] or 0:.1f} samples/s): val_loss={m.get('val_loss')} "
-          f"-> {result.out_dir} (run {result.run_id})")
-    return 0
-
-
 __all__ = ["TrainResult", "beta_at", "checkpoint_dir", "log_model", "lr_factor", "read_history",
-           "register_cli", "train"]
+           "train"]
