@@ -20,6 +20,7 @@ import pytest
 from lpdvae.errors import DataError
 from lpdvae.io import read_jsonl
 from lpdvae.params import Params, load_params
+from lpdvae.sources import s3 as s3_source
 from lpdvae.steps import ingest as ingest_mod
 from lpdvae.steps.ingest import ingest
 
@@ -210,14 +211,14 @@ def s3_songs(s3_server: str, s3_bucket: str) -> str:
 def s3_calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
     """S3 API operations ingest sends, counted by name (ListObjectsV2, GetObject, ...)."""
     calls: Counter = Counter()
-    real_client = ingest_mod.s3_client
+    real_client = s3_source.s3_client
 
     def counting_client():
         client = real_client()
         client.meta.events.register("before-call.s3", lambda model, **_: calls.update([model.name]))
         return client
 
-    monkeypatch.setattr(ingest_mod, "s3_client", counting_client)
+    monkeypatch.setattr(s3_source, "s3_client", counting_client)
     return calls
 
 
@@ -254,7 +255,7 @@ def test_s3_changed_object_is_downloaded_again(tmp_path, s3_server, s3_songs, s3
 
 
 def test_s3_listing_follows_every_page(tmp_path, s3_songs, s3_calls, monkeypatch):
-    monkeypatch.setattr(ingest_mod, "S3_PAGE_SIZE", 2)
+    monkeypatch.setattr(s3_source, "S3_PAGE_SIZE", 2)
     result = ingest(s3_songs, tmp_path / "raw", params())
     assert (result.n_files, result.n_ignored) == (3, 1)
     assert s3_calls["ListObjectsV2"] == 2  # 4 keys, 2 per page
@@ -345,9 +346,6 @@ def test_http_without_sha256_refused(tmp_path, served_tarball):
 ATTACKS = {
     "traversal": ([member("../evil.mid")], "path traversal"),
     "absolute": ([member("/etc/evil.mid")], "absolute path"),
-    "symlink": ([member("link.mid", None, tarfile.SYMTYPE, "/etc/passwd")], "symlink"),
-    "hardlink": ([member("a.mid"), member("hard.mid", None, tarfile.LNKTYPE, "a.mid")], "hardlink"),
-    "device": ([member("dev.mid", None, tarfile.CHRTYPE)], "device"),
     "archive_size": ([member("a.mid", b"x" * 60), member("b.mid", b"y" * 60)], "max_archive_bytes"),
     "member_count": ([member(f"{i}.mid") for i in range(4)], "max_archive_members"),
     "member_size": ([member("big.mid", b"x" * 200)], "max_file_bytes"),
@@ -365,6 +363,25 @@ def test_archive_attack_refused_before_extraction(tmp_path, attack):
     assert "evil.tar.gz" in str(err.value)
     assert not (tmp_path / "raw").exists()
     assert not (tmp_path / "evil.mid").exists() and not (tmp_path.parent / "evil.mid").exists()
+
+
+LINK_MEMBERS = {
+    "symlink": (member("link.mid", None, tarfile.SYMTYPE, "/etc/passwd"), "symbolic link member"),
+    "hardlink": (member("hard.mid", None, tarfile.LNKTYPE, "a.mid"), "hard link member"),
+    "device": (member("dev.mid", None, tarfile.CHRTYPE), "device"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LINK_MEMBERS))
+def test_archive_link_or_device_member_is_skipped_with_a_reason(tmp_path, kind):
+    bad, reason = LINK_MEMBERS[kind]
+    archive = tmp_path / "corpus.tar.gz"
+    archive.write_bytes(tarball([member("a.mid", b"MThd"), bad]))
+    result = ingest(str(archive), tmp_path / "raw", params())
+    assert [r["path"] for r in read_jsonl(result.manifest)] == ["files/a.mid"]
+    [skip] = read_jsonl(tmp_path / "raw/skipped.jsonl")
+    assert skip["path"] == bad[0].name and reason in skip["reason"]
+    assert sorted(p.name for p in (tmp_path / "raw/files").iterdir()) == ["a.mid"]
 
 
 def test_zip_archive_is_ingested_without_macos_resource_forks(tmp_path):
@@ -395,11 +412,13 @@ def test_corrupt_archive_member_is_a_data_error(tmp_path):
         ingest(str(archive), tmp_path / "raw", params())
 
 
-def test_zip_symlink_member_refused(tmp_path):
-    archive = tmp_path / "evil.zip"
+def test_zip_symlink_member_is_skipped(tmp_path):
+    archive = tmp_path / "corpus.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         info = zipfile.ZipInfo("link.mid")
         info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc/passwd")
-    with pytest.raises(DataError, match=r"evil\.zip.*link\.mid.*symlink"):
-        ingest(str(archive), tmp_path / "raw", params())
+        zf.writestr("a.mid", b"MThd")
+    result = ingest(str(archive), tmp_path / "raw", params())
+    assert (result.n_files, result.n_skipped) == (1, 1)
+    assert read_jsonl(tmp_path / "raw/skipped.jsonl")[0]["path"] == "link.mid"
