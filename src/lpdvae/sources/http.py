@@ -26,6 +26,14 @@ HTTP_BODY_ATTEMPTS = 3  # whole-download restarts when the connection drops mid-
 HTTP_BACKOFF_S = 0.5
 
 
+class _RedactFilter(logging.Filter):
+    """urllib3 logs each request line (query string included) at DEBUG: mask credentials."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_uri(record.getMessage()), ()
+        return True
+
+
 def http_session():
     """requests session retrying connection errors and 429/5xx with backoff."""
     import requests
@@ -34,6 +42,9 @@ def http_session():
 
     retry = Retry(total=HTTP_RETRIES, backoff_factor=HTTP_BACKOFF_S,
                   status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET", "HEAD"))
+    pool_log = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _RedactFilter) for f in pool_log.filters):
+        pool_log.addFilter(_RedactFilter())
     session = requests.Session()
     session.mount("http://", HTTPAdapter(max_retries=retry))
     session.mount("https://", HTTPAdapter(max_retries=retry))
