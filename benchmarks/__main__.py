@@ -1,4 +1,5 @@
-"""Run every benchmark (`python -m benchmarks [NAME ...]`); each writes JSON to benchmarks/results/."""
+"""Run every benchmark (`python -m benchmarks [NAME ...]`: every `*_bench.py` here, e.g.
+startup_bench, tensorize_bench); each writes JSON to benchmarks/results/."""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ import functools
 import hashlib
 import http.server
 import io
+import logging
+import os
 import tarfile
 import threading
 import zipfile
@@ -20,6 +22,8 @@ import pytest
 from lpdvae.errors import DataError
 from lpdvae.io import read_jsonl
 from lpdvae.params import Params, load_params
+from lpdvae.redact import redact_uri
+from lpdvae.sources import s3 as s3_source
 from lpdvae.steps import ingest as ingest_mod
 from lpdvae.steps.ingest import ingest
 
@@ -210,14 +214,14 @@ def s3_songs(s3_server: str, s3_bucket: str) -> str:
 def s3_calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
     """S3 API operations ingest sends, counted by name (ListObjectsV2, GetObject, ...)."""
     calls: Counter = Counter()
-    real_client = ingest_mod.s3_client
+    real_client = s3_source.s3_client
 
     def counting_client():
         client = real_client()
         client.meta.events.register("before-call.s3", lambda model, **_: calls.update([model.name]))
         return client
 
-    monkeypatch.setattr(ingest_mod, "s3_client", counting_client)
+    monkeypatch.setattr(s3_source, "s3_client", counting_client)
     return calls
 
 
@@ -254,7 +258,7 @@ def test_s3_changed_object_is_downloaded_again(tmp_path, s3_server, s3_songs, s3
 
 
 def test_s3_listing_follows_every_page(tmp_path, s3_songs, s3_calls, monkeypatch):
-    monkeypatch.setattr(ingest_mod, "S3_PAGE_SIZE", 2)
+    monkeypatch.setattr(s3_source, "S3_PAGE_SIZE", 2)
     result = ingest(s3_songs, tmp_path / "raw", params())
     assert (result.n_files, result.n_ignored) == (3, 1)
     assert s3_calls["ListObjectsV2"] == 2  # 4 keys, 2 per page
@@ -345,9 +349,6 @@ def test_http_without_sha256_refused(tmp_path, served_tarball):
 ATTACKS = {
     "traversal": ([member("../evil.mid")], "path traversal"),
     "absolute": ([member("/etc/evil.mid")], "absolute path"),
-    "symlink": ([member("link.mid", None, tarfile.SYMTYPE, "/etc/passwd")], "symlink"),
-    "hardlink": ([member("a.mid"), member("hard.mid", None, tarfile.LNKTYPE, "a.mid")], "hardlink"),
-    "device": ([member("dev.mid", None, tarfile.CHRTYPE)], "device"),
     "archive_size": ([member("a.mid", b"x" * 60), member("b.mid", b"y" * 60)], "max_archive_bytes"),
     "member_count": ([member(f"{i}.mid") for i in range(4)], "max_archive_members"),
     "member_size": ([member("big.mid", b"x" * 200)], "max_file_bytes"),
@@ -365,6 +366,25 @@ def test_archive_attack_refused_before_extraction(tmp_path, attack):
     assert "evil.tar.gz" in str(err.value)
     assert not (tmp_path / "raw").exists()
     assert not (tmp_path / "evil.mid").exists() and not (tmp_path.parent / "evil.mid").exists()
+
+
+LINK_MEMBERS = {
+    "symlink": (member("link.mid", None, tarfile.SYMTYPE, "/etc/passwd"), "symbolic link member"),
+    "hardlink": (member("hard.mid", None, tarfile.LNKTYPE, "a.mid"), "hard link member"),
+    "device": (member("dev.mid", None, tarfile.CHRTYPE), "device"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LINK_MEMBERS))
+def test_archive_link_or_device_member_is_skipped_with_a_reason(tmp_path, kind):
+    bad, reason = LINK_MEMBERS[kind]
+    archive = tmp_path / "corpus.tar.gz"
+    archive.write_bytes(tarball([member("a.mid", b"MThd"), bad]))
+    result = ingest(str(archive), tmp_path / "raw", params())
+    assert [r["path"] for r in read_jsonl(result.manifest)] == ["files/a.mid"]
+    [skip] = read_jsonl(tmp_path / "raw/skipped.jsonl")
+    assert skip["path"] == bad[0].name and reason in skip["reason"]
+    assert sorted(p.name for p in (tmp_path / "raw/files").iterdir()) == ["a.mid"]
 
 
 def test_zip_archive_is_ingested_without_macos_resource_forks(tmp_path):
@@ -395,11 +415,122 @@ def test_corrupt_archive_member_is_a_data_error(tmp_path):
         ingest(str(archive), tmp_path / "raw", params())
 
 
-def test_zip_symlink_member_refused(tmp_path):
-    archive = tmp_path / "evil.zip"
+def test_zip_symlink_member_is_skipped(tmp_path):
+    archive = tmp_path / "corpus.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         info = zipfile.ZipInfo("link.mid")
         info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc/passwd")
-    with pytest.raises(DataError, match=r"evil\.zip.*link\.mid.*symlink"):
-        ingest(str(archive), tmp_path / "raw", params())
+        zf.writestr("a.mid", b"MThd")
+    result = ingest(str(archive), tmp_path / "raw", params())
+    assert (result.n_files, result.n_skipped) == (1, 1)
+    assert read_jsonl(tmp_path / "raw/skipped.jsonl")[0]["path"] == "link.mid"
+
+
+# ------------------------------------------------------------------------------- hostile inputs (issue 11)
+
+
+def skipped(out: Path) -> dict[str, str]:
+    return {r["path"]: r["reason"] for r in read_jsonl(out / "skipped.jsonl")}
+
+
+def test_symlink_out_of_a_source_folder_is_not_followed(tmp_path):
+    src = make_folder(tmp_path / "src")
+    secret = make_folder(tmp_path / "outside", {"secret.mid": b"SECRET"})
+    (src / "passwd.mid").symlink_to("/etc/passwd")
+    (src / "secret.mid").symlink_to(secret / "secret.mid")
+    (src / "linked").symlink_to(secret, target_is_directory=True)
+    result = ingest(str(src), tmp_path / "raw", params())
+    assert [r["path"] for r in read_jsonl(result.manifest)] == ["files/a.mid", "files/c.npz", "files/sub/b.MIDI"]
+    assert set(skipped(tmp_path / "raw")) == {"passwd.mid", "secret.mid", "linked"}
+    assert all("symbolic link" in reason for reason in skipped(tmp_path / "raw").values())
+    copied = b"".join(p.read_bytes() for p in (tmp_path / "raw/files").rglob("*") if p.is_file())
+    assert b"SECRET" not in copied and b"root:" not in copied
+
+
+def test_tar_made_with_dash_C_dir_dot_is_accepted(tmp_path):
+    import subprocess
+
+    src = make_folder(tmp_path / "src")
+    archive = tmp_path / "corpus.tar.gz"
+    subprocess.run(["tar", "czf", str(archive), "-C", str(src), "."], check=True)
+    result = ingest(str(archive), tmp_path / "raw", params())
+    assert [r["path"] for r in read_jsonl(result.manifest)] == ["files/a.mid", "files/c.npz", "files/sub/b.MIDI"]
+
+
+@pytest.mark.parametrize("order", [("x.npz", "x.npz/y.npz"), ("x.npz/y.npz", "x.npz")])
+def test_archive_with_a_file_and_a_folder_of_the_same_name_skips_the_nested_one(tmp_path, order):
+    archive = tmp_path / "corpus.tar.gz"
+    archive.write_bytes(tarball([member(name, b"PK-" + name.encode()) for name in order]))
+    result = ingest(str(archive), tmp_path / "raw", params())
+    assert [r["path"] for r in read_jsonl(result.manifest)] == ["files/x.npz"]
+    assert skipped(tmp_path / "raw") == {"x.npz/y.npz": "path is under 'x.npz', which is a file"}
+
+
+@pytest.mark.parametrize("order", [("x.npz", "x.npz/y.npz"), ("x.npz/y.npz", "x.npz")])
+def test_zip_with_a_file_and_a_folder_of_the_same_name_skips_the_nested_one(tmp_path, order):
+    archive = tmp_path / "corpus.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in order:
+            zf.writestr(name, b"PK")
+    ingest(str(archive), tmp_path / "raw", params())
+    assert list(skipped(tmp_path / "raw")) == ["x.npz/y.npz"]
+
+
+def test_s3_keys_with_a_file_and_a_folder_of_the_same_name_skip_the_nested_one(tmp_path, s3_server, s3_bucket):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.put_object(Bucket=s3_bucket, Key="clash/x.npz/y.npz", Body=b"PK-y")
+    s3.put_object(Bucket=s3_bucket, Key="clash/x.npz", Body=b"PK-x")
+    result = ingest(f"s3://{s3_bucket}/clash", tmp_path / "raw", params())
+    assert [r["path"] for r in read_jsonl(result.manifest)] == ["files/x.npz"]
+    assert list(skipped(tmp_path / "raw")) == ["x.npz/y.npz"]
+
+
+def test_local_file_name_that_is_not_utf8_is_skipped(tmp_path):
+    src = make_folder(tmp_path / "src")
+    (src / os.fsdecode(b"caf\xe9.mid")).write_bytes(b"MThd-latin1")
+    result = ingest(str(src), tmp_path / "raw", params())
+    assert result.n_files == 3
+    assert skipped(tmp_path / "raw") == {"caf\\xe9.mid": "file name is not valid UTF-8"}
+    (tmp_path / "raw/manifest.jsonl").read_text(encoding="utf-8")  # every record stays UTF-8
+
+
+def test_tar_member_name_that_is_not_utf8_is_skipped(tmp_path):
+    import subprocess
+
+    src = make_folder(tmp_path / "src", {"a.mid": b"MThd"})
+    (src / os.fsdecode(b"caf\xe9.mid")).write_bytes(b"MThd-latin1")
+    archive = tmp_path / "corpus.tar"
+    subprocess.run(["tar", "cf", str(archive), "-C", str(src), "."], check=True)
+    result = ingest(str(archive), tmp_path / "raw", params())
+    assert (result.n_files, list(skipped(tmp_path / "raw"))) == (1, ["caf\\xe9.mid"])
+
+
+SECRETS = ("hunter2", "SIGNATURE-abc", "CREDENTIAL-xyz", "TOKEN-123")
+
+
+def test_credentials_in_the_source_uri_reach_no_record(tmp_path, served_tarball, caplog):
+    url, sha = served_tarball
+    host = url.split("://", 1)[1]
+    url = (f"http://alice:hunter2@{host}?X-Amz-Credential=CREDENTIAL-xyz&X-Amz-Date=20260101"
+           f"&X-Amz-Signature=SIGNATURE-abc&token=TOKEN-123")
+    caplog.set_level(logging.DEBUG)
+    result = ingest(url, tmp_path / "raw", params(data__sha256=sha))
+    rows = read_jsonl(result.manifest)
+    assert rows[0]["source"] == (f"http://***@{host}?X-Amz-Credential=***&X-Amz-Date=20260101"
+                                 "&X-Amz-Signature=***&token=***")
+    records = [p.read_text() for p in (tmp_path / "raw").glob("*.jsonl")] + [caplog.text]
+    assert not [s for s in SECRETS for text in records if s in text]
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("s3://bucket/songs", "s3://bucket/songs"),
+    ("demo://bach-chorales?songs=3", "demo://bach-chorales?songs=3"),
+    ("/data/lpd 5/songs", "/data/lpd 5/songs"),
+    ("https://u:p@h/x.tgz?Signature=s&Expires=9&AWSAccessKeyId=k", "https://***@h/x.tgz?Signature=***&Expires=9&AWSAccessKeyId=***"),
+    ("https://ghp_tok@github.com/o/r.git", "https://***@github.com/o/r.git"),
+])
+def test_redact_uri_keeps_what_reproduces_and_masks_credentials(uri, expected):
+    assert redact_uri(uri) == expected

@@ -1,4 +1,4 @@
-"""Metrics checked against values computed by hand on tiny hand-made rolls."""
+"""Metrics checked against values computed by hand on tiny hand-made phrases of note codes."""
 
 from __future__ import annotations
 
@@ -8,28 +8,35 @@ import numpy as np
 import pytest
 from pypianoroll import metrics as pm
 
+from lpdvae.codes import ONSET, SUSTAIN
 from lpdvae.metrics import (
+    diversity,
     drum_in_pattern_rate,
+    fit_cell_baseline,
     frame_prf,
     full_roll,
     musegan_metrics,
     n_pitch_classes_used,
+    nearest_train_f1,
     note_prf,
+    pairwise_note_f1,
     qualified_note_rate,
     tonal_distance,
     track_metrics,
 )
 from lpdvae.params import RepresentationParams
 
-REP = RepresentationParams(beat_resolution=4, beats_per_bar=4, lowest_pitch=48, n_pitches=24, n_bars=2)
+REP = RepresentationParams(source_resolution=4, beat_resolution=4, beats_per_bar=4, lowest_pitch=48, n_pitches=24, n_bars=2)
 
 
 def phrase_with(notes: list[tuple[int, int, int, int]], tracks: int = 1) -> np.ndarray:
-    """notes: (track, pitch row, start step, length) in a 2-bar phrase of 16 steps per bar."""
+    """notes: (track, pitch row, start step, length) in a 2-bar phrase of 16 steps per bar, as
+    codes (an onset, then sustains)."""
     phrase = np.zeros((tracks, REP.n_bars, REP.steps_per_bar, REP.n_pitches), dtype=np.uint8)
     flat = phrase.reshape(tracks, -1, REP.n_pitches)
     for t, p, start, length in notes:
-        flat[t, start : start + length, p] = 1
+        flat[t, start : start + length, p] = SUSTAIN
+        flat[t, start, p] = ONSET
     return phrase
 
 
@@ -85,20 +92,29 @@ def test_frame_prf_on_hand_counted_cells():
     assert frame_prf(pred, truth) == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
 
 
-def test_note_prf_matches_onsets_within_one_step():
+def test_note_prf_matches_onsets_exactly():
     truth = phrase_with([(0, 0, 0, 4), (0, 4, 8, 2)])[None]
-    # C starts one step late (a hit), E three steps late (a miss), G is not in the truth
-    pred = phrase_with([(0, 0, 1, 3), (0, 4, 11, 2), (0, 7, 0, 1)])[None]
+    # C starts on time (a hit, its length differs), E one step late (a miss), G is not in the truth
+    pred = phrase_with([(0, 0, 0, 2), (0, 4, 9, 2), (0, 7, 0, 1)])[None]
     assert note_prf(pred, truth) == pytest.approx({"precision": 1 / 3, "recall": 1 / 2, "f1": 0.4})
-    assert note_prf(pred, truth, onset_tolerance=0)["f1"] == 0.0
 
 
-def test_note_prf_counts_a_note_held_over_the_barline_once_and_matches_one_to_one():
+def test_note_prf_counts_a_note_held_over_the_barline_once():
     held = phrase_with([(0, 0, 14, 4)])[None]  # steps 14..17 cross the bar at step 16
     assert note_prf(held, held) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
-    two_near = phrase_with([(0, 0, 0, 1), (0, 0, 2, 1)])[None]  # both within 1 step of onset 1
-    one = phrase_with([(0, 0, 1, 1)])[None]
-    assert note_prf(two_near, one) == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3})
+    restruck = phrase_with([(0, 0, 14, 2), (0, 0, 16, 2)])[None]  # the same cells, struck again at 16
+    assert note_prf(restruck, held) == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3})
+
+
+def test_note_prf_reads_a_note_cut_at_the_phrase_start_as_an_onset():
+    cut = phrase_with([(0, 3, 0, 4)])
+    cut[cut == ONSET] = SUSTAIN  # a note that began before the phrase: sustain codes only
+    assert note_prf(cut[None], phrase_with([(0, 3, 0, 4)])[None])["f1"] == 1.0
+
+
+def test_note_prf_refuses_phrases_of_different_shapes():
+    with pytest.raises(ValueError, match="differ in shape"):
+        note_prf(phrase_with([])[None], phrase_with([], tracks=2)[None])
 
 
 def test_note_prf_keeps_tracks_and_phrases_apart():
@@ -138,3 +154,85 @@ def test_pypianoroll_1_0_4_bugs_that_the_workarounds_rely_on():
     overlap[0:5, 0] = 1
     overlap[1:2, 1] = 1  # a 5-step and a 1-step note: QN at threshold 2 is 0.5
     assert pm.qualified_note_rate(overlap, 2) == 1.0
+
+
+def chorale_like(n: int, seed: int = 0) -> np.ndarray:
+    """`n` two-track phrases of random quarter notes (some repeated pitches: separate onsets)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([
+        phrase_with([(t, int(rng.integers(0, 12)), start, 4) for t in range(2) for start in range(0, 32, 4)],
+                    tracks=2)
+        for _ in range(n)
+    ])
+
+
+def test_the_data_against_itself_scores_note_f1_one():
+    data = chorale_like(6)
+    assert note_prf(data, data) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert frame_prf(data > 0, data > 0)["f1"] == 1.0
+
+
+def test_pairwise_note_f1_has_a_diagonal_of_one_and_matches_note_prf():
+    data = chorale_like(5, seed=1)
+    pair = pairwise_note_f1(data, data, chunk=2)  # chunks smaller than the set
+    assert pair.shape == (5, 5)
+    np.testing.assert_allclose(np.diag(pair), 1.0)
+    np.testing.assert_allclose(pair, pair.T)
+    assert pair[0, 3] == pytest.approx(note_prf(data[:1], data[3:4])["f1"])
+    silent = np.zeros_like(data[:2])
+    assert pairwise_note_f1(silent, silent).tolist() == [[1.0, 1.0], [1.0, 1.0]]  # nothing vs nothing
+
+
+def test_diversity_counts_distinct_phrases_and_their_mean_pairwise_f1():
+    data = chorale_like(4, seed=2)
+    assert diversity(data)["diversity.unique_fraction"] == 1.0
+    same = np.stack([data[0]] * 4)
+    out = diversity(same)
+    assert out["diversity.unique_fraction"] == 0.25
+    assert out["diversity.mean_pairwise_note_f1"] == 1.0
+
+
+def test_nearest_train_f1_is_the_closest_match_of_any_generated_phrase():
+    train = chorale_like(8, seed=3)
+    others = chorale_like(3, seed=4)
+    assert nearest_train_f1(others, train) < 1.0
+    copied = np.concatenate([others, train[5:6]])  # one sample copies a training phrase
+    assert nearest_train_f1(copied, train) == 1.0
+    assert nearest_train_f1(others, train[:0]) == 0.0
+
+
+def three_cell_train(n: int = 8) -> np.ndarray:
+    """Onsets in cell A in every phrase, cell B in half of them, cell C in a quarter."""
+    train = np.zeros((n, *phrase_with([]).shape), dtype=np.uint8)
+    train[:, 0, 0, 0, 0] = ONSET
+    train[: n // 2, 0, 0, 4, 5] = ONSET
+    train[: n // 4, 0, 1, 8, 9] = ONSET
+    return train
+
+
+def test_the_cell_baseline_chooses_its_threshold_on_validation_not_train():
+    train = three_cell_train()
+    only_a = np.zeros_like(train[:4])
+    only_a[:, 0, 0, 0, 0] = ONSET
+    a_and_b = only_a.copy()
+    a_and_b[:, 0, 0, 4, 5] = ONSET
+    # on train itself predicting A and B scores better (F1 0.8) than A alone (8/11) ...
+    dense, sparse = fit_cell_baseline(train, a_and_b), fit_cell_baseline(train, only_a)
+    assert note_prf(dense.predict(len(train)), train)["f1"] == pytest.approx(0.8)
+    assert note_prf(sparse.predict(len(train)), train)["f1"] == pytest.approx(8 / 11)
+    # ... but a validation split with A only makes the baseline predict A only
+    assert sparse.threshold > dense.threshold
+    assert onsets_of(sparse.predict(1)) == {(0, 0, 0, 0)}
+    assert onsets_of(dense.predict(1)) == {(0, 0, 0, 0), (0, 0, 4, 5)}
+    np.testing.assert_allclose(sparse.frequency[0, 0, 0, 0], 1.0)  # frequencies come from train
+
+
+def onsets_of(predicted: np.ndarray) -> set[tuple[int, ...]]:
+    return {tuple(int(i) for i in idx) for idx in zip(*np.nonzero(predicted[0] == ONSET), strict=True)}
+
+
+def test_the_cell_baseline_predicts_the_same_phrase_for_every_input():
+    baseline = fit_cell_baseline(three_cell_train(), three_cell_train()[:2])
+    out = baseline.predict(3)
+    assert out.shape == (3, *three_cell_train().shape[1:])
+    assert (out == out[0]).all()

@@ -1,19 +1,35 @@
-"""Packed-bit shards round-trip exactly and are read lazily through memory maps."""
+"""Packed-bit shards of note codes round-trip exactly and are read lazily through memory maps."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from lpdvae.errors import DataError
-from lpdvae.shards import PhraseDataset, ShardWriter, load_split, pack, read_index, write_index
+from lpdvae.shards import (
+    PhraseDataset,
+    ShardWriter,
+    load_split,
+    pack,
+    packed_width,
+    read_index,
+    unpack,
+    write_index,
+)
 
 SHAPE = (2, 4, 48, 84)
 
 
+def random_codes(rng: np.random.Generator, n: int, shape=SHAPE, density: float = 0.05) -> np.ndarray:
+    """uint8 codes `[n, *shape]`: ~density of the cells sound, a third of those as onsets."""
+    cells = rng.random((n, *shape))
+    return np.where(cells < density / 3, 2, np.where(cells < density, 1, 0)).astype(np.uint8)
+
+
 def write_corpus(tmp_path, n_train=5, n_test=3, shard_size=2, seed=0):
     rng = np.random.default_rng(seed)
-    data = {s: (rng.random((n, *SHAPE)) < 0.05).astype(np.uint8) for s, n in [("train", n_train), ("test", n_test)]}
+    data = {s: random_codes(rng, n) for s, n in [("train", n_train), ("test", n_test)]}
     writer = ShardWriter(tmp_path, SHAPE, shard_size)
     for split, arr in data.items():
         writer.add(split, arr[:2])
@@ -22,6 +38,18 @@ def write_corpus(tmp_path, n_train=5, n_test=3, shard_size=2, seed=0):
     splits = {s: {"shards": shards[s], "n": sum(e["n"] for e in shards[s])} for s in shards}
     write_index(tmp_path, {"shape": list(SHAPE), "tracks": ["a", "b"], "packed": True, "splits": splits})
     return data
+
+
+@pytest.mark.parametrize("n_pitches", [84, 8, 13, 1])
+def test_pack_unpack_of_codes_is_exact(n_pitches):
+    """Silent, sustain and onset survive the two bit planes, for any pitch count (padding bits)."""
+    rng = np.random.default_rng(n_pitches)
+    codes = rng.integers(0, 3, (5, 2, 2, 16, n_pitches)).astype(np.uint8)
+    packed = pack(codes)
+    assert packed.dtype == np.uint8 and packed.shape[-1] == packed_width(n_pitches)
+    back = unpack(packed, n_pitches)
+    assert back.dtype == np.uint8
+    assert np.array_equal(back, codes)
 
 
 def test_shards_round_trip_bit_exact(tmp_path):
@@ -41,7 +69,9 @@ def test_phrase_dataset_items_match_the_written_phrases(tmp_path):
     ds = PhraseDataset(tmp_path, "train")
     assert len(ds) == 5
     for i in range(5):
-        assert np.array_equal(ds[i].numpy(), data["train"][i].astype(np.float32))
+        item = ds[i]
+        assert item.dtype == torch.uint8
+        assert np.array_equal(item.numpy(), data["train"][i])
     assert isinstance(ds._maps[0], np.memmap)
 
 
@@ -60,7 +90,7 @@ def test_shard_that_disagrees_with_index_is_named(tmp_path):
 def test_add_packed_round_trips_like_add(tmp_path):
     """Packed phrases (what tensorize workers send) give byte-identical shards to unpacked ones."""
     rng = np.random.default_rng(1)
-    phrases = (rng.random((7, *SHAPE)) < 0.05).astype(np.uint8)
+    phrases = random_codes(rng, 7)
     plain, packed = ShardWriter(tmp_path / "plain", SHAPE, 3), ShardWriter(tmp_path / "packed", SHAPE, 3)
     for part in (phrases[:2], phrases[2:6], phrases[6:]):
         plain.add("train", part)

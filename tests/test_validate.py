@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 from lpdvae import song_stats
+from lpdvae.commands import tensorize as tensorize_cli
+from lpdvae.commands import validate as validate_cli
 from lpdvae.errors import DataError, LpdvaeError, ValidationFailed
 from lpdvae.io import read_jsonl
 from lpdvae.lineage import dvc_hash
 from lpdvae.music.midi import MIDI_PARSER
 from lpdvae.shards import load_split
-from lpdvae.steps import tensorize as tensorize_step
-from lpdvae.steps import validate as validate_step
 from lpdvae.steps.tensorize import tensorize
 from lpdvae.steps.validate import EXCLUSIONS, default_docs_dir, validate
 from tests import songkit
@@ -165,8 +165,8 @@ def _run_cli(argv: list[str], params) -> int:
     """The two subcommands as `lpdvae.cli` wires them (register_cli + set_defaults(func))."""
     parser = argparse.ArgumentParser(prog="lpdvae")
     sub = parser.add_subparsers(dest="command")
-    validate_step.register_cli(sub)
-    tensorize_step.register_cli(sub)
+    validate_cli.register_cli(sub)
+    tensorize_cli.register_cli(sub)
     args = parser.parse_args(argv)
     return args.func(args, params)
 

@@ -1,7 +1,11 @@
 """`lpdvae` command line: one subcommand per step plus the weekly tools (registry, audit, ...).
 
-Each module in COMMANDS owns its subcommand through `register_cli(subparsers)`, which adds a
-parser and sets `func(args, params) -> int`. This file only wires them and loads params once.
+COMMANDS below is the one list of commands. Each maps to the module that declares it with
+`register_cli(subparsers)` (adds the parser, sets `func(args, params) -> int`). Those modules
+import nothing heavy (torch, MLflow, Great Expectations, pandas) at module level, so `--help`
+and `status` start at once: a step whose own module is heavy is declared by a light module in
+`lpdvae.commands`, whose handler imports the step. tests/test_cli.py checks this.
+This file only wires them and loads params once.
 """
 
 from __future__ import annotations
@@ -15,43 +19,62 @@ from collections.abc import Sequence
 from lpdvae.errors import LpdvaeError
 from lpdvae.params import ParamsError, load_params, parse_override
 
-COMMANDS = [
-    "lpdvae.demo",
-    "lpdvae.steps.ingest",
-    "lpdvae.steps.validate",
-    "lpdvae.steps.tensorize",
-    "lpdvae.steps.train",
-    "lpdvae.steps.evaluate",
-    "lpdvae.steps.register",
-    "lpdvae.run",
-    "lpdvae.registry",
-    "lpdvae.audit",
-    "lpdvae.generate",
-]
+COMMANDS: dict[str, str] = {  # command -> module whose register_cli declares it (--help order)
+    "demo-data": "lpdvae.demo",
+    "ingest": "lpdvae.steps.ingest",
+    "validate": "lpdvae.commands.validate",
+    "tensorize": "lpdvae.commands.tensorize",
+    "train": "lpdvae.commands.train",
+    "evaluate": "lpdvae.commands.evaluate",
+    "register": "lpdvae.steps.register",
+    "run": "lpdvae.run",
+    "status": "lpdvae.run",
+    "registry": "lpdvae.registry",
+    "audit": "lpdvae.audit",
+    "generate": "lpdvae.generate",
+}
 
 CHATTY_LOGGERS = ("great_expectations",)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lpdvae",
-        description="Multitrack music VAE pipeline: ingest, validate, tensorize, train, "
-        "evaluate, register; plus registry, audit and generation tools.",
-    )
+def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one params key, e.g. --set train.epochs=2 (repeatable)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The command named in argv (after the global options), or None."""
+    pre = argparse.ArgumentParser(add_help=False)
+    _global_options(pre)
+    try:
+        _, rest = pre.parse_known_args(argv)
+    except SystemExit:  # a malformed global option: the full parser reports it
+        return None
+    return rest[0] if rest and rest[0] in COMMANDS else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or only `command`'s (so only its module is imported)."""
+    parser = argparse.ArgumentParser(
+        prog="lpdvae",
+        description="Multitrack music VAE pipeline: ingest, validate, tensorize, train, "
+        "evaluate, register; plus registry, audit and generation tools.",
+    )
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
         importlib.import_module(name).register_cli(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chosen_command(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -1,7 +1,9 @@
 """`lpdvae run`: the six steps in order in this process (no DVC), and `lpdvae status`.
 
 `dvc repro` is the cached runner (`make run` uses it); `lpdvae run` is the same chain without
-caching, for a quick try or a debugger. `lpdvae status` tells a user where things landed.
+caching, for a quick try or a debugger. `lpdvae status` tells a user where things landed,
+from the files the last run wrote (no MLflow import, so it answers at once); `--registry` also
+asks the MLflow registry for the model's current aliases.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lpdvae.params import Params
+from lpdvae.redact import redact_uri
 from lpdvae.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -100,8 +103,23 @@ def status_lines(params: Params, layout: Layout) -> list[str]:
             "--port 5000, then open http://127.0.0.1:5000"
         )
     else:
-        lines.append(f"MLflow UI: {uri}")
+        lines.append(f"MLflow UI: {redact_uri(uri)}")
     return lines
+
+
+def registry_lines(params: Params, layout: Layout) -> list[str]:
+    """The registry's current aliases of register.model_name (imports MLflow: asked for only)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri(params, layout.root)
+    name = params.register.model_name
+    try:
+        model = MlflowClient(tracking_uri=uri, registry_uri=uri).get_registered_model(name)
+    except MlflowException as exc:
+        return [f"registry ({redact_uri(uri)}): model {name}: {redact_uri(exc.message)}"]
+    aliases = ", ".join(f"{a} -> version {v}" for a, v in sorted(model.aliases.items())) or "none"
+    return [f"registry ({redact_uri(uri)}): {name} aliases: {aliases}"]
 
 
 def _cmd_run(args: argparse.Namespace, params: Params) -> int:
@@ -112,7 +130,9 @@ def _cmd_run(args: argparse.Namespace, params: Params) -> int:
 
 
 def _cmd_status(args: argparse.Namespace, params: Params) -> int:
-    print("\n".join(status_lines(params, Layout(Path(args.root).resolve()))))
+    layout = Layout(Path(args.root).resolve())
+    lines = status_lines(params, layout) + (registry_lines(params, layout) if args.registry else [])
+    print("\n".join(lines))
     return 0
 
 
@@ -125,4 +145,6 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_run)
     s = sub.add_parser("status", help="where the last run's model, samples and MLflow UI are")
     s.add_argument("--root", default=".", help="project root (default: %(default)s)")
+    s.add_argument("--registry", action="store_true",
+                   help="also ask the MLflow registry for the model's aliases (slower: imports MLflow)")
     s.set_defaults(func=_cmd_status)

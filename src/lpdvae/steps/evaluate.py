@@ -9,7 +9,6 @@ comparison belongs to register, which talks to the registry.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -156,24 +155,4 @@ def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict[str, float], bl
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
 
 
-def _cmd(args: argparse.Namespace, params: Params) -> int:
-    result = evaluate(Path(args.model), Path(args.tensors), Path(args.out), params)
-    m = result.metrics
-    verdict = "blessed" if result.blessed else "NOT blessed: " + "; ".join(result.reasons)
-    print(f"evaluate: note F1 {m['recon_note_f1']:.3f} (baseline {m['baseline.recon_note_f1']:.3f}), "
-          f"{verdict}; samples in {result.out_dir / 'index.html'}")
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="metrics, samples (MIDI/PNG/WAV) and the blessing",
-                       description="Reconstruction vs the average-cell baseline, generated music vs "
-                       "the data (MuseGAN statistics), diversity and copying; render samples and "
-                       "decide the blessing.")
-    p.add_argument("--model", default="models/vae", help="trained model folder (default: %(default)s)")
-    p.add_argument("--tensors", default="data/tensors", help="tensor folder (default: %(default)s)")
-    p.add_argument("--out", default="reports/eval", help="output folder (default: %(default)s)")
-    p.set_defaults(func=_cmd)
-
-
-__all__ = ["EvaluateParams", "EvaluateResult", "evaluate", "register_cli"]
+__all__ = ["EvaluateParams", "EvaluateResult", "evaluate"]

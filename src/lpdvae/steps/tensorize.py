@@ -12,7 +12,6 @@ never moves old ones.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -143,21 +142,3 @@ def _index(params: Params, shape: tuple[int, ...], shards: dict[str, list[dict[s
         "representation": params.to_dict()["representation"],
         "track_specs": params.to_dict()["tracks"],
     }
-
-
-def _cmd(args: argparse.Namespace, params: Params) -> int:
-    r = tensorize(Path(args.raw), Path(args.validated), Path(args.out), params)
-    print(f"tensorized {r.n_songs} songs into {r.n_phrases} phrases in {r.out_dir}: "
-          + ", ".join(f"{k} {r.phrases[k]} phrases / {r.songs[k]} songs" for k in SPLITS)
-          + (f"; {len(r.failed)} songs could not be read" if r.failed else ""))
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tensorize", help="cut accepted songs into sharded phrase tensors",
-                       description="Merge tracks, downsample, crop, binarize and cut every accepted song "
-                       "into phrases; write packed-bit shards and index.json with a song-level split.")
-    p.add_argument("--raw", default="data/raw", help="ingested songs folder (default: %(default)s)")
-    p.add_argument("--validated", default="data/validated", help="validate output folder (default: %(default)s)")
-    p.add_argument("--out", default="data/tensors", help="output folder (default: %(default)s)")
-    p.set_defaults(func=_cmd)

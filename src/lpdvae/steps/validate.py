@@ -19,7 +19,6 @@ failed run leaves both as they were.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -194,27 +193,3 @@ def _failure_message(summary: dict[str, Any], params: Params, failed_dir: Path) 
             f"{summary['n_excluded']} excluded; {summary['bad_fraction']:.1%} > "
             f"validate.max_bad_fraction {params.validate.max_bad_fraction:.1%})")
     return f"{head}; quarantine reasons: {reasons}; report in {failed_dir}/ (quarantine.jsonl, data_docs/index.html)"
-
-
-def _cmd(args: argparse.Namespace, params: Params) -> int:
-    r = validate(Path(args.raw), Path(args.out), params, Path(args.docs) if args.docs else None)
-    reasons = ", ".join(f"{k} {v}" for k, v in r.reasons.items()) or "none"
-    print(f"validated {r.n_songs} songs: {r.n_accepted} accepted, {r.n_quarantined} quarantined "
-          f"({r.n_bad} bad, {r.bad_fraction:.1%} of songs; reasons: {reasons}); GX suite "
-          f"{'passed' if r.gx_success else 'found failures'}; data docs: {r.docs_dir / 'index.html'}")
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="song stats, Great Expectations suite, quarantine",
-                       description="Load every ingested song, build a per-song stats table, run the Great "
-                       "Expectations suite over it, quarantine unreadable or failing songs. The data (--out) is "
-                       "byte-identical for the same input; the data docs (--docs) are a separate folder.")
-    p.add_argument("--raw", default="data/raw", help="ingested songs folder (default: %(default)s)")
-    p.add_argument("--out", default="data/validated",
-                   help="output folder: accepted/quarantine lists, stats.csv, summary.json; identical for "
-                   "the same input, so its DVC hash names the data (default: %(default)s)")
-    p.add_argument("--docs", default=None, metavar="DIR",
-                   help="folder for the Great Expectations data docs site (index.html; changes every run, "
-                   "so kept out of --out) (default: OUT-docs beside --out; dvc.yaml uses reports/data_docs)")
-    p.set_defaults(func=_cmd)

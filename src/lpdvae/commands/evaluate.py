@@ -1,0 +1,30 @@
+"""`lpdvae evaluate`: options here, the step (torch) imported on run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lpdvae.params import Params
+
+
+def _cmd(args: argparse.Namespace, params: Params) -> int:
+    from lpdvae.steps.evaluate import evaluate
+
+    result = evaluate(Path(args.model), Path(args.tensors), Path(args.out), params)
+    verdict = "blessed" if result.blessed else "NOT blessed: " + "; ".join(result.reasons)
+    m = result.metrics
+    print(f"evaluate: note F1 {m['recon_note_f1']:.3f} (baseline {m['baseline.recon_note_f1']:.3f}), "
+          f"{verdict}; samples in {result.out_dir / 'index.html'}")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="metrics, samples (MIDI/PNG/WAV) and the blessing",
+                       description="Reconstruction vs the average-cell baseline, generated music vs "
+                       "the data (MuseGAN statistics), diversity and copying; render samples and "
+                       "decide the blessing.")
+    p.add_argument("--model", default="models/vae", help="trained model folder (default: %(default)s)")
+    p.add_argument("--tensors", default="data/tensors", help="tensor folder (default: %(default)s)")
+    p.add_argument("--out", default="reports/eval", help="output folder (default: %(default)s)")
+    p.set_defaults(func=_cmd)

@@ -1,0 +1,44 @@
+"""`lpdvae train`: options here, the step (torch, MLflow) imported on run."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+from lpdvae.errors import LpdvaeError
+from lpdvae.params import Params
+
+
+def _cmd(args: argparse.Namespace, params: Params) -> int:
+    from lpdvae.training.distributed import under_torchrun
+    from lpdvae.training.launcher import launch
+
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise LpdvaeError(f"--nproc must be >= 1, got {args.nproc}")
+        params = dataclasses.replace(params, train=dataclasses.replace(params.train,
+                                                                       nproc=args.nproc))
+    result = launch(args.tensors, args.out, params, resume=args.resume)
+    if under_torchrun() and int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    m = result.metrics
+    print(f"trained {m['steps']} steps / {m['epochs']} epochs "
+          f"({m['samples_per_s'] or 0:.1f} samples/s): val_loss={m.get('val_loss')} "
+          f"-> {result.out_dir} (run {result.run_id})")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the VAE on tensor shards (DDP with --nproc > 1)",
+                       description="train: phrase shards -> MusicVAE, checkpoints and an MLflow run.")
+    p.add_argument("--tensors", type=Path, default=Path("data/tensors"),
+                   help="tensorize output folder (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("models/vae"),
+                   help="model output folder; checkpoints go to <out>.checkpoints/ "
+                   "(default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="processes (overrides train.nproc; >1 launches torchrun)")
+    p.set_defaults(func=_cmd)

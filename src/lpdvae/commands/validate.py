@@ -1,0 +1,34 @@
+"""`lpdvae validate`: options here, the step (pandas, Great Expectations) imported on run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lpdvae.params import Params
+
+
+def _cmd(args: argparse.Namespace, params: Params) -> int:
+    from lpdvae.steps.validate import validate
+
+    r = validate(Path(args.raw), Path(args.out), params, Path(args.docs) if args.docs else None)
+    reasons = ", ".join(f"{k} {v}" for k, v in r.reasons.items()) or "none"
+    print(f"validated {r.n_songs} songs: {r.n_accepted} accepted, {r.n_quarantined} quarantined "
+          f"({r.n_bad} bad, {r.bad_fraction:.1%} of songs; reasons: {reasons}); GX suite "
+          f"{'passed' if r.gx_success else 'found failures'}; data docs: {r.docs_dir / 'index.html'}")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="song stats, Great Expectations suite, quarantine",
+                       description="Load every ingested song, build a per-song stats table, run the Great "
+                       "Expectations suite over it, quarantine unreadable or failing songs. The data (--out) is "
+                       "byte-identical for the same input; the data docs (--docs) are a separate folder.")
+    p.add_argument("--raw", default="data/raw", help="ingested songs folder (default: %(default)s)")
+    p.add_argument("--out", default="data/validated",
+                   help="output folder: accepted/quarantine lists, stats.csv, summary.json; identical for "
+                   "the same input, so its DVC hash names the data (default: %(default)s)")
+    p.add_argument("--docs", default=None, metavar="DIR",
+                   help="folder for the Great Expectations data docs site (index.html; changes every run, "
+                   "so kept out of --out) (default: OUT-docs beside --out; dvc.yaml uses reports/data_docs)")
+    p.set_defaults(func=_cmd)

@@ -1,0 +1,99 @@
+"""What every source yields, and the guards they share.
+
+A source lists `Entry`s (files to place) and `Skipped`s (members refused one by one with a
+reason, e.g. a symlink); anything that makes the whole source untrustworthy (path traversal,
+size bombs) is a DataError instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from lpdvae.errors import DataError
+from lpdvae.io import CHUNK
+
+FORMATS = {".mid": "midi", ".midi": "midi", ".npz": "npz"}
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+LINK_REASON = "symbolic link: not followed (links could point outside the source)"
+
+
+def _unknown() -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of a source.
+
+    `fetch` writes the content to a path and returns its sha256 (hashed while streaming).
+    `known_sha256` gives the digest without fetching when the source can (a local file, an S3
+    object unchanged since the last run); it is trusted only when the previous output file
+    hashes to the same value, and then that file is linked instead of fetched.
+    """
+
+    rel: str
+    size: int
+    fetch: Callable[[Path], str]
+    known_sha256: Callable[[], str | None] = _unknown
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A member not ingested, and why (listed in skipped.jsonl)."""
+
+    rel: str
+    reason: str
+
+
+def ingest_format(rel: str) -> str | None:
+    """"midi"/"npz" for the files ingest takes, None for those it ignores (other types, hidden
+    files, and macOS `__MACOSX/._x.mid` resource forks, which carry a song suffix but are not
+    songs). Name-based only; `music.song_format` is the loader's (content) view."""
+    parts = PurePosixPath(rel).parts
+    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        return None
+    return FORMATS.get(PurePosixPath(rel).suffix.lower())
+
+
+def printable(rel: str) -> str:
+    """rel as valid UTF-8 text: undecodable bytes (surrogate-escaped) shown as \\xNN."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def safe_rel(name: str, where: str) -> str:
+    """A member/key name as a relative POSIX path (`./` prefixes dropped), or DataError:
+    absolute paths and `..` could write outside `files/`."""
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or re.match(r"[A-Za-z]:(/|$)", norm):
+        raise DataError(f"{where}: {printable(name)!r}: absolute path refused")
+    parts = [p for p in norm.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise DataError(f"{where}: {printable(name)!r}: path traversal ('..') refused")
+    if not parts:
+        raise DataError(f"{where}: {printable(name)!r}: empty path refused")
+    return "/".join(parts)
+
+
+def copy_capped(src: IO[bytes], dest: Path, limit: int, where: str) -> str:
+    """Stream src to dest, refusing more than `limit` bytes (declared sizes can lie); returns
+    the sha256 of what was written, so nothing is read twice."""
+    n = 0
+    digest = hashlib.sha256()
+    with open(dest, "wb") as out:
+        for block in iter(lambda: src.read(CHUNK), b""):
+            n += len(block)
+            if n > limit:
+                raise DataError(f"{where}: larger than data.max_file_bytes={limit}")
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
+
+def cache_dir(out_dir: Path) -> Path:
+    """Sibling of out_dir for staging (demo renders, downloads, S3 index); never a DVC output."""
+    return out_dir.with_name(f"{out_dir.name}.cache")

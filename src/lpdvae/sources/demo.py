@@ -1,0 +1,31 @@
+"""`demo://bach-chorales?songs=N`: music21's chorales rendered by `lpdvae.demo`, as a folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from lpdvae.errors import DataError
+from lpdvae.params import Params
+from lpdvae.sources.base import Entry, Skipped, cache_dir
+from lpdvae.sources.folder import local_entries
+
+
+def demo_entries(uri: str, out_dir: Path, params: Params) -> Iterator[Entry | Skipped]:
+    from lpdvae.demo import render_demo_corpus
+
+    parsed = urlparse(uri)
+    if parsed.netloc != "bach-chorales":
+        raise DataError(f"{uri}: unknown demo corpus (only demo://bach-chorales?songs=N)")
+    try:
+        songs = int(parse_qs(parsed.query).get("songs", ["120"])[0])
+    except ValueError:
+        raise DataError(f"{uri}: songs must be an integer") from None
+    if songs < 1:
+        raise DataError(f"{uri}: songs must be >= 1")
+    # One staging folder for every N: the selection is the first N in a fixed order, so a
+    # smaller corpus is a prefix of a larger one and reuses its renders.
+    staging = cache_dir(out_dir) / "demo-bach-chorales"
+    files = render_demo_corpus(staging, songs)
+    return local_entries(staging, params.data.max_file_bytes, files)
