@@ -155,9 +155,11 @@ def test_time_signatures(tmp_path):
 
 
 TRACKS = (
-    TrackSpec("drums", is_drum=True, names=("drum",)),
-    TrackSpec("piano", names=("piano", "keys"), programs=tuple(range(8))),
-    TrackSpec("bass", program=32, names=("bass",), programs=tuple(range(32, 40))),
+    TrackSpec("drums", kind="drums", program=0, is_drum=True, names=("drum",), programs=()),
+    TrackSpec("piano", kind="polyphonic", program=0, is_drum=False, names=("piano", "keys"),
+              programs=tuple(range(8))),
+    TrackSpec("bass", kind="monophonic", program=32, is_drum=False, names=("bass",),
+              programs=tuple(range(32, 40))),
 )
 
 
@@ -185,11 +187,13 @@ def test_merge_counts_unmatched_and_takes_union(tmp_path):
     roll, dropped = multitrack_roll(mt, TRACKS, REP)
     assert dropped == 1
     assert roll.shape == (3, 4 * REP.steps_per_bar, REP.n_pitches)
-    assert roll[1, 0:12, 60 - REP.lowest_pitch].all() and roll[1, 24:36, 64 - REP.lowest_pitch].all()
-    # a quarter note stays 12 steps long at 12 per beat (floor, not round, when downsampling)
-    assert (roll[1] > 0).sum() == 24 and not roll[0].any() and not roll[2].any()
+    q = REP.beat_resolution  # a quarter note (24 source steps) is q steps
+    assert roll[1, 0:q, 60 - REP.lowest_pitch].all() and roll[1, 2 * q:3 * q, 64 - REP.lowest_pitch].all()
+    # a quarter note stays q steps long at q per beat (floor, not round, when downsampling)
+    assert (roll[1] > 0).sum() == 2 * q and not roll[0].any() and not roll[2].any()
     # run starts of each source track are the onsets (a bare Multitrack carries no note starts)
-    assert list(zip(*np.nonzero(roll[1] == ONSET), strict=True)) == [(0, 60 - REP.lowest_pitch), (24, 64 - REP.lowest_pitch)]
+    assert list(zip(*np.nonzero(roll[1] == ONSET), strict=True)) == [(0, 60 - REP.lowest_pitch),
+                                                                      (2 * q, 64 - REP.lowest_pitch)]
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -26,7 +29,8 @@ def test_project_params_file_loads_into_dataclasses():
     params = load_params(REPO / "params.yaml")
     assert isinstance(params, Params)
     assert params.track_names == ["soprano", "alto", "tenor", "bass"]
-    assert params.representation.steps_per_bar == 48
+    assert params.representation.steps_per_bar == 16  # the chorales' 16th grid
+    assert [t.kind for t in params.tracks] == ["monophonic"] * 4
 
 
 def test_unknown_key_is_named_with_its_section(tmp_path):
@@ -109,5 +113,102 @@ def test_digest_is_stable_and_changes_with_any_knob():
 def test_flat_params_are_scalars_for_mlflow():
     params = load_params(REPO / "params.yaml")
     flat = params.flat()
-    assert flat["train.epochs"] == params.train.epochs and flat["model.conv_channels"] == "[8, 16, 32]"
+    assert flat["train.epochs"] == params.train.epochs
+    assert flat["model.conv_channels"] == json.dumps(list(params.model.conv_channels))
+    assert flat["evaluate.temperatures"] == json.dumps(list(params.evaluate.temperatures))
     assert all(isinstance(v, str | int | float | bool) or v is None for v in flat.values())
+
+
+def leaf_keys(obj: Any, prefix: str = "") -> list[tuple[str, tuple]]:
+    """(dotted name, path into the raw dict) of every leaf of params.yaml (list items by index)."""
+    if isinstance(obj, dict):
+        return [leaf for k, v in obj.items() for leaf in leaf_keys(v, f"{prefix}.{k}" if prefix else k)]
+    if isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
+        return [leaf for i, v in enumerate(obj) for leaf in leaf_keys(v, f"{prefix}[{i}]")]
+    return [(prefix, ())]
+
+
+def raw_path(dotted: str) -> list[str | int]:
+    """"tracks[1].name" -> ["tracks", 1, "name"]."""
+    out: list[str | int] = []
+    for part in dotted.split("."):
+        name, _, index = part.partition("[")
+        out.append(name)
+        if index:
+            out.append(int(index.rstrip("]")))
+    return out
+
+
+LEAVES = [name for name, _ in leaf_keys(project_params())]
+
+
+def test_every_section_of_params_yaml_has_leaves_to_check():
+    sections = {name.split(".")[0].split("[")[0] for name in LEAVES}
+    assert sections == set(project_params())
+    assert "tracks[0].kind" in LEAVES and "evaluate.stat_rel_tolerance" in LEAVES
+
+
+@pytest.mark.parametrize("key", LEAVES)
+def test_a_deleted_key_is_refused_naming_it(tmp_path, key):
+    raw = project_params()
+    *parents, leaf = raw_path(key)
+    node = raw
+    for part in parents:
+        node = node[part]
+    del node[leaf]
+    with pytest.raises(ParamsError, match=rf"params.yaml: missing key {re.escape(key)}\b"):
+        load_params(write(tmp_path, raw))
+
+
+@pytest.mark.parametrize("section", sorted(project_params()))
+def test_a_deleted_section_is_refused_naming_it(tmp_path, section):
+    raw = project_params()
+    del raw[section]
+    with pytest.raises(ParamsError, match=rf"missing key {section}\b"):
+        load_params(write(tmp_path, raw))
+
+
+def test_set_with_invalid_yaml_is_a_params_error_naming_the_override():
+    with pytest.raises(ParamsError, match=r"--set 'model.conv_channels=\[4, 8': the value is not valid YAML"):
+        parse_override("model.conv_channels=[4, 8")
+
+
+def test_set_without_an_equals_sign_is_a_params_error():
+    with pytest.raises(ParamsError, match="expected KEY=VALUE"):
+        parse_override("train.epochs")
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.latent_dim=0", r"model.latent_dim: must be > 0, got 0"),
+    ("model.conv_channels=[]", r"model.conv_channels: must list at least one conv layer"),
+    ("model.conv_channels=[8, 0]", r"model.conv_channels: every layer needs > 0 channels"),
+    ("train.warmup_steps=-5", r"train.warmup_steps: must be >= 0, got -5"),
+    ("tensorize.train_fraction=-1", r"tensorize.train_fraction: must be in \(0, 1\), got -1"),
+    ("train.free_nats=-1", r"train.free_nats: must be >= 0"),
+    ("train.transpose=13", r"train.transpose: must be in 0..12 semitones"),
+    ("evaluate.temperatures=[]", r"evaluate.temperatures: must list at least one temperature"),
+    ("evaluate.temperatures=[1.0, 0]", r"evaluate.temperatures: must be > 0"),
+    ("evaluate.statistics=[loudness]", r"evaluate.statistics: unknown statistic 'loudness'"),
+    ("evaluate.n_generated=1", r"evaluate.n_generated: must be >= 2"),
+    ("evaluate.max_copy_note_f1=1.5", r"evaluate.max_copy_note_f1: must be in \[0, 1\]"),
+])
+def test_an_out_of_range_override_is_a_clear_params_error(override, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(REPO / "params.yaml", dict([parse_override(override)]))
+
+
+def test_an_unknown_track_kind_is_refused_with_the_known_ones(tmp_path):
+    raw = project_params()
+    raw["tracks"][2]["kind"] = "choir"
+    with pytest.raises(ParamsError, match=r"tracks: tenor: kind must be one of monophonic, polyphonic, "
+                                          r"drums, got 'choir'"):
+        load_params(write(tmp_path, raw))
+
+
+def test_removed_keys_are_refused_as_unknown(tmp_path):
+    """Keys of the old model (threshold, pos_weight, per-dimension free bits) no longer exist."""
+    for section, key in [("evaluate", "threshold"), ("train", "pos_weight"), ("train", "free_bits")]:
+        raw = project_params()
+        raw[section][key] = 0.5
+        with pytest.raises(ParamsError, match=rf"unknown key {section}.{key}"):
+            load_params(write(tmp_path, raw))

@@ -1,32 +1,55 @@
-"""Phrase tensors to Multitrack, MIDI (round trip), PNG and WAV."""
+"""Code phrases to notes, Multitrack, MIDI (round trip, repeated notes kept), PNG and WAV."""
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import wave
 from pathlib import Path
 
 import numpy as np
-import pypianoroll
+import pretty_midi
 import pytest
 
+from lpdvae.codes import ONSET, SUSTAIN
 from lpdvae.params import RepresentationParams, TrackSpec
-from lpdvae.roll import plot_png, render_wav, to_multitrack, write_midi
+from lpdvae.roll import midi_bytes, phrase_notes, plot_png, render_wav, to_multitrack, write_midi
 
-REP = RepresentationParams(beat_resolution=4, beats_per_bar=4, lowest_pitch=36, n_pitches=48, n_bars=2)
-TRACKS = [TrackSpec("melody", program=52), TrackSpec("drums", program=0, is_drum=True)]
+REP = RepresentationParams(source_resolution=4, beat_resolution=4, beats_per_bar=4, lowest_pitch=36,
+                           n_pitches=48, n_bars=2)
+TRACKS = [TrackSpec("melody", kind="monophonic", program=52, is_drum=False, names=(), programs=()),
+          TrackSpec("drums", kind="drums", program=0, is_drum=True, names=(), programs=())]
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 
 
+def note(track: np.ndarray, start: int, length: int, pitch: int) -> None:
+    flat = track.reshape(-1, REP.n_pitches)
+    flat[start : start + length, pitch - REP.lowest_pitch] = SUSTAIN
+    flat[start, pitch - REP.lowest_pitch] = ONSET
+
+
 def phrase() -> np.ndarray:
-    """Two tracks, 2 bars of 16 steps: a held C4 over the barline, an E4, a kick on every beat."""
+    """Two tracks, 2 bars of 16 steps: an E4, a C4 held over the barline and struck again right
+    after (two notes, no gap), a kick on every beat."""
     x = np.zeros((2, REP.n_bars, REP.steps_per_bar, REP.n_pitches), dtype=np.uint8)
-    melody = x[0].reshape(-1, REP.n_pitches)
-    melody[12:20, 60 - REP.lowest_pitch] = 1
-    melody[0:4, 64 - REP.lowest_pitch] = 1
-    x[1].reshape(-1, REP.n_pitches)[::4, 36 - REP.lowest_pitch] = 1
+    note(x[0], 0, 4, 64)
+    note(x[0], 12, 8, 60)
+    note(x[0], 20, 4, 60)
+    for step in range(0, 32, 4):
+        note(x[1], step, 1, 36)
     return x
+
+
+def test_phrase_notes_keep_repeated_notes_apart():
+    notes = phrase_notes(phrase()[0])
+    assert notes == [(0, 4, 64 - 36), (12, 20, 60 - 36), (20, 24, 60 - 36)]
+
+
+def test_phrase_notes_read_a_note_cut_at_the_phrase_start():
+    track = np.zeros((1, 4, 3), dtype=np.uint8)
+    track[0, :2, 1] = SUSTAIN  # began before the phrase: no onset code
+    assert phrase_notes(track) == [(0, 2, 1)]
 
 
 def test_to_multitrack_places_pitches_and_keeps_track_specs():
@@ -47,28 +70,44 @@ def test_to_multitrack_accepts_model_json_track_dicts_and_checks_track_count():
         to_multitrack(phrase(), TRACKS[:1], REP)
 
 
-def test_midi_round_trip_gives_back_the_phrase(tmp_path):
-    path = write_midi(to_multitrack(phrase(), TRACKS, REP), tmp_path / "deep" / "x.mid")
+def read_notes(data: bytes, tempo: float = 100.0) -> list[list[tuple[int, int, int]]]:
+    """(start step, end step, MIDI pitch) per instrument of a MIDI file."""
+    step = 60.0 / tempo / REP.beat_resolution
+    pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    return [sorted((round(n.start / step), round(n.end / step), n.pitch) for n in inst.notes)
+            for inst in pm.instruments]
+
+
+def test_midi_round_trip_gives_back_every_note_including_repeated_ones(tmp_path):
+    path = write_midi(phrase(), TRACKS, REP, tmp_path / "deep" / "x.mid")
     assert path.read_bytes()[:4] == b"MThd"
     assert [p.name for p in path.parent.iterdir()] == ["x.mid"]  # no temp file left behind
-    back = pypianoroll.read(path, resolution=REP.beat_resolution)
-    assert [t.name for t in back.tracks] == ["melody", "drums"]
-    for k, track in enumerate(back.tracks):
-        roll = track.pianoroll[:32, REP.lowest_pitch : REP.lowest_pitch + REP.n_pitches] > 0
-        np.testing.assert_array_equal(roll, phrase()[k].reshape(32, -1).astype(bool))
+    pm = pretty_midi.PrettyMIDI(str(path))
+    assert [(i.name, i.program, i.is_drum) for i in pm.instruments] == [("melody", 52, False), ("drums", 0, True)]
+    melody, drums = read_notes(path.read_bytes())
+    assert melody == [(0, 4, 64), (12, 20, 60), (20, 24, 60)]
+    assert drums == [(s, s + 1, 36) for s in range(0, 32, 4)]
 
 
-def test_png_stacks_one_panel_per_track(tmp_path):
+def test_midi_of_several_phrases_plays_them_one_after_another():
+    melody = read_notes(midi_bytes(np.stack([phrase(), phrase()]), TRACKS, REP))[0]
+    assert len(melody) == 6
+    assert melody[3:] == [(s + 32, e + 32, p) for s, e, p in melody[:3]]
+
+
+def test_png_has_one_panel_per_phrase(tmp_path):
     import matplotlib.image
 
-    one = plot_png(to_multitrack(phrase()[:1], TRACKS[:1], REP), tmp_path / "one.png")
-    two = plot_png(to_multitrack(phrase(), TRACKS, REP), tmp_path / "two.png")
+    one = plot_png([("original", phrase())], TRACKS, REP, tmp_path / "one.png")
+    two = plot_png([("original", phrase()), ("reconstruction", phrase())], TRACKS, REP, tmp_path / "two.png")
     assert two.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert matplotlib.image.imread(two).shape[0] > matplotlib.image.imread(one).shape[0]
+    assert matplotlib.image.imread(two).shape[1] > matplotlib.image.imread(one).shape[1]
+    silent = plot_png([("silence", np.zeros_like(phrase()))], TRACKS, REP, tmp_path / "silent.png")
+    assert silent.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_wav_is_skipped_with_a_log_line_without_a_soundfont(tmp_path, caplog):
-    midi = write_midi(to_multitrack(phrase(), TRACKS, REP), tmp_path / "x.mid")
+    midi = write_midi(phrase(), TRACKS, REP, tmp_path / "x.mid")
     with caplog.at_level(logging.INFO, logger="lpdvae.roll"):
         assert not render_wav(midi, tmp_path / "x.wav", tmp_path / "missing.sf2")
     assert not (tmp_path / "x.wav").exists()
@@ -78,7 +117,7 @@ def test_wav_is_skipped_with_a_log_line_without_a_soundfont(tmp_path, caplog):
 @pytest.mark.skipif(shutil.which("fluidsynth") is None or not SOUNDFONT.exists(),
                     reason="fluidsynth + fluid-soundfont-gm not installed")
 def test_wav_renders_through_fluidsynth(tmp_path):
-    midi = write_midi(to_multitrack(phrase(), TRACKS, REP), tmp_path / "x.mid")
+    midi = write_midi(phrase(), TRACKS, REP, tmp_path / "x.mid")
     assert render_wav(midi, tmp_path / "x.wav", SOUNDFONT)
     with wave.open(str(tmp_path / "x.wav")) as w:
         assert w.getnframes() / w.getframerate() > 1.0  # 8 beats at 100 bpm is ~4.8 s
