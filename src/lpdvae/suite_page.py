@@ -69,7 +69,8 @@ def render(suite: str, n_rows: int, results: Sequence[ExpectationResult], statis
         f"<h1>Great Expectations suite <code>{_e(suite)}</code></h1>"
         f'<p class="verdict">{verdict}. {n_rows} songs validated as one batch.</p>'
         "<p>Songs an expectation flags are quarantined with its reason (the first copy of a duplicate "
-        "is kept); the full list with every reason per song is validate's <code>quarantine.jsonl</code>.</p>"
+        "is kept). Files that could not be read at all are quarantined before the suite runs and are not "
+        "counted here; the full list with every reason per song is validate's <code>quarantine.jsonl</code>.</p>"
         "<h2>Expectations</h2><table><tr><th>result</th><th>expectation</th><th>column</th><th>rule</th>"
         f"<th>quarantine reason</th><th>unexpected</th></tr>{''.join(rows)}</table>"
         + (f"<h2>Unexpected songs</h2>{''.join(sections)}" if sections else "")
