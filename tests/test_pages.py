@@ -78,6 +78,8 @@ def _sine_render(midi_path: str | Path, wav_path: str | Path, soundfont: str | P
 def eval_dir(tmp_path_factory) -> Path:
     """evaluate's folder page with the default sample count: 8 generated, 2 original|reconstruction
     pairs, a 7-step interpolation. WAVs through fluidsynth when installed (CI), else sine tones."""
+    import pretty_midi
+
     params = load_params(REPO / "params.yaml")
     rep, ev = params.representation, params.evaluate
     steps, rng = rep.n_bars * rep.steps_per_bar, np.random.default_rng(0)
@@ -91,8 +93,10 @@ def eval_dir(tmp_path_factory) -> Path:
     metrics = {"recon_note_f1": 0.41, "baseline.recon_note_f1": 0.12, "generated.empty_bar_rate": 0.05,
                "reference.empty_bar_rate": 0.04, "kl_nats": 12.3}
     tracks = [dataclasses.asdict(t) if dataclasses.is_dataclass(t) else t for t in params.tracks]
+    if not Path(ev.soundfont).exists():  # no fluid-soundfont-gm: pretty_midi's General MIDI soundfont
+        ev = dataclasses.replace(ev, soundfont=str(Path(pretty_midi.__file__).with_name("TimGM6mb.sf2")))
     with pytest.MonkeyPatch.context() as mp:
-        if not (shutil.which("fluidsynth") and Path(ev.soundfont).exists()):
+        if not shutil.which("fluidsynth"):
             mp.setattr("lpdvae.samples_page.render_wav", _sine_render)
         write_page(out, metrics, {"blessed": False, "reasons": ["note F1 0.41 < 2 x baseline"]},
                    phrases(ev.n_samples), phrases(2), phrases(2), phrases(7), tracks, rep, ev)
@@ -184,6 +188,17 @@ def test_audio_preview_is_mono_8_khz_8_bit_and_at_most_20_seconds(tmp_path):
         x = np.frombuffer(w.readframes(w.getnframes()), np.uint8).astype(float) - 128
     spectrum = np.abs(np.fft.rfft(x))
     assert abs(np.argmax(spectrum) * PREVIEW_RATE / len(x) - 440) < 2  # still the 440 Hz tone
+
+
+def test_audio_preview_cuts_a_silent_end(tmp_path):
+    path = _sine_wav(tmp_path / "tone.wav", seconds=3.0)
+    with wave.open(str(path), "rb") as w:
+        params, frames = w.getparams(), w.readframes(w.getnframes())
+    with wave.open(str(path), "wb") as w:  # 3 s of tone, then 5 s of silence
+        w.setparams(params)
+        w.writeframes(frames + b"\0" * (5 * 22050 * 4))
+    with wave.open(io.BytesIO(audio_preview(path))) as w:
+        assert 3.0 <= w.getnframes() / PREVIEW_RATE <= 3.2
 
 
 def test_audio_preview_of_a_24_bit_wav_is_refused_with_the_file_named(tmp_path):

@@ -160,9 +160,11 @@ def render_wav(midi_path: str | Path, wav_path: str | Path, soundfont: str | Pat
                                            f"the soundfont {soundfont}" if not Path(soundfont).exists() else "") if m)
         if missing not in _told_no_synth:
             _told_no_synth.add(missing)
+            bundled = Path(__import__("pretty_midi").__file__).with_name("TimGM6mb.sf2")
             log.warning("no WAV samples (MIDI and PNG are written): %s not installed. For audio, on "
                         "Debian/Ubuntu: `sudo apt-get install fluidsynth fluid-soundfont-gm` (or set "
-                        "evaluate.soundfont to a General MIDI .sf2), then `.venv/bin/dvc repro -s -f evaluate`", missing)
+                        "evaluate.soundfont to a General MIDI .sf2, e.g. pretty_midi's %s), then "
+                        "`.venv/bin/dvc repro -s -f evaluate`", missing, bundled)
         log.debug("no WAV for %s: %s not installed", midi_path, missing)
         return False
     wav_path = Path(wav_path)

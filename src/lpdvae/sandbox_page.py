@@ -108,7 +108,7 @@ def _preview_tag(wav_path: Path) -> str | None:
 
 def audio_preview(wav_path: Path, rate: int = PREVIEW_RATE, max_seconds: float = PREVIEW_SECONDS) -> bytes:
     """The first `max_seconds` of a PCM WAV as mono, `rate` Hz, 8-bit WAV bytes (peak-normalised,
-    low-passed below the new Nyquist frequency before resampling)."""
+    low-passed below the new Nyquist frequency before resampling, the silent end cut)."""
     with wave.open(str(wav_path), "rb") as w:
         channels, width, src_rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
         raw = w.readframes(min(w.getnframes(), int(max_seconds * src_rate)))
@@ -127,6 +127,8 @@ def audio_preview(wav_path: Path, rate: int = PREVIEW_RATE, max_seconds: float =
     peak = float(np.max(np.abs(y))) if len(y) else 0.0
     if peak > 0:
         y = y * (0.95 / peak)
+    heard = np.nonzero(np.abs(y) * 127 >= 0.5)[0]  # a reverb tail that rounds to 8-bit silence goes
+    y = y[: heard[-1] + 1 + rate // 10] if len(heard) else y[:rate // 10]
     out = io.BytesIO()
     with wave.open(out, "wb") as w:
         w.setnchannels(1)
