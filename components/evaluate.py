@@ -22,8 +22,8 @@ def evaluate_op(
     from collections import namedtuple
     from pathlib import Path
 
-    from components.html import inline_page
     from components.runtime import step_params
+    from lpdvae.sandbox_page import sandbox_page
     from lpdvae.steps.evaluate import evaluate
 
     params = step_params(params_json)
@@ -32,7 +32,8 @@ def evaluate_op(
     for key, value in result.metrics.items():
         if math.isfinite(value):  # KFP's executor output is JSON: no NaN
             metrics.log_metric(key.replace("/", "."), float(value))
-    Path(samples_page.path).write_text(inline_page(out / "index.html"), encoding="utf-8")
+    # <= 2 MB for the UI's sandboxed iframe: PNGs and short audio previews inlined, MIDI/WAV by path
+    Path(samples_page.path).write_text(sandbox_page(out / "index.html", "evaluation"), encoding="utf-8")
     verdict = "**blessed**" if result.blessed else "**not blessed**"
     reasons = "".join(f"\n- {r}" for r in result.reasons) or "\n- every check passed"
     Path(blessing.path).write_text(f"# Blessing\n\n{verdict}\n{reasons}\n", encoding="utf-8")

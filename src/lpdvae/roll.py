@@ -148,11 +148,24 @@ def plot_png(panels: Sequence[tuple[str, np.ndarray]], tracks: Sequence[TrackSpe
     return atomic_write_bytes(path, buf.getvalue())
 
 
+_told_no_synth: set[str] = set()  # what was missing, said once per process (one run), not per file
+
+
 def render_wav(midi_path: str | Path, wav_path: str | Path, soundfont: str | Path) -> bool:
-    """WAV through fluidsynth and a General MIDI soundfont; False (logged) when either is missing."""
+    """WAV through fluidsynth and a General MIDI soundfont; False when either is missing, said
+    once per process with the install command (one warning per run, not one per sample)."""
     exe = shutil.which("fluidsynth")
     if exe is None or not Path(soundfont).exists():
-        log.info("no WAV for %s: fluidsynth or soundfont %s not installed", midi_path, soundfont)
+        missing = " and ".join(m for m in ("fluidsynth" if exe is None else "",
+                                           f"the soundfont {soundfont}" if not Path(soundfont).exists() else "") if m)
+        if missing not in _told_no_synth:
+            _told_no_synth.add(missing)
+            bundled = Path(__import__("pretty_midi").__file__).with_name("TimGM6mb.sf2")
+            log.warning("no WAV samples (MIDI and PNG are written): %s not installed. For audio, on "
+                        "Debian/Ubuntu: `sudo apt-get install fluidsynth fluid-soundfont-gm` (or set "
+                        "evaluate.soundfont to a General MIDI .sf2, e.g. pretty_midi's %s), then "
+                        "`.venv/bin/dvc repro -s -f evaluate`", missing, bundled)
+        log.debug("no WAV for %s: %s not installed", midi_path, missing)
         return False
     wav_path = Path(wav_path)
     tmp = wav_path.with_name(f".{wav_path.name}.tmp.wav")

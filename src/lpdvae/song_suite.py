@@ -2,9 +2,10 @@
 
 Each `Check` is one expectation with the quarantine reason its unexpected rows get; the
 thresholds come from params `validate`. `run_suite` runs them over the whole table as one
-batch (GX 1.x, ephemeral context), builds the data docs site, and turns GX's unexpected row
-indices into per-song failure details. Importing GX is slow (seconds), so it happens inside
-`run_suite`, never at import time.
+batch (GX 1.x, ephemeral context), turns GX's unexpected row indices into per-song failure
+details, and writes the data docs: one self-contained page (`lpdvae.suite_page`) instead of
+GX's site, whose CDN-hosted styles and scripts do not load offline or in the KFP UI. Importing
+GX is slow (seconds), so it happens inside `run_suite`, never at import time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lpdvae import suite_page
 from lpdvae.params import Params
 
 
@@ -67,7 +69,7 @@ def _expectation(check: Check):
 
 
 def run_suite(table: pd.DataFrame, params: Params, docs_dir: Path) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Run the suite over `table` (whole-dataframe batch), build data docs into `docs_dir`.
+    """Run the suite over `table` (whole-dataframe batch), write the data docs page into `docs_dir`.
 
     Returns the suite summary and {song_id-row path: [failure details]} from GX's unexpected
     row indices (as `path` values, `unexpected_index_column_names`)."""
@@ -77,11 +79,6 @@ def run_suite(table: pd.DataFrame, params: Params, docs_dir: Path) -> tuple[dict
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    ctx.add_data_docs_site(site_name="lpdvae", site_config={
-        "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(docs_dir).resolve())},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    })
     batch = ctx.data_sources.add_pandas("songs").add_dataframe_asset("song_stats") \
         .add_batch_definition_whole_dataframe("all_songs")
     suite = ctx.suites.add(gx.ExpectationSuite(name="lpdvae_songs"))
@@ -91,23 +88,39 @@ def run_suite(table: pd.DataFrame, params: Params, docs_dir: Path) -> tuple[dict
     definition = ctx.validation_definitions.add(gx.ValidationDefinition(name="songs", data=batch, suite=suite))
     checkpoint = ctx.checkpoints.add(gx.Checkpoint(
         name="lpdvae_validate", validation_definitions=[definition],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["lpdvae"])],
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]},
     ))
     run = checkpoint.run(batch_parameters={"dataframe": table})
     failures: dict[str, list[str]] = {}
     expectations = []
+    shown = []
     (result,) = run.run_results.values()
     checks_by_id = {e.id: c for e, c in by_config}
     for r in result.results:
         check = checks_by_id[r.expectation_config.id]
         rows = [u["path"] for u in r.result.get("unexpected_index_list") or []]
+        unexpected = []
         for path, value in zip(rows, r.result.get("unexpected_list") or [None] * len(rows), strict=False):
-            failures.setdefault(path, []).append(f"{check.reason}: {_describe(check, value)}")
+            detail = _describe(check, value)
+            failures.setdefault(path, []).append(f"{check.reason}: {detail}")
+            unexpected.append((path, detail))
         expectations.append({"type": r.expectation_config.type, "column": check.column, "reason": check.reason,
                              "success": bool(r.success), "unexpected_count": len(rows)})
+        shown.append(suite_page.ExpectationResult(r.expectation_config.type, check.column, _rule(check),
+                                                  check.reason, bool(r.success), unexpected))
     summary = {"success": bool(run.success), "statistics": _plain(result.statistics), "expectations": expectations}
+    suite_page.write(Path(docs_dir), suite.name, len(table), shown, summary["statistics"])
     return summary, failures
+
+
+def _rule(check: Check) -> str:
+    """The condition an expectation checks, in words."""
+    if check.kind == "unique":
+        return "unique"
+    if check.kind == "in_set":
+        return "in {" + ", ".join(repr(v) for v in check.value_set) + "}"
+    return " and ".join(b for b in (f">= {check.min_value:g}" if check.min_value is not None else "",
+                                    f"<= {check.max_value:g}" if check.max_value is not None else "") if b)
 
 
 def _describe(check: Check, value: Any) -> str:
@@ -115,9 +128,7 @@ def _describe(check: Check, value: Any) -> str:
         return f"{check.column} {value} occurs more than once"
     if check.kind == "in_set":
         return f"{check.column} {value or 'unknown'!s}, required {check.value_set[0]}"
-    bounds = " and ".join(b for b in (f">= {check.min_value:g}" if check.min_value is not None else "",
-                                      f"<= {check.max_value:g}" if check.max_value is not None else "") if b)
-    return f"{check.column} = {value:g} (must be {bounds})" if isinstance(value, int | float) else f"{check.column} = {value}"
+    return f"{check.column} = {value:g} (must be {_rule(check)})" if isinstance(value, int | float) else f"{check.column} = {value}"
 
 
 def _plain(obj: Any) -> Any:
