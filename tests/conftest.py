@@ -129,8 +129,10 @@ def tiny_params() -> Params:
         {
             "data.source": "demo://bach-chorales?songs=6",
             "tracks": [
-                {"name": "soprano", "program": 52, "names": ["soprano"]},
-                {"name": "bass", "program": 52, "names": ["bass"]},
+                {"name": "soprano", "kind": "monophonic", "program": 52, "is_drum": False,
+                 "names": ["soprano"], "programs": []},
+                {"name": "bass", "kind": "monophonic", "program": 52, "is_drum": False,
+                 "names": ["bass"], "programs": []},
             ],
             "model.conv_channels": [4, 8],
             "model.bar_embedding": 16,
@@ -142,6 +144,8 @@ def tiny_params() -> Params:
             "train.batch_size": 4,
             "train.checkpoint_every_steps": 5,
             "evaluate.n_samples": 2,
+            "evaluate.n_generated": 8,
+            "evaluate.temperatures": [1.0],
             "evaluate.render_audio": False,
         },
     )

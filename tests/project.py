@@ -19,7 +19,7 @@ TINY = {
     "model": {"conv_channels": [4, 8], "bar_embedding": 16, "encoder_hidden": 16,
               "latent_dim": 4, "conductor_hidden": 16, "decoder_hidden": 16},
     "train": {"epochs": 1, "batch_size": 8, "checkpoint_every_steps": 10},
-    "evaluate": {"n_samples": 2, "render_audio": False},
+    "evaluate": {"n_samples": 2, "n_generated": 8, "temperatures": [1.0], "render_audio": False},
 }
 
 

@@ -17,9 +17,8 @@ from tests.project import env, make_project
 @pytest.mark.slow
 def test_kfp_local_run_registers_a_model_version(tmp_path):
     # a one-epoch model is far from the data: open the blessing gates so register runs
-    lenient = {"tolerances": {k: 1e9 for k in ("empty_bar_rate", "n_pitch_classes_used",
-                                               "qualified_note_rate", "polyphonic_rate")},
-               "min_recon_f1": 0.0, "threshold": 0.02}
+    lenient = {"stat_rel_tolerance": 1e9, "min_note_f1": 0.0, "baseline_factor": 0.0,
+               "min_unique_fraction": 0.0, "max_copy_note_f1": 1.0}
     project = make_project(tmp_path / "project", {"register": {"model_name": "lpdvae-kfp"},
                                                   "evaluate": lenient})
     repo = Path(__file__).resolve().parents[1]

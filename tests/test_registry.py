@@ -10,7 +10,7 @@ import pytest
 
 from lpdvae.errors import RegistryError
 from lpdvae.registry import CHAMPION, alias_version, client, promote, rollback
-from lpdvae.steps.register import register
+from lpdvae.steps.register import register, versus_champion
 from tests.conftest import REPO
 from tests.evalkit import make_model, on_server, write_eval
 
@@ -42,7 +42,8 @@ def test_first_blessed_version_becomes_champion_and_challenger(tmp_path, params,
     tags = client(params).get_model_version(params.register.model_name, "1").tags
     assert tags["lpdvae.pipeline_run_id"] == "kfp-run-42"
     assert tags["lpdvae.params_digest"] == params.digest()
-    assert tags["lpdvae.blessed"] == "true" and tags["lpdvae.metric.recon_f1"] == "0.5"
+    assert tags["lpdvae.blessed"] == "true" and tags["lpdvae.metric.recon_note_f1"] == "0.5"
+    assert tags["lpdvae.metric.generated.empty_bar_rate"] == "0.1"
     assert tags["lpdvae.dvc.tensors"] == "abc.dir" and tags["lpdvae.git_revision"] == "deadbeef"
     for alias in ("challenger", "champion"):  # every alias change: who, when, why, previous
         assert tags[f"lpdvae.alias.{alias}.by"] and tags[f"lpdvae.alias.{alias}.at"].endswith("+00:00")
@@ -97,6 +98,45 @@ def test_blessed_challenger_that_does_not_beat_champion_stays_challenger(tmp_pat
     assert r.aliases == ["challenger"] and champion(params) == "1"
 
 
+def test_metric_tags_keep_full_precision_so_an_equal_challenger_is_not_worse(tmp_path, params):
+    f1 = 0.123456789012345
+    register_version(tmp_path, params, "v1", blessed=True, recon_f1=f1)
+    tags = client(params).get_model_version(params.register.model_name, "1").tags
+    assert float(tags["lpdvae.metric.recon_note_f1"]) == f1
+    r = register_version(tmp_path, params, "v2", blessed=True, recon_f1=f1)
+    assert r.aliases == ["challenger", "champion"]  # not worse than the champion: promoted
+
+
+class Champion:
+    """What versus_champion reads of a registry ModelVersion."""
+
+    def __init__(self, f1: str | None, version: str = "3") -> None:
+        self.version = version
+        self.tags = {} if f1 is None else {"lpdvae.metric.recon_note_f1": f1}
+
+
+def test_versus_champion_allows_the_margin_from_params_only():
+    assert versus_champion({"recon_note_f1": 0.5}, None, 0.0) is None  # no champion yet
+    assert versus_champion({"recon_note_f1": 0.5}, Champion("0.5"), 0.0) is None
+    worse = versus_champion({"recon_note_f1": 0.5}, Champion("0.52"), 0.0)
+    assert worse == "recon_note_f1 0.5000 is below champion v3's 0.5200 by more than 0.0"
+    assert versus_champion({"recon_note_f1": 0.5}, Champion("0.52"), 0.05) is None
+    assert versus_champion({"recon_note_f1": 0.5}, Champion("0.56"), 0.05) is not None
+
+
+def test_versus_champion_with_an_unreadable_or_missing_tag_promotes():
+    assert versus_champion({"recon_note_f1": 0.1}, Champion(None), 0.0) is None
+    assert versus_champion({"recon_note_f1": 0.1}, Champion("n/a"), 0.0) is None
+
+
+def test_champion_margin_from_params_lets_a_slightly_worse_challenger_promote(tmp_path, params):
+    import dataclasses
+
+    loose = dataclasses.replace(params, register=dataclasses.replace(params.register, champion_margin=0.2))
+    register_version(tmp_path, loose, "v1", blessed=True, recon_f1=0.6)
+    assert register_version(tmp_path, loose, "v2", blessed=True, recon_f1=0.5).aliases == ["challenger", "champion"]
+
+
 def test_registry_cli_refuses_unblessed_promotion_with_one_line(tmp_path, params, mlflow_server):
     register_version(tmp_path, params, "v1", blessed=False, recon_f1=0.1)
     out = subprocess.run(
@@ -122,6 +162,6 @@ def test_registry_cli_lists_and_describes_versions(tmp_path, params, mlflow_serv
         ("1", True, ["challenger", "champion"]), ("2", False, [])]
     assert main([*base, "describe", "2"]) == 0
     described = json.loads(capsys.readouterr().out)
-    assert described["tags"]["lpdvae.blessing_reasons"] == "recon_f1 too low"
+    assert described["tags"]["lpdvae.blessing_reasons"] == "recon_note_f1 too low"
     assert main([*base, "describe", "9"]) == 1
     assert "has no version 9" in capsys.readouterr().err

@@ -23,14 +23,17 @@ from lpdvae.steps.register import register
 from tests.conftest import BIN, REPO, free_port, stop, wait_for_port
 from tests.evalkit import make_model, tiny_params, write_eval
 
+EVALUATED_TEMPERATURE = 0.85  # what evaluation chose on validation; served by default
+
 
 @pytest.fixture(scope="module")
 def champion(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path]:
     """A blessed tiny model registered as champion of a fresh model name."""
     tmp = tmp_path_factory.mktemp("serving")
-    params = tiny_params(mlflow_server, "serving-tests", **{"evaluate.threshold": 0.05})
+    params = tiny_params(mlflow_server, "serving-tests")
     model = make_model(tmp / "model", params, seed=3)
-    result = register(model, write_eval(tmp / "eval", True, 0.5), tmp / "registered.json", params,
+    evaluation = write_eval(tmp / "eval", True, 0.5, temperature=EVALUATED_TEMPERATURE)
+    result = register(model, evaluation, tmp / "registered.json", params,
                       lineage={"lpdvae.dvc.tensors": "abc.dir"})
     assert "champion" in result.aliases
     return params, model
@@ -56,28 +59,23 @@ def served(champion, tmp_path_factory) -> Iterator[str]:
             stop(proc)
 
 
-def invoke(url: str, records: list[dict], **params: float) -> requests.Response:
-    body: dict = {"dataframe_records": records}
-    if params:
-        body["params"] = params
-    return requests.post(f"{url}/invocations", json=body, timeout=120)
+def invoke(url: str, records: list[dict]) -> requests.Response:
+    return requests.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=120)
 
 
-def test_served_champion_returns_valid_piano_rolls(champion, served):
+def test_served_champion_returns_the_note_codes_the_saved_model_samples(champion, served):
     params, model = champion
-    probs = load_model(model).sample(2, 11, 1.0).numpy()  # an untrained decoder: all near its prior
-    threshold = float(np.quantile(probs, 0.9))
-    reply = invoke(served, [{"n": 2, "seed": 11, "temperature": 1.0}, {"n": 1, "seed": 12}],
-                   threshold=threshold)
+    reply = invoke(served, [{"n": 2, "seed": 11, "temperature": 1.0}, {"n": 1, "seed": 12, "temperature": 0.5}])
     assert reply.status_code == 200, reply.text
     rows = reply.json()["predictions"]
     assert [(r["seed"], r["index"]) for r in rows] == [(11, 0), (11, 1), (12, 0)]
     rep = params.representation
-    rolls = np.array([r["pianoroll"] for r in rows])
-    assert rolls.shape == (3, 2, rep.n_bars, rep.steps_per_bar, rep.n_pitches)
-    assert set(np.unique(rolls)) == {0, 1}
-    clear = np.abs(probs - threshold) > 1e-5  # the served music is what the saved model samples
-    np.testing.assert_array_equal(rolls[:2][clear], (probs > threshold)[clear])
+    codes = np.array([r["pianoroll"] for r in rows])
+    assert codes.shape == (3, 2, rep.n_bars, rep.steps_per_bar, rep.n_pitches)
+    assert set(np.unique(codes)) <= {0, 1, 2}
+    vae = load_model(model)
+    np.testing.assert_array_equal(codes[:2], vae.sample(2, 11, 1.0).numpy())
+    np.testing.assert_array_equal(codes[2:], vae.sample(1, 12, 0.5).numpy())
     midi = base64.b64decode(rows[0]["midi_base64"])
     assert midi[:4] == b"MThd"
     mt = pypianoroll.from_pretty_midi(pretty_midi.PrettyMIDI(io.BytesIO(midi)))
@@ -85,33 +83,27 @@ def test_served_champion_returns_valid_piano_rolls(champion, served):
     assert [t.program for t in mt.tracks] == [52, 33]
 
 
-def test_served_threshold_param_and_bad_requests(champion, served):
-    probs = load_model(champion[1]).sample(1, 5, 1.0).numpy()
-    lo, hi = (float(np.quantile(probs, q)) for q in (0.5, 0.9))
-    low = np.array(invoke(served, [{"n": 1, "seed": 5}], threshold=lo).json()["predictions"][0]["pianoroll"])
-    high = np.array(invoke(served, [{"n": 1, "seed": 5}], threshold=hi).json()["predictions"][0]["pianoroll"])
-    assert 0 < high.sum() < low.sum() and np.all(low >= high)
-    bad = invoke(served, [{"n": 0, "seed": 1}])
-    assert bad.status_code == 400 and "n must be in 1.." in bad.text
-
-
-def test_served_default_threshold_is_the_evaluation_threshold(champion, served):
-    params, model = champion
-    probs = load_model(model).sample(1, 8, 1.0).numpy()
-    expected = probs > params.evaluate.threshold
-    assert 0 < expected.sum() < expected.size  # 0.05 sits inside the untrained decoder's range
-    reply = invoke(served, [{"n": 1, "seed": 8}])  # no threshold in the request
+def test_served_default_temperature_is_the_evaluated_one(champion, served):
+    _, model = champion
+    reply = invoke(served, [{"n": 1, "seed": 8}])  # no temperature in the request
     assert reply.status_code == 200, reply.text
-    roll = np.array(reply.json()["predictions"][0]["pianoroll"])[None]
-    clear = np.abs(probs - params.evaluate.threshold) > 1e-5
-    np.testing.assert_array_equal(roll[clear], expected[clear])
+    codes = np.array(reply.json()["predictions"][0]["pianoroll"])[None]
+    np.testing.assert_array_equal(codes, load_model(model).sample(1, 8, EVALUATED_TEMPERATURE).numpy())
+
+
+def test_served_bad_requests_are_400_with_the_reason(served):
+    for record in ({"n": 0, "seed": 1}, {"n": 65, "seed": 1}, {"n": 1, "seed": 1, "temperature": 0}):
+        bad = invoke(served, [record])
+        assert bad.status_code == 400 and "n must be in 1.." in bad.text
 
 
 def test_generator_accepts_a_plain_dict(champion):
-    gen = MusicGenerator(threshold=0.5)
+    gen = MusicGenerator(temperature=EVALUATED_TEMPERATURE)
     gen.vae = load_model(champion[1])
     out = gen.predict(None, {"n": 2, "seed": 1})
     assert list(out.columns) == ["seed", "index", "pianoroll", "midi_base64"] and len(out) == 2
+    np.testing.assert_array_equal(np.array(out["pianoroll"].tolist()),
+                                  gen.vae.sample(2, 1, EVALUATED_TEMPERATURE).numpy())
 
 
 def test_generate_cli_samples_from_the_registry_champion(champion, tmp_path):

@@ -38,11 +38,12 @@ SHAPE = (2, 2, 16, 24)  # tracks, bars, steps per bar, pitches
 
 
 def make_tensors(root: Path, n_train: int = 48, n_val: int = 12, seed: int = 0) -> Path:
-    """A tensorize-shaped folder of random sparse rolls (several shards per split)."""
+    """A tensorize-shaped folder of random sparse note codes (several shards per split)."""
     rng = np.random.default_rng(seed)
     writer = ShardWriter(root, SHAPE, shard_size=20)
     for split, n in (("train", n_train), ("val", n_val)):
-        writer.add(split, (rng.random((n, *SHAPE)) < 0.05).astype(np.uint8))
+        cells = rng.random((n, *SHAPE))
+        writer.add(split, np.where(cells < 0.025, 2, np.where(cells < 0.05, 1, 0)).astype(np.uint8))
     shards = writer.close()
     splits = {k: {"shards": v, "n": sum(e["n"] for e in v)} for k, v in shards.items()}
     write_index(root, {"shape": list(SHAPE), "tracks": TRACKS, "packed": True, "splits": splits,
@@ -52,14 +53,16 @@ def make_tensors(root: Path, n_train: int = 48, n_val: int = 12, seed: int = 0) 
 
 def tiny_params(tracking_uri: str, **overrides: object) -> Params:
     return load_params(REPO / "params.yaml", {
-        "tracks": [{"name": n} for n in TRACKS],
+        # both decoder heads: a categorical (monophonic) and Bernoulli onset + sustain (polyphonic)
+        "tracks": [{"name": n, "kind": kind, "program": 0, "is_drum": False, "names": [n], "programs": []}
+                   for n, kind in zip(TRACKS, ("monophonic", "polyphonic"), strict=True)],
         "representation.source_resolution": 16, "representation.beat_resolution": 16,
         "representation.beats_per_bar": 1, "representation.n_bars": 2,
         "representation.n_pitches": 24,
         "model.conv_channels": [4, 8], "model.bar_embedding": 16, "model.encoder_hidden": 16,
         "model.latent_dim": 4, "model.conductor_hidden": 16, "model.decoder_hidden": 16,
         "train.epochs": 3, "train.batch_size": 8, "train.checkpoint_every_steps": 4,
-        "train.warmup_steps": 3, "train.beta_warmup_steps": 6, "train.free_bits": 0.05,
+        "train.warmup_steps": 3, "train.beta_warmup_steps": 6, "train.free_nats": 0.5,
         "train.early_stopping_patience": 0,
         "mlflow.tracking_uri": tracking_uri, "mlflow.experiment": "test-train",
         **overrides,
