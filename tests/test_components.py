@@ -25,7 +25,7 @@ from components import (
 from components.html import inline_page
 from components.knobs import knob_values, knobs, params_from_knobs, params_json_from_knobs
 from components.sharding import chunk_rows, n_chunks
-from lpdvae.params import Params, ParamsError, load_params
+from lpdvae.params import ParamsError, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 VOICES = {"Soprano": (67, 79), "Alto": (60, 72), "Tenor": (52, 64), "Bass": (40, 52)}
@@ -72,7 +72,7 @@ def test_knob_values_from_the_kfp_ui_are_parsed_and_validated():
 
 def test_make_params_has_one_typed_input_per_knob_and_returns_the_params_json():
     spec = make_params_op.component_spec
-    assert set(spec.inputs) == {k.name for k in knobs(Params())}
+    assert set(spec.inputs) == {k.name for k in knobs(load_params(REPO / "params.yaml"))}
     assert spec.inputs["train__epochs"].type == "Integer" and spec.inputs["tracks"].type == "List"
     params = load_params(REPO / "params.yaml", {"train.epochs": 3})
     out = make_params_op.python_func(**knob_values(params))
@@ -180,8 +180,8 @@ def test_evaluate_writes_the_blessing_markdown_and_a_blessed_parameter(tmp_path,
     def fake_evaluate(model_dir, tensor_dir, out, params):
         out.mkdir(parents=True)
         (out / "index.html").write_text("<html>samples</html>")
-        return step.EvaluateResult(out, {"recon_f1": 0.5, "generated.empty_bar_rate": float("nan")}, False,
-                                   ["recon_f1: 0.5 < 0.6"])
+        return step.EvaluateResult(out, {"recon_note_f1": 0.5, "generated.empty_bar_rate": float("nan")},
+                                   False, ["recon_note_f1 0.500 < min_note_f1 0.6"])
 
     monkeypatch.setattr(step, "evaluate", fake_evaluate)
     metrics, blessing = Metrics(uri=str(tmp_path / "m")), Markdown(uri=str(tmp_path / "blessing.md"))
@@ -190,8 +190,8 @@ def test_evaluate_writes_the_blessing_markdown_and_a_blessed_parameter(tmp_path,
         tensors=Dataset(uri=str(tmp_path)), evaluation=Dataset(uri=str(out_dir)),
         samples_page=HTML(uri=str(tmp_path / "page.html")), metrics=metrics, blessing=blessing)
     assert result.blessed is False
-    assert metrics.metadata == {"recon_f1": 0.5}
-    assert "**not blessed**" in Path(blessing.path).read_text() and "recon_f1" in Path(blessing.path).read_text()
+    assert metrics.metadata == {"recon_note_f1": 0.5}
+    assert "**not blessed**" in Path(blessing.path).read_text() and "recon_note_f1" in Path(blessing.path).read_text()
 
 
 def test_register_never_registers_an_unblessed_model(tmp_path):

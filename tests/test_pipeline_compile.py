@@ -275,7 +275,7 @@ def test_knob_descriptions_are_params_yaml_comments(ir):
     params = ir["spec"]["root"]["inputDefinitions"]["parameters"]
     assert params["train__nproc"]["description"] == ">1 runs under torchrun (DDP)"
     assert params["data__source"]["description"].startswith("Where songs come from: demo://")
-    assert params["evaluate__threshold"]["description"].endswith("on the demo's train split)"), "continued comment"
+    assert params["evaluate__temperatures"]["description"].endswith("(never chosen on test)"), "continued comment"
     assert params["tracks"]["description"].startswith("The track set, in tensor channel order.")
 
 
