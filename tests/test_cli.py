@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lpdvae.cli import COMMANDS, build_parser
 
@@ -77,7 +78,9 @@ def test_every_register_cli_is_in_the_command_table():
 
 def test_params_error_is_one_line_without_traceback(tmp_path):
     bad = tmp_path / "params.yaml"
-    bad.write_text("train: {epochs: lots}\ntracks: [{name: a}]\n")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["epochs"] = "lots"
+    bad.write_text(yaml.safe_dump(raw))
     out = lpdvae("--params", str(bad), "status")
     assert out.returncode == 2
     assert "train.epochs: expected an integer, got 'lots'" in out.stderr
