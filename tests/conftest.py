@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from lpdvae.params import Params, load_params
+from tests.project import small_model_dotted
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -134,12 +135,7 @@ def tiny_params() -> Params:
                 {"name": "bass", "kind": "monophonic", "program": 52, "is_drum": False,
                  "names": ["bass"], "programs": []},
             ],
-            "model.conv_channels": [4, 8],
-            "model.bar_embedding": 16,
-            "model.encoder_hidden": 16,
-            "model.latent_dim": 4,
-            "model.conductor_hidden": 16,
-            "model.decoder_hidden": 16,
+            **small_model_dotted(),
             "train.epochs": 1,
             "train.batch_size": 4,
             "train.checkpoint_every_steps": 5,

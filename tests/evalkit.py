@@ -19,6 +19,7 @@ from lpdvae.model import build_model, save_model
 from lpdvae.params import Params
 from lpdvae.shards import ShardWriter, write_index
 from lpdvae.tracking import setup_mlflow, tracking_uri
+from tests.project import small_model_dotted
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,8 +29,7 @@ TINY = {
                 "names": ["soprano"], "programs": []},
                {"name": "bass", "kind": "monophonic", "program": 33, "is_drum": False,
                 "names": ["bass"], "programs": []}],
-    "model.conv_channels": [4, 8], "model.bar_embedding": 16, "model.encoder_hidden": 16,
-    "model.latent_dim": 4, "model.conductor_hidden": 16, "model.decoder_hidden": 16,
+    **small_model_dotted(),
     "evaluate.n_samples": 2, "evaluate.n_generated": 8, "evaluate.temperatures": [0.85, 1.0],
     "evaluate.render_audio": False,
 }

@@ -14,10 +14,24 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+SMALL_MODEL = {"conv_channels": [4, 8], "bar_embedding": 16, "step_embedding": 16, "encoder_hidden": 16,
+               "latent_dim": 4, "conductor_hidden": 16, "decoder_hidden": 16}
+
+
+def small_model(**sizes: Any) -> dict[str, Any]:
+    """Tiny `model` params: SMALL_MODEL with `sizes`, only the keys params.yaml's model has (the
+    encoder's keys change with the architecture; the tests need only a small one)."""
+    keys = set(yaml.safe_load((REPO / "params.yaml").read_text())["model"])
+    return {k: v for k, v in {**SMALL_MODEL, **sizes}.items() if k in keys}
+
+
+def small_model_dotted(**sizes: Any) -> dict[str, Any]:
+    return {f"model.{k}": v for k, v in small_model(**sizes).items()}
+
+
 TINY = {
     "data": {"source": "demo://bach-chorales?songs=12"},
-    "model": {"conv_channels": [4, 8], "bar_embedding": 16, "encoder_hidden": 16,
-              "latent_dim": 4, "conductor_hidden": 16, "decoder_hidden": 16},
+    "model": small_model(),
     "train": {"epochs": 1, "batch_size": 8, "checkpoint_every_steps": 10},
     "evaluate": {"n_samples": 2, "n_generated": 8, "temperatures": [1.0], "render_audio": False},
 }

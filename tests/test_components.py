@@ -59,11 +59,11 @@ def test_every_params_key_is_a_knob_and_the_round_trip_is_exact():
 def test_knob_values_from_the_kfp_ui_are_parsed_and_validated():
     values = knob_values(load_params(REPO / "params.yaml"))
     values.update({"data__sha256": "", "validate__require_time_signature": "", "train__lr": 1,
-                   "model__conv_channels": "[4, 8]",  # "" is null; JSON typed into a text field
+                   "evaluate__temperatures": "[0.5, 1.0]",  # "" is null; JSON typed into a text field
                    "tracks": [{**t, "program": float(t["program"])} for t in values["tracks"]]})  # doubles
     params = params_from_knobs(values)
     assert params.data.sha256 is None and params.validate.require_time_signature is None
-    assert params.train.lr == 1.0 and params.model.conv_channels == (4, 8)
+    assert params.train.lr == 1.0 and params.evaluate.temperatures == (0.5, 1.0)
     with pytest.raises(ParamsError, match="train.epochs"):
         params_from_knobs({**values, "train__epochs": 0})
     with pytest.raises(ParamsError, match="unknown key"):

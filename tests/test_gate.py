@@ -16,6 +16,7 @@ from lpdvae.model import build_model, save_model, vae_loss
 from lpdvae.params import EvaluateParams, Params, load_params
 from lpdvae.shards import ShardWriter, write_index
 from lpdvae.steps.evaluate import evaluate
+from tests.project import small_model_dotted
 
 REPO = Path(__file__).resolve().parents[1]
 EV = load_params(REPO / "params.yaml").evaluate
@@ -106,8 +107,7 @@ def small_params() -> Params:
     return load_params(REPO / "params.yaml", {
         "tracks": tracks,
         "representation.n_bars": 2, "representation.n_pitches": 24, "representation.lowest_pitch": 48,
-        "model.conv_channels": [4, 8], "model.bar_embedding": 16, "model.encoder_hidden": 16,
-        "model.latent_dim": 4, "model.conductor_hidden": 16, "model.decoder_hidden": 16,
+        **small_model_dotted(),
         "evaluate.n_samples": 1, "evaluate.n_generated": 16, "evaluate.temperatures": [1.0],
         "evaluate.render_audio": False,
     })
@@ -146,7 +146,10 @@ def write_tensors(root: Path, splits: dict[str, np.ndarray], params: Params) -> 
 
 def collapse(vae: torch.nn.Module) -> None:
     """Cut z out of the decoder: zero (and freeze) every weight z passes through."""
-    for weight in (vae.z_to_conductor[0].weight, vae.conductor.weight_ih_l0):
+    weights = [vae.z_to_conductor[0].weight, vae.conductor.weight_ih_l0]
+    if hasattr(vae, "z_skip"):  # a skip connection from z into the step decoder
+        weights.append(vae.z_skip.weight)
+    for weight in weights:
         with torch.no_grad():
             weight.zero_()
         weight.requires_grad_(False)

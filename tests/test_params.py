@@ -114,7 +114,6 @@ def test_flat_params_are_scalars_for_mlflow():
     params = load_params(REPO / "params.yaml")
     flat = params.flat()
     assert flat["train.epochs"] == params.train.epochs
-    assert flat["model.conv_channels"] == json.dumps(list(params.model.conv_channels))
     assert flat["evaluate.temperatures"] == json.dumps(list(params.evaluate.temperatures))
     assert all(isinstance(v, str | int | float | bool) or v is None for v in flat.values())
 
@@ -180,8 +179,12 @@ def test_set_without_an_equals_sign_is_a_params_error():
 
 @pytest.mark.parametrize(("override", "message"), [
     ("model.latent_dim=0", r"model.latent_dim: must be > 0, got 0"),
-    ("model.conv_channels=[]", r"model.conv_channels: must list at least one conv layer"),
-    ("model.conv_channels=[8, 0]", r"model.conv_channels: every layer needs > 0 channels"),
+    ("model.dropout=1", r"model.dropout: must be in \[0, 1\)"),
+    *([("model.conv_channels=[]", r"model.conv_channels: must list at least one conv layer"),
+       ("model.conv_channels=[8, 0]", r"model.conv_channels: every layer needs > 0 channels")]
+      if "conv_channels" in project_params()["model"] else []),  # only while the encoder has convs
+    *[(f"model.{key}=0", rf"model.{key}: must be > 0") for key in project_params()["model"]
+      if key not in ("conv_channels", "dropout")],
     ("train.warmup_steps=-5", r"train.warmup_steps: must be >= 0, got -5"),
     ("tensorize.train_fraction=-1", r"tensorize.train_fraction: must be in \(0, 1\), got -1"),
     ("train.free_nats=-1", r"train.free_nats: must be >= 0"),

@@ -32,6 +32,7 @@ from lpdvae.training.outputs import read_history
 from lpdvae.training.schedules import lr_factor
 
 from .conftest import REPO
+from .project import small_model_dotted
 
 TRACKS = ["lead", "bass"]
 SHAPE = (2, 2, 16, 24)  # tracks, bars, steps per bar, pitches
@@ -59,8 +60,7 @@ def tiny_params(tracking_uri: str, **overrides: object) -> Params:
         "representation.source_resolution": 16, "representation.beat_resolution": 16,
         "representation.beats_per_bar": 1, "representation.n_bars": 2,
         "representation.n_pitches": 24,
-        "model.conv_channels": [4, 8], "model.bar_embedding": 16, "model.encoder_hidden": 16,
-        "model.latent_dim": 4, "model.conductor_hidden": 16, "model.decoder_hidden": 16,
+        **small_model_dotted(),
         "train.epochs": 3, "train.batch_size": 8, "train.checkpoint_every_steps": 4,
         "train.warmup_steps": 3, "train.beta_warmup_steps": 6, "train.free_nats": 0.5,
         "train.early_stopping_patience": 0,
@@ -134,7 +134,7 @@ def test_outputs_and_mlflow_run(reference: Run, mlflow_server: str) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.params["train.lr"] == str(reference.params.train.lr)
     assert run.data.params["train.batch_size"] == "8"
-    assert run.data.params["model.conv_channels"] == "[4, 8]"
+    assert run.data.params["model.latent_dim"] == "4"
     assert run.data.tags["lpdvae.dataset_dvc_hash"] == lineage.dvc_hash(reference.tensors)
     assert run.data.tags["lpdvae.params_digest"] == reference.params.digest()
     assert "lpdvae.git_revision" in run.data.tags
