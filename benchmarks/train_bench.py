@@ -36,7 +36,7 @@ from lpdvae.shards import SPLITS, PhraseDataset, ShardWriter, write_index
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results" / "train.json"
-SMALL = {"model.conv_channels": [8, 16, 32], "model.bar_embedding": 64, "model.encoder_hidden": 64,
+SMALL = {"model.step_embedding": 64, "model.encoder_hidden": 64,
          "model.latent_dim": 16, "model.conductor_hidden": 64, "model.decoder_hidden": 64}
 
 log = logging.getLogger("train_bench")
@@ -67,20 +67,20 @@ def bare_loop(tensor_dir: Path, params: Params) -> float:
     """Samples/s of a plain PyTorch loop over the same data, model, batch and optimizer."""
     from torch.utils.data import DataLoader
 
-    from lpdvae.model import MusicVAE, vae_loss
+    from lpdvae.model import build_model, vae_loss
 
     t = params.train
     torch.manual_seed(t.seed)
     ds = PhraseDataset(tensor_dir, "train")
-    model = MusicVAE(params.model, params.representation, len(params.tracks)).train()
+    model = build_model(params).train()
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     loader = DataLoader(ds, batch_size=t.batch_size, shuffle=True, drop_last=True,
                         num_workers=t.num_workers, generator=torch.Generator().manual_seed(t.seed))
     samples, start = 0, time.perf_counter()
     for _ in range(t.epochs):
         for x in loader:
-            logits, mu, logvar = model(x)
-            out = vae_loss(logits, x, mu, logvar, t.beta_max, t.free_bits, t.pos_weight)
+            decoded, mu, logvar = model(x)
+            out = vae_loss(model, decoded, x, mu, logvar, t.beta_max, t.free_nats)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     b, s, ld = statistics.median(bare), statistics.median(step), statistics.median(loader)
     return {
         "config": {"phrases": args.phrases, "epochs": args.epochs, "repeats": args.repeats,
-                   "batch_size": params.train.batch_size, "model": params.flat()["model.conv_channels"],
+                   "batch_size": params.train.batch_size, "model": params.flat()["model.latent_dim"],
                    "small_model": args.small, "shape": [len(params.tracks), params.representation.n_bars,
                                                          params.representation.steps_per_bar,
                                                          params.representation.n_pitches],

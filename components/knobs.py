@@ -1,7 +1,7 @@
 """params.yaml knobs as KFP pipeline parameters: one typed parameter per flattened key.
 
 `train.epochs` becomes the pipeline parameter `train__epochs: int`; list and mapping knobs
-(`tracks`, `model.conv_channels`, `evaluate.tolerances`) become `list`/`dict` parameters; a knob
+(`tracks`, `evaluate.temperatures`, `evaluate.tolerances`) become `list`/`dict` parameters; a knob
 that may be null (`data.sha256`) is a `str` whose empty value means null. The KFP UI then shows
 one typed field per knob, and run comparisons show which knob changed.
 

@@ -87,8 +87,7 @@ class TensorizeParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    conv_channels: tuple[int, ...]
-    bar_embedding: int
+    step_embedding: int
     encoder_hidden: int
     latent_dim: int
     conductor_hidden: int
@@ -203,11 +202,10 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.free_nats": (lambda v: v >= 0, "must be >= 0"),
     "train.transpose": (lambda v: 0 <= v <= 12, "must be in 0..12 semitones"),
     "model.latent_dim": (lambda v: v > 0, "must be > 0"),
-    "model.bar_embedding": (lambda v: v > 0, "must be > 0"),
+    "model.step_embedding": (lambda v: v > 0, "must be > 0"),
     "model.encoder_hidden": (lambda v: v > 0, "must be > 0"),
     "model.conductor_hidden": (lambda v: v > 0, "must be > 0"),
     "model.decoder_hidden": (lambda v: v > 0, "must be > 0"),
-    "model.conv_channels": (lambda v: v != "[]", "must list at least one conv layer"),
     "model.dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "tensorize.train_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
     "tensorize.val_fraction": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
@@ -249,9 +247,6 @@ def params_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Params:
         if t.kind not in TRACK_KINDS:
             raise ParamsError(f"{source}: tracks: {t.name}: kind must be one of "
                               f"{', '.join(TRACK_KINDS)}, got {t.kind!r}")
-    if any(v <= 0 for v in params.model.conv_channels):
-        raise ParamsError(f"{source}: model.conv_channels: every layer needs > 0 channels, "
-                          f"got {list(params.model.conv_channels)}")
     if any(v <= 0 for v in params.evaluate.temperatures):
         raise ParamsError(f"{source}: evaluate.temperatures: must be > 0, "
                           f"got {list(params.evaluate.temperatures)}")

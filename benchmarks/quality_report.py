@@ -1,0 +1,84 @@
+"""Model quality report: what a run's evaluation measured, beside issue 14's targets.
+
+Reads a finished run's outputs (default: the `make run` layout under the project root) and writes
+`benchmarks/results/quality-<profile>.json` and `.md`: note F1 vs the average-cell baseline on
+test and train, every generated statistic vs the data, diversity, copying, KL nats, active
+units, training wall time, and whether each target holds. It measures nothing itself and is not
+a test: it reports (`python -m benchmarks.quality_report [--root R] [--profile demo|full]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TARGETS = {  # issue 14: the demo's and the full profile's targets
+    "demo": {"min_note_f1": 0.15, "baseline_factor": 2.0},
+    "full": {"min_note_f1": 0.5, "baseline_factor": 2.0},
+}
+STAT_REL, STAT_FLOOR, MIN_UNIQUE, MAX_COPY = 0.10, 0.02, 0.95, 0.5
+
+
+def report(root: Path, profile: str) -> dict:
+    ev = json.loads((root / "reports/eval/metrics.json").read_text())
+    tr = json.loads((root / "models/vae/train_metrics.json").read_text())
+    want = TARGETS[profile]
+    f1, base = ev["recon_note_f1"], ev["baseline.recon_note_f1"]
+    rows = {
+        "recon_note_f1 (test)": [f1, base, f1 >= want["min_note_f1"] and f1 >= want["baseline_factor"] * base],
+        "recon_note_f1 (train)": [ev["train.recon_note_f1"], ev["baseline.train.recon_note_f1"], None],
+    }
+    stats = sorted({k.split(".", 1)[1] for k in ev if k.startswith("generated.") and "/" not in k})
+    for s in stats:
+        gen, ref = ev[f"generated.{s}"], ev.get(f"reference.{s}")
+        ok = None if ref is None else abs(gen - ref) <= max(STAT_REL * abs(ref), STAT_FLOOR)
+        rows[f"{s} (generated vs data)"] = [gen, ref, ok]
+    rows["unique samples"] = [ev["diversity.unique_fraction"], None, ev["diversity.unique_fraction"] >= MIN_UNIQUE]
+    rows["nearest training note F1"] = [ev["copy.nearest_train_note_f1"], None,
+                                        ev["copy.nearest_train_note_f1"] <= MAX_COPY]
+    rows["mean pairwise note F1"] = [ev["diversity.mean_pairwise_note_f1"], None, None]
+    rows["KL nats"] = [ev["kl_nats"], None, None]
+    rows["active units"] = [ev["active_units"], None, None]
+    rows["temperature (chosen on val)"] = [ev["temperature"], None, None]
+    rows["train wall time s"] = [tr["train_time_s"], None, None]
+    rows["train steps"] = [tr["steps"], None, None]
+    blessing = json.loads((root / "reports/eval/blessing.json").read_text())
+    return {"profile": profile, "targets": want, "rows": rows, "blessed": blessing["blessed"],
+            "reasons": blessing["reasons"],
+            "all_targets_met": all(v[2] is not False for v in rows.values())}
+
+
+def markdown(rep: dict) -> str:
+    fmt = lambda v: "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = [f"# Model quality: {rep['profile']} profile", "",
+             "| measure | model | baseline / data | target met |", "|---|---|---|---|"]
+    for name, (a, b, ok) in rep["rows"].items():
+        lines.append(f"| {name} | {fmt(a)} | {fmt(b)} | {'–' if ok is None else ('yes' if ok else 'NO')} |")
+    lines += ["", f"blessed by the shipped gate: {rep['blessed']}"]
+    lines += [f"- {r}" for r in rep["reasons"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality_report", description=__doc__)
+    parser.add_argument("--root", type=Path, default=HERE.parent, help="project root of the run")
+    parser.add_argument("--profile", choices=sorted(TARGETS), default="demo")
+    args = parser.parse_args(argv)
+    try:
+        rep = report(args.root, args.profile)
+    except FileNotFoundError as exc:
+        print(f"quality_report: {exc.filename}: missing (run `make run` first)", file=sys.stderr)
+        return 1
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"quality-{args.profile}.json").write_text(json.dumps(rep, indent=2) + "\n")
+    (out / f"quality-{args.profile}.md").write_text(markdown(rep))
+    print(markdown(rep))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
