@@ -17,6 +17,7 @@ import torch
 
 from lpdvae import lineage
 from lpdvae.params import Params
+from lpdvae.redact import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class RunLog:
         self.active = True
         self.run_id = run.info.run_id
         if run_id is None:
-            mlflow.log_params({**self.params.flat(), **run_params})
+            source = redact_uri(self.params.data.source)  # no credentials in MLflow params
+            mlflow.log_params({**self.params.flat(), "data.source": source, **run_params})
         mlflow.set_tags(self._tags())
         log.info("MLflow run %s in experiment %s at %s", self.run_id, self.experiment_id,
                  self.tracking_uri)
