@@ -80,8 +80,23 @@ def _knob(key: str, hint: Any, default: Any) -> Knob:
     return Knob(key, kind, default, nullable)
 
 
+def knob_types() -> list[tuple[str, type, bool]]:
+    """(knob name, KFP type, nullable) of every params key in params.yaml order, from the
+    `Params` types alone (no values: params.yaml is their only source)."""
+    top = typing.get_type_hints(Params)
+    out: list[tuple[str, type, bool]] = []
+    for section in dataclasses.fields(Params):
+        hint = top[section.name]
+        if dataclasses.is_dataclass(hint):
+            hints = typing.get_type_hints(hint)
+            out += [(f"{section.name}{SEP}{f.name}", *_kfp_type(hints[f.name])) for f in dataclasses.fields(hint)]
+        else:
+            out.append((section.name, *_kfp_type(hint)))
+    return out
+
+
 def _nullable_keys() -> set[str]:
-    return {k.name for k in knobs(Params()) if k.nullable}
+    return {name for name, _, nullable in knob_types() if nullable}
 
 
 def _integral(value: Any) -> Any:

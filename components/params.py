@@ -15,8 +15,7 @@ import linecache
 from kfp import dsl
 
 from components.image import step_component
-from components.knobs import knobs
-from lpdvae.params import Params
+from components.knobs import knob_types
 
 TEMPLATE = '''def make_params({signature}) -> str:
     """Validate every knob once; the params JSON every step component parses."""
@@ -28,7 +27,7 @@ TEMPLATE = '''def make_params({signature}) -> str:
 
 
 def make_params_source() -> str:
-    signature = ", ".join(f"{k.name}: {k.type.__name__}" for k in knobs(Params()))
+    signature = ", ".join(f"{name}: {kind.__name__}" for name, kind, _ in knob_types())
     return TEMPLATE.format(signature=signature)
 
 

@@ -1,4 +1,4 @@
-"""register: the blessed model becomes an MLflow registered model version with its lineage."""
+"""register: every evaluated model becomes an MLflow model version with its lineage."""
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
@@ -10,7 +10,6 @@ def register_op(
     params_json: str,
     git_revision: str,
     pipeline_run_id: str,
-    blessed: bool,
     model: Input[Model],
     evaluation: Input[Dataset],
     raw: Input[Dataset],
@@ -18,34 +17,22 @@ def register_op(
     tensors: Input[Dataset],
     registration: Output[Artifact],
 ):
-    """Register with lineage computed from the very artifacts that made the model; the git
-    revision is the one the pipeline was compiled from (a pipeline parameter), the run id is
-    KFP's (tag `lpdvae.pipeline_run_id`). An unblessed model is never registered: the pipeline
-    gates this task with dsl.If, and the task checks `blessed` again (kfp.local runs it ungated)."""
+    """Register the evaluated model, as every runner does: lineage from `lpdvae.lineage.lineage`
+    over the very artifacts that made the model, the git revision the pipeline was compiled from
+    (a pipeline parameter) and KFP's run id (tag `lpdvae.pipeline_run_id`). An unblessed model
+    becomes a version without aliases (auditable, served by nobody)."""
     import json
-    import os
     from pathlib import Path
 
     from components.runtime import step_params
-    from lpdvae.io import sha256_file
-    from lpdvae.lineage import dvc_hash
+    from lpdvae.lineage import lineage
     from lpdvae.steps.register import register
 
-    if not blessed:
-        registration.metadata.update({"registered": False, "reason": "evaluation did not bless the model"})
-        print("not blessed: nothing registered")
-        return
     params = step_params(params_json)
-    lineage = {f"lpdvae.dvc.{name}": dvc_hash(art.path)
-               for name, art in (("raw", raw), ("validated", validated), ("tensors", tensors))}
-    lineage["lpdvae.source"] = params.data.source
-    lineage["lpdvae.manifest_sha256"] = sha256_file(Path(raw.path) / "manifest.jsonl")
-    quarantine = Path(validated.path) / "quarantine.jsonl"
-    lineage["lpdvae.quarantined"] = str(sum(1 for line in quarantine.open() if line.strip()))
-    if git_revision:
-        lineage["lpdvae.git_revision"] = git_revision
-    os.environ["LPDVAE_PIPELINE_RUN_ID"] = pipeline_run_id
-    result = register(Path(model.path), Path(evaluation.path), Path(registration.path), params, lineage)
+    tags = lineage(Path(raw.path), Path(validated.path), Path(tensors.path), git_revision=git_revision or None,
+                   params_digest=params.digest(), run_id=pipeline_run_id)
+    result = register(Path(model.path), Path(evaluation.path), Path(registration.path), params, tags)
     registration.metadata.update({"registered": True, "name": result.name, "version": result.version,
-                                  "aliases": list(result.aliases), "model_uri": result.model_uri})
+                                  "aliases": list(result.aliases), "blessed": result.blessed,
+                                  "model_uri": result.model_uri})
     print(json.dumps({"registered": result.name, "version": result.version, "aliases": result.aliases}))

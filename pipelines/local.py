@@ -26,8 +26,8 @@ def _importable_here() -> None:
 
 
 def run_local(params: Params, pipeline_root: Path, git_revision: str = "", **arguments: Any) -> None:
-    """Run the pipeline with kfp.local: one tensorize task (kfp.local passes no artifact lists)
-    and register gated inside its task (kfp.local evaluates no dsl.If); raises on a failed task."""
+    """Run the pipeline with kfp.local: one tensorize task (kfp.local passes no artifact lists);
+    raises on a failed task."""
     from kfp import local
 
     from pipelines.training import build_pipeline
@@ -36,7 +36,7 @@ def run_local(params: Params, pipeline_root: Path, git_revision: str = "", **arg
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()),
                raise_on_error=True)
-    pipeline = build_pipeline(params, git_revision=git_revision, cluster=None, fanout=False, gate=False)
+    pipeline = build_pipeline(params, git_revision=git_revision, cluster=None, fanout=False)
     with warnings.catch_warnings():  # "non-Python base image": the tasks run here, not in the image
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         pipeline(**arguments)

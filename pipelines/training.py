@@ -2,7 +2,8 @@
 
 Every params.yaml knob is a typed pipeline parameter (`train__epochs: int`, ...; see
 components.knobs) whose default is the value in the params file the pipeline is built from.
-Register runs only inside `dsl.If(blessed == True)`. Tensorize fans out over chunks of the
+Register runs after every evaluation (an unblessed model becomes a version without aliases, as
+under every runner). Tensorize fans out over chunks of the
 accepted songs with `dsl.ParallelFor` and a merge (`fanout=True`); kfp.local cannot pass a list
 of artifacts to a task, so local runs use the single tensorize task (`fanout=False`), whose
 output is byte-identical.
@@ -41,7 +42,7 @@ from components.knobs import knob_descriptions, knobs
 from lpdvae.params import Params
 
 PIPELINE_NAME = "lpdvae-training"
-DESCRIPTION = ("lpdvae: ingest, validate, tensorize, train, evaluate and (when blessed) register a "
+DESCRIPTION = ("lpdvae: ingest, validate, tensorize, train, evaluate and register a "
                "multitrack music VAE. One parameter per params.yaml key: section__key.")
 
 
@@ -132,17 +133,15 @@ def pipeline_signature(params: Params, git_revision: str, fanout: bool, trainjob
 
 
 def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterConfig | None = None,
-                   fanout: bool = True, gate: bool = True, cache_ingest: bool = True,
+                   fanout: bool = True, cache_ingest: bool = True,
                    image: str | None = None, descriptions: Mapping[str, str] | None = None) -> Callable[..., Any]:
     """The KFP pipeline (a GraphComponent) with defaults from `params`.
 
     `cluster=None` leaves out every Kubernetes setting (kfp.local). `image` replaces the
     components' image on every task; on a GPU cluster train runs in `<image>-cuda` (the CUDA
-    build) unless `cluster.train_image` names one. `gate=False` drops the dsl.If around register
-    (kfp.local 2.16 evaluates no dsl.If condition: "name 'inputs' is not defined"); register
-    then checks `blessed` itself, as it always does. Ingest is cached on (params, refresh key)
-    so that a run with unchanged inputs reuses every data step; `cache_ingest=False` makes every
-    run re-read the source (recurring runs, whose parameters cannot change from run to run).
+    build) unless `cluster.train_image` names one. Ingest is cached on (params, refresh key) so
+    that a run with unchanged inputs reuses every data step; `cache_ingest=False` makes every run
+    re-read the source (recurring runs, whose parameters cannot change from run to run).
     `descriptions` (default: `parameter_descriptions()`) become the parameters' descriptions in the IR.
     """
     trainjob = None
@@ -155,12 +154,12 @@ def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterCo
     def training_pipeline(*values: Any) -> None:
         args = dict(zip(signature.parameters, values, strict=True))
         if cluster is None:  # kfp.local runs no exit handler
-            tasks = _steps(args, knob_names, fanout, gate, trainjob)
+            tasks = _steps(args, knob_names, fanout, trainjob)
         else:
             exit_task = record_status_op(experiment=args["mlflow__experiment"], tracking_uri=args["mlflow__tracking_uri"],
                                          git_revision=args["git_revision"]).set_display_name("record status")
             with dsl.ExitHandler(exit_task, name="lpdvae"):
-                tasks = _steps(args, knob_names, fanout, gate, trainjob)
+                tasks = _steps(args, knob_names, fanout, trainjob)
             tasks["status"] = exit_task
             exit_task.set_caching_options(False).set_retry(3, **BACKOFF)
         tasks["ingest"].set_caching_options(cache_ingest)
@@ -190,7 +189,7 @@ def _train_image(cfg: ClusterConfig, image: str) -> str:
     return cfg.train_image or (cuda_image(image) if cfg.use_gpu else image)
 
 
-def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool, gate: bool,
+def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
            trainjob: TrainJobWiring | None) -> dict[str, dsl.PipelineTask]:
     """The DAG; returns its tasks by role."""
     t: dict[str, dsl.PipelineTask] = {}
@@ -227,20 +226,11 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool, gate: bool
             t["train"] = train_op(params_json=params_json, tensors=tensors).set_display_name("train")
         model = dsl.OneOf(t["trainjob"].outputs["model"], t["train"].outputs["model"])
     t["evaluate"] = evaluate_op(params_json=params_json, model=model, tensors=tensors).set_display_name("evaluate")
-    blessed = t["evaluate"].outputs["blessed"]
-
-    def register() -> dsl.PipelineTask:
-        return register_op(
-            params_json=params_json, git_revision=args["git_revision"],
-            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, blessed=blessed, model=model,
-            evaluation=t["evaluate"].outputs["evaluation"], raw=raw, validated=validated, tensors=tensors,
-        ).set_display_name("register")
-
-    if gate:
-        with dsl.If(blessed == True, name="blessed"):  # noqa: E712 (a KFP condition)
-            t["register"] = register()
-    else:
-        t["register"] = register()
+    t["register"] = register_op(
+        params_json=params_json, git_revision=args["git_revision"],
+        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
+        evaluation=t["evaluate"].outputs["evaluation"], raw=raw, validated=validated, tensors=tensors,
+    ).set_display_name("register")
     for role in ("train", "trainjob", "evaluate", "register"):  # side effects in MLflow: never from cache
         if role in t:
             t[role].set_caching_options(False)

@@ -5,22 +5,31 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 
 import pytest
+import yaml
 
 from lpdvae.audit import lineage, versions_for_dataset
 from lpdvae.cli import main
 from lpdvae.errors import RegistryError
-from lpdvae.lineage import dvc_hash
+from lpdvae.lineage import dvc_hash, git_revision
+from lpdvae.lineage import lineage as lineage_tags
+from lpdvae.params import params_from_dict
 from lpdvae.registry import client
-from lpdvae.steps.register import default_lineage, register
+from lpdvae.steps.register import register
 from tests.conftest import BIN, REPO
-from tests.evalkit import make_model, make_tensors, on_server, write_eval
+from tests.evalkit import make_model, make_tensors, write_eval
+from tests.project import TINY, deep_merge
 
 
 @pytest.fixture
-def params(tiny_params, mlflow_server):
-    return on_server(tiny_params, mlflow_server, "audit-tests")
+def params(mlflow_server):
+    """tests/project.py's tiny params on the session's MLflow server, under a fresh model name."""
+    raw = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    raw["mlflow"] = {"tracking_uri": mlflow_server, "experiment": "audit-tests"}
+    raw["register"]["model_name"] = f"lpdvae-{uuid.uuid4().hex[:8]}"
+    return params_from_dict(raw, "tiny params")
 
 
 def sh(cmd: str, cwd) -> str:
@@ -37,7 +46,8 @@ def data_repo(root, params):
     sh("git init -q -b main && git config user.email a@lpdvae.invalid && git config user.name audit"
        " && dvc init -q && dvc config core.analytics false", root)
     (root / "data" / "raw").mkdir(parents=True)
-    (root / "data" / "raw" / "manifest.jsonl").write_text('{"path": "files/a.mid"}\n')
+    (root / "data" / "raw" / "manifest.jsonl").write_text(
+        json.dumps({"path": "files/a.mid", "source": params.data.source}) + "\n")
     (root / "data" / "validated").mkdir()
     (root / "data" / "validated" / "quarantine.jsonl").write_text('{"path": "files/b.mid"}\n' * 2)
     make_tensors(root / "data" / "tensors", params, seed=0)
@@ -53,7 +63,9 @@ def register_with(tmp_path, params, name: str, lineage_tags: dict[str, str]):
 
 def test_audit_restore_commands_bring_back_the_exact_tensors(tmp_path, params, capsys):
     repo = data_repo(tmp_path / "repo", params)
-    tags = default_lineage(params, root=repo)
+    data = repo / "data"
+    tags = lineage_tags(data / "raw", data / "validated", data / "tensors", git_revision=git_revision(repo),
+                        params_digest=params.digest(), run_id="audit-run-1")
     trained_on = tags["lpdvae.dvc.tensors"]
     assert trained_on == dvc_hash(repo / "data" / "tensors") and trained_on.endswith(".dir")
     assert tags["lpdvae.quarantined"] == "2" and len(tags["lpdvae.manifest_sha256"]) == 64
@@ -68,7 +80,7 @@ def test_audit_restore_commands_bring_back_the_exact_tensors(tmp_path, params, c
     assert info["git_revision"] == tags["lpdvae.git_revision"] and not info["git_dirty"]
     assert info["params_digest"] == params.digest() and info["quarantined"] == "2"
     assert info["source"] == params.data.source
-    assert info["manifest_sha256"] == tags["lpdvae.manifest_sha256"]
+    assert info["manifest_sha256"] == tags["lpdvae.manifest_sha256"] and info["pipeline_run_id"] == "audit-run-1"
     restore = info["restore"][0]
     assert restore == f"git checkout {tags['lpdvae.git_revision']} && dvc checkout data/tensors"
     sh(restore, repo)

@@ -194,19 +194,41 @@ def test_evaluate_writes_the_blessing_markdown_and_a_blessed_parameter(tmp_path,
     assert "**not blessed**" in Path(blessing.path).read_text() and "recon_note_f1" in Path(blessing.path).read_text()
 
 
-def test_register_never_registers_an_unblessed_model(tmp_path):
-    """The second gate: without a blessing the task returns before touching MLflow or the data."""
+def test_register_registers_an_unblessed_model_with_the_lineage_of_its_artifacts(tmp_path, monkeypatch):
+    """No gate in the task: an unblessed evaluation reaches the register step (which gives it no
+    alias), with `lpdvae.lineage.lineage` of the task's own artifacts and KFP's run id."""
     from kfp.dsl import Artifact, Model
 
+    import lpdvae.steps.register as step
     from components import register_op
+    from lpdvae.lineage import lineage
 
-    missing = Dataset(uri=str(tmp_path / "never-read"))
+    raw, validated, tensors = (tmp_path / n for n in ("raw", "validated", "tensors"))
+    for folder, name, text in ((raw, "manifest.jsonl", '{"path": "files/a.mid", "source": "s3://u:pw@b/p"}\n'),
+                               (validated, "quarantine.jsonl", '{"path": "files/b.mid"}\n'),
+                               (tensors, "index.json", "{}")):
+        folder.mkdir()
+        (folder / name).write_text(text)
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation" / "blessing.json").write_text('{"blessed": false, "reasons": ["too few notes"]}')
+    params = load_params(REPO / "params.yaml")
+    seen = {}
+
+    def fake_register(model_dir, eval_dir, out_path, p, lineage_tags):
+        seen.update(eval_dir=eval_dir, lineage=lineage_tags)
+        return step.RegisterResult(p.register.model_name, "3", [], "r-1", "runs:/r-1/generator", False)
+
+    monkeypatch.setattr(step, "register", fake_register)
     registration = Artifact(uri=str(tmp_path / "registration"))
-    register_op.python_func(params_json="{}", git_revision="abc", pipeline_run_id="run-1", blessed=False,
-                            model=Model(uri=str(tmp_path / "never-read")), evaluation=missing, raw=missing,
-                            validated=missing, tensors=missing, registration=registration)
-    assert registration.metadata["registered"] is False
-    assert not (tmp_path / "registration").exists()
+    register_op.python_func(params_json=json.dumps(params.to_dict()), git_revision="abc", pipeline_run_id="run-1",
+                            model=Model(uri=str(tmp_path / "model")), evaluation=Dataset(uri=str(tmp_path / "evaluation")),
+                            raw=Dataset(uri=str(raw)), validated=Dataset(uri=str(validated)),
+                            tensors=Dataset(uri=str(tensors)), registration=registration)
+    assert seen["eval_dir"] == tmp_path / "evaluation"
+    assert seen["lineage"] == lineage(raw, validated, tensors, git_revision="abc", params_digest=params.digest(),
+                                      run_id="run-1")
+    assert seen["lineage"]["lpdvae.pipeline_run_id"] == "run-1" and seen["lineage"]["lpdvae.source"] == "s3://***@b/p"
+    assert registration.metadata["registered"] is True and registration.metadata["aliases"] == []
 
 
 # --- multi-node training: a Kubeflow Trainer v2 TrainJob -----------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lpdvae.lineage import dvc_hash
+from lpdvae.lineage import dvc_hash, dvc_lock_hashes
 from tests.project import BIN, make_project, sh
 
 STAGES = ["ingest", "validate", "tensorize", "train", "evaluate", "register"]
@@ -49,10 +49,18 @@ def test_dvc_plots_show_the_training_curves(reproduced):
 
 
 @pytest.mark.slow
-def test_dvc_lock_records_the_hashes_register_tags(reproduced):
+def test_register_tags_the_data_hashes_dvc_lock_records(reproduced):
+    """The model version's lineage names the same data as dvc.lock: each data folder's tag equals
+    its dvc.lock md5 (and its `lpdvae.dvclock.*` copy), and dvc.lock's model hash is tagged too."""
     project, _ = reproduced
-    lock = (project / "dvc.lock").read_text()
-    assert dvc_hash(project / "data" / "tensors") in lock
+    tags = json.loads((project / "reports" / "registered.json").read_text())["tags"]
+    locked = {path: md5 for outs in dvc_lock_hashes(project / "dvc.lock").values() for path, md5 in outs.items()}
+    for stage in ("raw", "validated", "tensors"):
+        path = f"data/{stage}"
+        assert tags[f"lpdvae.dvc.{stage}"] == locked[path] == tags[f"lpdvae.dvclock.{path}"], stage
+        assert locked[path] == dvc_hash(project / path)
+    assert tags["lpdvae.dvclock.models/vae"] == locked["models/vae"]
+    assert tags["lpdvae.pipeline_run_id"] == "local" and tags["lpdvae.git_revision"]
 
 
 @pytest.mark.slow

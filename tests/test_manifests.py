@@ -56,6 +56,27 @@ def pod_specs(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def rules(role: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, resourceName or '*') of every permission a Role grants."""
+    return {(g, r, v, n) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"] for n in rule.get("resourceNames", ["*"])}
+
+
+PIPELINE_RULES = {
+    ("argoproj.io", "workflowtaskresults", "create", "*"),  # Argo >= 3.4 executor: step outputs
+    ("argoproj.io", "workflowtaskresults", "patch", "*"),
+    ("trainer.kubeflow.org", "trainjobs", "create", "*"),  # multi-node train: submit, then poll
+    ("trainer.kubeflow.org", "trainjobs", "get", "*"),
+    ("", "configmaps", "get", "kfp-launcher"),  # KFP launcher: pipeline root, object store
+    ("", "configmaps", "get", "metadata-grpc-configmap"),
+    ("", "secrets", "get", "mlpipeline-minio-artifact"),
+}
+
+
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                       "projected", "secret"}
 
@@ -135,7 +156,7 @@ def test_the_restricted_check_catches_each_kind_of_violation():
     bad = [{**ok, "hostNetwork": True}, {**ok, "volumes": [{"name": "h", "hostPath": {"path": "/"}}]},
            {**ok, "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}},
            {**ok, "securityContext": {"runAsNonRoot": True}},
-           {**ok, "initContainers": [{"name": "init"}]},  # the v1 operator's injected init container
+           {**ok, "initContainers": [{"name": "init"}]},  # an init container is checked too
            {**ok, "containers": [{**c, "securityContext": {**c["securityContext"], "privileged": True}}]},
            {**ok, "containers": [{**c, "securityContext": {"allowPrivilegeEscalation": False}}]},
            {**ok, "containers": [{**c, "ports": [{"containerPort": 80, "hostPort": 80}]}]}]
@@ -220,7 +241,6 @@ def test_secret_templates_hold_no_real_values_and_real_ones_are_ignored():
 @needs_kubectl
 def test_gpu_overlay_ships_the_trainer_v2_torch_runtime_on_gpu_nodes_with_the_cuda_image(k8s_tree):
     docs = render(k8s_tree, "gpu-cluster")
-    assert not [d for d in docs if d["apiVersion"].startswith("kubeflow.org/")], "no legacy Training Operator jobs"
     runtime = next(d for d in docs if d["kind"] == "ClusterTrainingRuntime")
     from components.trainjob import RUNTIME
 
@@ -238,11 +258,6 @@ def test_gpu_overlay_ships_the_trainer_v2_torch_runtime_on_gpu_nodes_with_the_cu
     assert not [e for e in node.get("env", []) if "SECRET" in e["name"] or "PASSWORD" in e["name"]]
 
 
-
-def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*pod.get("initContainers", []), *pod["containers"]]
-
-
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_retraining_cronjob_runs_the_small_cpu_image_in_every_overlay(k8s_tree, overlay):
@@ -253,12 +268,6 @@ def test_the_retraining_cronjob_runs_the_small_cpu_image_in_every_overlay(k8s_tr
     assert image.startswith("ghcr.io/lpdvae/lpdvae:") and not image.endswith("-cuda"), (overlay, image)
 
 
-def rules(role: dict[str, Any]) -> set[tuple[str, str, str, str]]:
-    """(apiGroup, resource, verb, resourceName or '*') of every permission a Role grants."""
-    return {(g, r, v, n) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-            for v in rule["verbs"] for n in rule.get("resourceNames", ["*"])}
-
-
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_pipeline_role_grants_only_what_the_argo_executor_and_kfp_launcher_use(k8s_tree, overlay):
@@ -267,14 +276,3 @@ def test_the_pipeline_role_grants_only_what_the_argo_executor_and_kfp_launcher_u
     granted = rules(role)
     assert not {r for r in granted if r[1] in ("pods", "pods/log")}, "the emissary executor needs no pod access"
     assert granted == PIPELINE_RULES
-
-
-PIPELINE_RULES = {
-    ("argoproj.io", "workflowtaskresults", "create", "*"),  # Argo >= 3.4 executor: step outputs
-    ("argoproj.io", "workflowtaskresults", "patch", "*"),
-    ("trainer.kubeflow.org", "trainjobs", "create", "*"),  # multi-node train: submit, then poll
-    ("trainer.kubeflow.org", "trainjobs", "get", "*"),
-    ("", "configmaps", "get", "kfp-launcher"),  # KFP launcher: pipeline root, object store
-    ("", "configmaps", "get", "metadata-grpc-configmap"),
-    ("", "secrets", "get", "mlpipeline-minio-artifact"),
-}

@@ -1,5 +1,5 @@
-"""The compiled KFP IR: the six steps with typed artifacts, every knob a parameter, register gated
-by the blessing, tensorize fanned out, GPU on train, config and secrets only by reference."""
+"""The compiled KFP IR: the six steps with typed artifacts, every knob a parameter, register after
+every evaluation, tensorize fanned out, GPU on train, config and secrets only by reference."""
 
 from __future__ import annotations
 
@@ -104,20 +104,20 @@ def test_steps_read_and_write_typed_artifacts(ir):
         "validated": "system.Dataset", "tensors": "system.Dataset"}
 
 
-def test_register_runs_only_when_evaluation_blesses(ir):
-    cond = next(t for t in all_tasks(ir["spec"]).values() if "blessed" in t.get("triggerPolicy", {}).get("condition", ""))
-    assert cond["triggerPolicy"]["condition"] == \
-        "inputs.parameter_values['pipelinechannel--evaluate-op-blessed'] == true"
-    inner = ir["spec"]["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
-    assert list(inner) == ["register-op"]
-    blessed = inner["register-op"]["inputs"]["parameters"]["blessed"]  # and register checks it again
-    assert blessed["componentInputParameter"] == "pipelinechannel--evaluate-op-blessed"
+def test_register_runs_after_every_evaluation_with_no_blessing_condition(ir):
+    """Every evaluated model becomes a version (an unblessed one without aliases), as under the
+    other runners: no task condition mentions the blessing, and register takes no `blessed`."""
+    tasks = all_tasks(ir["spec"])
+    assert not [t for t in tasks.values() if "blessed" in t.get("triggerPolicy", {}).get("condition", "")]
+    register = tasks["register-op"]
+    assert "blessed" not in register["inputs"].get("parameters", {})
+    assert "evaluate-op" in register["dependentTasks"] and "triggerPolicy" not in register
 
 
-def test_the_kfp_local_variant_has_one_tensorize_task_and_register_gated_in_its_task():
+def test_the_kfp_local_variant_has_one_tensorize_task_and_no_conditions():
     from pipelines.training import build_pipeline
 
-    spec = build_pipeline(load_params(REPO / "params.yaml"), fanout=False, gate=False).pipeline_spec
+    spec = build_pipeline(load_params(REPO / "params.yaml"), fanout=False).pipeline_spec
     root = spec.root.dag.tasks
     assert {"tensorize-op", "register-op"} <= set(root)
     assert not any(t.trigger_policy.condition for t in root.values())

@@ -1,5 +1,7 @@
 """Where a model came from: DVC content hashes of data folders, the git revision, params hash.
 
+`lineage` builds a model version's lineage tags; every runner (the CLI and DVC through
+`lpdvae register`, `lpdvae run`, the KFP register component) calls it with explicit paths.
 Hashes are computed with dvc-data exactly as `dvc add`/`dvc repro` compute them (md5 of the
 `.dir` listing), so a hash taken inside a KFP pod equals the one in `dvc.lock`.
 """
@@ -11,6 +13,10 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+from lpdvae.errors import DataError
+from lpdvae.io import read_jsonl, sha256_file
+from lpdvae.redact import redact_uri
 
 
 def dvc_hash(path: str | Path) -> str:
@@ -57,3 +63,43 @@ def dvc_lock_hashes(lock_path: str | Path = "dvc.lock") -> dict[str, dict[str, s
     for stage, body in (lock.get("stages") or {}).items():
         out[stage] = {o["path"]: o.get("md5", "") for o in body.get("outs", []) or []}
     return out
+
+
+STAGES = ("raw", "validated", "tensors")
+
+
+def lineage(raw: Path, validated: Path, tensors: Path, *, git_revision: str | None, params_digest: str,
+            run_id: str, dvc_lock: Path | None = None) -> dict[str, str]:
+    """The registry tags that say where a model came from, from explicit paths (every runner).
+
+    Data: the DVC hash of each folder as it is now (equal to dvc.lock's after `dvc repro`), the
+    raw manifest's sha256 and its source URI (credentials masked), the quarantine count. Code
+    and config: `git_revision` (None: not tagged) and `params_digest`. Run: `run_id`, the
+    orchestrator's run (KFP's job id) or what the local runner was given. `dvc_lock`, when it
+    exists, adds every output dvc.lock records as `lpdvae.dvclock.<path>` (models/vae included).
+    """
+    folders = {"raw": Path(raw), "validated": Path(validated), "tensors": Path(tensors)}
+    manifest = folders["raw"] / "manifest.jsonl"
+    quarantine = folders["validated"] / "quarantine.jsonl"
+    for path in (*folders.values(), manifest, quarantine):
+        if not path.exists():
+            raise DataError(f"{path}: missing, so the model's lineage cannot be recorded "
+                            "(run the step that writes it first)")
+    try:
+        manifest_rows, quarantined = read_jsonl(manifest), read_jsonl(quarantine)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    tags = {f"lpdvae.dvc.{stage}": dvc_hash(path) for stage, path in folders.items()}
+    tags["lpdvae.manifest_sha256"] = sha256_file(manifest)
+    # the source that was ingested (ingest records it per file), not the params' current one
+    sources = sorted({str(row.get("source", "")) for row in manifest_rows} - {""})
+    tags["lpdvae.source"] = " ".join(redact_uri(s) for s in sources)
+    tags["lpdvae.quarantined"] = str(len(quarantined))
+    tags["lpdvae.params_digest"] = params_digest
+    tags["lpdvae.pipeline_run_id"] = run_id
+    if git_revision:
+        tags["lpdvae.git_revision"] = git_revision
+    if dvc_lock is not None:
+        locked = {path: md5 for outs in dvc_lock_hashes(dvc_lock).values() for path, md5 in outs.items() if md5}
+        tags.update({f"lpdvae.dvclock.{path}": md5 for path, md5 in sorted(locked.items())})
+    return tags

@@ -1,7 +1,9 @@
 """`lpdvae run`: the six steps in order in this process (no DVC), and `lpdvae status`.
 
 `dvc repro` is the cached runner (`make run` uses it); `lpdvae run` is the same chain without
-caching, for a quick try or a debugger. `lpdvae status` tells a user where things landed,
+caching, for a quick try or a debugger. Everything it writes lands under `--root`: the data,
+model and reports folders and, unless params or `$MLFLOW_TRACKING_URI` name another store,
+`<root>/mlflow.db`; the model is registered with the lineage of `<root>`'s data. `lpdvae status` tells a user where things landed,
 from the files the last run wrote (no MLflow import, so it answers at once); `--registry` also
 asks the MLflow registry for the model's current aliases.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from lpdvae.params import Params
 from lpdvae.redact import redact_uri
-from lpdvae.tracking import tracking_uri
+from lpdvae.tracking import pinned_store, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,10 @@ class Layout:
         return self.root / "reports" / "registered.json"
 
 
-def run_all(params: Params, layout: Layout, source: str | None = None) -> dict:
-    """Run ingest → register; returns the register step's record."""
+def run_all(params: Params, layout: Layout, source: str | None = None, run_id: str = "local") -> dict:
+    """Run ingest → register under `layout.root` (MLflow store included); returns the register
+    step's record. `run_id` is tagged as the model's `lpdvae.pipeline_run_id`."""
+    from lpdvae.lineage import git_revision, lineage
     from lpdvae.steps.evaluate import evaluate
     from lpdvae.steps.ingest import ingest
     from lpdvae.steps.register import register
@@ -65,17 +69,24 @@ def run_all(params: Params, layout: Layout, source: str | None = None) -> dict:
     from lpdvae.steps.validate import validate
     from lpdvae.training.launcher import launch
 
+    def register_step() -> object:
+        tags = lineage(layout.raw, layout.validated, layout.tensors, git_revision=git_revision(Path.cwd()),
+                       params_digest=params.digest(), run_id=run_id)
+        return register(layout.model, layout.eval, layout.registered, params, tags)
+
     chain = [
         ("ingest", lambda: ingest(source or params.data.source, layout.raw, params)),
         ("validate", lambda: validate(layout.raw, layout.validated, params, layout.data_docs)),
         ("tensorize", lambda: tensorize(layout.raw, layout.validated, layout.tensors, params)),
         ("train", lambda: launch(layout.tensors, layout.model, params)),
         ("evaluate", lambda: evaluate(layout.model, layout.tensors, layout.eval, params)),
-        ("register", lambda: register(layout.model, layout.eval, layout.registered, params)),
+        ("register", register_step),
     ]
-    for i, (name, step) in enumerate(chain, 1):
-        log.info("step %d/6: %s", i, name)
-        step()
+    with pinned_store(params, layout.root) as uri:
+        log.info("MLflow store: %s", redact_uri(uri))
+        for i, (name, step) in enumerate(chain, 1):
+            log.info("step %d/6: %s", i, name)
+            step()
     return json.loads(layout.registered.read_text())
 
 
@@ -124,7 +135,7 @@ def registry_lines(params: Params, layout: Layout) -> list[str]:
 
 def _cmd_run(args: argparse.Namespace, params: Params) -> int:
     layout = Layout(Path(args.root).resolve())
-    run_all(params, layout, args.source)
+    run_all(params, layout, args.source, args.run_id)
     print("\n".join(status_lines(params, layout)))
     return 0
 
@@ -142,6 +153,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                        "register in order, writing the dvc.yaml layout under --root.")
     p.add_argument("--root", default=".", help="project root for data/, models/, reports/")
     p.add_argument("--source", default=None, help="override data.source")
+    p.add_argument("--run-id", default="local",
+                   help="run id tagged on the model as lpdvae.pipeline_run_id (default: %(default)s)")
     p.set_defaults(func=_cmd_run)
     s = sub.add_parser("status", help="where the last run's model, samples and MLflow UI are")
     s.add_argument("--root", default=".", help="project root (default: %(default)s)")

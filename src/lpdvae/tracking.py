@@ -1,26 +1,57 @@
 """One place that decides which MLflow store a step talks to.
 
 Order: params `mlflow.tracking_uri`, then `$MLFLOW_TRACKING_URI`, then the embedded default
-(`sqlite:///mlflow.db` + `mlartifacts/` in the working directory), so `make run` needs no server.
+`sqlite:///<root>/mlflow.db` with artifacts in `mlartifacts/` beside it, so `make run` needs no
+server. The root is the project's: the working directory for the CLI and DVC, `--root` for
+`lpdvae run`, which pins its store for the steps it runs (`pinned_store`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lpdvae.params import Params
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+ENV = "MLFLOW_TRACKING_URI"
 
 
 def tracking_uri(params: Params, root: str | Path = ".") -> str:
     if params.mlflow.tracking_uri:
         return params.mlflow.tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    if os.environ.get(ENV):
+        return os.environ[ENV]
     return f"sqlite:///{Path(root).resolve() / DEFAULT_DB}"
+
+
+@contextmanager
+def pinned_store(params: Params, root: str | Path) -> Iterator[str]:
+    """Within the block, every step of this process and every process it starts (torchrun
+    ranks) uses `tracking_uri(params, root)`: the store is put in `$MLFLOW_TRACKING_URI`,
+    MLflow's own variable, and the previous value comes back afterwards. Yields the URI."""
+    uri = tracking_uri(params, root)
+    before = os.environ.get(ENV)
+    os.environ[ENV] = uri
+    try:
+        yield uri
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Where a local sqlite store keeps its artifacts: `mlartifacts/` beside the db file (not a
+    cwd-relative ./mlruns); None for other stores, whose server decides."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = uri.removeprefix("sqlite:///").split("?", 1)[0]  # SQLAlchemy: ////abs, ///relative
+    return Path(db).resolve().parent / DEFAULT_ARTIFACTS
 
 
 def setup_mlflow(params: Params, root: str | Path = ".") -> str:
@@ -34,10 +65,8 @@ def setup_mlflow(params: Params, root: str | Path = ".") -> str:
     if exp is not None:
         mlflow.set_experiment(params.mlflow.experiment)
         return exp.experiment_id
-    artifact_location = None
-    if uri.startswith("sqlite:"):
-        # a local store keeps artifacts beside the db, not in a cwd-relative ./mlruns
-        artifact_location = (Path(root).resolve() / DEFAULT_ARTIFACTS).as_uri()
-    exp_id = mlflow.create_experiment(params.mlflow.experiment, artifact_location=artifact_location)
+    artifacts = artifact_root(uri)
+    exp_id = mlflow.create_experiment(params.mlflow.experiment,
+                                      artifact_location=artifacts.as_uri() if artifacts else None)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id

@@ -1,8 +1,11 @@
 """Register: the evaluated model becomes a version in the MLflow registry, with its lineage.
 
 The registered artifact is the generator pyfunc (lpdvae.serving), logged into the train run so
-run, metrics, samples and model stay one record. Blessed versions get `challenger`; with
-`register.auto_promote` a blessed challenger that beats the champion becomes `champion`.
+run, metrics, samples and model stay one record. Every evaluated model becomes a version, under
+every runner: an unblessed one gets no alias (nothing serves it, `registry promote` refuses it
+without --force) but stays in the registry with its lineage and the evaluation's reasons.
+Blessed versions get `challenger`; with `register.auto_promote` a blessed challenger that beats
+the champion becomes `champion`.
 """
 
 from __future__ import annotations
@@ -10,25 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lpdvae.errors import LpdvaeError
-from lpdvae.io import atomic_write_json, sha256_file
-from lpdvae.lineage import dvc_hash, dvc_lock_hashes, git_revision
+from lpdvae.io import atomic_write_json
+from lpdvae.lineage import git_revision
+from lpdvae.lineage import lineage as lineage_tags
 from lpdvae.params import Params
 from lpdvae.registry import CHALLENGER, CHAMPION, alias_version, record_alias, set_champion
 
 log = logging.getLogger(__name__)
-DATA_STAGES = {"raw": "data/raw", "validated": "data/validated", "tensors": "data/tensors"}
 TAGGED_METRICS = ("recon_note_f1", "recon_note_precision", "recon_note_recall", "recon_frame_f1",
                   "baseline.recon_note_f1", "train.recon_note_f1", "neg_elbo", "kl_nats",
                   "active_units", "temperature", "diversity.unique_fraction",
                   "copy.nearest_train_note_f1")
-# where a pipeline run id comes from, first set wins (the KFP component sets the first)
-RUN_ID_ENV = ("LPDVAE_PIPELINE_RUN_ID", "KFP_RUN_ID", "KFP_PIPELINE_JOB_ID")
 
 
 @dataclass(frozen=True)
@@ -41,44 +41,9 @@ class RegisterResult:
     blessed: bool = False
 
 
-def default_lineage(params: Params, root: Path = Path(".")) -> dict[str, str]:
-    """Lineage tags from the dvc.yaml layout under `root`: data hashes, source, manifest, quarantine.
-
-    A data folder present on disk is hashed (as DVC does); an absent one takes its hash from
-    dvc.lock. Every dvc.lock output is also tagged as `lpdvae.dvclock.<path>`.
-    """
-    tags: dict[str, str] = {"lpdvae.source": params.data.source}
-    locked = {path: md5 for outs in dvc_lock_hashes(root / "dvc.lock").values()
-              for path, md5 in outs.items() if md5}
-    tags.update({f"lpdvae.dvclock.{path}": md5 for path, md5 in sorted(locked.items())})
-    for stage, rel in DATA_STAGES.items():
-        if (root / rel).exists():
-            tags[f"lpdvae.dvc.{stage}"] = dvc_hash(root / rel)
-        elif rel in locked:
-            tags[f"lpdvae.dvc.{stage}"] = locked[rel]
-    manifest = root / DATA_STAGES["raw"] / "manifest.jsonl"
-    if manifest.exists():
-        tags["lpdvae.manifest_sha256"] = sha256_file(manifest)
-    quarantine = root / DATA_STAGES["validated"] / "quarantine.jsonl"
-    if quarantine.exists():
-        tags["lpdvae.quarantined"] = str(sum(1 for line in quarantine.open() if line.strip()))
-    rev = git_revision(root)
-    if rev:
-        tags["lpdvae.git_revision"] = rev
-    return tags
-
-
-def pipeline_run_id() -> str:
-    """The orchestrator's run id (`LPDVAE_PIPELINE_RUN_ID`, else KFP's), or "local"."""
-    return next((os.environ[k] for k in RUN_ID_ENV if os.environ.get(k)), "local")
-
-
-def version_tags(params: Params, metrics: dict[str, float], blessing: dict[str, Any],
-                 lineage: dict[str, str]) -> dict[str, str]:
-    """Everything a model version carries: lineage, params digest, run id, metrics, blessing."""
+def version_tags(metrics: dict[str, float], blessing: dict[str, Any], lineage: dict[str, str]) -> dict[str, str]:
+    """Everything a model version carries: its lineage (`lpdvae.lineage.lineage`), metrics, blessing."""
     tags = dict(lineage)
-    tags["lpdvae.params_digest"] = params.digest()
-    tags["lpdvae.pipeline_run_id"] = pipeline_run_id()
     tags["lpdvae.blessed"] = str(bool(blessing["blessed"])).lower()
     tags["lpdvae.blessing_reasons"] = "; ".join(blessing.get("reasons", []))[:4000] or "all checks passed"
     for k, v in metrics.items():
@@ -88,7 +53,10 @@ def version_tags(params: Params, metrics: dict[str, float], blessing: dict[str, 
 
 
 def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
-             lineage: dict[str, str] | None = None) -> RegisterResult:
+             lineage: dict[str, str]) -> RegisterResult:
+    """Register the evaluated model as a new version, blessed or not (an unblessed one gets no
+    alias, so it serves nobody but stays auditable), tagged with `lineage` as the runner
+    computed it (`lpdvae.lineage.lineage`)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -100,8 +68,11 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
     blessing = _read_json(eval_dir / "blessing.json")
     name = params.register.model_name
 
-    tags = version_tags(params, metrics, blessing,
-                        default_lineage(params) if lineage is None else lineage)
+    digest = lineage.get("lpdvae.params_digest", params.digest())
+    if digest != params.digest():
+        raise LpdvaeError(f"register: the lineage's params digest {digest[:12]}… is not that of the params "
+                          f"registering the model ({params.digest()[:12]}…)")
+    tags = version_tags(metrics, blessing, {**lineage, "lpdvae.params_digest": digest})
 
     mlflow.set_tracking_uri(run["tracking_uri"])
     mlflow.set_registry_uri(run["tracking_uri"])
@@ -162,7 +133,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:
-    r = register(Path(args.model), Path(args.eval), Path(args.out), params)
+    tags = lineage_tags(Path(args.raw), Path(args.validated), Path(args.tensors),
+                        git_revision=git_revision(Path.cwd()), params_digest=params.digest(),
+                        run_id=args.run_id, dvc_lock=Path(args.dvc_lock))
+    r = register(Path(args.model), Path(args.eval), Path(args.out), params, tags)
     print(f"registered {r.name} version {r.version} (aliases: {', '.join(r.aliases) or 'none'}; "
           f"blessed: {r.blessed})")
     return 0
@@ -175,4 +149,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="models/vae", help="trained model folder (default: %(default)s)")
     p.add_argument("--eval", default="reports/eval", help="evaluation folder (default: %(default)s)")
     p.add_argument("--out", default="reports/registered.json", help="record file (default: %(default)s)")
+    for stage in ("raw", "validated", "tensors"):
+        p.add_argument(f"--{stage}", default=f"data/{stage}",
+                       help=f"the {stage} data folder the model came from, hashed for lineage (default: %(default)s)")
+    p.add_argument("--dvc-lock", default="dvc.lock",
+                   help="dvc.lock whose outputs are tagged too, when it exists (default: %(default)s)")
+    p.add_argument("--run-id", default="local",
+                   help="the pipeline run id tagged as lpdvae.pipeline_run_id (default: %(default)s)")
     p.set_defaults(func=_cmd)

@@ -17,6 +17,7 @@ import torch
 
 from lpdvae import lineage
 from lpdvae.params import Params
+from lpdvae.redact import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,9 @@ class RunLog:
         self.active = True
         self.run_id = run.info.run_id
         if run_id is None:
-            mlflow.log_params({**self.params.flat(), **run_params})
+            flat = self.params.flat()  # the record of every param, data.source without credentials
+            flat["data.source"] = redact_uri(flat["data.source"])
+            mlflow.log_params({**flat, **run_params})
         mlflow.set_tags(self._tags())
         log.info("MLflow run %s in experiment %s at %s", self.run_id, self.experiment_id,
                  self.tracking_uri)
