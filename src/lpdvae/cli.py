@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from lpdvae.errors import LpdvaeError
-from lpdvae.params import ParamsError, load_params, parse_override
+from lpdvae.params import ParamsError, load_params, parse_override, profile_overrides
 
 COMMANDS: dict[str, str] = {  # command -> module whose register_cli declares it (--help order)
     "demo-data": "lpdvae.demo",
@@ -42,6 +42,10 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one params key, e.g. --set train.epochs=2 (repeatable)",
+    )
+    parser.add_argument(
+        "--profile", default=None, metavar="FILE",
+        help="a partial params file laid over --params, e.g. profiles/full.yaml (then --set)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
@@ -89,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = None
         if getattr(args, "needs_params", True):
-            params = load_params(args.params, dict(parse_override(o) for o in args.overrides))
+            overrides = profile_overrides(args.profile) if args.profile else {}
+            overrides.update(dict(parse_override(o) for o in args.overrides))
+            params = load_params(args.params, overrides)
         return int(args.func(args, params) or 0)
     except ParamsError as exc:
         print(f"lpdvae: params error: {exc}", file=sys.stderr)

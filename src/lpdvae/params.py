@@ -345,6 +345,31 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: Path) -> Non
     node[parts[-1]] = value
 
 
+def profile_overrides(path: str | Path) -> dict[str, Any]:
+    """A profile file (a partial params.yaml, e.g. profiles/full.yaml) as dotted overrides:
+    params.yaml stays the one source of every key; a profile only changes values."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: profile not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: a profile must be a mapping of params sections")
+    out: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+
+    walk(raw, "")
+    return out
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`key.sub=VALUE` from the command line; VALUE is parsed as YAML (so 3, 0.5, true, [1,2])."""
     if "=" not in text:
