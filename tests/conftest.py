@@ -112,7 +112,11 @@ def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
             "--artifacts-destination", f"s3://{bucket}/artifacts",
         ],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_server},
+        stdout=log, stderr=subprocess.STDOUT,
+        # no job runner: MLflow 3's server otherwise starts 7 busy-polling huey consumers that
+        # outlive it and take a core on a 2-core machine
+        env={**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_server,
+             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     try:
         wait_for_port(port, proc, f"mlflow server (log: {root / 'server.log'})", timeout=300)
