@@ -218,8 +218,10 @@ class CellBaseline:
 def fit_cell_baseline(train: np.ndarray, val: np.ndarray) -> CellBaseline:
     """Onset frequencies on `train`; the threshold with the best note F1 on `val`."""
     frequency = onsets_np(train).mean(0)
-    candidates = np.unique(np.quantile(frequency[frequency > 0], np.linspace(0, 0.999, 60))) \
-        if (frequency > 0).any() else np.array([0.0])
+    seen = frequency[frequency > 0]
+    # 0.0 predicts every cell ever seen; the quantiles of the seen frequencies the sparser ones
+    candidates = np.unique(np.concatenate([[0.0], np.quantile(seen, np.linspace(0, 0.999, 60))])) \
+        if seen.size else np.array([0.0])
     target = val if len(val) else train
     best = max(candidates, key=lambda t: note_prf(CellBaseline(frequency, t).predict(len(target)),
                                                   target)["f1"])

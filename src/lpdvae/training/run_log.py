@@ -110,7 +110,7 @@ class RunLog:
                  ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith("val_")))
 
     def log_model(self, vae: torch.nn.Module, example: np.ndarray) -> Any:
-        """Log the reconstruction view of `vae` (phrases -> probabilities) to the run.
+        """Log the reconstruction view of `vae` (note codes -> reconstructed codes) to the run.
 
         Pickled with lpdvae as code_paths, not `pt2`: `mlflow.pytorch.load_model` then returns
         the `Reconstructor` whose `.vae` still has `sample`/`interpolate`, and logging takes a
