@@ -3,6 +3,7 @@ the heavy libraries."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -18,8 +19,11 @@ HEAVY = ("torch", "mlflow", "great_expectations", "pandas", "pypianoroll")
 
 
 def lpdvae(*args: str, cwd: Path | None = None, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`python -m lpdvae ...` without the MLflow URI an earlier in-process test may have exported
+    (`mlflow.set_tracking_uri` sets MLFLOW_TRACKING_URI), so the params file decides."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.run([sys.executable, *flags, "-m", "lpdvae", *args], capture_output=True,
-                          text=True, cwd=cwd)
+                          text=True, cwd=cwd, env=env)
 
 
 def imported_top_level(stderr: str) -> set[str]:
