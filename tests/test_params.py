@@ -215,3 +215,20 @@ def test_removed_keys_are_refused_as_unknown(tmp_path):
         raw[section][key] = 0.5
         with pytest.raises(ParamsError, match=rf"unknown key {section}.{key}"):
             load_params(write(tmp_path, raw))
+
+
+def test_full_profile_lays_its_values_over_params_yaml() -> None:
+    from lpdvae.params import profile_overrides
+
+    params = load_params(REPO / "params.yaml", profile_overrides(REPO / "profiles/full.yaml"))
+    assert params.train.transpose == 3 and params.model.latent_dim == 128
+    assert params.data == load_params(REPO / "params.yaml").data  # untouched sections stay
+
+
+def test_profile_with_an_unknown_key_is_refused_naming_it(tmp_path: Path) -> None:
+    from lpdvae.params import profile_overrides
+
+    profile = tmp_path / "typo.yaml"
+    profile.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ParamsError, match=r"unknown key train\.epoch"):
+        load_params(REPO / "params.yaml", profile_overrides(profile))

@@ -223,16 +223,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
 def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
     """Read and validate a params file; `overrides` maps dotted keys to values (CLI --set)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    raw = _read_mapping(path)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value, path)
     return params_from_dict(raw, source=str(path))
@@ -345,18 +336,25 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: Path) -> Non
     node[parts[-1]] = value
 
 
-def profile_overrides(path: str | Path) -> dict[str, Any]:
-    """A profile file (a partial params.yaml, e.g. profiles/full.yaml) as dotted overrides:
-    params.yaml stays the one source of every key; a profile only changes values."""
-    path = Path(path)
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty: {}); every failure names the file."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ParamsError(f"{path}: profile not found") from None
+        raise ParamsError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: a profile must be a mapping of params sections")
+        raise ParamsError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def profile_overrides(path: str | Path) -> dict[str, Any]:
+    """A profile file (a partial params.yaml, e.g. profiles/full.yaml) as dotted overrides:
+    params.yaml stays the one source of every key; a profile only changes values."""
+    raw = _read_mapping(Path(path))
     out: dict[str, Any] = {}
 
     def walk(node: dict[str, Any], prefix: str) -> None:
