@@ -33,9 +33,10 @@ def champion(params):
     return mv.version if mv else None
 
 
-def test_first_blessed_version_becomes_champion_and_challenger(tmp_path, params, monkeypatch):
-    monkeypatch.setenv("LPDVAE_PIPELINE_RUN_ID", "kfp-run-42")
-    r = register_version(tmp_path, params, "v1", blessed=True, recon_f1=0.5)
+def test_first_blessed_version_becomes_champion_and_challenger(tmp_path, params):
+    lineage = {"lpdvae.dvc.tensors": "abc.dir", "lpdvae.git_revision": "deadbeef",
+               "lpdvae.pipeline_run_id": "kfp-run-42"}  # the run id travels in the lineage
+    r = register_version(tmp_path, params, "v1", blessed=True, recon_f1=0.5, lineage_tags=lineage)
     assert r.version == "1" and r.aliases == ["challenger", "champion"]
     record = json.loads((tmp_path / "v1.json").read_text())
     assert record["version"] == "1" and record["aliases"] == ["challenger", "champion"]

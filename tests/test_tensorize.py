@@ -12,7 +12,7 @@ import pytest
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_write_jsonl, read_jsonl
 from lpdvae.music.phrases import song_phrases
-from lpdvae.shards import SPLITS, PhraseDataset, load_split, read_index
+from lpdvae.shards import SPLITS, PhraseDataset, load_split, packed_width, read_index
 from lpdvae.steps.tensorize import split_of, tensor_params_digest, tensorize
 from tests import songkit
 
@@ -62,7 +62,8 @@ def test_index_contract(corpus):
         for k, shard in enumerate(entry["shards"]):
             assert shard["file"] == f"shards/{split}-{k:05d}.npy" and 0 < shard["n"] <= 7
             arr = np.load(root / "tensors" / shard["file"], mmap_mode="r")
-            assert arr.shape == (shard["n"], 4, rep.n_bars, rep.steps_per_bar, 11)
+            assert arr.shape == (shard["n"], 4, rep.n_bars, rep.steps_per_bar,
+                                 packed_width(rep.n_pitches))
     assert all(v["split"] == split_of(k, params) for k, v in index["songs"].items())
 
 
