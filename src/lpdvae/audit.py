@@ -6,13 +6,15 @@ import argparse
 import json
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from lpdvae.errors import RegistryError
+from lpdvae.layout import Layout
 from lpdvae.params import Params
 from lpdvae.registry import client
 
-VALIDATED = "data/validated"
+LAYOUT = Layout(Path("."))  # restore commands run at the repository root
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
@@ -75,8 +77,9 @@ def lineage(params: Params, uri: str) -> dict[str, Any]:
                      if k.startswith("lpdvae.dvclock.")},
         "source": tags.get("lpdvae.source"),
         "manifest_sha256": tags.get("lpdvae.manifest_sha256"),
-        "validation_report": [f"{VALIDATED}/summary.json", f"{VALIDATED}/quarantine.jsonl",
-                              "reports/data_docs/index.html"],
+        "validation_report": [str(LAYOUT.validated / "summary.json"),
+                              str(LAYOUT.validated / "quarantine.jsonl"),
+                              str(LAYOUT.data_docs / "index.html")],
         "quarantined": tags.get("lpdvae.quarantined"),
         "blessed": tags.get("lpdvae.blessed"),
         "blessing_reasons": tags.get("lpdvae.blessing_reasons"),

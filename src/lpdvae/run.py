@@ -13,49 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
+from lpdvae.layout import Layout
 from lpdvae.params import Params
 from lpdvae.redact import redact_uri
 from lpdvae.tracking import pinned_store, tracking_uri
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where each step's output lands under a project root (the dvc.yaml layout)."""
-
-    root: Path
-
-    @property
-    def raw(self) -> Path:
-        return self.root / "data" / "raw"
-
-    @property
-    def validated(self) -> Path:
-        return self.root / "data" / "validated"
-
-    @property
-    def data_docs(self) -> Path:
-        return self.root / "reports" / "data_docs"
-
-    @property
-    def tensors(self) -> Path:
-        return self.root / "data" / "tensors"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "models" / "vae"
-
-    @property
-    def eval(self) -> Path:
-        return self.root / "reports" / "eval"
-
-    @property
-    def registered(self) -> Path:
-        return self.root / "reports" / "registered.json"
 
 
 def run_all(params: Params, layout: Layout, source: str | None = None, run_id: str = "local") -> dict:
