@@ -14,7 +14,7 @@ import pytest
 
 from lpdvae.codes import ONSET, SUSTAIN
 from lpdvae.params import RepresentationParams, TrackSpec
-from lpdvae.roll import midi_bytes, phrase_notes, plot_png, render_wav, to_multitrack, write_midi
+from lpdvae.roll import midi_bytes, phrase_notes, plot_png, render_wav, write_midi
 
 REP = RepresentationParams(source_resolution=4, beat_resolution=4, beats_per_bar=4, lowest_pitch=36,
                            n_pitches=48, n_bars=2)
@@ -52,22 +52,13 @@ def test_phrase_notes_read_a_note_cut_at_the_phrase_start():
     assert phrase_notes(track) == [(0, 2, 1)]
 
 
-def test_to_multitrack_places_pitches_and_keeps_track_specs():
-    mt = to_multitrack(phrase(), TRACKS, REP, tempo=120.0)
-    assert mt.resolution == 4
-    assert [t.name for t in mt.tracks] == ["melody", "drums"]
-    assert [t.is_drum for t in mt.tracks] == [False, True]
-    assert mt.tracks[0].pianoroll.shape == (32, 128)
-    assert set(np.flatnonzero(mt.tracks[0].pianoroll.any(0))) == {60, 64}
-    assert list(np.flatnonzero(mt.downbeat)) == [0, 16]
-    assert np.all(mt.tempo == 120.0)
-
-
-def test_to_multitrack_accepts_model_json_track_dicts_and_checks_track_count():
+def test_midi_takes_model_json_track_dicts_and_checks_track_count():
     dicts = [{"name": "melody", "program": 52, "is_drum": False}, {"name": "drums", "program": 0, "is_drum": True}]
-    assert [t.program for t in to_multitrack(phrase(), dicts, REP).tracks] == [52, 0]
+    midi = pretty_midi.PrettyMIDI(io.BytesIO(midi_bytes(phrase(), dicts, REP)))
+    assert [(i.name, i.program, i.is_drum) for i in midi.instruments] == [
+        ("melody", 52, False), ("drums", 0, True)]
     with pytest.raises(ValueError, match="track"):
-        to_multitrack(phrase(), TRACKS[:1], REP)
+        midi_bytes(phrase(), TRACKS[:1], REP)
 
 
 def read_notes(data: bytes, tempo: float = 100.0) -> list[list[tuple[int, int, int]]]:

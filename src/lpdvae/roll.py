@@ -1,5 +1,5 @@
 """Phrase tensors back to music: MIDI (notes from the onset codes, so repeated notes stay
-separate), pypianoroll Multitracks for PNG piano rolls, WAV audio."""
+separate), PNG piano rolls, WAV audio."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pypianoroll
 
 from lpdvae.codes import onsets_np
 from lpdvae.io import atomic_write_bytes
@@ -24,33 +23,6 @@ VELOCITY = 100
 
 def _track_field(track: TrackSpec | dict[str, Any], key: str) -> Any:
     return track[key] if isinstance(track, dict) else getattr(track, key)
-
-
-def to_multitrack(
-    phrase: np.ndarray,
-    tracks: Sequence[TrackSpec | dict[str, Any]],
-    rep: RepresentationParams,
-    tempo: float = 100.0,
-) -> pypianoroll.Multitrack:
-    """Codes `[T, B, S, P]` -> Multitrack at `beat_resolution` (activity only: for pictures),
-    pitches placed back from `lowest_pitch`."""
-    t, b, s, p = phrase.shape
-    if t != len(tracks):
-        raise ValueError(f"phrase has {t} tracks, the track set has {len(tracks)}")
-    n_steps = b * s
-    out = []
-    for k, track in enumerate(tracks):
-        roll = np.zeros((n_steps, 128), dtype=np.uint8)
-        roll[:, rep.lowest_pitch : rep.lowest_pitch + p] = (phrase[k].reshape(n_steps, p) > 0) * VELOCITY
-        out.append(pypianoroll.StandardTrack(
-            name=_track_field(track, "name"), program=int(_track_field(track, "program")),
-            is_drum=bool(_track_field(track, "is_drum")), pianoroll=roll,
-        ))
-    downbeat = np.zeros(n_steps, dtype=bool)
-    downbeat[::s] = True
-    return pypianoroll.Multitrack(
-        resolution=rep.beat_resolution, tempo=np.full(n_steps, float(tempo)), downbeat=downbeat, tracks=out
-    )
 
 
 def phrase_notes(track_codes: np.ndarray) -> list[tuple[int, int, int]]:
@@ -74,6 +46,8 @@ def midi_bytes(phrase: np.ndarray, tracks: Sequence[TrackSpec | dict[str, Any]],
 
     phrases = np.asarray(phrase)
     phrases = phrases[None] if phrases.ndim == 4 else phrases
+    if phrases.shape[1] != len(tracks):
+        raise ValueError(f"phrase has {phrases.shape[1]} tracks, the track set has {len(tracks)}")
     seconds_per_step = 60.0 / tempo / rep.beat_resolution
     pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
     for k, track in enumerate(tracks):
