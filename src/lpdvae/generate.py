@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from lpdvae.errors import LpdvaeError, RegistryError
+from lpdvae.layout import CWD
 from lpdvae.params import Params, RepresentationParams
 
 
@@ -59,7 +60,7 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="sample new phrases as MIDI + PNG",
                        description="Sample z ~ N(0, T^2 I) and decode new multitrack phrases.")
-    p.add_argument("--model", default="models/vae",
+    p.add_argument("--model", default=str(CWD.model),
                    help="model folder or models:/NAME@ALIAS, e.g. models:/lpdvae@champion "
                    "(default: %(default)s)")
     p.add_argument("--n", type=int, default=4, help="phrases to generate (default: %(default)s)")

@@ -39,3 +39,6 @@ class Layout:
     @property
     def registered(self) -> Path:
         return self.root / "reports" / "registered.json"
+
+
+CWD = Layout(Path("."))  # the commands' default folders: the dvc.yaml layout, relative paths

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lpdvae.layout import CWD
 from lpdvae.params import Params
 
 
@@ -24,7 +25,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                        description="Reconstruction vs the average-cell baseline, generated music vs "
                        "the data (MuseGAN statistics), diversity and copying; render samples and "
                        "decide the blessing.")
-    p.add_argument("--model", default="models/vae", help="trained model folder (default: %(default)s)")
-    p.add_argument("--tensors", default="data/tensors", help="tensor folder (default: %(default)s)")
-    p.add_argument("--out", default="reports/eval", help="output folder (default: %(default)s)")
+    p.add_argument("--model", default=str(CWD.model), help="trained model folder (default: %(default)s)")
+    p.add_argument("--tensors", default=str(CWD.tensors), help="tensor folder (default: %(default)s)")
+    p.add_argument("--out", default=str(CWD.eval), help="output folder (default: %(default)s)")
     p.set_defaults(func=_cmd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lpdvae.layout import CWD
 from lpdvae.params import Params
 
 
@@ -23,7 +24,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tensorize", help="cut accepted songs into sharded phrase tensors",
                        description="Merge tracks, downsample, crop, binarize and cut every accepted song "
                        "into phrases; write packed-bit shards and index.json with a song-level split.")
-    p.add_argument("--raw", default="data/raw", help="ingested songs folder (default: %(default)s)")
-    p.add_argument("--validated", default="data/validated", help="validate output folder (default: %(default)s)")
-    p.add_argument("--out", default="data/tensors", help="output folder (default: %(default)s)")
+    p.add_argument("--raw", default=str(CWD.raw), help="ingested songs folder (default: %(default)s)")
+    p.add_argument("--validated", default=str(CWD.validated), help="validate output folder (default: %(default)s)")
+    p.add_argument("--out", default=str(CWD.tensors), help="output folder (default: %(default)s)")
     p.set_defaults(func=_cmd)

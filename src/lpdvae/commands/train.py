@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from lpdvae.errors import LpdvaeError
+from lpdvae.layout import CWD
 from lpdvae.params import Params
 
 
@@ -33,9 +34,9 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the VAE on tensor shards (DDP with --nproc > 1)",
                        description="train: phrase shards -> MusicVAE, checkpoints and an MLflow run.")
-    p.add_argument("--tensors", type=Path, default=Path("data/tensors"),
+    p.add_argument("--tensors", type=Path, default=CWD.tensors,
                    help="tensorize output folder (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("models/vae"),
+    p.add_argument("--out", type=Path, default=CWD.model,
                    help="model output folder; checkpoints go to <out>.checkpoints/ "
                    "(default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")

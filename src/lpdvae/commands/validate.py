@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lpdvae.layout import CWD
 from lpdvae.params import Params
 
 
@@ -24,8 +25,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                        description="Load every ingested song, build a per-song stats table, run the Great "
                        "Expectations suite over it, quarantine unreadable or failing songs. The data (--out) is "
                        "byte-identical for the same input; the data docs (--docs) are a separate folder.")
-    p.add_argument("--raw", default="data/raw", help="ingested songs folder (default: %(default)s)")
-    p.add_argument("--out", default="data/validated",
+    p.add_argument("--raw", default=str(CWD.raw), help="ingested songs folder (default: %(default)s)")
+    p.add_argument("--out", default=str(CWD.validated),
                    help="output folder: accepted/quarantine lists, stats.csv, summary.json; identical for "
                    "the same input, so its DVC hash names the data (default: %(default)s)")
     p.add_argument("--docs", default=None, metavar="DIR",

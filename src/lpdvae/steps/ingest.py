@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_jsonl, sha256_file
+from lpdvae.layout import CWD
 from lpdvae.params import Params
 from lpdvae.redact import redact_uri
 from lpdvae.sources import Entry, Skipped, open_source
@@ -170,5 +171,5 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                        "s3://bucket/prefix or an http(s) archive (needs data.sha256) into OUT/files and "
                        "write OUT/manifest.jsonl. Unchanged files are not copied again.")
     p.add_argument("--source", default=None, help="source URI (default: params data.source)")
-    p.add_argument("--out", default="data/raw", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default=str(CWD.raw), help="output folder (default: %(default)s)")
     p.set_defaults(func=_cmd)

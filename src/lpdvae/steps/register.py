@@ -19,6 +19,7 @@ from typing import Any
 
 from lpdvae.errors import LpdvaeError
 from lpdvae.io import atomic_write_json
+from lpdvae.layout import CWD
 from lpdvae.lineage import git_revision
 from lpdvae.lineage import lineage as lineage_tags
 from lpdvae.params import Params
@@ -146,11 +147,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("register", help="register the evaluated model in the MLflow registry",
                        description="Log the generator pyfunc, register a new model version with "
                        "lineage tags, and set challenger/champion aliases.")
-    p.add_argument("--model", default="models/vae", help="trained model folder (default: %(default)s)")
-    p.add_argument("--eval", default="reports/eval", help="evaluation folder (default: %(default)s)")
-    p.add_argument("--out", default="reports/registered.json", help="record file (default: %(default)s)")
+    p.add_argument("--model", default=str(CWD.model), help="trained model folder (default: %(default)s)")
+    p.add_argument("--eval", default=str(CWD.eval), help="evaluation folder (default: %(default)s)")
+    p.add_argument("--out", default=str(CWD.registered), help="record file (default: %(default)s)")
     for stage in ("raw", "validated", "tensors"):
-        p.add_argument(f"--{stage}", default=f"data/{stage}",
+        p.add_argument(f"--{stage}", default=str(getattr(CWD, stage)),
                        help=f"the {stage} data folder the model came from, hashed for lineage (default: %(default)s)")
     p.add_argument("--dvc-lock", default="dvc.lock",
                    help="dvc.lock whose outputs are tagged too, when it exists (default: %(default)s)")
