@@ -30,7 +30,7 @@ from lpdvae.metrics import (
     nearest_train_f1,
     note_prf,
 )
-from lpdvae.model import MusicVAE, kl_per_sample_dim, load_model
+from lpdvae.model import MusicVAE, active_units, kl_per_sample_dim, load_model
 from lpdvae.params import EvaluateParams, Params, RepresentationParams
 from lpdvae.samples_page import write_page
 from lpdvae.shards import load_split, read_index
@@ -116,8 +116,6 @@ def _reconstruct(vae: MusicVAE, x: np.ndarray, batch: int = 64) -> np.ndarray:
 def _latent_stats(vae: MusicVAE, x: np.ndarray, batch: int = 64) -> dict[str, float]:
     """KL nats per phrase, active units (Var_x E[z|x] > 0.01) and the negative ELBO (one seeded
     posterior sample per phrase) on `x`."""
-    from lpdvae.model import active_units
-
     gen = torch.Generator().manual_seed(ELBO_SEED)
     mus, kls, nll = [], [], []
     for i in range(0, len(x), batch):
