@@ -534,3 +534,13 @@ def test_credentials_in_the_source_uri_reach_no_record(tmp_path, served_tarball,
 ])
 def test_redact_uri_keeps_what_reproduces_and_masks_credentials(uri, expected):
     assert redact_uri(uri) == expected
+
+
+def test_demo_source_takes_a_song_count_or_all() -> None:
+    from lpdvae.sources.demo import demo_song_count
+
+    assert demo_song_count("demo://bach-chorales?songs=6") == 6
+    assert demo_song_count("demo://bach-chorales?songs=all") is None  # every usable chorale
+    for bad in ("demo://bach-chorales?songs=many", "demo://bach-chorales?songs=0"):
+        with pytest.raises(DataError, match="songs must be"):
+            demo_song_count(bad)

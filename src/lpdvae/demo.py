@@ -153,21 +153,23 @@ def _rendered(jobs: list[tuple[Path, Path]], workers: int) -> Iterator[tuple[Pat
         yield from pool.imap(_render, jobs, chunksize=2)
 
 
-def render_demo_corpus(out_dir: Path, songs: int) -> list[Path]:
-    """Write the first `songs` SATB 4/4 chorales to `out_dir` as MIDI; returns their paths.
+def render_demo_corpus(out_dir: Path, songs: int | None) -> list[Path]:
+    """Write the first `songs` SATB 4/4 chorales (None: every one) to `out_dir` as MIDI;
+    returns their paths.
 
     A file already present counts as selected without re-parsing (only selected chorales are
     ever written there), so reruns are nearly free.
     """
-    if songs < 1:
+    if songs is not None and songs < 1:
         raise ValueError(f"songs must be >= 1, got {songs}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = chorale_paths()
     cached = sum((out_dir / midi_name(p)).exists() for p in paths)
-    workers = 2 if songs - cached >= POOL_MIN_SONGS else 1
+    wanted = len(paths) if songs is None else songs
+    workers = 2 if wanted - cached >= POOL_MIN_SONGS else 1
     selected: list[Path] = []
-    with tqdm(total=songs, unit="song", desc="demo chorales") as bar:
+    with tqdm(total=wanted, unit="song", desc="demo chorales") as bar:
         gen = _rendered([(p, out_dir) for p in paths], workers)
         try:
             for path, data in gen:
@@ -177,11 +179,11 @@ def render_demo_corpus(out_dir: Path, songs: int) -> list[Path]:
                     atomic_write_bytes(out_dir / midi_name(path), data)
                 selected.append(out_dir / midi_name(path))
                 bar.update(1)
-                if len(selected) >= songs:
+                if len(selected) >= wanted:
                     break
         finally:
             gen.close()
-    if len(selected) < songs:
+    if songs is not None and len(selected) < songs:
         log.warning("only %d SATB 4/4 chorales available (asked for %d)", len(selected), songs)
     return selected
 
