@@ -199,8 +199,19 @@ def test_sample_is_deterministic_per_seed_and_keeps_mode() -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert set(a.unique().tolist()) <= {0, 1, 2}
     assert vae.training
-    cold, hot = vae.sample(2, seed=1, temperature=0.0), vae.sample(2, seed=5, temperature=0.0)
-    assert torch.equal(cold, hot)  # temperature 0: every sample is the decoded prior mean
+
+
+def test_sample_draws_from_the_decoder_and_cools_to_its_most_likely_codes() -> None:
+    vae = make_vae(small_params()).eval()
+    z = torch.randn(4, vae.latent_dim, generator=torch.Generator().manual_seed(1))
+    out = vae.decode(z)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    sharp = tuple(o * 1e6 for o in out)  # a confident decoder: every draw is its most likely value
+    assert torch.equal(vae.draw_codes(sharp, 1.0, gen()), vae.to_codes(sharp))
+    warm = [vae.draw_codes(out, 1.0, gen()), vae.draw_codes(out, 1.0, torch.Generator().manual_seed(9))]
+    assert not torch.equal(warm[0], warm[1])  # same z, different draws
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        vae.draw_codes(out, 0.0, gen())
 
 
 def test_interpolate_ends_at_the_two_phrases() -> None:

@@ -185,13 +185,32 @@ class MusicVAE(nn.Module):
             mu, _ = self.encode(x.to(self._device()))
             return self.to_codes(self.decode(mu))
 
+    def draw_codes(self, out: Outputs, temperature: float, gen: torch.Generator) -> Tensor:
+        """Codes `[N, T, B, S, P]` drawn from the decoder's distribution with its logits divided
+        by `temperature` (MusicVAE's sampling temperature; towards 0 it becomes `to_codes`)."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        mono, poly = (o.detach().float().cpu() for o in out)
+        n = mono.shape[0]
+        codes = torch.zeros((n, *self.shape), dtype=torch.uint8)
+        if self.mono_tracks:
+            codes[:, self.mono_tracks] = mono_to_codes(mono_draw(mono, temperature, gen), self.rep.n_pitches)
+        if self.poly_tracks:
+            drawn = torch.rand(poly.shape, generator=gen) < torch.sigmoid(poly / temperature)
+            onset, active = drawn[..., 0], drawn[..., 1] | drawn[..., 0]
+            codes[:, self.poly_tracks] = active.to(torch.uint8) + onset.to(torch.uint8)
+        return codes
+
     @torch.no_grad()
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> Tensor:
-        """Codes `[n, T, B, S, P]` decoded from z ~ N(0, temperature^2 I)."""
+        """Codes `[n, T, B, S, P]`: z ~ N(0, I), then the phrase drawn from the decoder's
+        distribution at `temperature`. Drawn, not its most likely value: the argmax of a
+        non-autoregressive decoder repeats each voice's likeliest pitch (measured: 1.4 pitch
+        classes per bar against the chorales' 3.3), sampling keeps the data's variety."""
         gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.latent_dim, generator=gen) * temperature
+        z = torch.randn(n, self.latent_dim, generator=gen)
         with _eval_mode(self):
-            return self.to_codes(self.decode(z.to(self._device())))
+            return self.draw_codes(self.decode(z.to(self._device())), temperature, gen)
 
     @torch.no_grad()
     def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:
@@ -216,6 +235,22 @@ def mono_decision(logits: Tensor) -> Tensor:
     onset = torch.logsumexp(logits[..., :p], dim=-1)
     event = torch.stack([onset, logits[..., p], logits[..., p + 1]], dim=-1).argmax(-1)
     return torch.where(event == 0, logits[..., :p].argmax(-1), p + event - 1)
+
+
+def mono_draw(logits: Tensor, temperature: float, gen: torch.Generator) -> Tensor:
+    """A class per step of monophonic logits `[..., P + 2]`, drawn as `mono_decision` decides:
+    the event (onset / hold / rest), then the onset's pitch, each at `temperature`. At 1 this
+    is exactly the categorical over the P + 2 classes; towards 0 it becomes `mono_decision`."""
+    p = logits.shape[-1] - 2
+    logp = torch.log_softmax(logits, dim=-1)
+    event_logits = torch.stack([torch.logsumexp(logp[..., :p], dim=-1), logp[..., p], logp[..., p + 1]], -1)
+
+    def draw(lg: Tensor) -> Tensor:
+        probs = torch.softmax(lg / temperature, dim=-1)
+        return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=gen).view(lg.shape[:-1])
+
+    event, pitch = draw(event_logits), draw(logp[..., :p])
+    return torch.where(event == 0, pitch, p + event - 1)
 
 
 class Reconstructor(nn.Module):

@@ -22,7 +22,7 @@ MAX_N = 64  # phrases per request row: bounds the work one HTTP call can ask for
 
 
 class MusicGenerator(mlflow.pyfunc.PythonModel):
-    """Samples z ~ N(0, temperature² I) per request row and decodes phrases."""
+    """Samples z ~ N(0, I) per request row and draws phrases from the decoder at the temperature."""
 
     def __init__(self, temperature: float) -> None:
         self.temperature = temperature
