@@ -15,7 +15,7 @@ from lpdvae.music.load import read_song
 from lpdvae.music.midi import symusic_pretty_midi
 from lpdvae.music.phrases import cut_phrases, song_phrases
 from lpdvae.music.song import SongError, song_format
-from lpdvae.music.tracks import assign_track
+from lpdvae.music.tracks import assign_track, track_assignment, track_routing
 from lpdvae.params import TrackSpec
 from tests import songkit
 
@@ -194,6 +194,22 @@ def test_merge_counts_unmatched_and_takes_union(tmp_path):
     # run starts of each source track are the onsets (a bare Multitrack carries no note starts)
     assert list(zip(*np.nonzero(roll[1] == ONSET), strict=True)) == [(0, 60 - REP.lowest_pitch),
                                                                       (2 * q, 64 - REP.lowest_pitch)]
+
+
+def test_track_routing_names_where_each_source_track_went():
+    """Four madrigal voices on a piano program merge into LPD-style piano; a flute is dropped."""
+    roll = np.zeros((96, 128), np.uint8)
+    voices = [pypianoroll.StandardTrack(name=n, program=0, pianoroll=roll) for n in ("Cantus", "Altus", "Tenor", "")]
+    mt = pypianoroll.Multitrack(resolution=24, tracks=[
+        *voices, pypianoroll.StandardTrack(name="Flute", program=73, pianoroll=roll),
+        pypianoroll.StandardTrack(name="Fretless", program=35, pianoroll=roll)])
+    routing = track_routing([t.name for t in mt.tracks], track_assignment(mt, TRACKS), TRACKS)
+    assert routing == {
+        "track_map": "Cantus->piano|Altus->piano|Tenor->piano|#3->piano|Flute->(dropped)|Fretless->bass",
+        "dropped_tracks": "Flute",
+        "merged_tracks": "piano<-Cantus+Altus+Tenor+#3",
+        "n_merged_tracks": 4,
+    }
 
 
 @pytest.mark.parametrize("seed", range(4))
