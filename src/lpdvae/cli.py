@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from lpdvae.errors import LpdvaeError
 from lpdvae.params import ParamsError, load_params, parse_override, profile_overrides
+from lpdvae.tracking import env_credentials_to_env
 
 COMMANDS: dict[str, str] = {  # command -> module whose register_cli declares it (--help order)
     "demo-data": "lpdvae.demo",
@@ -90,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    env_credentials_to_env()  # a store's user:password@ -> MLflow's auth variables, out of every record
     try:
         params = None
         if getattr(args, "needs_params", True):
