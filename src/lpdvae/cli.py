@@ -100,11 +100,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             params = load_params(args.params, overrides)
         return int(args.func(args, params) or 0)
     except ParamsError as exc:
-        print(f"lpdvae: params error: {exc}", file=sys.stderr)
+        print(f"lpdvae: params error: {_one_line(str(exc), args.verbose)}", file=sys.stderr)
         return 2
     except LpdvaeError as exc:
-        print(f"lpdvae {args.command}: {exc}", file=sys.stderr)
+        print(f"lpdvae {args.command}: {_one_line(str(exc), args.verbose)}", file=sys.stderr)
         return 1
+
+
+def _one_line(message: str, verbose: bool) -> str:
+    """An error as one line: a library's multi-line reason (torch lists every mismatched weight)
+    keeps its first two lines and says how many more `-v` shows."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if verbose or len(lines) <= 1:
+        return message.strip()
+    more = f" (and {len(lines) - 2} more lines: -v shows them)" if len(lines) > 2 else ""
+    return f"{lines[0]} {lines[1]}{more}"
 
 
 if __name__ == "__main__":
