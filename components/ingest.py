@@ -17,10 +17,11 @@ def ingest_op(params_json: str, refresh_key: str, raw: Output[Dataset]):
 
     from components.runtime import step_params
     from lpdvae.io import read_jsonl
+    from lpdvae.redact import redact_uri
     from lpdvae.steps.ingest import ingest
 
     params = step_params(params_json)
     ingest(params.data.source, Path(raw.path), params)
     rows = read_jsonl(Path(raw.path) / "manifest.jsonl")
-    raw.metadata.update({"source": params.data.source, "files": len(rows),
+    raw.metadata.update({"source": redact_uri(params.data.source), "files": len(rows),
                          "bytes": sum(int(r.get("bytes", 0)) for r in rows), "refresh_key": refresh_key})

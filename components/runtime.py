@@ -8,10 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from lpdvae.params import Params, params_from_dict
+from lpdvae.redact import redact_uri
 
 
 def step_params(params_json: str) -> Params:
-    """The validated params a step component receives as the JSON `make_params` wrote."""
+    """The validated params a step component receives as the JSON `make_params` wrote. A store
+    URI's user:password@ (the pod's MLFLOW_TRACKING_URI) moves into MLflow's auth variables, so
+    no record the step writes carries it (`lpdvae.tracking`)."""
+    from lpdvae.tracking import env_credentials_to_env
+
+    env_credentials_to_env()
     return params_from_dict(json.loads(params_json), source="params_json")
 
 
@@ -22,7 +28,7 @@ def report_training(out: Path, model: Any, metrics: Any) -> None:
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             metrics.log_metric(key, float(value))
     run = json.loads((Path(out) / "mlflow_run.json").read_text())
-    model.metadata.update({f"mlflow_{k}": str(v) for k, v in run.items()})
+    model.metadata.update({f"mlflow_{k}": redact_uri(str(v)) for k, v in run.items()})
     model.metadata["framework"] = "pytorch"
 
 

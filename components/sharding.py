@@ -8,6 +8,7 @@ fast tensors are made, never which tensors.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,11 @@ import numpy as np
 
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_jsonl, read_jsonl
+from lpdvae.params import Params
 from lpdvae.shards import SPLITS, ShardWriter, open_shard, read_index, write_index
+from lpdvae.splits import assign_splits, split_report
+
+log = logging.getLogger(__name__)
 
 ACCEPTED = "accepted.jsonl"
 MERGE_SLICE = 512  # phrases copied at a time while merging: bounds memory, not output
@@ -43,15 +48,19 @@ def count_accepted(validated_dir: Path) -> int:
     return len(read_jsonl(Path(validated_dir) / ACCEPTED))
 
 
-def write_chunk(validated_dir: Path, chunk: int, chunks: int, out_dir: Path) -> int:
-    """A validated folder holding only this chunk's accepted songs; returns their number."""
-    rows = chunk_rows(read_jsonl(Path(validated_dir) / ACCEPTED), chunk, chunks)
+def write_chunk(validated_dir: Path, chunk: int, chunks: int, out_dir: Path, params: Params) -> int:
+    """A validated folder holding only this chunk's accepted songs, each with the split the whole
+    corpus gives it (`assign_splits` looks at every song); returns their number."""
+    every = read_jsonl(Path(validated_dir) / ACCEPTED)
+    splits = assign_splits((r["song_id"] for r in every), params)
+    rows = [{**r, "split": splits[r["song_id"]]} for r in chunk_rows(every, chunk, chunks)]
     atomic_write_jsonl(Path(out_dir) / ACCEPTED, rows)
     return len(rows)
 
 
-def merge_tensor_dirs(parts: Sequence[Path], out_dir: Path, shard_size: int) -> dict[str, Any]:
-    """One tensor folder (shards + index.json) from chunk folders given in chunk order."""
+def merge_tensor_dirs(parts: Sequence[Path], out_dir: Path, params: Params) -> dict[str, Any]:
+    """One tensor folder (shards + index.json) from chunk folders given in chunk order; the
+    split sizes of the whole are checked here (`split_report`), as one tensorize does."""
     if not parts:
         raise DataError("merge: no tensor chunks to merge")
     indexes = [read_index(p) for p in parts]
@@ -64,7 +73,7 @@ def merge_tensor_dirs(parts: Sequence[Path], out_dir: Path, shard_size: int) -> 
             raise DataError(f"merge: song {sorted(overlap)[0]} is in more than one chunk ({part})")
         songs.update(index.get("songs", {}))
     with atomic_dir(out_dir) as tmp:
-        writer = ShardWriter(tmp, shape, shard_size)
+        writer = ShardWriter(tmp, shape, params.tensorize.shard_size)
         for split in SPLITS:
             for part, index in zip(parts, indexes, strict=True):
                 _copy_split(writer, Path(part), index, split)
@@ -73,7 +82,10 @@ def merge_tensor_dirs(parts: Sequence[Path], out_dir: Path, shard_size: int) -> 
         merged["splits"] = {s: {"shards": shards.get(s, []), "n": sum(e["n"] for e in shards.get(s, []))}
                             for s in SPLITS}
         merged["songs"] = dict(sorted(songs.items()))
+        merged["warnings"] = split_report(merged, params, f"merge {out_dir}")
         write_index(tmp, merged)
+    for warning in merged["warnings"]:
+        log.warning("tensorize: %s", warning)
     return merged
 
 
@@ -101,5 +113,6 @@ def tensor_metadata(tensor_dir: Path) -> dict[str, Any]:
     index = read_index(tensor_dir)
     meta: dict[str, Any] = {f"n_{s}": index["splits"].get(s, {}).get("n", 0) for s in SPLITS}
     meta["songs"] = len(index.get("songs", {}))
+    meta["split_warnings"] = len(index.get("warnings", []))
     meta["dvc_hash"] = dvc_hash(tensor_dir)
     return meta

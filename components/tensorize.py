@@ -48,8 +48,8 @@ def tensorize_chunk_op(params_json: str, raw: Input[Dataset], validated: Input[D
 
     params = step_params(params_json)
     with tempfile.TemporaryDirectory() as subset:
-        songs = write_chunk(Path(validated.path), chunk, n_chunks, Path(subset))
-        tensorize(Path(raw.path), Path(subset), Path(tensors.path), params)
+        songs = write_chunk(Path(validated.path), chunk, n_chunks, Path(subset), params)
+        tensorize(Path(raw.path), Path(subset), Path(tensors.path), params, part=True)
     tensors.metadata.update({"chunk": chunk, "n_chunks": n_chunks, "songs": songs})
 
 
@@ -63,6 +63,6 @@ def merge_tensors_op(params_json: str, chunks: Input[list[Dataset]], tensors: Ou
 
     params = step_params(params_json)
     ordered = sorted(chunks, key=lambda a: int(a.metadata.get("chunk", 0)))
-    merge_tensor_dirs([Path(a.path) for a in ordered], Path(tensors.path), params.tensorize.shard_size)
+    merge_tensor_dirs([Path(a.path) for a in ordered], Path(tensors.path), params)
     tensors.metadata.update(tensor_metadata(Path(tensors.path)))
     tensors.metadata["chunks"] = len(ordered)

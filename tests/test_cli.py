@@ -89,3 +89,58 @@ def test_params_error_is_one_line_without_traceback(tmp_path):
     assert out.returncode == 2
     assert "train.epochs: expected an integer, got 'lots'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def mismatched_model(root: Path) -> Path:
+    """A saved model whose model.json says latent_dim 8 while model.pt was trained with 4."""
+    import json
+
+    from lpdvae.model import build_model, save_model
+    from lpdvae.params import load_params
+    from tests.project import small_model_dotted
+
+    params = load_params(REPO / "params.yaml", small_model_dotted(latent_dim=4))
+    save_model(build_model(params), root, params)
+    meta = json.loads((root / "model.json").read_text())
+    meta["model"]["latent_dim"] = 8
+    (root / "model.json").write_text(json.dumps(meta))
+    return root
+
+
+# issue 11's careless inputs: each is one line on stderr naming the key/file and the reason
+CARELESS = {
+    "yaml_parse_error": (["--set", "train.epochs=[1", "status"], 2,
+                         "lpdvae: params error: --set 'train.epochs=[1': the value is not valid YAML "
+                         "(while parsing a flow sequence)"),
+    "zero_latent_dim": (["--set", "model.latent_dim=0", "status"], 2,
+                        "lpdvae: params error: {params}: model.latent_dim: must be > 0, got 0"),
+    "removed_key": (["--set", "model.conv_channels=[]", "status"], 2,
+                    "lpdvae: params error: {params}: unknown key model.conv_channels (known keys at model: "
+                    "conductor_hidden, decoder_hidden, dropout, encoder_hidden, latent_dim, step_embedding)"),
+    "negative_warmup": (["--set", "train.warmup_steps=-5", "status"], 2,
+                        "lpdvae: params error: {params}: train.warmup_steps: must be >= 0, got -5"),
+    "negative_train_fraction": (["--set", "tensorize.train_fraction=-1", "status"], 2,
+                                "lpdvae: params error: {params}: tensorize.train_fraction: must be in (0, 1), "
+                                "got -1.0"),
+    "missing_model": (["evaluate", "--model", "{tmp}/missing", "--tensors", "{tmp}/t", "--out", "{tmp}/e"], 1,
+                      "lpdvae evaluate: {tmp}/missing/model.json: no model here (run `lpdvae train`)"),
+    "model_json_not_matching_weights": (
+        ["evaluate", "--model", "{tmp}/model", "--tensors", "{tmp}/t", "--out", "{tmp}/e"], 1,
+        "lpdvae evaluate: {tmp}/model: model.json does not match model.pt: Error(s) in loading state_dict for "
+        "MusicVAE: size mismatch for "),  # ... the first weight, then "(and N more lines: -v shows them)"
+}
+
+
+@pytest.mark.parametrize("case", list(CARELESS))
+def test_careless_input_is_a_one_line_error(case, tmp_path):
+    argv, code, expected = CARELESS[case]
+    if case == "model_json_not_matching_weights":
+        mismatched_model(tmp_path / "model")
+    params = REPO / "params.yaml"
+    out = lpdvae("--params", str(params), *(a.format(tmp=tmp_path) for a in argv), cwd=tmp_path)
+    assert out.returncode == code, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith(expected.format(params=params, tmp=tmp_path)), lines[-1]
+    assert not [line for line in lines if line.startswith(("\t", " "))]  # no continuation lines
+    assert not (tmp_path / "e").exists()

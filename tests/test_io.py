@@ -41,3 +41,18 @@ def test_read_jsonl_names_file_and_line_of_bad_json(tmp_path):
     path.write_text('{"a": 1}\n{broken\n')
     with pytest.raises(ValueError, match=r"m.jsonl:2: not valid JSON"):
         read_jsonl(path)
+
+
+def test_atomic_dir_removes_a_stale_temp_folder_but_not_a_live_one(tmp_path):
+    final = tmp_path / "step"
+    stale = tmp_path / ".step.abcd1234.tmp"  # what a killed run leaves: nobody holds its lock
+    (stale / "shards").mkdir(parents=True)
+    other = tmp_path / ".step-other.abcd1234.tmp"  # another output's name: not this step's
+    other.mkdir()
+    with atomic_dir(final) as live:
+        (live / "a").write_text("1")
+        with atomic_dir(tmp_path / "step") as second:  # a concurrent run of the same step
+            assert live.exists() and not stale.exists()
+            (second / "b").write_text("2")
+        assert (live / "a").exists()  # the live run's temp folder survived the second run
+    assert (final / "a").exists() and sorted(p.name for p in tmp_path.iterdir()) == [".step-other.abcd1234.tmp", "step"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mido
@@ -10,12 +13,13 @@ import numpy as np
 import pypianoroll
 import pytest
 
+from lpdvae.io import atomic_write_jsonl, read_jsonl
 from lpdvae.music.grid import ONSET, SUSTAIN, multitrack_roll, npz_roll, song_roll
 from lpdvae.music.load import read_song
 from lpdvae.music.midi import symusic_pretty_midi
 from lpdvae.music.phrases import cut_phrases, song_phrases
 from lpdvae.music.song import SongError, song_format
-from lpdvae.music.tracks import assign_track
+from lpdvae.music.tracks import assign_track, track_assignment, track_routing
 from lpdvae.params import TrackSpec
 from tests import songkit
 
@@ -194,6 +198,22 @@ def test_merge_counts_unmatched_and_takes_union(tmp_path):
     # run starts of each source track are the onsets (a bare Multitrack carries no note starts)
     assert list(zip(*np.nonzero(roll[1] == ONSET), strict=True)) == [(0, 60 - REP.lowest_pitch),
                                                                       (2 * q, 64 - REP.lowest_pitch)]
+
+
+def test_track_routing_names_where_each_source_track_went():
+    """Four madrigal voices on a piano program merge into LPD-style piano; a flute is dropped."""
+    roll = np.zeros((96, 128), np.uint8)
+    voices = [pypianoroll.StandardTrack(name=n, program=0, pianoroll=roll) for n in ("Cantus", "Altus", "Tenor", "")]
+    mt = pypianoroll.Multitrack(resolution=24, tracks=[
+        *voices, pypianoroll.StandardTrack(name="Flute", program=73, pianoroll=roll),
+        pypianoroll.StandardTrack(name="Fretless", program=35, pianoroll=roll)])
+    routing = track_routing([t.name for t in mt.tracks], track_assignment(mt, TRACKS), TRACKS)
+    assert routing == {
+        "track_map": "Cantus->piano|Altus->piano|Tenor->piano|#3->piano|Flute->(dropped)|Fretless->bass",
+        "dropped_tracks": "Flute",
+        "merged_tracks": "piano<-Cantus+Altus+Tenor+#3",
+        "n_merged_tracks": 4,
+    }
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -404,3 +424,70 @@ def test_memory_bombs_refused_before_allocating(tmp_path):
         assert reason == "too_long", name
         assert rss_kib - peak["baseline"] < 64 * 1024, (name, rss_kib, peak["baseline"])
     print("peak RSS KiB:", peak)
+
+
+# The address-space bound the data steps must run under: a Python process with pandas, pyarrow
+# and Great Expectations loaded (measured: validate runs under 1 GiB; 2 GiB leaves room for more
+# threads' arenas on bigger machines) plus what one song at the params' length limit may take
+# (validate.max_song_beats x source_resolution x 128 pitches x 8 bytes, params.yaml's estimate).
+# Without the size guard, reading long_note.mid needs 9 GiB even at pretty_midi's tick limit.
+PROCESS_BASE_BYTES = 2 << 30
+BOMBS = {"bad/long_note.mid", "bad/long_ticks.mid", "bad/long_shape.npz"}
+
+
+def memory_bound(params) -> int:
+    rep = params.representation
+    return PROCESS_BASE_BYTES + params.validate.max_song_beats * rep.source_resolution * 128 * 8
+
+
+def under_memory_bound(argv: list[str], params) -> subprocess.CompletedProcess:
+    """`prlimit --as=<memory_bound(params)> python -m lpdvae ARGV` (one worker: the bound is per process)."""
+    cmd = ["prlimit", f"--as={memory_bound(params)}", sys.executable, "-m", "lpdvae",
+           "--set", "tensorize.workers=1", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=songkit.REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def bomb_corpus(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("bombs") / "raw"
+    songkit.good_corpus(raw, n_midi=2, n_npz=2)
+    songkit.add_bad_songs(raw)
+    return raw
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")
+def test_validate_under_the_memory_bound_quarantines_the_bombs_as_too_long(bomb_corpus, tmp_path):
+    proc = under_memory_bound(["--set", "validate.max_bad_fraction=1", "validate", "--raw", str(bomb_corpus),
+                               "--out", str(tmp_path / "validated")], songkit.params())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "MemoryError" not in proc.stderr and "Unable to allocate" not in proc.stderr
+    reasons = {r["path"]: r["reason"] for r in read_jsonl(tmp_path / "validated/quarantine.jsonl")}
+    assert {p: reasons[f"files/{p}"] for p in BOMBS} == dict.fromkeys(BOMBS, "too_long")
+
+
+def ids_in(split: str, n: int, params, prefix: str) -> list[str]:
+    """`n` song ids the split hash puts into `split`."""
+    from lpdvae.steps.tensorize import split_of
+
+    found = (f"{prefix}-{k}" for k in range(10_000))
+    return [i for i in found if split_of(i, params) == split][:n]
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")
+def test_tensorize_under_the_memory_bound_skips_the_bombs_as_too_long(bomb_corpus, tmp_path):
+    """As if validate had accepted the bombs (a validated folder from other params): tensorize's
+    own reader refuses them from their declared sizes too."""
+    params = songkit.params()
+    manifest = {r["path"]: r for r in read_jsonl(bomb_corpus / "manifest.jsonl")}
+    good = sorted(p for p in manifest if p.startswith(("files/midi/", "files/npz/")))
+    ids = ids_in("train", 2 + len(BOMBS), params, "t") + ids_in("val", 1, params, "v") + ids_in("test", 1, params, "e")
+    paths = good[:2] + [f"files/{b}" for b in sorted(BOMBS)] + good[2:]
+    rows = [{"song_id": i, "path": p, "sha256": manifest[p]["sha256"]} for i, p in zip(ids, paths, strict=True)]
+    atomic_write_jsonl(tmp_path / "validated/accepted.jsonl", rows)
+    proc = under_memory_bound(["tensorize", "--raw", str(bomb_corpus), "--validated", str(tmp_path / "validated"),
+                               "--out", str(tmp_path / "tensors")], params)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "MemoryError" not in proc.stderr and "Unable to allocate" not in proc.stderr
+    assert "3 songs could not be read" in proc.stdout
+    for bomb in BOMBS:
+        assert f"files/{bomb}: skipped (too_long: " in proc.stderr, bomb

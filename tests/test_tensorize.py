@@ -1,9 +1,12 @@
-"""Tensorize: shard round trip, index contract, split stability, worker-count determinism,
-PhraseDataset reading lazily from memory-mapped shards."""
+"""Tensorize: shard round trip, index contract, split stability, small-corpus splits and their
+report, worker-count determinism, stale temp folders of a killed run, PhraseDataset reading
+lazily from memory-mapped shards."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from lpdvae.errors import DataError
 from lpdvae.io import atomic_write_jsonl, read_jsonl
 from lpdvae.music.phrases import song_phrases
 from lpdvae.shards import SPLITS, PhraseDataset, load_split, packed_width, read_index
+from lpdvae.splits import assign_splits, split_report
 from lpdvae.steps.tensorize import split_of, tensor_params_digest, tensorize
 from tests import songkit
 
@@ -39,8 +43,9 @@ def corpus(tmp_path_factory):
 def test_shard_round_trip(corpus):
     raw, root, rows, params, result = corpus
     expected = {s: [] for s in SPLITS}
+    splits = assign_splits([r["song_id"] for r in rows], params)
     for row in sorted(rows, key=lambda r: r["path"]):
-        expected[split_of(row["song_id"], params)].append(song_phrases(raw / row["path"], params))
+        expected[splits[row["song_id"]]].append(song_phrases(raw / row["path"], params))
     for split in SPLITS:
         want = np.concatenate(expected[split]) if expected[split] else np.zeros((0, 4, 4, 48, 84), bool)
         got = load_split(root / "tensors", split)
@@ -64,7 +69,7 @@ def test_index_contract(corpus):
             arr = np.load(root / "tensors" / shard["file"], mmap_mode="r")
             assert arr.shape == (shard["n"], 4, rep.n_bars, rep.steps_per_bar,
                                  packed_width(rep.n_pitches))
-    assert all(v["split"] == split_of(k, params) for k, v in index["songs"].items())
+    assert {k: v["split"] for k, v in index["songs"].items()} == assign_splits(index["songs"], params)
 
 
 def test_split_is_a_pure_function_of_the_song_id():
@@ -123,3 +128,110 @@ def test_stale_or_missing_validation(corpus, tmp_path):
     with pytest.raises(DataError, match="raw data changed since validation"):
         tensorize(raw, stale, tmp_path / "t", params)
     assert not (tmp_path / "t").exists()
+
+
+# --- small corpora: every split gets songs, a small split is reported, an empty one refused -----
+
+def _ids(n: int) -> list[str]:
+    return [f"{i:064x}" for i in range(n)]
+
+
+def test_a_small_corpus_still_fills_every_split():
+    params = songkit.params(**{"tensorize.train_fraction": 0.98, "tensorize.val_fraction": 0.01})
+    for n in (3, 4, 10):
+        ids = _ids(n)
+        assert all(split_of(i, params) == "train" for i in ids)  # the hash alone leaves val/test empty
+        splits = assign_splits(ids, params)
+        counts = {s: list(splits.values()).count(s) for s in SPLITS}
+        assert counts == {"train": n - 2, "val": 1, "test": 1}, n
+        assert splits == assign_splits(list(reversed(ids)), params)  # deterministic, order-free
+
+
+def test_the_small_corpus_fix_moves_only_the_boundary_songs():
+    params = songkit.params(**{"tensorize.train_fraction": 0.98, "tensorize.val_fraction": 0.01})
+    ids = _ids(10)
+    splits = assign_splits(ids, params)
+    from lpdvae.splits import unit
+    ranked = sorted(ids, key=lambda i: unit(i, params.tensorize.split_seed))
+    assert [splits[i] for i in ranked] == ["train"] * 8 + ["val", "test"]
+
+
+def test_a_corpus_the_hash_fills_is_left_as_the_hash_puts_it():
+    params = songkit.params()
+    ids = _ids(200)
+    assert assign_splits(ids, params) == {i: split_of(i, params) for i in ids}
+
+
+def test_fewer_than_three_songs_cannot_fill_the_splits():
+    params = songkit.params()
+    assert set(assign_splits(_ids(2), params).values()) < set(SPLITS)
+
+
+def _index(phrases: dict[str, int], songs: dict[str, int]) -> dict:
+    return {"splits": {s: {"n": n} for s, n in phrases.items()},
+            "songs": {f"{s}{k}": {"split": s} for s, n in songs.items() for k in range(n)}}
+
+
+def test_a_split_below_min_split_phrases_is_a_warning_naming_it():
+    params = songkit.params(**{"tensorize.min_split_phrases": 20})
+    warnings = split_report(_index({"train": 100, "val": 19, "test": 20}, {"train": 8, "val": 1, "test": 1}),
+                            params, "t")
+    assert warnings == ["val split has 19 phrases from 1 songs, fewer than tensorize.min_split_phrases = 20: "
+                        "too small for a reliable evaluation; ingest more songs or change "
+                        "tensorize.train_fraction / tensorize.val_fraction"]
+
+
+def test_an_empty_split_is_an_error_saying_how_to_fix_it():
+    params = songkit.params()
+    with pytest.raises(DataError) as err:
+        split_report(_index({"train": 30, "val": 0, "test": 0}, {"train": 2}), params, "tensorize out")
+    message = str(err.value)
+    assert message.startswith("tensorize out: the val and test splits are empty (train 2 songs / 30 phrases, "
+                              "val 0 songs / 0 phrases, test 0 songs / 0 phrases; 2 accepted songs)")
+    assert "Ingest more songs (from 3 songs up" in message and "tensorize.train_fraction" in message
+
+
+def test_tensorize_of_a_tiny_corpus_reports_its_small_splits(tmp_path, caplog):
+    raw = tmp_path / "raw"
+    songkit.good_corpus(raw, n_midi=2, n_npz=1)
+    accept_all(raw, tmp_path / "validated")
+    params = songkit.params(**{"tensorize.train_fraction": 0.98, "tensorize.val_fraction": 0.01,
+                               "tensorize.min_split_phrases": 4})
+    result = tensorize(raw, tmp_path / "validated", tmp_path / "tensors", params)
+    assert result.songs == {"train": 1, "val": 1, "test": 1} and min(result.phrases.values()) == 3
+    index = read_index(tmp_path / "tensors")
+    assert index["warnings"] == result.warnings and len(result.warnings) == 3
+    assert all("fewer than tensorize.min_split_phrases = 4" in w for w in result.warnings)
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [m for m in logged if "min_split_phrases" in m] == [f"tensorize: {w}" for w in result.warnings]
+
+
+def test_tensorize_refuses_a_corpus_too_small_to_split_and_keeps_the_old_output(tmp_path):
+    raw = tmp_path / "raw"
+    songkit.good_corpus(raw, n_midi=1, n_npz=1)
+    accept_all(raw, tmp_path / "validated")
+    (tmp_path / "tensors").mkdir()
+    (tmp_path / "tensors" / "previous").write_text("kept")
+    with pytest.raises(DataError, match="split(s are| is) empty .*2 accepted songs"):
+        tensorize(raw, tmp_path / "validated", tmp_path / "tensors", songkit.params())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "tensors", "validated"]
+    assert [p.name for p in (tmp_path / "tensors").iterdir()] == ["previous"]
+
+
+# --- a killed run's temp folder --------------------------------------------------------------
+
+def test_a_killed_runs_temp_folder_is_removed_by_the_next_run(corpus, tmp_path):
+    raw, root, _, params, _ = corpus
+    out = tmp_path / "tensors"
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from lpdvae.io import atomic_dir\n"
+        "with atomic_dir(sys.argv[1]) as tmp:\n"
+        "    (tmp / 'half.npy').write_bytes(b'x' * 1000)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(out)])
+    assert killed.returncode == -9
+    stale = [p.name for p in tmp_path.iterdir() if p.name.startswith(".tensors.")]
+    assert len(stale) == 1 and stale[0].endswith(".tmp")
+    (tmp_path / ".tensors-notes.tmp").mkdir()  # not this step's temp pattern: left alone
+    tensorize(raw, root / "validated", out, params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tensors-notes.tmp", "tensors"]

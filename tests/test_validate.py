@@ -37,6 +37,50 @@ def mixed(tmp_path_factory):
     return raw, root / "validated", params, result
 
 
+MADRIGAL = {"Soprano": (67, 79), "Soprano II": (64, 76), "Alto": (60, 72), "Quintus": (55, 67), "Bass": (40, 52)}
+
+
+@pytest.fixture(scope="module")
+def madrigal(tmp_path_factory):
+    """3 SATB songs and a five-voice madrigal (two sopranos merge into soprano, Quintus matches no
+    configured track and is dropped), validated once."""
+    root = tmp_path_factory.mktemp("madrigal")
+    raw = root / "raw"
+    songkit.good_corpus(raw, n_midi=2, n_npz=1)
+    songkit.midi_song(raw / "files/madrigal/five.mid", seed=21, voices=MADRIGAL)
+    songkit.write_manifest(raw)
+    result = validate(raw, root / "validated", songkit.params(), docs_dir=root / "docs")
+    return root, result
+
+
+def test_stats_csv_names_which_source_track_went_where(madrigal):
+    root, _ = madrigal
+    stats = pd.read_csv(root / "validated/stats.csv", keep_default_na=False).set_index("path")
+    five = stats.loc["files/madrigal/five.mid"]
+    assert five["track_map"] == "Soprano->soprano|Soprano II->soprano|Alto->alto|Quintus->(dropped)|Bass->bass"
+    assert five["dropped_tracks"] == "Quintus" and five["merged_tracks"] == "soprano<-Soprano+Soprano II"
+    assert five["n_merged_tracks"] == 2 and five["n_unmatched_tracks"] == 1
+    satb = stats.loc["files/midi/song000.mid"]
+    assert satb["track_map"] == "Soprano->soprano|Alto->alto|Tenor->tenor|Bass->bass"
+    assert satb["dropped_tracks"] == "" and satb["merged_tracks"] == "" and satb["n_merged_tracks"] == 0
+
+
+def test_dropped_and_merged_tracks_are_warned_in_summary_and_data_docs(madrigal):
+    root, result = madrigal
+    summary = json.loads((root / "validated/summary.json").read_text())
+    assert summary["tracks"] == {"songs_with_dropped_tracks": 1, "songs_with_merged_tracks": 1,
+                                 "dropped": {"Quintus": 1}, "merged": {"soprano<-Soprano+Soprano II": 1}}
+    assert summary["warnings"] == result.warnings and len(result.warnings) == 2
+    assert result.warnings[0].startswith("1 of 4 accepted songs have source tracks that match no configured "
+                                         "track and are dropped: Quintus (1)")
+    assert result.warnings[1].startswith("1 of 4 accepted songs merge several source tracks into one "
+                                         "configured track: soprano<-Soprano+Soprano II (1)")
+    page = (root / "docs/index.html").read_text()
+    assert "Source tracks dropped or merged" in page and "warning: 1 of 4 songs" in page
+    assert "<code>files/madrigal/five.mid</code></td><td>Quintus</td><td>soprano&lt;-Soprano+Soprano II</td>" in page
+    assert "files/midi/song000.mid</code></td><td>" not in page.split("Source tracks dropped")[1]
+
+
 def test_bad_files_quarantined_with_reasons(mixed):
     raw, out, _, result = mixed
     rows = {r["path"]: r for r in read_jsonl(out / "quarantine.jsonl")}

@@ -12,6 +12,7 @@ from typing import Any
 from lpdvae.errors import RegistryError
 from lpdvae.layout import Layout
 from lpdvae.params import Params
+from lpdvae.redact import redact_uri
 from lpdvae.registry import client
 
 LAYOUT = Layout(Path("."))  # restore commands run at the repository root
@@ -53,7 +54,7 @@ def _origin_url() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     url = out.stdout.strip() if out.returncode == 0 else ""
-    return url or None
+    return redact_uri(url) or None  # a token in the remote URL is never printed
 
 
 def lineage(params: Params, uri: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from lpdvae.errors import LpdvaeError
 from lpdvae.params import ParamsError, load_params, parse_override, profile_overrides
+from lpdvae.tracking import env_credentials_to_env
 
 COMMANDS: dict[str, str] = {  # command -> module whose register_cli declares it (--help order)
     "demo-data": "lpdvae.demo",
@@ -90,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    env_credentials_to_env()  # a store's user:password@ -> MLflow's auth variables, out of every record
     try:
         params = None
         if getattr(args, "needs_params", True):
@@ -98,11 +100,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             params = load_params(args.params, overrides)
         return int(args.func(args, params) or 0)
     except ParamsError as exc:
-        print(f"lpdvae: params error: {exc}", file=sys.stderr)
+        print(f"lpdvae: params error: {_one_line(str(exc), args.verbose)}", file=sys.stderr)
         return 2
     except LpdvaeError as exc:
-        print(f"lpdvae {args.command}: {exc}", file=sys.stderr)
+        print(f"lpdvae {args.command}: {_one_line(str(exc), args.verbose)}", file=sys.stderr)
         return 1
+
+
+def _one_line(message: str, verbose: bool) -> str:
+    """An error as one line: a library's multi-line reason (torch lists every mismatched weight)
+    keeps its first two lines and says how many more `-v` shows."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if verbose or len(lines) <= 1:
+        return message.strip()
+    more = f" (and {len(lines) - 2} more lines: -v shows them)" if len(lines) > 2 else ""
+    return f"{lines[0]} {lines[1]}{more}"
 
 
 if __name__ == "__main__":

@@ -2,23 +2,30 @@
 
 A step either replaces its output completely or leaves the previous good one untouched:
 files go through temp file + fsync + rename, whole output folders through a sibling temp
-folder that is swapped in only when the step returns.
+folder that is swapped in only when the step returns. A run killed outright (SIGKILL, OOM)
+cannot clean up its temp folder, so each run first removes its step's stale ones: a temp folder
+is locked (flock) for as long as its run lives, so an unlocked one is stale, and one a
+concurrent live run is writing is left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 
 
@@ -96,25 +103,69 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _try_lock(folder: Path) -> int | None:
+    """An fd holding an exclusive flock on `folder`, or None when another open file holds it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_stale_temp_dirs(final: str | Path) -> list[Path]:
+    """Remove the temp folders `atomic_dir(final)` left behind in runs that were killed: only
+    folders named like its own (`.<name>.<8 random chars>.tmp`, beside `final`) that no live
+    run holds locked. Returns what was removed."""
+    final = Path(final)
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in final.parent.iterdir():
+            if not pattern.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+                continue
+            fd = _try_lock(entry)
+            if fd is None:
+                continue
+            try:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+            finally:
+                os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield an empty temp folder beside `final`; on success it replaces `final` in one rename.
 
-    On any exception the temp folder is removed and `final` keeps its previous content.
+    On any exception the temp folder is removed and `final` keeps its previous content. Stale
+    temp folders of `final` from killed runs are removed first (`remove_stale_temp_dirs`).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temp_dirs(final):
+        log.warning("removed %s, the temp folder of an earlier run that was killed", stale)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    lock = _try_lock(tmp)  # held until this run ends: released by the kernel if it is killed
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if lock is not None:
+            os.close(lock)

@@ -83,6 +83,7 @@ class TensorizeParams:
     split_seed: str
     train_fraction: float
     val_fraction: float
+    min_split_phrases: int
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "tensorize.train_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
     "tensorize.val_fraction": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "tensorize.min_split_phrases": (lambda v: v >= 0, "must be >= 0 (0 = no warning)"),
     "evaluate.n_samples": (lambda v: v > 0, "must be > 0"),
     "evaluate.n_generated": (lambda v: v >= 2, "must be >= 2 (diversity needs pairs)"),
     "evaluate.temperatures": (lambda v: v != "[]", "must list at least one temperature"),

@@ -18,7 +18,7 @@ from lpdvae.music.grid import run_starts, song_roll
 from lpdvae.music.load import read_song
 from lpdvae.music.phrases import bar_activity, cut_phrases
 from lpdvae.music.song import Song, SongError, song_format
-from lpdvae.music.tracks import track_assignment
+from lpdvae.music.tracks import track_assignment, track_routing
 from lpdvae.params import Params
 from lpdvae.pool import map_songs, worker_state
 
@@ -79,6 +79,7 @@ def song_stats(song: Song, params: Params) -> dict[str, Any]:
         "tracks_present": "|".join(n for n, r in zip(params.track_names, roll, strict=True) if r.any()),
         "n_tracks_present": int(sum(bool(r.any()) for r in roll)),
         "n_unmatched_tracks": int(dropped),
+        **track_routing([str(t.name or "") for t in mt.tracks], assignment, params.tracks),
         "tempo": float(np.median(tempo)) if tempo.size else np.nan,
         "tempo_min": float(tempo.min()) if tempo.size else np.nan,
         "tempo_max": float(tempo.max()) if tempo.size else np.nan,
@@ -98,6 +99,45 @@ def song_stats(song: Song, params: Params) -> dict[str, Any]:
         "nan_cells": int(sum(np.isnan(t.pianoroll).sum() for t in mt.tracks if t.pianoroll.dtype.kind == "f")),
         "n_phrases": int(len(phrases)),
     }
+
+
+TOP_TRACKS = 20  # distinct dropped/merged entries listed in summary.json (stats.csv has every song's)
+
+
+def track_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """Source tracks dropped or merged over the songs of `table` (stats rows): how many songs
+    lost or merged tracks, and the most frequent dropped names / merges with their song counts."""
+    def counts(column: str) -> dict[str, int]:
+        values = table[column].dropna() if column in table else pd.Series([], dtype=object)
+        found: dict[str, int] = {}
+        for cell in values:
+            for item in dict.fromkeys(str(cell).split("|")) if cell else ():
+                found[item] = found.get(item, 0) + 1
+        top = sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_TRACKS]
+        return dict(top)
+
+    def songs_with(column: str) -> int:
+        return int((table[column].fillna("").astype(str) != "").sum()) if column in table else 0
+
+    return {"songs_with_dropped_tracks": songs_with("dropped_tracks"),
+            "songs_with_merged_tracks": songs_with("merged_tracks"),
+            "dropped": counts("dropped_tracks"), "merged": counts("merged_tracks")}
+
+
+def track_warnings(tracks: dict[str, Any], n_songs: int) -> list[str]:
+    """One line per kind of track loss in `track_summary`'s result (none when every source track
+    has a configured track of its own)."""
+    out = []
+    if tracks["songs_with_dropped_tracks"]:
+        names = ", ".join(f"{k} ({v})" for k, v in tracks["dropped"].items())
+        out.append(f"{tracks['songs_with_dropped_tracks']} of {n_songs} accepted songs have source tracks that "
+                   f"match no configured track and are dropped: {names} (stats.csv dropped_tracks, "
+                   "track_map; add them to params tracks names/programs to keep them)")
+    if tracks["songs_with_merged_tracks"]:
+        merges = ", ".join(f"{k} ({v})" for k, v in tracks["merged"].items())
+        out.append(f"{tracks['songs_with_merged_tracks']} of {n_songs} accepted songs merge several source tracks "
+                   f"into one configured track: {merges} (stats.csv merged_tracks, track_map)")
+    return out
 
 
 def _stats_job(job: tuple[str, str, str]) -> dict[str, Any]:

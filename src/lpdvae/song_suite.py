@@ -109,8 +109,16 @@ def run_suite(table: pd.DataFrame, params: Params, docs_dir: Path) -> tuple[dict
         shown.append(suite_page.ExpectationResult(r.expectation_config.type, check.column, _rule(check),
                                                   check.reason, bool(r.success), unexpected))
     summary = {"success": bool(run.success), "statistics": _plain(result.statistics), "expectations": expectations}
-    suite_page.write(Path(docs_dir), suite.name, len(table), shown, summary["statistics"])
+    suite_page.write(Path(docs_dir), suite.name, len(table), shown, summary["statistics"], track_losses(table))
     return summary, failures
+
+
+def track_losses(table: pd.DataFrame) -> list[suite_page.TrackLoss]:
+    """The songs of the stats table whose source tracks were dropped or merged, for the docs page."""
+    if "dropped_tracks" not in table:
+        return []
+    cols = table[["path", "dropped_tracks", "merged_tracks", "track_map"]].fillna("").astype(str)
+    return [suite_page.TrackLoss(*row) for row in cols.itertuples(index=False, name=None) if row[1] or row[2]]
 
 
 def _rule(check: Check) -> str:

@@ -39,8 +39,20 @@ class ExpectationResult:
     unexpected: list[tuple[str, str]] = field(default_factory=list)  # (song path, detail)
 
 
-def render(suite: str, n_rows: int, results: Sequence[ExpectationResult], statistics: dict[str, Any]) -> str:
-    """The page's HTML: verdict, a table of every expectation, then the unexpected songs of each."""
+@dataclass(frozen=True)
+class TrackLoss:
+    """A song whose source tracks were not all kept one-to-one (stats.csv's routing columns)."""
+
+    path: str
+    dropped: str  # "|"-separated source tracks that matched no configured track
+    merged: str  # "|"-separated `target<-a+b` merges
+    track_map: str  # "|"-separated `source->target` of every source track
+
+
+def render(suite: str, n_rows: int, results: Sequence[ExpectationResult], statistics: dict[str, Any],
+           track_losses: Sequence[TrackLoss] = ()) -> str:
+    """The page's HTML: verdict, a table of every expectation, the unexpected songs of each, and a
+    warning listing the songs whose source tracks were dropped or merged."""
     ok = all(r.success for r in results)
     verdict = ('<span class="pass">passed</span>: every expectation held' if ok else
                f'<span class="fail">failed</span>: {sum(not r.success for r in results)} of '
@@ -74,14 +86,36 @@ def render(suite: str, n_rows: int, results: Sequence[ExpectationResult], statis
         "<h2>Expectations</h2><table><tr><th>result</th><th>expectation</th><th>column</th><th>rule</th>"
         f"<th>quarantine reason</th><th>unexpected</th></tr>{''.join(rows)}</table>"
         + (f"<h2>Unexpected songs</h2>{''.join(sections)}" if sections else "")
+        + _track_section(track_losses, n_rows)
         + f"<h2>Statistics</h2><table>{stats}</table></body></html>\n"
     )
 
 
+def _track_section(losses: Sequence[TrackLoss], n_rows: int) -> str:
+    """The warning about source tracks dropped or merged into the configured track set."""
+    if not losses:
+        return ""
+    n_dropped, n_merged = sum(bool(t.dropped) for t in losses), sum(bool(t.merged) for t in losses)
+    shown = losses[:MAX_ROWS]
+    body = "".join(f"<tr><td><code>{_e(t.path)}</code></td><td>{_e(t.dropped.replace('|', ', '))}</td>"
+                   f"<td>{_e(t.merged.replace('|', ', '))}</td><td><code>{_e(t.track_map.replace('|', ' '))}"
+                   "</code></td></tr>" for t in shown)
+    more = (f"<p>… and {len(losses) - len(shown)} more (stats.csv has every song's track_map).</p>"
+            if len(losses) > len(shown) else "")
+    return ('<h2 id="tracks">Source tracks dropped or merged</h2>'
+            f'<p class="fail">warning: {n_dropped} of {n_rows} songs have source tracks that match no '
+            f"configured track (dropped: not in the tensors), {n_merged} merge several source tracks into "
+            "one configured track (their notes become one roll). Check params <code>tracks</code> "
+            "(names, programs) if that is not intended.</p>"
+            "<table><tr><th>song</th><th>dropped</th><th>merged</th><th>source -&gt; track</th></tr>"
+            f"{body}</table>{more}")
+
+
 def write(docs_dir: Path, suite: str, n_rows: int, results: Sequence[ExpectationResult],
-          statistics: dict[str, Any]) -> Path:
+          statistics: dict[str, Any], track_losses: Sequence[TrackLoss] = ()) -> Path:
     """`docs_dir/index.html`, written atomically."""
-    return atomic_write_text(Path(docs_dir) / "index.html", render(suite, n_rows, results, statistics))
+    return atomic_write_text(Path(docs_dir) / "index.html",
+                             render(suite, n_rows, results, statistics, track_losses))
 
 
 def _e(text: Any) -> str:

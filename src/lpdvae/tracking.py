@@ -4,6 +4,11 @@ Order: params `mlflow.tracking_uri`, then `$MLFLOW_TRACKING_URI`, then the embed
 `sqlite:///<root>/mlflow.db` with artifacts in `mlartifacts/` beside it, so `make run` needs no
 server. The root is the project's: the working directory for the CLI and DVC, `--root` for
 `lpdvae run`, which pins its store for the steps it runs (`pinned_store`).
+
+A URI with `user:password@` (a server behind basic auth) is returned without them: they go into
+MLflow's own `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD` variables (which this process
+and the ones it starts authenticate with), so the URI that mlflow_run.json, logs and artifacts
+record carries no credential.
 """
 
 from __future__ import annotations
@@ -12,20 +17,43 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from lpdvae.params import Params
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 ENV = "MLFLOW_TRACKING_URI"
+USER_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 
 
 def tracking_uri(params: Params, root: str | Path = ".") -> str:
+    """The store's URI, without credentials (see the module doc)."""
     if params.mlflow.tracking_uri:
-        return params.mlflow.tracking_uri
+        return credentials_to_env(params.mlflow.tracking_uri)
     if os.environ.get(ENV):
-        return os.environ[ENV]
+        return credentials_to_env(os.environ[ENV])
     return f"sqlite:///{Path(root).resolve() / DEFAULT_DB}"
+
+
+def env_credentials_to_env() -> None:
+    """$MLFLOW_TRACKING_URI's user:password@ into MLflow's auth variables, for the steps that
+    connect to the store a model's mlflow_run.json names (recorded without credentials)."""
+    if os.environ.get(ENV):
+        credentials_to_env(os.environ[ENV])
+
+
+def credentials_to_env(uri: str) -> str:
+    """`uri` without its `user:password@`, which go into MLFLOW_TRACKING_USERNAME/PASSWORD
+    (percent-decoded); a URI without userinfo comes back unchanged and sets nothing."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    os.environ[USER_ENV] = unquote(user)
+    os.environ[PASSWORD_ENV] = unquote(password)
+    return urlunsplit(parts._replace(netloc=host))
 
 
 @contextmanager

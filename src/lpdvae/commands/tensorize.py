@@ -16,7 +16,8 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
     r = tensorize(Path(args.raw), Path(args.validated), Path(args.out), params)
     print(f"tensorized {r.n_songs} songs into {r.n_phrases} phrases in {r.out_dir}: "
           + ", ".join(f"{k} {r.phrases[k]} phrases / {r.songs[k]} songs" for k in SPLITS)
-          + (f"; {len(r.failed)} songs could not be read" if r.failed else ""))
+          + (f"; {len(r.failed)} songs could not be read" if r.failed else "")
+          + (f"; {len(r.warnings)} split warning(s), in the log and index.json" if r.warnings else ""))
     return 0
 
 

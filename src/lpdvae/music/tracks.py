@@ -1,4 +1,5 @@
-"""Which configured track (params `tracks`) each source track merges into, and the merge."""
+"""Which configured track (params `tracks`) each source track merges into, the merge, and the
+record of it (which source tracks went where, which were dropped) that validate reports."""
 
 from __future__ import annotations
 
@@ -52,3 +53,36 @@ def merge_tracks(mt: pypianoroll.Multitrack, tracks: Sequence[TrackSpec]) -> tup
             roll = np.clip(roll, 0, 255).astype(np.uint8)
         np.maximum(out[k, : roll.shape[0]], roll, out=out[k, : roll.shape[0]])
     return out, sum(a is None for a in assignment)
+
+
+DROPPED = "(dropped)"
+
+
+def source_label(name: str, k: int) -> str:
+    """A source track as the routing record names it: its name, or `#k` when it has none."""
+    return (name or "").strip() or f"#{k}"
+
+
+def track_routing(names: Sequence[str], assignment: Sequence[int | None],
+                  tracks: Sequence[TrackSpec]) -> dict[str, str | int]:
+    """Where each source track went, as stats.csv columns ("|"-separated lists):
+
+    - `track_map`: `source->target` for every source track (`source->(dropped)` when none matched)
+    - `dropped_tracks`: the source tracks that matched no configured track (not in the tensors)
+    - `merged_tracks`: `target<-a+b` for each configured track that got several source tracks
+      (their notes are merged: voices crossing become one roll)
+    - `n_merged_tracks`: how many source tracks share a configured track with another one
+    """
+    labels = [source_label(n, k) for k, n in enumerate(names)]
+    routed = [f"{lab}->{tracks[a].name if a is not None else DROPPED}" for lab, a in zip(labels, assignment, strict=True)]
+    into: dict[int, list[str]] = {}
+    for lab, a in zip(labels, assignment, strict=True):
+        if a is not None:
+            into.setdefault(a, []).append(lab)
+    merged = {a: srcs for a, srcs in sorted(into.items()) if len(srcs) > 1}
+    return {
+        "track_map": "|".join(routed),
+        "dropped_tracks": "|".join(lab for lab, a in zip(labels, assignment, strict=True) if a is None),
+        "merged_tracks": "|".join(f"{tracks[a].name}<-{'+'.join(srcs)}" for a, srcs in merged.items()),
+        "n_merged_tracks": sum(len(srcs) for srcs in merged.values()),
+    }

@@ -5,9 +5,10 @@ worker returns one song's phrases (packed bits), the parent feeds them to the Sh
 song-path order. At most a few songs per worker are in flight, so peak memory is bounded by the
 shard size, not by the corpus, and the output is byte-identical for any worker count.
 
-Split: `u = int(sha256(split_seed + song_id)[:8 bytes]) / 2**64`; u < train_fraction -> train,
-< train + val -> val, else test. It depends on nothing but the song itself, so adding songs
-never moves old ones.
+Split: song-level, from a salted hash of the song id (`lpdvae.splits`; a corpus of 3 songs or
+more never leaves a split empty). A split smaller than `tensorize.min_split_phrases` is a
+warning in the log, the command's summary and index.json (`warnings`); an empty one is an error.
+A stale temp folder of a killed run is removed by `io.atomic_dir` on the next run.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from lpdvae.music.song import SongError, song_format
 from lpdvae.params import Params
 from lpdvae.pool import map_songs, worker_state
 from lpdvae.shards import SPLITS, ShardWriter, pack, write_index
+from lpdvae.splits import assign_splits, split_of, split_report
+
+__all__ = ["TensorizeResult", "accepted_songs", "split_of", "tensor_params_digest", "tensorize"]
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +45,7 @@ class TensorizeResult:
     phrases: dict[str, int] = field(default_factory=dict)  # per split
     songs: dict[str, int] = field(default_factory=dict)  # per split
     failed: list[dict[str, str]] = field(default_factory=list)
-
-
-def split_of(song_id: str, params: Params) -> str:
-    """"train" | "val" | "test" from the salted hash of the song id alone."""
-    t = params.tensorize
-    digest = hashlib.sha256(f"{t.split_seed}{song_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    if u < t.train_fraction:
-        return "train"
-    return "val" if u < t.train_fraction + t.val_fraction else "test"
+    warnings: list[str] = field(default_factory=list)  # splits too small for evaluation
 
 
 def tensor_params_digest(params: Params) -> str:
@@ -94,10 +89,19 @@ def _song_job(job: tuple[str, str]) -> tuple[np.ndarray | None, str, str]:
     return pack(phrases), "", ""
 
 
-def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params) -> TensorizeResult:
-    """Cut every accepted song into phrases and write shards + index.json (see docs/architecture.md)."""
+def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params, *,
+              part: bool = False) -> TensorizeResult:
+    """Cut every accepted song into phrases and write shards + index.json (see docs/architecture.md).
+
+    `part`: these accepted rows are one chunk of a corpus and carry the split the whole corpus
+    gave them (`components.sharding.write_chunk`); the split sizes are checked on the merge."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     rows = accepted_songs(raw_dir, Path(validated_dir))
+    if part and any(r.get("split") not in SPLITS for r in rows):
+        raise DataError(f"{Path(validated_dir) / 'accepted.jsonl'}: a chunk's rows must carry their "
+                        "split (components.sharding.write_chunk writes them)")
+    splits = ({r["song_id"]: r["split"] for r in rows} if part
+              else assign_splits((r["song_id"] for r in rows), params))
     rep = params.representation
     shape = (len(params.tracks), rep.n_bars, rep.steps_per_bar, rep.n_pitches)
     jobs = ((str(raw_dir / r["path"]), song_format(r["path"])) for r in rows)
@@ -108,7 +112,7 @@ def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params)
         results = map_songs(_song_job, jobs, len(rows), params.tensorize.workers, {"params": params})
         for row, (packed, reason, detail) in tqdm(zip(rows, results, strict=True), total=len(rows),
                                                   desc="tensorize", unit="song", disable=None):
-            split = split_of(row["song_id"], params)
+            split = splits[row["song_id"]]
             if packed is None:
                 log.warning("%s: skipped (%s: %s)", row["path"], reason, detail)
                 failed.append({"path": row["path"], "reason": reason, "detail": detail})
@@ -119,11 +123,16 @@ def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params)
             songs[row["song_id"]] = {"split": split, "n_phrases": int(len(packed))}
         shards = writer.close()
         index = _index(params, shape, shards, songs)
+        if not part:  # an empty split raises here, before the output is swapped in
+            index["warnings"] = split_report(index, params, f"tensorize {out_dir}")
         write_index(tmp, index)
+    for warning in index.get("warnings", []):
+        log.warning("tensorize: %s", warning)
     result = TensorizeResult(
         out_dir=out_dir, n_songs=len(rows), n_phrases=sum(s["n"] for s in index["splits"].values()),
         phrases={k: v["n"] for k, v in index["splits"].items()},
         songs={k: sum(1 for s in songs.values() if s["split"] == k) for k in SPLITS}, failed=failed,
+        warnings=list(index.get("warnings", [])),
     )
     log.info("tensorize: %d songs -> %d phrases (%s) in %s", result.n_songs, result.n_phrases,
              ", ".join(f"{k} {v}" for k, v in result.phrases.items()), out_dir)

@@ -36,7 +36,7 @@ from lpdvae.io import (
     read_jsonl,
 )
 from lpdvae.params import Params
-from lpdvae.song_stats import collect_stats, printable_path
+from lpdvae.song_stats import collect_stats, printable_path, track_summary, track_warnings
 from lpdvae.song_suite import run_suite
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class ValidateResult:
     reasons: dict[str, int] = field(default_factory=dict)
     gx_success: bool = True
     docs_dir: Path | None = None  # the GX data docs site (index.html)
+    warnings: list[str] = field(default_factory=list)  # source tracks dropped or merged
 
 
 def validate(raw_dir: Path, out_dir: Path, params: Params, docs_dir: Path | None = None) -> ValidateResult:
@@ -88,9 +89,11 @@ def validate(raw_dir: Path, out_dir: Path, params: Params, docs_dir: Path | None
             raise ValidationFailed(_failure_message(summary, params, failed_dir))
     log.info("validate: %d songs, %d accepted, %d quarantined (%d bad)", summary["n_songs"],
              summary["n_accepted"], summary["n_quarantined"], summary["n_bad"])
+    for warning in summary["warnings"]:
+        log.warning("validate: %s", warning)
     return ValidateResult(out_dir, summary["n_songs"], summary["n_accepted"], summary["n_quarantined"],
                           summary["n_bad"], summary["bad_fraction"], summary["reasons"], gx_summary["success"],
-                          docs_dir)
+                          docs_dir, summary["warnings"])
 
 
 def default_docs_dir(out_dir: Path) -> Path:
@@ -180,8 +183,10 @@ def _write_outputs(tmp: Path, table: pd.DataFrame, rows: list[dict[str, Any]], q
         "parsers": {str(k): int(v) for k, v in parsers.items()},
         "n_phrases": int(table.loc[~table["path"].isin(quarantined), "n_phrases"].fillna(0).sum())
         if "n_phrases" in table else 0,
+        "tracks": track_summary(table[~table["path"].isin(quarantined)]),  # source tracks dropped/merged
         "gx": gx_summary,
     }
+    summary["warnings"] = track_warnings(summary["tracks"], len(accepted))
     atomic_write_json(tmp / "summary.json", summary)
     return summary
 
