@@ -55,8 +55,8 @@ class RunLog:
         self.active = True
         self.run_id = run.info.run_id
         if run_id is None:
-            flat = self.params.flat()  # the record of every param, data.source without credentials
-            flat["data.source"] = redact_uri(flat["data.source"])
+            # the record of every param; URIs (data.source, mlflow.tracking_uri) without credentials
+            flat = {k: redact_uri(v) if isinstance(v, str) else v for k, v in self.params.flat().items()}
             mlflow.log_params({**flat, **run_params})
         mlflow.set_tags(self._tags())
         log.info("MLflow run %s in experiment %s at %s", self.run_id, self.experiment_id,
