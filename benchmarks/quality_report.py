@@ -5,6 +5,8 @@ Reads a finished run's outputs (default: the `make run` layout under the project
 test and train, every generated statistic vs the data, diversity, copying, KL nats, active
 units, training wall time, and whether each target holds. It measures nothing itself and is not
 a test: it reports (`python -m benchmarks.quality_report [--root R] [--profile demo|full]`).
+With `--docs DIR` it also writes DIR/README.md with the learning curves (PNG, from the run's
+epochs.csv and history.csv) and a few of the evaluation's sample PNGs, for committing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,8 +31,10 @@ TARGETS = {  # issue 14: the demo's and the full profile's targets, in the gate'
 
 
 def target_gate(root: Path, profile: str) -> EvaluateParams:
-    """The run's evaluate params with the issue's target numbers in place of the shipped ones."""
-    return dataclasses.replace(load_params(root / "params.yaml").evaluate, **TARGETS[profile])
+    """The run's evaluate params with the issue's target numbers in place of the shipped ones.
+    A run under `--root` has no params.yaml of its own: then the project's statistics list."""
+    params_file = root / "params.yaml" if (root / "params.yaml").exists() else HERE.parent / "params.yaml"
+    return dataclasses.replace(load_params(params_file).evaluate, **TARGETS[profile])
 
 
 def report(root: Path, profile: str) -> dict:
@@ -73,10 +78,46 @@ def markdown(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def learning_curves(root: Path, out_png: Path) -> None:
+    """Train loss per step and val recon / KL per epoch, side by side."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    read = lambda name: list(csv.DictReader((root / "models/vae" / name).open()))  # noqa: E731
+    hist, epochs = read("history.csv"), read("epochs.csv")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot([int(r["step"]) for r in hist], [float(r["recon"]) for r in hist], lw=0.6, label="train recon NLL")
+    a.plot([int(r["step"]) for r in epochs], [float(r["val_recon"]) for r in epochs], "o-", label="val recon NLL")
+    a.set_xlabel("step"), a.set_ylabel("nats per phrase"), a.set_ylim(top=400), a.legend()
+    b.plot([int(r["step"]) for r in epochs], [float(r["val_kl"]) for r in epochs], "o-", label="val KL")
+    b.set_xlabel("step"), b.set_ylabel("nats per phrase"), b.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def write_docs(root: Path, rep: dict, out: Path, samples: int = 3) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    learning_curves(root, out / "learning_curves.png")
+    lines = [markdown(rep), "## Learning curves", "", "![learning curves](learning_curves.png)", "",
+             "## Samples (drawn from the prior at the temperature chosen on val)", ""]
+    for png in sorted((root / "reports/eval/samples").glob("generated-*.png"))[:samples]:
+        shutil.copyfile(png, out / png.name)
+        shutil.copyfile(png.with_suffix(".mid"), out / png.with_suffix(".mid").name)
+        lines.append(f"![{png.stem}]({png.name}) ([MIDI]({png.with_suffix('.mid').name}))")
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    return out / "README.md"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality_report", description=__doc__)
     parser.add_argument("--root", type=Path, default=HERE.parent, help="project root of the run")
     parser.add_argument("--profile", choices=sorted(TARGETS), default="demo")
+    parser.add_argument("--docs", type=Path, help="also write DIR/README.md with curves and samples")
     args = parser.parse_args(argv)
     try:
         rep = report(args.root, args.profile)
@@ -88,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"quality-{args.profile}.json").write_text(json.dumps(rep, indent=2) + "\n")
     (out / f"quality-{args.profile}.md").write_text(markdown(rep))
     print(markdown(rep))
+    if args.docs:
+        print(f"wrote {write_docs(args.root, rep, args.docs)}")
     return 0
 
 
