@@ -9,13 +9,19 @@ phrase start), so `onsets` is the one place that reads them.
 Monophonic tracks are also seen as one class per step: `onset at pitch p` (0..P-1), HOLD (P),
 REST (P+1); `mono_classes` / `mono_to_codes` convert both ways (a chord in a monophonic track
 keeps its highest onset).
+
+torch is imported inside the torch functions only, so the music package (validate, ingest) takes
+the code values from here without loading torch.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 SILENT, SUSTAIN, ONSET = 0, 1, 2
 
@@ -32,6 +38,8 @@ def onsets_np(codes: np.ndarray) -> np.ndarray:
 
 def onsets(codes: Tensor) -> Tensor:
     """torch twin of `onsets_np`."""
+    import torch
+
     *lead, b, s, p = codes.shape
     flat = codes.reshape(*lead, b * s, p)
     active = flat > 0
@@ -42,6 +50,8 @@ def onsets(codes: Tensor) -> Tensor:
 def planes(codes: Tensor, stacked: bool = False) -> Tensor:
     """float planes of `[N, T, B, S, P]` codes: `[N, 2T, B, S, P]` (active, onset per track), or
     with `stacked` `[N, T, B, S, P, 2]` (onset, active: the Bernoulli heads' order)."""
+    import torch
+
     active = (codes > 0).float()
     onset = onsets(codes).float()
     if stacked:
@@ -52,6 +62,8 @@ def planes(codes: Tensor, stacked: bool = False) -> Tensor:
 
 def mono_classes(codes: Tensor) -> Tensor:
     """`[..., B, S, P]` codes -> long `[..., B, S]`: the highest onset pitch, else HOLD, else REST."""
+    import torch
+
     p = codes.shape[-1]
     on = onsets(codes)
     has_on = on.any(-1)
@@ -63,6 +75,8 @@ def mono_classes(codes: Tensor) -> Tensor:
 
 def mono_to_codes(classes: Tensor, n_pitches: int) -> Tensor:
     """long `[..., B, S]` classes -> uint8 codes `[..., B, S, P]`; a HOLD after a rest is a rest."""
+    import torch
+
     *lead, b, s = classes.shape
     flat = classes.reshape(-1, b * s)
     out = torch.zeros((flat.shape[0], b * s, n_pitches), dtype=torch.uint8, device=classes.device)
@@ -82,6 +96,8 @@ def mono_to_codes(classes: Tensor, n_pitches: int) -> Tensor:
 def transpose(codes: Tensor, shifts: Tensor) -> Tensor:
     """Shift each phrase of `[N, T, B, S, P]` codes by `shifts[i]` semitones (notes pushed past
     the pitch range are dropped): the augmentation `train.transpose` asks for."""
+    import torch
+
     p = codes.shape[-1]
     out = torch.zeros_like(codes)
     for i, k in enumerate(shifts.tolist()):

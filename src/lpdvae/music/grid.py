@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 import pypianoroll
 
+from lpdvae.codes import ONSET, SUSTAIN
 from lpdvae.music.song import Song, SongError
 from lpdvae.music.tracks import assign_track, merge_tracks, track_assignment
 from lpdvae.params import RepresentationParams, TrackSpec
-
-SILENT, SUSTAIN, ONSET = 0, 1, 2
 
 
 def song_roll(song: Song, tracks: Sequence[TrackSpec], rep: RepresentationParams) -> tuple[np.ndarray, int]:
