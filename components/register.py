@@ -31,7 +31,8 @@ def register_op(
     params = step_params(params_json)
     tags = lineage(Path(raw.path), Path(validated.path), Path(tensors.path), git_revision=git_revision or None,
                    params_digest=params.digest(), run_id=pipeline_run_id)
-    result = register(Path(model.path), Path(evaluation.path), Path(registration.path), params, tags)
+    result = register(Path(model.path), Path(evaluation.path), Path(registration.path), params, tags,
+                      tensor_dir=Path(tensors.path), report_dir=Path(registration.path).parent / "register-report")
     registration.metadata.update({"registered": True, "name": result.name, "version": result.version,
                                   "aliases": list(result.aliases), "blessed": result.blessed,
                                   "model_uri": result.model_uri})

@@ -214,8 +214,8 @@ def test_register_registers_an_unblessed_model_with_the_lineage_of_its_artifacts
     params = load_params(REPO / "params.yaml")
     seen = {}
 
-    def fake_register(model_dir, eval_dir, out_path, p, lineage_tags):
-        seen.update(eval_dir=eval_dir, lineage=lineage_tags)
+    def fake_register(model_dir, eval_dir, out_path, p, lineage_tags, *, tensor_dir, report_dir):
+        seen.update(eval_dir=eval_dir, lineage=lineage_tags, tensor_dir=tensor_dir)
         return step.RegisterResult(p.register.model_name, "3", [], "r-1", "runs:/r-1/generator", False)
 
     monkeypatch.setattr(step, "register", fake_register)
@@ -224,7 +224,7 @@ def test_register_registers_an_unblessed_model_with_the_lineage_of_its_artifacts
                             model=Model(uri=str(tmp_path / "model")), evaluation=Dataset(uri=str(tmp_path / "evaluation")),
                             raw=Dataset(uri=str(raw)), validated=Dataset(uri=str(validated)),
                             tensors=Dataset(uri=str(tensors)), registration=registration)
-    assert seen["eval_dir"] == tmp_path / "evaluation"
+    assert seen["eval_dir"] == tmp_path / "evaluation" and seen["tensor_dir"] == tensors
     assert seen["lineage"] == lineage(raw, validated, tensors, git_revision="abc", params_digest=params.digest(),
                                       run_id="run-1")
     assert seen["lineage"]["lpdvae.pipeline_run_id"] == "run-1" and seen["lineage"]["lpdvae.source"] == "s3://***@b/p"

@@ -37,7 +37,8 @@ def run_all(params: Params, layout: Layout, source: str | None = None, run_id: s
     def register_step() -> object:
         tags = lineage(layout.raw, layout.validated, layout.tensors, git_revision=git_revision(Path.cwd()),
                        params_digest=params.digest(), run_id=run_id)
-        return register(layout.model, layout.eval, layout.registered, params, tags)
+        return register(layout.model, layout.eval, layout.registered, params, tags,
+                        tensor_dir=layout.tensors, report_dir=layout.register_report)
 
     chain = [
         ("ingest", lambda: ingest(source or params.data.source, layout.raw, params)),
