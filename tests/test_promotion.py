@@ -119,6 +119,11 @@ OPEN_GATE = {"evaluate.min_note_f1": 0.0, "evaluate.baseline_factor": 0.0, "eval
              "evaluate.temperatures": [1.0], "register.bootstrap_resamples": 500}
 
 
+LINEAGE = {"lpdvae.git_revision": "abc123", "lpdvae.dvc.tensors": "feedbeef.dir", "lpdvae.dvc.raw": "0ddba11.dir",
+           "lpdvae.source": "s3://***@bucket/chorales", "lpdvae.quarantined": "2",
+           "lpdvae.quarantine_reasons": "too_short: 2", "lpdvae.pipeline_run_id": "weekly-7"}
+
+
 @pytest.fixture(scope="module")
 def world(mlflow_server, tmp_path_factory):
     """A champion (v1: an untrained tiny model, really evaluated) on 24 test phrases; the gate is
@@ -128,7 +133,7 @@ def world(mlflow_server, tmp_path_factory):
     tensors = make_tensors(tmp / "tensors", params, n=24)
     champion = make_model(tmp / "v1-model", params, seed=0)
     evaluate(champion, tensors, tmp / "v1-eval", params)
-    r = register(champion, tmp / "v1-eval", tmp / "v1.json", params, {"lpdvae.git_revision": "abc"},
+    r = register(champion, tmp / "v1-eval", tmp / "v1.json", params, LINEAGE,
                  tensor_dir=tensors, report_dir=tmp / "v1-report")
     assert r.promoted and r.aliases == ["challenger", "champion"]
     return params, tensors, tmp
@@ -136,7 +141,7 @@ def world(mlflow_server, tmp_path_factory):
 
 def register_challenger(world, name: str, model: Path, evaluation: Path):
     params, tensors, tmp = world
-    r = register(model, evaluation, tmp / f"{name}.json", params, {"lpdvae.git_revision": "abc"},
+    r = register(model, evaluation, tmp / f"{name}.json", params, LINEAGE,
                  tensor_dir=tensors, report_dir=tmp / f"{name}-report")
     tags = client(params).get_model_version(params.register.model_name, r.version).tags
     return r, tags, json.loads((tmp / f"{name}-report" / "promotion.json").read_text())
@@ -218,3 +223,38 @@ def test_registry_describe_and_list_show_the_promotion_verdict(world, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert any("promoted: first version" in line for line in lines)
     assert any("not promoted: recon_note_f1" in line for line in lines)
+
+
+def test_the_card_holds_the_lineage_the_intervals_and_the_audit_commands(world, capsys):
+    from lpdvae.cli import main
+    from tests.conftest import REPO
+
+    params, _, tmp = world
+    report = tmp / "noisy-report"
+    card = (report / "model_card.md").read_text()
+    promo = json.loads((report / "promotion.json").read_text())
+    version = promo["version"]
+    for text in ("## Intended use", "## Data", "`feedbeef.dir`", "`0ddba11.dir`", "`s3://***@bucket/chorales`",
+                 "2 (too_short: 2)", "24 phrases, sha256", "## Training", "## Limitations",
+                 f"lpdvae audit models:/{params.register.model_name}/{version}",
+                 "git checkout abc123 && dvc checkout data/tensors", "### Against the average-cell baseline",
+                 "| recon note F1 (higher is better) |", "champion v1", "(samples/generated-00.mid)"):
+        assert text in card, text
+    diff = promo["champion"]["recon_note_f1"]["difference"]
+    assert f"{diff['estimate']:+.4f} [{diff['low']:+.4f}, {diff['high']:+.4f}]" in card
+    assert (report / "samples" / "generated-00.png").stat().st_size > 0
+    html = (report / "model_card.html").read_text()
+    assert "<table>" in html and 'src="samples/generated-00.png"' in html
+    summary = (report / "summary.md").read_text()
+    assert summary.startswith(f"# {params.register.model_name} version {version}: not promoted")
+
+    mv = client(params).get_model_version(params.register.model_name, version)
+    assert f"runs:/{mv.run_id}/model_card/model_card.md" in mv.description
+    base = ["--params", str(REPO / "params.yaml"), "--set", f"mlflow.tracking_uri={params.mlflow.tracking_uri}",
+            "--set", f"register.model_name={params.register.model_name}", "registry", "card", version]
+    capsys.readouterr()
+    assert main(base) == 0
+    assert capsys.readouterr().out.strip() == card.strip()
+    assert main([*base, "--open", "--out", str(tmp / "opened")]) == 0
+    page = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert page.name == "model_card.html" and page.read_text() == html

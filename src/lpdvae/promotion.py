@@ -122,7 +122,8 @@ def decide(blessed: bool, blessing_reasons: list[str], champion_version: str | N
         if ci.above_zero():
             worse.append(stat)
         reasons.append(f"{stat} distance to data {mine:.4f} vs {theirs:.4f}: difference {ci} ({level}): "
-                       + ("significantly worse" if ci.above_zero() else "not significantly worse"))
+                       + ("significantly worse" if ci.above_zero() else
+                          "significantly closer" if ci.below_zero() else "not significantly worse"))
     for stat, side in c.unmeasured.items():
         if side == "challenger":
             worse.append(stat)

@@ -11,6 +11,8 @@ import datetime as dt
 import getpass
 import json
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from lpdvae.errors import RegistryError
@@ -21,6 +23,7 @@ CHALLENGER = "challenger"
 TAG_BLESSED = "lpdvae.blessed"
 TAG_HISTORY = "lpdvae.champion_history"
 TAG_PROMOTION_SUMMARY = "lpdvae.promotion.summary"
+TAG_CARD = "lpdvae.model_card"  # runs:/<run>/model_card/model_card.md
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +179,21 @@ def describe(params: Params, version: str) -> dict[str, Any]:
             "tags": tags}
 
 
+def card_folder(params: Params, version: str, dest: Path) -> Path:
+    """Download `version`'s model card folder (model_card.md, .html, samples, summary.md) into `dest`."""
+    from mlflow.artifacts import download_artifacts
+
+    from lpdvae.tracking import tracking_uri
+
+    name = params.register.model_name
+    mv = _get_version(client(params), name, version)
+    uri = mv.tags.get(TAG_CARD)
+    if not uri:
+        raise RegistryError(f"{name} version {version} has no model card (registered before register wrote cards)")
+    return Path(download_artifacts(artifact_uri=uri.rsplit("/", 1)[0], dst_path=str(dest),
+                                   tracking_uri=tracking_uri(params)))
+
+
 def _get_version(c, name: str, version: str):
     from mlflow.exceptions import MlflowException
 
@@ -222,7 +240,23 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
             print("\n".join(info["promotion"]))
             print("tags:")
             print("\n".join(f"  {k} = {v}" for k, v in info["tags"].items()))
+    elif args.action == "card":
+        _show_card(params, args)
     return 0
+
+
+def _show_card(params: Params, args: argparse.Namespace) -> None:
+    """Print the card's Markdown, or with --open write the folder and open its HTML page."""
+    import webbrowser
+
+    if not args.open:
+        with tempfile.TemporaryDirectory(prefix="lpdvae-card-") as tmp:
+            print((card_folder(params, args.version, Path(tmp)) / "model_card.md").read_text(encoding="utf-8"))
+        return
+    dest = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix=f"lpdvae-card-v{args.version}-"))
+    page = card_folder(params, args.version, dest) / "model_card.html"
+    print(page)
+    webbrowser.open(page.resolve().as_uri())  # no browser (a server, CI): the path above is the answer
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -240,4 +274,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     de = acts.add_parser("describe", help="a version's promotion verdict and reasons, run, source and tags")
     de.add_argument("version")
     de.add_argument("--json", action="store_true")
+    ca = acts.add_parser("card", help="print VERSION's model card (Markdown), or --open its HTML page")
+    ca.add_argument("version")
+    ca.add_argument("--open", action="store_true", help="download the card folder, print and open its HTML path")
+    ca.add_argument("--out", help="folder to download the card into with --open (default: a new temp folder)")
     p.set_defaults(func=_cmd)

@@ -23,12 +23,15 @@ from typing import Any
 from lpdvae import promotion
 from lpdvae.errors import LpdvaeError
 from lpdvae.evalset import PerPhrase, measure, read_per_phrase, tensor_set_id
-from lpdvae.io import atomic_write_json
+from lpdvae.io import atomic_dir, atomic_write_json, atomic_write_text
 from lpdvae.layout import CWD
 from lpdvae.lineage import git_revision
 from lpdvae.lineage import lineage as lineage_tags
+from lpdvae.model_card import CARD_MD, CardInputs, write_card
 from lpdvae.params import Params
 from lpdvae.registry import CHALLENGER, CHAMPION, alias_version, record_alias, set_champion
+from lpdvae.run_report import render_summary
+from lpdvae.shards import read_index
 
 log = logging.getLogger(__name__)
 TAGGED_METRICS = ("recon_note_f1", "recon_note_precision", "recon_note_recall", "recon_frame_f1",
@@ -36,6 +39,8 @@ TAGGED_METRICS = ("recon_note_f1", "recon_note_precision", "recon_note_recall", 
                   "active_units", "temperature", "diversity.unique_fraction",
                   "copy.nearest_train_note_f1")
 PROMOTION_FILE = "promotion.json"
+SUMMARY_FILE = "summary.md"
+CARD_ARTIFACT = "model_card"  # the train run's artifact folder holding the report folder
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,8 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
     """Register the evaluated model as a new version, blessed or not (an unblessed one gets no
     alias, so it serves nobody but stays auditable), tagged with `lineage` as the runner
     computed it (`lpdvae.lineage.lineage`). `tensor_dir` holds the test split the champion is
-    measured on (the one `eval_dir` was measured on); `report_dir` receives promotion.json."""
+    measured on (the one `eval_dir` was measured on); `report_dir` receives promotion.json, the
+    model card and the run's summary.md, also logged to the train run as `model_card/`."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -135,13 +141,42 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
         for k, v in {"eval_set": record.set_id, "recon_note_f1": repr(comparison.f1[1])}.items():
             client.set_model_version_tag(name, str(champion.version), f"lpdvae.compared.v{mv.version}.{k}", v)
     log.info("%s v%s: %s", name, mv.version, verdict.summary)
-    atomic_write_json(report_dir / PROMOTION_FILE, {"name": name, "version": str(mv.version),
-                                                    **promotion.record(verdict, comparison)})
+    promo = {"name": name, "version": str(mv.version), **promotion.record(verdict, comparison)}
+    champion_now = alias_version(client, name, CHAMPION)
+    write_report(report_dir, CardInputs(
+        name=name, version=str(mv.version), aliases=aliases, run_id=run["run_id"], tags=tags, metrics=metrics,
+        blessing=blessing, promotion=promo, train=_read_optional(model_dir / "train_metrics.json"),
+        index=read_index(tensor_dir), evaluate=params.evaluate), eval_dir,
+        None if champion is None else str(champion.version), None if champion_now is None else str(champion_now.version))
+    with mlflow.start_run(run_id=run["run_id"]):
+        mlflow.log_artifacts(str(report_dir), artifact_path=CARD_ARTIFACT)
+    card_uri = f"runs:/{run['run_id']}/{CARD_ARTIFACT}/{CARD_MD}"
+    client.update_model_version(name, str(mv.version), description=(
+        f"{verdict.summary}\n\nModel card: {card_uri} (`lpdvae registry card {mv.version}`)")[:4000])
+    client.set_model_version_tag(name, str(mv.version), "lpdvae.model_card", card_uri)
     result = RegisterResult(name, str(mv.version), aliases, run["run_id"], info.model_uri,
                             bool(blessing["blessed"]), verdict.promote, verdict.summary)
     atomic_write_json(out_path, {**result.__dict__, "tags": tags})
     log.info("registered %s version %s aliases=%s", name, mv.version, aliases)
     return result
+
+
+def write_report(report_dir: Path, card: CardInputs, eval_dir: Path, champion_before: str | None,
+                 champion_after: str | None) -> None:
+    """promotion.json, the model card (Markdown + HTML + a few samples) and the run's summary.md."""
+    with atomic_dir(report_dir) as tmp:  # no stale sample from an earlier run stays beside the card
+        _write_report(tmp, report_dir, card, eval_dir, champion_before, champion_after)
+
+
+def _write_report(out: Path, final: Path, card: CardInputs, eval_dir: Path, champion_before: str | None,
+                  champion_after: str | None) -> None:
+    atomic_write_json(out / PROMOTION_FILE, card.promotion)
+    write_card(out, card, eval_dir)
+    atomic_write_text(out / SUMMARY_FILE, render_summary(
+        name=card.name, version=card.version, aliases=card.aliases, blessed=bool(card.blessing["blessed"]),
+        blessing_reasons=list(card.blessing.get("reasons", [])), promotion=card.promotion,
+        champion_before=champion_before, champion_after=champion_after, tags=card.tags,
+        card=f"{final / CARD_MD} (MLflow: runs:/{card.run_id}/{CARD_ARTIFACT}/{CARD_MD})"))
 
 
 def measure_champion(champion: Any, tensor_dir: Path, record: PerPhrase, params: Params) -> PerPhrase:
@@ -158,6 +193,11 @@ def measure_champion(champion: Any, tensor_dir: Path, record: PerPhrase, params:
         folder = model_folder(f"models:/{champion.name}/{champion.version}", Path(tmp))
         vae = load_model(folder)
     return measure(vae, tensor_dir, params.evaluate).per_phrase
+
+
+def _read_optional(path: Path) -> dict[str, Any]:
+    """A JSON file the card shows when present (train_metrics.json); {} when absent."""
+    return _read_json(path) if path.exists() else {}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
