@@ -210,8 +210,11 @@ def test_register_does_not_promote_a_better_reconstructor_that_generates_silence
 def test_registry_describe_and_list_show_the_promotion_verdict(world, capsys):
     from lpdvae.cli import main
     from tests.conftest import REPO
+    from tests.evalkit import write_eval
 
-    params, _, _ = world
+    params, tensors, tmp = world
+    unblessed = write_eval(tmp / "unblessed-eval", False, 0.1, tensors=tensors)
+    register_challenger(world, "unblessed", make_model(tmp / "unblessed-model", params, seed=8), unblessed)
     base = ["--params", str(REPO / "params.yaml"), "--set", f"mlflow.tracking_uri={params.mlflow.tracking_uri}",
             "--set", f"register.model_name={params.register.model_name}", "registry"]
     capsys.readouterr()
@@ -222,7 +225,7 @@ def test_registry_describe_and_list_show_the_promotion_verdict(world, capsys):
     assert main([*base, "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any("promoted: first version" in line for line in lines)
-    assert any("not promoted: recon_note_f1" in line for line in lines)
+    assert any("not promoted: not blessed by evaluation: recon_note_f1 too low" in line for line in lines)
 
 
 def test_the_card_holds_the_lineage_the_intervals_and_the_audit_commands(world, capsys):

@@ -135,6 +135,8 @@ def decide(blessed: bool, blessing_reasons: list[str], champion_version: str | N
     elif not better:
         summary = (f"recon_note_f1 {c.recon_note_f1} vs champion v{c.champion_version}: "
                    f"not significantly better at {level}")
+        if worse:
+            summary += f"; significantly further from the data: {', '.join(worse)}"
     else:
         summary = f"significantly further from the data than champion v{c.champion_version}: {', '.join(worse)}"
     return _verdict(better and not worse, summary, reasons, auto_promote)
