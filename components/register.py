@@ -1,6 +1,6 @@
 """register: every evaluated model becomes an MLflow model version with its lineage."""
 
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 
 from components.image import step_component
 
@@ -16,23 +16,39 @@ def register_op(
     validated: Input[Dataset],
     tensors: Input[Dataset],
     registration: Output[Artifact],
+    model_card: Output[Markdown],
+    model_card_page: Output[HTML],
+    summary: Output[Markdown],
 ):
     """Register the evaluated model, as every runner does: lineage from `lpdvae.lineage.lineage`
     over the very artifacts that made the model, the git revision the pipeline was compiled from
     (a pipeline parameter) and KFP's run id (tag `lpdvae.pipeline_run_id`). An unblessed model
-    becomes a version without aliases (auditable, served by nobody)."""
+    becomes a version without aliases (auditable, served by nobody). The model card (Markdown, and
+    HTML with its sample images inlined) and the run's summary (promoted or not, and why: the
+    pipeline's last word) are artifacts the KFP UI shows."""
     import json
+    import shutil
+    import tempfile
     from pathlib import Path
 
+    from components.html import inline_page
     from components.runtime import step_params
     from lpdvae.lineage import lineage
-    from lpdvae.steps.register import register
+    from lpdvae.model_card import CARD_HTML, CARD_MD
+    from lpdvae.steps.register import SUMMARY_FILE, register
 
     params = step_params(params_json)
     tags = lineage(Path(raw.path), Path(validated.path), Path(tensors.path), git_revision=git_revision or None,
                    params_digest=params.digest(), run_id=pipeline_run_id)
-    result = register(Path(model.path), Path(evaluation.path), Path(registration.path), params, tags)
+    report = Path(tempfile.mkdtemp(prefix="lpdvae-register-")) / "report"
+    result = register(Path(model.path), Path(evaluation.path), Path(registration.path), params, tags,
+                      tensor_dir=Path(tensors.path), report_dir=report)
+    shutil.copyfile(report / CARD_MD, model_card.path)
+    Path(model_card_page.path).write_text(inline_page(report / CARD_HTML), encoding="utf-8")
+    shutil.copyfile(report / SUMMARY_FILE, summary.path)
     registration.metadata.update({"registered": True, "name": result.name, "version": result.version,
                                   "aliases": list(result.aliases), "blessed": result.blessed,
-                                  "model_uri": result.model_uri})
+                                  "model_uri": result.model_uri, "promoted": result.promoted,
+                                  "verdict": result.verdict})
+    summary.metadata.update({"promoted": result.promoted, "verdict": result.verdict})
     print(json.dumps({"registered": result.name, "version": result.version, "aliases": result.aliases}))

@@ -3,7 +3,9 @@
 Every params.yaml knob is a typed pipeline parameter (`train__epochs: int`, ...; see
 components.knobs) whose default is the value in the params file the pipeline is built from.
 Register runs after every evaluation (an unblessed model becomes a version without aliases, as
-under every runner). Tensorize fans out over chunks of the
+under every runner) and ends the run: its `summary` Markdown artifact says whether the new version
+was promoted and why, beside the version's model card (`model_card` Markdown, `model_card_page`
+HTML). Tensorize fans out over chunks of the
 accepted songs with `dsl.ParallelFor` and a merge (`fanout=True`); kfp.local cannot pass a list
 of artifacts to a task, so local runs use the single tensorize task (`fanout=False`), whose
 output is byte-identical.

@@ -47,12 +47,12 @@ def on_server(params: Params, tracking_uri: str, experiment: str) -> Params:
     import dataclasses
     import uuid
 
-    from lpdvae.params import MlflowParams, RegisterParams
+    from lpdvae.params import MlflowParams
 
     return dataclasses.replace(
         params, mlflow=MlflowParams(tracking_uri=tracking_uri, experiment=experiment),
-        register=RegisterParams(model_name=f"lpdvae-{uuid.uuid4().hex[:8]}", auto_promote=True,
-                                champion_margin=params.register.champion_margin),
+        register=dataclasses.replace(params.register, model_name=f"lpdvae-{uuid.uuid4().hex[:8]}",
+                                     auto_promote=True),
     )
 
 
@@ -83,12 +83,21 @@ def write_splits(root: Path, params: Params, splits: dict[str, np.ndarray]) -> P
     return root
 
 
-def make_model(root: Path, params: Params, seed: int = 0) -> Path:
-    """An untrained MusicVAE saved like the train step does, with an MLflow run beside it."""
+def make_model(root: Path, params: Params, seed: int = 0, like: Path | None = None, noise: float = 0.0) -> Path:
+    """An untrained MusicVAE saved like the train step does, with an MLflow run beside it; with
+    `like`, that saved model's weights plus Gaussian noise of std `noise` (drawn with `seed`)."""
     import torch
 
+    from lpdvae.model import load_model
+
     torch.manual_seed(seed)
-    save_model(build_model(params), root, params)
+    model = build_model(params)
+    if like is not None:
+        state = load_model(like).state_dict()
+        gen = torch.Generator().manual_seed(seed)
+        model.load_state_dict({k: v + noise * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+                               for k, v in state.items()})
+    save_model(model, root, params)
     exp = setup_mlflow(params)
     with mlflow.start_run(experiment_id=exp) as run:
         mlflow.log_param("seed", seed)
@@ -99,9 +108,17 @@ def make_model(root: Path, params: Params, seed: int = 0) -> Path:
 
 
 def write_eval(root: Path, blessed: bool, recon_f1: float, temperature: float = 1.0,
-               **metrics: float) -> Path:
-    """evaluate's two files, as a candidate with test note F1 `recon_f1` and the given verdict."""
+               tensors: Path | None = None, **metrics: float) -> Path:
+    """evaluate's files, as a candidate with test note F1 `recon_f1` and the given verdict. Its
+    per-phrase record names `tensors`' evaluation set (default: a set no tensors hold, so a
+    champion is never compared with it) and holds placeholder counts and statistics."""
+    from lpdvae.evalset import PerPhrase, tensor_set_id, write_per_phrase
+
     root.mkdir(parents=True, exist_ok=True)
+    info = {"split": "test", "sha256": tensor_set_id(tensors) if tensors else "0" * 64, "n_phrases": 4,
+            "limit": 256, "seed": 7, "n_generated": 4, "temperature": temperature}
+    stats = {"empty_bar_rate/soprano": np.full(4, 0.1)}
+    write_per_phrase(root, PerPhrase(np.array([[1, 2, 2]] * 4), stats, stats, info))
     (root / "metrics.json").write_text(json.dumps({
         "recon_note_f1": recon_f1, "baseline.recon_note_f1": 0.05, "neg_elbo": 100.0,
         "generated.empty_bar_rate": 0.1, "reference.empty_bar_rate": 0.1, **metrics}))

@@ -58,7 +58,8 @@ def data_repo(root, params):
 def register_with(tmp_path, params, name: str, lineage_tags: dict[str, str]):
     model = make_model(tmp_path / f"{name}-model", params)
     evaluation = write_eval(tmp_path / f"{name}-eval", True, 0.5)
-    return register(model, evaluation, tmp_path / f"{name}.json", params, lineage=lineage_tags)
+    return register(model, evaluation, tmp_path / f"{name}.json", params, lineage=lineage_tags,
+                    tensor_dir=tmp_path / "repo" / "data" / "tensors", report_dir=tmp_path / f"{name}-report")
 
 
 def test_audit_restore_commands_bring_back_the_exact_tensors(tmp_path, params, capsys):

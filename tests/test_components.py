@@ -214,21 +214,33 @@ def test_register_registers_an_unblessed_model_with_the_lineage_of_its_artifacts
     params = load_params(REPO / "params.yaml")
     seen = {}
 
-    def fake_register(model_dir, eval_dir, out_path, p, lineage_tags):
-        seen.update(eval_dir=eval_dir, lineage=lineage_tags)
-        return step.RegisterResult(p.register.model_name, "3", [], "r-1", "runs:/r-1/generator", False)
+    def fake_register(model_dir, eval_dir, out_path, p, lineage_tags, *, tensor_dir, report_dir):
+        seen.update(eval_dir=eval_dir, lineage=lineage_tags, tensor_dir=tensor_dir)
+        (report_dir / "samples").mkdir(parents=True)
+        (report_dir / "samples" / "g.png").write_bytes(b"\x89PNG")
+        (report_dir / "model_card.md").write_text("# Model card\n")
+        (report_dir / "model_card.html").write_text('<html><img src="samples/g.png"></html>')
+        (report_dir / "summary.md").write_text("# v3: not promoted\n")
+        return step.RegisterResult(p.register.model_name, "3", [], "r-1", "runs:/r-1/generator", False, False,
+                                   "not promoted: not blessed by evaluation: too few notes")
 
     monkeypatch.setattr(step, "register", fake_register)
     registration = Artifact(uri=str(tmp_path / "registration"))
     register_op.python_func(params_json=json.dumps(params.to_dict()), git_revision="abc", pipeline_run_id="run-1",
                             model=Model(uri=str(tmp_path / "model")), evaluation=Dataset(uri=str(tmp_path / "evaluation")),
                             raw=Dataset(uri=str(raw)), validated=Dataset(uri=str(validated)),
-                            tensors=Dataset(uri=str(tensors)), registration=registration)
-    assert seen["eval_dir"] == tmp_path / "evaluation"
+                            tensors=Dataset(uri=str(tensors)), registration=registration,
+                            model_card=Markdown(uri=str(tmp_path / "card.md")),
+                            model_card_page=HTML(uri=str(tmp_path / "card.html")),
+                            summary=Markdown(uri=str(tmp_path / "summary.md")))
+    assert seen["eval_dir"] == tmp_path / "evaluation" and seen["tensor_dir"] == tensors
     assert seen["lineage"] == lineage(raw, validated, tensors, git_revision="abc", params_digest=params.digest(),
                                       run_id="run-1")
     assert seen["lineage"]["lpdvae.pipeline_run_id"] == "run-1" and seen["lineage"]["lpdvae.source"] == "s3://***@b/p"
     assert registration.metadata["registered"] is True and registration.metadata["aliases"] == []
+    assert (tmp_path / "summary.md").read_text() == "# v3: not promoted\n"  # the run's last word
+    assert (tmp_path / "card.md").read_text() == "# Model card\n"
+    assert 'src="data:image/png;base64,' in (tmp_path / "card.html").read_text()  # one self-contained page
 
 
 # --- multi-node training: a Kubeflow Trainer v2 TrainJob -----------------------------------------

@@ -83,6 +83,23 @@ def test_evaluate_writes_metrics_blessing_samples_and_page(params, evaluated):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".eval")]  # atomic: no temp dirs
 
 
+def test_evaluate_writes_the_per_phrase_record_its_metrics_aggregate(params, evaluated):
+    from lpdvae.evalset import read_per_phrase, tensor_set_id
+    from lpdvae.metrics import aggregate_metrics, f1_from_counts
+
+    _, tensors, result, out = evaluated
+    record = read_per_phrase(out)
+    assert record.set_id == tensor_set_id(tensors) and record.info["split"] == "test"
+    assert record.info["n_phrases"] == len(record.note_counts) == result.metrics["n_test_phrases"]
+    assert record.info["temperature"] == result.metrics["temperature"]
+    assert f1_from_counts(record.note_counts) == pytest.approx(result.metrics["recon_note_f1"])
+    for side, per in (("generated", record.generated), ("reference", record.reference)):
+        assert all(len(v) == (params.evaluate.n_generated if side == "generated" else len(record.note_counts))
+                   for v in per.values())
+        for key, value in aggregate_metrics(per).items():
+            assert result.metrics[f"{side}.{key}"] == pytest.approx(value), key
+
+
 def test_an_untrained_model_is_not_blessed(evaluated):
     result = evaluated[2]
     assert not result.blessed

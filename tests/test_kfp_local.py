@@ -22,7 +22,7 @@ def test_kfp_local_run_registers_a_model_version(tmp_path):
     project = make_project(tmp_path / "project", {"register": {"model_name": "lpdvae-kfp"},
                                                   "evaluate": lenient})
     repo = Path(__file__).resolve().parents[1]
-    run_env = {**env(), "PYTHONPATH": str(repo)}
+    run_env = {**env(), "PYTHONPATH": os.pathsep.join([str(repo / "src"), str(repo)])}  # this checkout's lpdvae
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines", "--params", "params.yaml", "run", "--local",
          "--pipeline-root", str(tmp_path / "kfp-root")],
@@ -47,7 +47,12 @@ def test_kfp_local_run_registers_a_model_version(tmp_path):
     assert tags["lpdvae.git_revision"] and tags["lpdvae.dvc.tensors"].endswith(".dir")
     assert tags["lpdvae.pipeline_run_id"] not in ("", "local", "kfp")
     # what the KFP UI shows: GX data docs and the samples page as single HTML files
-    for page in ("validate-op/data_docs", "evaluate-op/samples_page"):
+    for page in ("validate-op/data_docs", "evaluate-op/samples_page", "register-op/model_card_page"):
         found = list(root.rglob(page))
         assert found and "<html" in found[0].read_text().lower(), page
+    # the run ends with one summary: promoted or not, and why (the first version: no champion)
+    summary = next(root.rglob("register-op/summary")).read_text()
+    assert summary.startswith("# lpdvae-kfp version 1: promoted") and "no champion to compare with" in summary
+    assert "## Data" in next(root.rglob("register-op/model_card")).read_text()
+    assert tags["lpdvae.promotion.verdict"] == "promoted"
     assert os.path.getsize(db) > 0

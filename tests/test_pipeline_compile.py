@@ -102,6 +102,9 @@ def test_steps_read_and_write_typed_artifacts(ir):
     assert artifacts(spec, "register-op", "inputDefinitions") == {
         "model": "system.Model", "evaluation": "system.Dataset", "raw": "system.Dataset",
         "validated": "system.Dataset", "tensors": "system.Dataset"}
+    assert artifacts(spec, "register-op", "outputDefinitions") == {
+        "registration": "system.Artifact", "model_card": "system.Markdown", "model_card_page": "system.HTML",
+        "summary": "system.Markdown"}
 
 
 def test_register_runs_after_every_evaluation_with_no_blessing_condition(ir):

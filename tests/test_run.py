@@ -73,6 +73,12 @@ def test_run_writes_everything_under_root_and_tags_the_model_with_roots_data(
     out = capsys.readouterr().out
     assert f"registered model: {params.register.model_name} version 1" in out
     assert f"--backend-store-uri {store} " in out
+    # the run ends with one summary, promoted or not and why, beside the version's model card
+    summary = (root / "reports/register/summary.md").read_text()
+    assert out.rstrip().endswith(f"(summary: {root / 'reports/register/summary.md'})")
+    assert summary.splitlines()[0] in out and registered["verdict"] in summary
+    assert f"promotion: {registered['verdict']}" in out
+    assert "## Data" in (root / "reports/register/model_card.md").read_text()
     sample = next(line for line in out.splitlines() if line.startswith("generated MIDI sample: "))
     assert Path(sample.removeprefix("generated MIDI sample: ")).read_bytes()[:4] == b"MThd"
 

@@ -21,7 +21,7 @@ from lpdvae.params import Params
 from lpdvae.serving import MusicGenerator
 from lpdvae.steps.register import register
 from tests.conftest import BIN, REPO, free_port, stop, wait_for_port
-from tests.evalkit import make_model, tiny_params, write_eval
+from tests.evalkit import make_model, make_tensors, tiny_params, write_eval
 
 EVALUATED_TEMPERATURE = 0.85  # what evaluation chose on validation; served by default
 
@@ -34,7 +34,7 @@ def champion(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tu
     model = make_model(tmp / "model", params, seed=3)
     evaluation = write_eval(tmp / "eval", True, 0.5, temperature=EVALUATED_TEMPERATURE)
     result = register(model, evaluation, tmp / "registered.json", params,
-                      lineage={"lpdvae.dvc.tensors": "abc.dir"})
+                      lineage={"lpdvae.dvc.tensors": "abc.dir"}, tensor_dir=make_tensors(tmp / "tensors", params), report_dir=tmp / "report")
     assert "champion" in result.aliases
     return params, model
 

@@ -40,5 +40,10 @@ class Layout:
     def registered(self) -> Path:
         return self.root / "reports" / "registered.json"
 
+    @property
+    def register_report(self) -> Path:
+        """register's report folder: promotion.json, the model card, the run summary."""
+        return self.root / "reports" / "register"
+
 
 CWD = Layout(Path("."))  # the commands' default folders: the dvc.yaml layout, relative paths

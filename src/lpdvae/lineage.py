@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -73,7 +74,8 @@ def lineage(raw: Path, validated: Path, tensors: Path, *, git_revision: str | No
     """The registry tags that say where a model came from, from explicit paths (every runner).
 
     Data: the DVC hash of each folder as it is now (equal to dvc.lock's after `dvc repro`), the
-    raw manifest's sha256 and its source URI (credentials masked), the quarantine count. Code
+    raw manifest's sha256 and its source URI (credentials masked), the quarantine count and its
+    reasons (`reason: count`, most frequent first). Code
     and config: `git_revision` (None: not tagged) and `params_digest`. Run: `run_id`, the
     orchestrator's run (KFP's job id) or what the local runner was given. `dvc_lock`, when it
     exists, adds every output dvc.lock records as `lpdvae.dvclock.<path>` (models/vae included).
@@ -95,6 +97,8 @@ def lineage(raw: Path, validated: Path, tensors: Path, *, git_revision: str | No
     sources = sorted({str(row.get("source", "")) for row in manifest_rows} - {""})
     tags["lpdvae.source"] = " ".join(redact_uri(s) for s in sources)
     tags["lpdvae.quarantined"] = str(len(quarantined))
+    reasons = Counter(str(row.get("reason", "unknown")) for row in quarantined)
+    tags["lpdvae.quarantine_reasons"] = ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items(), key=lambda x: (-x[1], x[0])))
     tags["lpdvae.params_digest"] = params_digest
     tags["lpdvae.pipeline_run_id"] = run_id
     if git_revision:

@@ -124,27 +124,51 @@ def qualified_note_rate(roll: np.ndarray, threshold: int = 2) -> float:
     return qualified / onsets if onsets else float("nan")
 
 
-def musegan_metrics(
+def musegan_per_phrase(
     phrases: np.ndarray, track_names: Sequence[str], drum_flags: Sequence[bool], rep: RepresentationParams
-) -> dict[str, float]:
-    """Per-track means over phrases (`metric/track`), track means (`metric`), tonal distance per pair."""
-    per: dict[str, list[float]] = {}
-    for phrase in phrases:
+) -> dict[str, np.ndarray]:
+    """`{metric/track or tonal_distance/a-b: [N] values}` per phrase, NaN where a phrase does not
+    define it (no notes, a drum metric of a pitched track): what a bootstrap resamples."""
+    n = len(phrases)
+    per: dict[str, np.ndarray] = {}
+
+    def put(key: str, i: int, value: float) -> None:
+        per.setdefault(key, np.full(n, np.nan))[i] = value
+
+    for i, phrase in enumerate(phrases):
         rolls = [full_roll(phrase[k], rep) for k in range(len(track_names))]
         for name, roll, drum in zip(track_names, rolls, drum_flags, strict=True):
             for key, value in track_metrics(roll, rep, drum).items():
-                per.setdefault(f"{key}/{name}", []).append(value)
-        for (i, a), (j, b) in itertools.combinations(enumerate(rolls), 2):
-            if drum_flags[i] or drum_flags[j] or not a.any() or not b.any():
+                put(f"{key}/{name}", i, value)
+        for (a_i, a), (b_i, b) in itertools.combinations(enumerate(rolls), 2):
+            if drum_flags[a_i] or drum_flags[b_i] or not a.any() or not b.any():
                 continue
             td = tonal_distance(a, b, rep.beat_resolution)
             if np.isfinite(td):
-                per.setdefault(f"tonal_distance/{track_names[i]}-{track_names[j]}", []).append(float(td))
-    out = {k: float(np.mean(v)) for k, v in sorted(per.items())}
+                put(f"tonal_distance/{track_names[a_i]}-{track_names[b_i]}", i, float(td))
+    return dict(sorted(per.items()))
+
+
+def aggregate_metrics(per: dict[str, np.ndarray], index: np.ndarray | None = None) -> dict[str, float]:
+    """Per-track means over the phrases at `index` (default all) where defined (`metric/track`),
+    then the track mean (`metric`); a key no selected phrase defines is left out."""
+    out = {}
+    for key, values in per.items():
+        picked = values if index is None else values[index]
+        picked = picked[np.isfinite(picked)]
+        if picked.size:
+            out[key] = float(picked.mean())
     for metric in {k.split("/")[0] for k in out}:
         values = [v for k, v in out.items() if k.startswith(metric + "/")]
         out[metric] = float(np.mean(values))
     return dict(sorted(out.items()))
+
+
+def musegan_metrics(
+    phrases: np.ndarray, track_names: Sequence[str], drum_flags: Sequence[bool], rep: RepresentationParams
+) -> dict[str, float]:
+    """Per-track means over phrases (`metric/track`), track means (`metric`), tonal distance per pair."""
+    return aggregate_metrics(musegan_per_phrase(phrases, track_names, drum_flags, rep))
 
 
 def _prf(tp: int, n_pred: int, n_true: int) -> dict[str, float]:
@@ -171,6 +195,22 @@ def note_prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         raise ValueError(f"prediction {np.shape(pred)} and truth {np.shape(truth)} differ in shape")
     p_on, t_on = onsets_np(pred), onsets_np(truth)
     return _prf(int(np.logical_and(p_on, t_on).sum()), int(p_on.sum()), int(t_on.sum()))
+
+
+def note_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """`[N, 3]` per phrase: correct notes, predicted notes, true notes (note_prf's counts, kept per
+    phrase so a resample of phrases gives the same micro F1 as `note_prf` on those phrases)."""
+    if np.shape(pred) != np.shape(truth):
+        raise ValueError(f"prediction {np.shape(pred)} and truth {np.shape(truth)} differ in shape")
+    p_on, t_on = onsets_np(pred), onsets_np(truth)
+    axes = tuple(range(1, p_on.ndim))
+    return np.stack([np.logical_and(p_on, t_on).sum(axes), p_on.sum(axes), t_on.sum(axes)], 1).astype(np.int64)
+
+
+def f1_from_counts(counts: np.ndarray) -> float:
+    """Micro note F1 of `note_counts` rows (summed first, as note_prf counts)."""
+    tp, n_pred, n_true = (int(v) for v in np.asarray(counts).sum(0))
+    return _prf(tp, n_pred, n_true)["f1"]
 
 
 def pairwise_note_f1(a: np.ndarray, b: np.ndarray, chunk: int = 512) -> np.ndarray:

@@ -140,7 +140,9 @@ class EvaluateParams:
 class RegisterParams:
     model_name: str
     auto_promote: bool
-    champion_margin: float
+    bootstrap_resamples: int
+    confidence: float
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "evaluate.baseline_factor": (lambda v: v >= 0, "must be >= 0"),
     "evaluate.min_unique_fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     "evaluate.max_copy_note_f1": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "register.bootstrap_resamples": (lambda v: v > 0, "must be > 0"),
+    "register.confidence": (lambda v: 0 < v < 1, "must be in (0, 1)"),
 }
 
 

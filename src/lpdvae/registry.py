@@ -11,6 +11,8 @@ import datetime as dt
 import getpass
 import json
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from lpdvae.errors import RegistryError
@@ -20,6 +22,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_BLESSED = "lpdvae.blessed"
 TAG_HISTORY = "lpdvae.champion_history"
+TAG_PROMOTION_SUMMARY = "lpdvae.promotion.summary"
+TAG_CARD = "lpdvae.model_card"  # runs:/<run>/model_card/model_card.md
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +137,61 @@ def list_versions(params: Params) -> list[dict[str, Any]]:
             "version": full.version, "aliases": list(full.aliases), "blessed": is_blessed(full),
             "run_id": full.run_id, "recon_note_f1": full.tags.get("lpdvae.metric.recon_note_f1"),
             "dataset": full.tags.get("lpdvae.dvc.tensors"),
+            "promotion": promotion_line(full.tags),
         })
     return rows
+
+
+def promotion_line(tags: dict[str, str]) -> str:
+    """One line: register's promotion verdict and why (`lpdvae.promotion.summary`), and a later
+    manual promotion or rollback when one happened."""
+    line = tags.get(TAG_PROMOTION_SUMMARY) or "no promotion verdict recorded (registered before significance tests)"
+    if tags.get("lpdvae.promoted_forced") == "true" or (
+            tags.get("lpdvae.promoted_reason") and not tags["lpdvae.promoted_reason"].startswith("auto_promote")):
+        line += f" | later promoted by hand: {tags.get('lpdvae.promoted_reason', '')}"
+    if tags.get("lpdvae.rolled_back") == "true":
+        line += " | rolled back"
+    return line
+
+
+def promotion_lines(tags: dict[str, str]) -> list[str]:
+    """`describe`'s promotion section: the verdict, each reason, the intervals and the evaluation set."""
+    lines = [f"promotion: {promotion_line(tags)}"]
+    reasons = [r for r in tags.get("lpdvae.promotion.reasons", "").split("; ") if r]
+    lines += [f"  - {r}" for r in reasons]
+    if tags.get("lpdvae.eval_set.sha256"):
+        lines.append(f"evaluation set: {tags.get('lpdvae.eval_set.split', 'test')} split, "
+                     f"{tags.get('lpdvae.eval_set.n_phrases', '?')} phrases, sha256 {tags['lpdvae.eval_set.sha256']}")
+    compared = sorted(k for k in tags if k.startswith("lpdvae.compared.") and k.endswith(".eval_set"))
+    for k in compared:
+        v = k.split(".")[2]
+        lines.append(f"measured as champion against {v}: note F1 "
+                     f"{float(tags.get(f'lpdvae.compared.{v}.recon_note_f1', 'nan')):.4f} on set {tags[k][:12]}…")
+    return lines
 
 
 def describe(params: Params, version: str) -> dict[str, Any]:
     c = client(params)
     mv = _get_version(c, params.register.model_name, version)
+    tags = dict(sorted(mv.tags.items()))
     return {"name": mv.name, "version": mv.version, "aliases": list(mv.aliases), "run_id": mv.run_id,
-            "source": mv.source, "tags": dict(sorted(mv.tags.items()))}
+            "source": mv.source, "description": mv.description or "", "promotion": promotion_lines(tags),
+            "tags": tags}
+
+
+def card_folder(params: Params, version: str, dest: Path) -> Path:
+    """Download `version`'s model card folder (model_card.md, .html, samples, summary.md) into `dest`."""
+    from mlflow.artifacts import download_artifacts
+
+    from lpdvae.tracking import tracking_uri
+
+    name = params.register.model_name
+    mv = _get_version(client(params), name, version)
+    uri = mv.tags.get(TAG_CARD)
+    if not uri:
+        raise RegistryError(f"{name} version {version} has no model card (registered before register wrote cards)")
+    return Path(download_artifacts(artifact_uri=uri.rsplit("/", 1)[0], dst_path=str(dest),
+                                   tracking_uri=tracking_uri(params)))
 
 
 def _get_version(c, name: str, version: str):
@@ -171,7 +221,7 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
             print(json.dumps(rows, indent=2))
         for r in [] if args.json else rows:
             print(f"v{r['version']:>3}  aliases={','.join(r['aliases']) or '-':<22} blessed={r['blessed']!s:<5} "
-                  f"recon_note_f1={r['recon_note_f1']}  run={r['run_id']}")
+                  f"recon_note_f1={r['recon_note_f1']}  run={r['run_id']}\n      {r['promotion']}")
     elif args.action == "promote":
         prev = promote(params, args.version, args.force, args.reason)
         print(f"{params.register.model_name}: champion -> version {args.version} (was {prev or 'none'})")
@@ -179,8 +229,34 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
         old, new = rollback(params, args.reason)
         print(f"{params.register.model_name}: champion rolled back from version {old} to {new}")
     elif args.action == "describe":
-        print(json.dumps(describe(params, args.version), indent=2))
+        info = describe(params, args.version)
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            print(f"{info['name']} version {info['version']}  aliases: {', '.join(info['aliases']) or 'none'}  "
+                  f"run: {info['run_id']}")
+            if info["description"]:
+                print(info["description"])
+            print("\n".join(info["promotion"]))
+            print("tags:")
+            print("\n".join(f"  {k} = {v}" for k, v in info["tags"].items()))
+    elif args.action == "card":
+        _show_card(params, args)
     return 0
+
+
+def _show_card(params: Params, args: argparse.Namespace) -> None:
+    """Print the card's Markdown, or with --open write the folder and open its HTML page."""
+    import webbrowser
+
+    if not args.open:
+        with tempfile.TemporaryDirectory(prefix="lpdvae-card-") as tmp:
+            print((card_folder(params, args.version, Path(tmp)) / "model_card.md").read_text(encoding="utf-8"))
+        return
+    dest = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix=f"lpdvae-card-v{args.version}-"))
+    page = card_folder(params, args.version, dest) / "model_card.html"
+    print(page)
+    webbrowser.open(page.resolve().as_uri())  # no browser (a server, CI): the path above is the answer
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -195,6 +271,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--reason", help="why (required with --force; recorded as a tag)")
     rb = acts.add_parser("rollback", help="restore the previous champion")
     rb.add_argument("--reason", help="why (recorded as a tag)")
-    de = acts.add_parser("describe", help="a version's run, source and tags")
+    de = acts.add_parser("describe", help="a version's promotion verdict and reasons, run, source and tags")
     de.add_argument("version")
+    de.add_argument("--json", action="store_true")
+    ca = acts.add_parser("card", help="print VERSION's model card (Markdown), or --open its HTML page")
+    ca.add_argument("version")
+    ca.add_argument("--open", action="store_true", help="download the card folder, print and open its HTML path")
+    ca.add_argument("--out", help="folder to download the card into with --open (default: a new temp folder)")
     p.set_defaults(func=_cmd)

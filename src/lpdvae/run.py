@@ -37,7 +37,8 @@ def run_all(params: Params, layout: Layout, source: str | None = None, run_id: s
     def register_step() -> object:
         tags = lineage(layout.raw, layout.validated, layout.tensors, git_revision=git_revision(Path.cwd()),
                        params_digest=params.digest(), run_id=run_id)
-        return register(layout.model, layout.eval, layout.registered, params, tags)
+        return register(layout.model, layout.eval, layout.registered, params, tags,
+                        tensor_dir=layout.tensors, report_dir=layout.register_report)
 
     chain = [
         ("ingest", lambda: ingest(source or params.data.source, layout.raw, params)),
@@ -62,6 +63,11 @@ def status_lines(params: Params, layout: Layout) -> list[str]:
         reg = json.loads(layout.registered.read_text())
         aliases = ", ".join(reg.get("aliases", [])) or "none"
         lines.append(f"registered model: {reg.get('name')} version {reg.get('version')} (aliases: {aliases})")
+        if reg.get("verdict"):
+            lines.append(f"promotion: {reg['verdict']}")
+        card = layout.register_report / "model_card.md"
+        if card.exists():
+            lines.append(f"model card: {card}")
     else:
         lines.append("registered model: none yet (run `make run`)")
     samples = sorted((layout.eval / "samples").glob("*.mid")) if layout.eval.exists() else []
@@ -102,6 +108,9 @@ def _cmd_run(args: argparse.Namespace, params: Params) -> int:
     layout = Layout(Path(args.root).resolve())
     run_all(params, layout, args.source, args.run_id)
     print("\n".join(status_lines(params, layout)))
+    summary = layout.register_report / "summary.md"
+    if summary.exists():  # the run's last word: promoted or not, and why
+        print(f"\n{summary.read_text(encoding='utf-8').rstrip()}\n\n(summary: {summary})")
     return 0
 
 

@@ -119,3 +119,16 @@ def signature(temperature: float):
 def load_generator(model_uri: str) -> MusicGenerator:
     """The `MusicGenerator` behind a registry URI (`models:/NAME@ALIAS`) or a run's model URI."""
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+
+
+def model_folder(model_uri: str, dst: Path) -> Path:
+    """The trained model folder (`model.pt` + `model.json`) inside a logged generator, downloaded
+    into `dst`. Read from the MLmodel file rather than loaded as a pyfunc: loading would put that
+    version's own copy of lpdvae (its code_paths) ahead of this one on sys.path."""
+    import yaml
+    from mlflow.artifacts import download_artifacts
+
+    local = Path(download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    rel = mlmodel["flavors"]["python_function"]["artifacts"][ARTIFACT]["path"]
+    return local / rel

@@ -19,24 +19,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from lpdvae.errors import DataError, LpdvaeError
-from lpdvae.gate import bless, closest_temperature
+from lpdvae.errors import LpdvaeError
+from lpdvae.evalset import METRIC_PHRASES, measure, reconstruct, write_per_phrase
+from lpdvae.gate import bless
 from lpdvae.io import atomic_dir, atomic_write_json
 from lpdvae.metrics import (
+    aggregate_metrics,
     diversity,
     fit_cell_baseline,
     frame_prf,
-    musegan_metrics,
     nearest_train_f1,
     note_prf,
 )
 from lpdvae.model import MusicVAE, active_units, kl_per_sample_dim, load_model
 from lpdvae.params import EvaluateParams, Params, RepresentationParams
 from lpdvae.samples_page import write_page
-from lpdvae.shards import load_split, read_index
+from lpdvae.shards import load_split
 
 log = logging.getLogger(__name__)
-METRIC_PHRASES = 256  # test / val / train phrases measured (a bounded, deterministic prefix)
 COPY_PHRASES = 4096  # training phrases searched for the nearest neighbour of each sample
 ELBO_SEED = 0
 
@@ -59,34 +59,25 @@ def evaluate(model_dir: Path, tensor_dir: Path, out_dir: Path, params: Params) -
         raise LpdvaeError(str(exc)) from None
     rep = RepresentationParams(**vae.meta["representation"])
     tracks = vae.meta["tracks"]
-    _check_shape(vae, tensor_dir)
-    test, val, train = (load_split(tensor_dir, s, limit=METRIC_PHRASES) for s in ("test", "val", "train"))
-    if not len(test):
-        raise DataError(f"{tensor_dir}: the test split is empty: nothing to evaluate on "
-                        "(more songs, or a larger 1 - train_fraction - val_fraction)")
+    measured = measure(vae, tensor_dir, ev)  # the same function measures the champion in register
+    test, val, train = measured.test, measured.val, measured.train
     corpus = load_split(tensor_dir, "train", limit=COPY_PHRASES)
 
     metrics: dict[str, float] = {"n_test_phrases": float(len(test)), "n_val_phrases": float(len(val))}
-    recon = _reconstruct(vae, test)
+    recon = measured.recon
     metrics.update({f"recon_note_{k}": v for k, v in note_prf(recon, test).items()})
     metrics.update({f"recon_frame_{k}": v for k, v in frame_prf(recon > 0, test > 0).items()})
-    metrics["train.recon_note_f1"] = note_prf(_reconstruct(vae, train), train)["f1"]
+    metrics["train.recon_note_f1"] = note_prf(reconstruct(vae, train), train)["f1"]
     baseline = fit_cell_baseline(corpus, val)
     metrics["baseline.recon_note_f1"] = note_prf(baseline.predict(len(test)), test)["f1"]
     metrics["baseline.train.recon_note_f1"] = note_prf(baseline.predict(len(train)), train)["f1"]
     metrics["baseline.threshold"] = baseline.threshold
     metrics.update(_latent_stats(vae, test))
 
-    names = [t["name"] for t in tracks]
-    drums = [t["kind"] == "drums" for t in tracks]
-    stats = lambda arr: musegan_metrics(arr, names, drums, rep)  # noqa: E731
-    val_stats = stats(val if len(val) else train)
-    tries = {t: vae.sample(ev.n_generated, ev.seed, t).numpy() for t in ev.temperatures}
-    temperature = closest_temperature({t: stats(g) for t, g in tries.items()}, val_stats, ev)
-    generated = tries[temperature]
+    temperature, generated, record = measured.temperature, measured.generated, measured.per_phrase
     metrics["temperature"] = temperature
-    for side, values in (("generated", stats(generated)), ("reference", stats(test))):
-        metrics.update({f"{side}.{k}": v for k, v in values.items()})
+    for side, per in (("generated", record.generated), ("reference", record.reference)):
+        metrics.update({f"{side}.{k}": v for k, v in aggregate_metrics(per).items()})
     metrics.update(diversity(generated))
     metrics["copy.nearest_train_note_f1"] = nearest_train_f1(generated, corpus)
     metrics = {k: float(v) for k, v in sorted(metrics.items()) if math.isfinite(v)}
@@ -97,6 +88,7 @@ def evaluate(model_dir: Path, tensor_dir: Path, out_dir: Path, params: Params) -
     with atomic_dir(out_dir) as tmp:
         atomic_write_json(tmp / "metrics.json", metrics)
         atomic_write_json(tmp / "blessing.json", blessing)
+        write_per_phrase(tmp, record)
         pair = test[:2]
         interpolation = vae.interpolate(torch.from_numpy(pair[0]), torch.from_numpy(pair[-1]), 5).numpy()
         write_page(tmp, metrics, blessing, generated[: ev.n_samples], test[:2], recon[:2],
@@ -105,11 +97,6 @@ def evaluate(model_dir: Path, tensor_dir: Path, out_dir: Path, params: Params) -
     log.info("evaluate: note F1 %.3f (baseline %.3f), blessed=%s %s", metrics["recon_note_f1"],
              metrics["baseline.recon_note_f1"], not reasons, reasons)
     return EvaluateResult(out_dir, metrics, not reasons, reasons)
-
-
-def _reconstruct(vae: MusicVAE, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    parts = [vae.reconstruct(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
-    return np.concatenate(parts) if parts else np.zeros_like(x)
 
 
 @torch.no_grad()
@@ -130,13 +117,6 @@ def _latent_stats(vae: MusicVAE, x: np.ndarray, batch: int = 64) -> dict[str, fl
             "neg_elbo": float((torch.cat(nll) + kl).mean())}
 
 
-def _check_shape(vae: MusicVAE, tensor_dir: Path) -> None:
-    shape = tuple(read_index(tensor_dir)["shape"])
-    if shape != tuple(vae.shape):
-        raise DataError(f"{tensor_dir}: phrases are {list(shape)} but the model was trained on "
-                        f"{list(vae.shape)} (tracks, bars, steps, pitches)")
-
-
 def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict[str, float], blessing: dict[str, Any]) -> None:
     run_file = model_dir / "mlflow_run.json"
     if not run_file.exists():
@@ -153,4 +133,4 @@ def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict[str, float], bl
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
 
 
-__all__ = ["EvaluateParams", "EvaluateResult", "evaluate"]
+__all__ = ["METRIC_PHRASES", "EvaluateParams", "EvaluateResult", "evaluate"]

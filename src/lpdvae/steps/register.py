@@ -4,8 +4,10 @@ The registered artifact is the generator pyfunc (lpdvae.serving), logged into th
 run, metrics, samples and model stay one record. Every evaluated model becomes a version, under
 every runner: an unblessed one gets no alias (nothing serves it, `registry promote` refuses it
 without --force) but stays in the registry with its lineage and the evaluation's reasons.
-Blessed versions get `challenger`; with `register.auto_promote` a blessed challenger that beats
-the champion becomes `champion`.
+Blessed versions get `challenger`. When a champion exists, register measures it on the same
+frozen evaluation set as the challenger (`lpdvae.evalset`) and, with `register.auto_promote`,
+promotes the challenger only when it is significantly better (`lpdvae.promotion`); the verdict
+and its reasons are `lpdvae.promotion.*` tags and `promotion.json` in the report folder.
 """
 
 from __future__ import annotations
@@ -13,23 +15,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lpdvae import promotion
 from lpdvae.errors import LpdvaeError
-from lpdvae.io import atomic_write_json
+from lpdvae.evalset import PerPhrase, measure, read_per_phrase, tensor_set_id
+from lpdvae.io import atomic_dir, atomic_write_json, atomic_write_text
 from lpdvae.layout import CWD
 from lpdvae.lineage import git_revision
 from lpdvae.lineage import lineage as lineage_tags
+from lpdvae.model_card import CARD_MD, CardInputs, write_card
 from lpdvae.params import Params
 from lpdvae.registry import CHALLENGER, CHAMPION, alias_version, record_alias, set_champion
+from lpdvae.run_report import render_summary
+from lpdvae.shards import read_index
 
 log = logging.getLogger(__name__)
 TAGGED_METRICS = ("recon_note_f1", "recon_note_precision", "recon_note_recall", "recon_frame_f1",
                   "baseline.recon_note_f1", "train.recon_note_f1", "neg_elbo", "kl_nats",
                   "active_units", "temperature", "diversity.unique_fraction",
                   "copy.nearest_train_note_f1")
+PROMOTION_FILE = "promotion.json"
+SUMMARY_FILE = "summary.md"
+CARD_ARTIFACT = "model_card"  # the train run's artifact folder holding the report folder
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,8 @@ class RegisterResult:
     run_id: str = ""
     model_uri: str = ""
     blessed: bool = False
+    promoted: bool = False
+    verdict: str = ""
 
 
 def version_tags(metrics: dict[str, float], blessing: dict[str, Any], lineage: dict[str, str]) -> dict[str, str]:
@@ -53,20 +66,30 @@ def version_tags(metrics: dict[str, float], blessing: dict[str, Any], lineage: d
     return tags
 
 
+def eval_set_tags(record: PerPhrase) -> dict[str, str]:
+    """The frozen evaluation set a version was measured on (split, content hash, size)."""
+    return {"lpdvae.eval_set.split": str(record.info["split"]), "lpdvae.eval_set.sha256": record.set_id,
+            "lpdvae.eval_set.n_phrases": str(record.info["n_phrases"])}
+
+
 def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
-             lineage: dict[str, str]) -> RegisterResult:
+             lineage: dict[str, str], *, tensor_dir: Path, report_dir: Path) -> RegisterResult:
     """Register the evaluated model as a new version, blessed or not (an unblessed one gets no
     alias, so it serves nobody but stays auditable), tagged with `lineage` as the runner
-    computed it (`lpdvae.lineage.lineage`)."""
+    computed it (`lpdvae.lineage.lineage`). `tensor_dir` holds the test split the champion is
+    measured on (the one `eval_dir` was measured on); `report_dir` receives promotion.json, the
+    model card and the run's summary.md, also logged to the train run as `model_card/`."""
     import mlflow
     from mlflow import MlflowClient
 
     from lpdvae.serving import ARTIFACT, MusicGenerator, code_paths, pip_requirements, signature
 
     model_dir, eval_dir, out_path = Path(model_dir), Path(eval_dir), Path(out_path)
+    tensor_dir, report_dir = Path(tensor_dir), Path(report_dir)
     run = _read_json(model_dir / "mlflow_run.json")
     metrics = _read_json(eval_dir / "metrics.json")
     blessing = _read_json(eval_dir / "blessing.json")
+    record = read_per_phrase(eval_dir)
     name = params.register.model_name
 
     digest = lineage.get("lpdvae.params_digest", params.digest())
@@ -74,9 +97,29 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
         raise LpdvaeError(f"register: the lineage's params digest {digest[:12]}… is not that of the params "
                           f"registering the model ({params.digest()[:12]}…)")
     tags = version_tags(metrics, blessing, {**lineage, "lpdvae.params_digest": digest})
+    tags.update(eval_set_tags(record))
 
     mlflow.set_tracking_uri(run["tracking_uri"])
     mlflow.set_registry_uri(run["tracking_uri"])
+    client = MlflowClient(tracking_uri=run["tracking_uri"], registry_uri=run["tracking_uri"])
+    champion = alias_version(client, name, CHAMPION)
+    comparison, not_compared, champion_record = None, None, None
+    if champion is not None:
+        try:
+            champion_record = measure_champion(champion, tensor_dir, record, params)
+            comparison = promotion.compare(record, champion_record, str(champion.version),
+                                           params.evaluate.statistics, params.register)
+        except (LpdvaeError, ValueError, OSError) as exc:
+            not_compared = str(exc)
+        except Exception as exc:  # noqa: BLE001 - MLflow's download errors: the version still registers
+            not_compared = f"{type(exc).__name__}: {exc}"
+        if not_compared:
+            log.warning("champion v%s not compared: %s", champion.version, not_compared)
+    verdict = promotion.decide(bool(blessing["blessed"]), list(blessing.get("reasons", [])),
+                               None if champion is None else str(champion.version), comparison,
+                               not_compared, params.register.auto_promote)
+    tags.update(promotion.tags(verdict, comparison, params.register))
+
     temperature = float(blessing.get("temperature", 1.0))
     example, sig = signature(temperature)
     with mlflow.start_run(run_id=run["run_id"]):
@@ -87,41 +130,74 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
         )
         mlflow.set_tags({k: v for k, v in tags.items() if k.startswith("lpdvae.dvc.")})
     mv = mlflow.register_model(info.model_uri, name, tags=tags)
-    client = MlflowClient(tracking_uri=run["tracking_uri"], registry_uri=run["tracking_uri"])
     aliases = []
     if blessing["blessed"]:
         record_alias(client, name, CHALLENGER, mv.version, "blessed by evaluation")
         aliases.append(CHALLENGER)
-        champion = alias_version(client, name, CHAMPION)
-        verdict = versus_champion(metrics, champion, params.register.champion_margin)
-        if params.register.auto_promote and verdict is None:
-            set_champion(client, name, mv.version,
-                         "auto_promote: blessed and not worse than the champion")
-            aliases.append(CHAMPION)
-        elif verdict:
-            log.info("not promoted: %s", verdict)
+    if verdict.promote:
+        set_champion(client, name, mv.version, f"auto_promote: {verdict.summary}"[:4000])
+        aliases.append(CHAMPION)
+    if comparison is not None and champion_record is not None:
+        for k, v in {"eval_set": record.set_id, "recon_note_f1": repr(comparison.f1[1])}.items():
+            client.set_model_version_tag(name, str(champion.version), f"lpdvae.compared.v{mv.version}.{k}", v)
+    log.info("%s v%s: %s", name, mv.version, verdict.summary)
+    promo = {"name": name, "version": str(mv.version), **promotion.record(verdict, comparison)}
+    champion_now = alias_version(client, name, CHAMPION)
+    write_report(report_dir, CardInputs(
+        name=name, version=str(mv.version), aliases=aliases, run_id=run["run_id"], tags=tags, metrics=metrics,
+        blessing=blessing, promotion=promo, train=_read_optional(model_dir / "train_metrics.json"),
+        index=read_index(tensor_dir), evaluate=params.evaluate), eval_dir,
+        None if champion is None else str(champion.version), None if champion_now is None else str(champion_now.version))
+    with mlflow.start_run(run_id=run["run_id"]):
+        mlflow.log_artifacts(str(report_dir), artifact_path=CARD_ARTIFACT)
+    card_uri = f"runs:/{run['run_id']}/{CARD_ARTIFACT}/{CARD_MD}"
+    client.update_model_version(name, str(mv.version), description=(
+        f"{verdict.summary}\n\nModel card: {card_uri} (`lpdvae registry card {mv.version}`)")[:4000])
+    client.set_model_version_tag(name, str(mv.version), "lpdvae.model_card", card_uri)
     result = RegisterResult(name, str(mv.version), aliases, run["run_id"], info.model_uri,
-                            bool(blessing["blessed"]))
+                            bool(blessing["blessed"]), verdict.promote, verdict.summary)
     atomic_write_json(out_path, {**result.__dict__, "tags": tags})
     log.info("registered %s version %s aliases=%s", name, mv.version, aliases)
     return result
 
 
-def versus_champion(metrics: dict[str, float], champion: Any, margin: float) -> str | None:
-    """None when a blessed candidate may replace `champion` (a registry ModelVersion or None):
-    its test note F1 is not below the champion's by more than `margin` (both full precision);
-    else the reason."""
-    if champion is None:
-        return None
-    try:
-        theirs = float(champion.tags.get("lpdvae.metric.recon_note_f1", "-inf"))
-    except ValueError:
-        return None
-    mine = metrics["recon_note_f1"]
-    if mine < theirs - margin:
-        return (f"recon_note_f1 {mine:.4f} is below champion v{champion.version}'s {theirs:.4f} "
-                f"by more than {margin}")
-    return None
+def write_report(report_dir: Path, card: CardInputs, eval_dir: Path, champion_before: str | None,
+                 champion_after: str | None) -> None:
+    """promotion.json, the model card (Markdown + HTML + a few samples) and the run's summary.md."""
+    with atomic_dir(report_dir) as tmp:  # no stale sample from an earlier run stays beside the card
+        _write_report(tmp, report_dir, card, eval_dir, champion_before, champion_after)
+
+
+def _write_report(out: Path, final: Path, card: CardInputs, eval_dir: Path, champion_before: str | None,
+                  champion_after: str | None) -> None:
+    atomic_write_json(out / PROMOTION_FILE, card.promotion)
+    write_card(out, card, eval_dir)
+    atomic_write_text(out / SUMMARY_FILE, render_summary(
+        name=card.name, version=card.version, aliases=card.aliases, blessed=bool(card.blessing["blessed"]),
+        blessing_reasons=list(card.blessing.get("reasons", [])), promotion=card.promotion,
+        champion_before=champion_before, champion_after=champion_after, tags=card.tags,
+        card=f"{final / CARD_MD} (MLflow: runs:/{card.run_id}/{CARD_ARTIFACT}/{CARD_MD})"))
+
+
+def measure_champion(champion: Any, tensor_dir: Path, record: PerPhrase, params: Params) -> PerPhrase:
+    """The champion (a registry ModelVersion) measured like evaluate measured the challenger: on
+    the same evaluation set (checked first, before anything is downloaded), seed and temperatures."""
+    from lpdvae.model import load_model
+    from lpdvae.serving import model_folder
+
+    here = tensor_set_id(tensor_dir)
+    if here != record.set_id:
+        raise LpdvaeError(f"the evaluation was measured on test phrases {record.set_id[:12]}… but {tensor_dir} "
+                          f"holds {here[:12]}… (evaluate and register on the same tensors)")
+    with tempfile.TemporaryDirectory(prefix="lpdvae-champion-") as tmp:
+        folder = model_folder(f"models:/{champion.name}/{champion.version}", Path(tmp))
+        vae = load_model(folder)
+    return measure(vae, tensor_dir, params.evaluate).per_phrase
+
+
+def _read_optional(path: Path) -> dict[str, Any]:
+    """A JSON file the card shows when present (train_metrics.json); {} when absent."""
+    return _read_json(path) if path.exists() else {}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -137,9 +213,10 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
     tags = lineage_tags(Path(args.raw), Path(args.validated), Path(args.tensors),
                         git_revision=git_revision(Path.cwd()), params_digest=params.digest(),
                         run_id=args.run_id, dvc_lock=Path(args.dvc_lock))
-    r = register(Path(args.model), Path(args.eval), Path(args.out), params, tags)
+    r = register(Path(args.model), Path(args.eval), Path(args.out), params, tags,
+                 tensor_dir=Path(args.tensors), report_dir=Path(args.report_dir))
     print(f"registered {r.name} version {r.version} (aliases: {', '.join(r.aliases) or 'none'}; "
-          f"blessed: {r.blessed})")
+          f"blessed: {r.blessed})\n{r.verdict}")
     return 0
 
 
@@ -150,9 +227,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=str(CWD.model), help="trained model folder (default: %(default)s)")
     p.add_argument("--eval", default=str(CWD.eval), help="evaluation folder (default: %(default)s)")
     p.add_argument("--out", default=str(CWD.registered), help="record file (default: %(default)s)")
+    p.add_argument("--report-dir", default=str(CWD.register_report),
+                   help="folder for promotion.json, the model card and the run summary (default: %(default)s)")
     for stage in ("raw", "validated", "tensors"):
         p.add_argument(f"--{stage}", default=str(getattr(CWD, stage)),
-                       help=f"the {stage} data folder the model came from, hashed for lineage (default: %(default)s)")
+                       help=f"the {stage} data folder the model came from, hashed for lineage (default: %(default)s)"
+                       + ("; its test split is where the champion is measured" if stage == "tensors" else ""))
     p.add_argument("--dvc-lock", default="dvc.lock",
                    help="dvc.lock whose outputs are tagged too, when it exists (default: %(default)s)")
     p.add_argument("--run-id", default="local",
