@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {  # command -> module whose register_cli declares it
     "tensorize": "lpdvae.commands.tensorize",
     "train": "lpdvae.commands.train",
     "evaluate": "lpdvae.commands.evaluate",
-    "register": "lpdvae.steps.register",
+    "register": "lpdvae.commands.register",
     "run": "lpdvae.run",
     "status": "lpdvae.run",
     "registry": "lpdvae.registry",
