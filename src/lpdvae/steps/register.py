@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lpdvae.drift_log import TAG_VERDICT, log_drift
 from lpdvae.errors import LpdvaeError
 from lpdvae.io import atomic_write_json
 from lpdvae.layout import CWD
@@ -54,10 +55,12 @@ def version_tags(metrics: dict[str, float], blessing: dict[str, Any], lineage: d
 
 
 def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
-             lineage: dict[str, str]) -> RegisterResult:
+             lineage: dict[str, str], validated: Path | None = None, data_docs: Path | None = None) -> RegisterResult:
     """Register the evaluated model as a new version, blessed or not (an unblessed one gets no
     alias, so it serves nobody but stays auditable), tagged with `lineage` as the runner
-    computed it (`lpdvae.lineage.lineage`)."""
+    computed it (`lpdvae.lineage.lineage`). `validated` and `data_docs` (validate's folders), when
+    given, go into the run (`lpdvae.drift_log`): the data a later drift check compares with, the
+    drift report and its verdict (also a version tag)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -86,6 +89,9 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
             code_paths=code_paths(),
         )
         mlflow.set_tags({k: v for k, v in tags.items() if k.startswith("lpdvae.dvc.")})
+        verdict = log_drift(validated, data_docs) if validated is not None else None
+    if verdict:
+        tags[TAG_VERDICT] = verdict
     mv = mlflow.register_model(info.model_uri, name, tags=tags)
     client = MlflowClient(tracking_uri=run["tracking_uri"], registry_uri=run["tracking_uri"])
     aliases = []
@@ -137,7 +143,8 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
     tags = lineage_tags(Path(args.raw), Path(args.validated), Path(args.tensors),
                         git_revision=git_revision(Path.cwd()), params_digest=params.digest(),
                         run_id=args.run_id, dvc_lock=Path(args.dvc_lock))
-    r = register(Path(args.model), Path(args.eval), Path(args.out), params, tags)
+    r = register(Path(args.model), Path(args.eval), Path(args.out), params, tags, validated=Path(args.validated),
+                 data_docs=Path(args.data_docs))
     print(f"registered {r.name} version {r.version} (aliases: {', '.join(r.aliases) or 'none'}; "
           f"blessed: {r.blessed})")
     return 0
@@ -153,6 +160,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     for stage in ("raw", "validated", "tensors"):
         p.add_argument(f"--{stage}", default=str(getattr(CWD, stage)),
                        help=f"the {stage} data folder the model came from, hashed for lineage (default: %(default)s)")
+    p.add_argument("--data-docs", default=str(CWD.data_docs),
+                   help="validate's docs folder whose drift report is logged with the model (default: %(default)s)")
     p.add_argument("--dvc-lock", default="dvc.lock",
                    help="dvc.lock whose outputs are tagged too, when it exists (default: %(default)s)")
     p.add_argument("--run-id", default="local",
