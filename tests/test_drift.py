@@ -60,6 +60,14 @@ def test_drifted_fraction_at_the_threshold_is_ok():
     assert drift.compare(table(1, pitch_shift=7), table(2), params).verdict == "ok"  # 2 of 5 = 0.4
 
 
+def test_a_statistic_constant_on_both_sides_is_not_counted():
+    cur, ref = table(1, pitch_shift=7), table(2)
+    cur["tempo"], ref["tempo"] = 100.0, 100.0
+    report = drift.compare(cur, ref, PARAMS)
+    tempo = next(s for s in report.statistics if s.statistic == "tempo")
+    assert tempo.p_value is None and tempo.note and "2 of 5 statistics" in report.reason
+
+
 def test_too_few_values_are_not_compared():
     report = drift.compare(table(1, n=1), table(2), PARAMS)
     assert report.verdict == "no_reference" and all(s.note for s in report.statistics)

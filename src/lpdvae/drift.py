@@ -112,8 +112,8 @@ def _compare_one(name: str, cur: pd.Series, ref: pd.Series, params: DriftParams)
     if a.size < MIN_VALUES or b.size < MIN_VALUES:
         return StatDrift(name, a.size, b.size, *means, None, None, None, False,
                          f"fewer than {MIN_VALUES} values on a side")
-    if np.array_equal(np.unique(a), np.unique(b)) and np.unique(a).size == 1:  # one constant on both sides
-        return StatDrift(name, a.size, b.size, *means, 0.0, 1.0, 0.0, False)
+    if np.unique(np.concatenate([a, b])).size == 1:  # carries no information: not in the drifted fraction
+        return StatDrift(name, a.size, b.size, *means, None, None, None, False, "the same constant on both sides")
     ks = sps.ks_2samp(a, b)
     distance = float(sps.wasserstein_distance(a, b)) / _scale(b)
     p = float(ks.pvalue)
