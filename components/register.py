@@ -42,7 +42,8 @@ def register_op(
                    params_digest=params.digest(), run_id=pipeline_run_id)
     report = Path(tempfile.mkdtemp(prefix="lpdvae-register-")) / "report"
     result = register(Path(model.path), Path(evaluation.path), Path(registration.path), params, tags,
-                      tensor_dir=Path(tensors.path), report_dir=report)
+                      tensor_dir=Path(tensors.path), report_dir=report,
+                      validated=Path(validated.path))  # the data a later drift check compares with
     shutil.copyfile(report / CARD_MD, model_card.path)
     Path(model_card_page.path).write_text(inline_page(report / CARD_HTML), encoding="utf-8")
     shutil.copyfile(report / SUMMARY_FILE, summary.path)

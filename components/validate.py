@@ -14,7 +14,10 @@ def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset
     validated Dataset must be the same bytes for the same input (as with DVC).
 
     Fails the task (ValidationFailed) when the quarantined fraction passes
-    `validate.max_bad_fraction`, so nothing downstream trains on a broken batch.
+    `validate.max_bad_fraction`, so nothing downstream trains on a broken batch. The drift check
+    against the registered champion's training data (lpdvae.drift; found through the MLflow run
+    the champion came from, as no DVC cache is in the pod) is a section of the data docs page;
+    under `drift.stop_on_drift` a drifting batch fails the task (DataError) before training.
     """
     import json
     import math
@@ -23,14 +26,19 @@ def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset
 
     from components.html import data_docs_page, inline_page
     from components.runtime import step_params
+    from lpdvae.drift_reference import champion_reference
     from lpdvae.steps.validate import validate
 
     params = step_params(params_json)
     out = Path(validated.path)
     with tempfile.TemporaryDirectory() as scratch:
         docs = Path(scratch) / "data_docs"
-        validate(Path(raw.path), out, params, docs_dir=docs)
-        Path(data_docs.path).write_text(inline_page(data_docs_page(docs), base=docs), encoding="utf-8")
+        try:
+            result = validate(Path(raw.path), out, params, docs_dir=docs, reference=champion_reference(params))
+        finally:  # a drift stop leaves the docs (with the drift section) in place: show them
+            if (docs / "index.html").exists():
+                Path(data_docs.path).write_text(inline_page(data_docs_page(docs), base=docs), encoding="utf-8")
+        validated.metadata["drift_verdict"] = result.drift_verdict
     summary = json.loads((out / "summary.json").read_text())
     for key, value in summary.items():
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):

@@ -221,7 +221,7 @@ def test_full_profile_lays_its_values_over_params_yaml() -> None:
     from lpdvae.params import profile_overrides
 
     params = load_params(REPO / "params.yaml", profile_overrides(REPO / "profiles/full.yaml"))
-    assert params.train.transpose == 3 and params.model.latent_dim == 128
+    assert params.train.transpose == 3 and params.tensorize.hop_bars == 1
     assert params.data == load_params(REPO / "params.yaml").data  # untouched sections stay
 
 

@@ -97,6 +97,8 @@ def render(c: CardInputs, samples: list[str]) -> str:
         ("songs", f"{n_songs} (train / val / test: {song_split})"),
         ("phrases", " / ".join(f"{k} {split_n.get(k, 0)}" for k in ("train", "val", "test"))),
         ("quarantined songs", f"{t.get('lpdvae.quarantined', 'n/a')}" + (f" ({reasons})" if reasons else "")),
+        ("drift vs the champion's data", t.get("lpdvae.drift.verdict", "not checked")
+         + " (run artifact drift/drift.html)"),
         ("evaluation set", f"{t.get('lpdvae.eval_set.split', 'test')} split, {t.get('lpdvae.eval_set.n_phrases', '?')} "
                            f"phrases, sha256 `{t.get('lpdvae.eval_set.sha256', 'n/a')}`"),
     ])

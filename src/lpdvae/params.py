@@ -75,6 +75,16 @@ class ValidateParams:
 
 
 @dataclass(frozen=True)
+class DriftParams:
+    """validate's comparison with the champion's training data (lpdvae.drift)."""
+
+    p_value: float
+    min_distance: float
+    threshold: float
+    stop_on_drift: bool
+
+
+@dataclass(frozen=True)
 class TensorizeParams:
     hop_bars: int
     max_empty_bars: int
@@ -157,6 +167,7 @@ class Params:
     tracks: tuple[TrackSpec, ...]
     representation: RepresentationParams
     validate: ValidateParams
+    drift: DriftParams
     tensorize: TensorizeParams
     model: ModelParams
     train: TrainParams
@@ -190,6 +201,9 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "representation.n_bars": (lambda v: v > 0, "must be > 0"),
     "validate.max_bad_fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     "validate.max_song_beats": (lambda v: v > 0, "must be > 0"),
+    "drift.p_value": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "drift.min_distance": (lambda v: v >= 0, "must be >= 0"),
+    "drift.threshold": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     "tensorize.shard_size": (lambda v: v > 0, "must be > 0"),
     "tensorize.hop_bars": (lambda v: v > 0, "must be > 0"),
     "tensorize.workers": (lambda v: v >= 0, "must be >= 0 (0 = one per core)"),

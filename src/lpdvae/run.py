@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 def run_all(params: Params, layout: Layout, source: str | None = None, run_id: str = "local") -> dict:
     """Run ingest → register under `layout.root` (MLflow store included); returns the register
     step's record. `run_id` is tagged as the model's `lpdvae.pipeline_run_id`."""
+    from lpdvae.drift_reference import champion_reference
     from lpdvae.lineage import git_revision, lineage
     from lpdvae.steps.evaluate import evaluate
     from lpdvae.steps.ingest import ingest
@@ -38,11 +39,13 @@ def run_all(params: Params, layout: Layout, source: str | None = None, run_id: s
         tags = lineage(layout.raw, layout.validated, layout.tensors, git_revision=git_revision(Path.cwd()),
                        params_digest=params.digest(), run_id=run_id)
         return register(layout.model, layout.eval, layout.registered, params, tags,
-                        tensor_dir=layout.tensors, report_dir=layout.register_report)
+                        tensor_dir=layout.tensors, report_dir=layout.register_report,
+                        validated=layout.validated, data_docs=layout.data_docs)
 
     chain = [
         ("ingest", lambda: ingest(source or params.data.source, layout.raw, params)),
-        ("validate", lambda: validate(layout.raw, layout.validated, params, layout.data_docs)),
+        ("validate", lambda: validate(layout.raw, layout.validated, params, layout.data_docs,
+                                      champion_reference(params, layout.root))),
         ("tensorize", lambda: tensorize(layout.raw, layout.validated, layout.tensors, params)),
         ("train", lambda: launch(layout.tensors, layout.model, params)),
         ("evaluate", lambda: evaluate(layout.model, layout.tensors, layout.eval, params)),

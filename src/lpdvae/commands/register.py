@@ -18,7 +18,8 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
                         git_revision=git_revision(Path.cwd()), params_digest=params.digest(),
                         run_id=args.run_id, dvc_lock=Path(args.dvc_lock))
     r = register(Path(args.model), Path(args.eval), Path(args.out), params, tags,
-                 tensor_dir=Path(args.tensors), report_dir=Path(args.report_dir))
+                 tensor_dir=Path(args.tensors), report_dir=Path(args.report_dir),
+                 validated=Path(args.validated), data_docs=Path(args.data_docs))
     print(f"registered {r.name} version {r.version} (aliases: {', '.join(r.aliases) or 'none'}; "
           f"blessed: {r.blessed})\n{r.verdict}")
     return 0
@@ -37,6 +38,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{stage}", default=str(getattr(CWD, stage)),
                        help=f"the {stage} data folder the model came from, hashed for lineage (default: %(default)s)"
                        + ("; its test split is where the champion is measured" if stage == "tensors" else ""))
+    p.add_argument("--data-docs", default=str(CWD.data_docs),
+                   help="validate's docs folder whose drift report is logged with the model (default: %(default)s)")
     p.add_argument("--dvc-lock", default="dvc.lock",
                    help="dvc.lock whose outputs are tagged too, when it exists (default: %(default)s)")
     p.add_argument("--run-id", default="local",

@@ -10,13 +10,16 @@ from lpdvae.params import Params
 
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:
+    from lpdvae.drift_reference import champion_reference
     from lpdvae.steps.validate import validate
 
-    r = validate(Path(args.raw), Path(args.out), params, Path(args.docs) if args.docs else None)
+    reference = champion_reference(params) if args.drift == "champion" else None
+    r = validate(Path(args.raw), Path(args.out), params, Path(args.docs) if args.docs else None, reference)
     reasons = ", ".join(f"{k} {v}" for k, v in r.reasons.items()) or "none"
     print(f"validated {r.n_songs} songs: {r.n_accepted} accepted, {r.n_quarantined} quarantined "
           f"({r.n_bad} bad, {r.bad_fraction:.1%} of songs; reasons: {reasons}); GX suite "
-          f"{'passed' if r.gx_success else 'found failures'}; data docs: {r.docs_dir / 'index.html'}")
+          f"{'passed' if r.gx_success else 'found failures'}; data docs: {r.docs_dir / 'index.html'}"
+          + (f"; drift: {r.drift_verdict} ({r.docs_dir / 'drift.json'})" if r.drift_verdict else ""))
     return 0
 
 
@@ -32,4 +35,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--docs", default=None, metavar="DIR",
                    help="folder for the Great Expectations data docs site (index.html; changes every run, "
                    "so kept out of --out) (default: OUT-docs beside --out; dvc.yaml uses reports/data_docs)")
+    p.add_argument("--drift", choices=("champion", "none"), default="champion",
+                   help="compare the accepted songs' statistics with the registered champion's training data "
+                   "(params drift; report in the docs folder: drift.json, drift.html) or skip it "
+                   "(default: %(default)s; no champion yet: verdict no_reference, passes)")
     p.set_defaults(func=_cmd)

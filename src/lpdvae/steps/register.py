@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lpdvae import promotion
+from lpdvae.drift_log import TAG_VERDICT, log_drift
 from lpdvae.errors import LpdvaeError
 from lpdvae.evalset import PerPhrase, measure, read_per_phrase, tensor_set_id
 from lpdvae.io import atomic_dir, atomic_write_json, atomic_write_text
@@ -69,12 +70,16 @@ def eval_set_tags(record: PerPhrase) -> dict[str, str]:
 
 
 def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
-             lineage: dict[str, str], *, tensor_dir: Path, report_dir: Path) -> RegisterResult:
+             lineage: dict[str, str], *, tensor_dir: Path, report_dir: Path,
+             validated: Path | None = None, data_docs: Path | None = None) -> RegisterResult:
     """Register the evaluated model as a new version, blessed or not (an unblessed one gets no
     alias, so it serves nobody but stays auditable), tagged with `lineage` as the runner
     computed it (`lpdvae.lineage.lineage`). `tensor_dir` holds the test split the champion is
     measured on (the one `eval_dir` was measured on); `report_dir` receives promotion.json, the
-    model card and the run's summary.md, also logged to the train run as `model_card/`."""
+    model card and the run's summary.md, also logged to the train run as `model_card/`.
+    `validated` and `data_docs` (validate's folders), when given, go into the run
+    (`lpdvae.drift_log`): the data a later drift check compares with, the drift report and its
+    verdict (also a version tag)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -125,6 +130,9 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
             code_paths=code_paths(),
         )
         mlflow.set_tags({k: v for k, v in tags.items() if k.startswith("lpdvae.dvc.")})
+        drift_verdict = log_drift(validated, data_docs) if validated is not None else None
+    if drift_verdict:
+        tags[TAG_VERDICT] = drift_verdict
     mv = mlflow.register_model(info.model_uri, name, tags=tags)
     aliases = []
     if blessing["blessed"]:

@@ -15,6 +15,12 @@ and the params: two runs on the same raw data give byte-identical files, so its 
 times and ids, so they go to a separate docs folder (`--docs`; default `<out>-docs` beside the
 data folder, `reports/data_docs` in dvc.yaml). Both folders are replaced atomically, and a
 failed run leaves both as they were.
+
+Drift (`reference`, lpdvae.drift): once the batch passed, the accepted songs' statistics are
+compared with those of the champion's training data (`lpdvae.drift_reference`); the report goes
+into the docs folder (drift.json, drift.html, a section of index.html), never into the data
+folder. A drifting batch under `drift.stop_on_drift` raises DataError *after* both folders are
+swapped in, so the report is there to read and nothing downstream (tensorize, train) runs.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from typing import Any
 
 import pandas as pd
 
+from lpdvae import drift
+from lpdvae.drift_reference import Reference, accepted_rows
 from lpdvae.errors import DataError, LpdvaeError, ValidationFailed
 from lpdvae.io import (
     atomic_dir,
@@ -55,11 +63,16 @@ class ValidateResult:
     gx_success: bool = True
     docs_dir: Path | None = None  # the GX data docs site (index.html)
     warnings: list[str] = field(default_factory=list)  # source tracks dropped or merged
+    drift_verdict: str | None = None  # no_reference | ok | drift; None: drift not checked
 
 
-def validate(raw_dir: Path, out_dir: Path, params: Params, docs_dir: Path | None = None) -> ValidateResult:
+def validate(raw_dir: Path, out_dir: Path, params: Params, docs_dir: Path | None = None,
+             reference: Reference | str | None = None) -> ValidateResult:
     """Stats, quarantine and accepted lists into `out_dir`, the GX suite's data docs into
     `docs_dir` (default `default_docs_dir(out_dir)`), each replaced atomically.
+
+    `reference`: the champion's training statistics (`drift_reference.champion_reference`), or
+    the reason there are none (verdict no_reference), or None to skip the drift check.
 
     `out_dir` is byte-identical for the same input and params; `docs_dir` holds run times.
     When the batch fails the gate both stay as they were and the full report (data files +
@@ -87,13 +100,29 @@ def validate(raw_dir: Path, out_dir: Path, params: Params, docs_dir: Path | None
                 for name in docs_tmp.iterdir():
                     name.rename(ftmp / "data_docs" / name.name)
             raise ValidationFailed(_failure_message(summary, params, failed_dir))
+        report = None if reference is None else _drift(table, quarantine, reference, params, docs_tmp)
     log.info("validate: %d songs, %d accepted, %d quarantined (%d bad)", summary["n_songs"],
              summary["n_accepted"], summary["n_quarantined"], summary["n_bad"])
     for warning in summary["warnings"]:
         log.warning("validate: %s", warning)
+    if report is not None:
+        drift.enforce(report, params.drift, str(docs_dir / "drift.html"))
     return ValidateResult(out_dir, summary["n_songs"], summary["n_accepted"], summary["n_quarantined"],
                           summary["n_bad"], summary["bad_fraction"], summary["reasons"], gx_summary["success"],
-                          docs_dir, summary["warnings"])
+                          docs_dir, summary["warnings"], report.verdict if report else None)
+
+
+def _drift(table: pd.DataFrame, quarantine: list[dict[str, Any]], reference: Reference | str, params: Params,
+           docs_dir: Path) -> drift.DriftReport:
+    """Compare the accepted songs with the reference; the report into `docs_dir`; logged."""
+    if isinstance(reference, str):
+        report = drift.no_reference(reference, params.drift)
+    else:
+        report = drift.compare(accepted_rows(table, quarantine), reference.table, params.drift, reference.info)
+    drift.write(docs_dir, report)
+    log.log(logging.WARNING if report.verdict == "drift" else logging.INFO, "validate: drift %s: %s",
+            report.verdict, report.reason)
+    return report
 
 
 def default_docs_dir(out_dir: Path) -> Path:
