@@ -214,8 +214,8 @@ def test_register_registers_an_unblessed_model_with_the_lineage_of_its_artifacts
     params = load_params(REPO / "params.yaml")
     seen = {}
 
-    def fake_register(model_dir, eval_dir, out_path, p, lineage_tags, *, tensor_dir, report_dir):
-        seen.update(eval_dir=eval_dir, lineage=lineage_tags, tensor_dir=tensor_dir)
+    def fake_register(model_dir, eval_dir, out_path, p, lineage_tags, *, tensor_dir, report_dir, validated):
+        seen.update(eval_dir=eval_dir, lineage=lineage_tags, tensor_dir=tensor_dir, validated=validated)
         (report_dir / "samples").mkdir(parents=True)
         (report_dir / "samples" / "g.png").write_bytes(b"\x89PNG")
         (report_dir / "model_card.md").write_text("# Model card\n")
@@ -234,6 +234,7 @@ def test_register_registers_an_unblessed_model_with_the_lineage_of_its_artifacts
                             model_card_page=HTML(uri=str(tmp_path / "card.html")),
                             summary=Markdown(uri=str(tmp_path / "summary.md")))
     assert seen["eval_dir"] == tmp_path / "evaluation" and seen["tensor_dir"] == tensors
+    assert seen["validated"] == validated  # logged into the run: what a later drift check compares with
     assert seen["lineage"] == lineage(raw, validated, tensors, git_revision="abc", params_digest=params.digest(),
                                       run_id="run-1")
     assert seen["lineage"]["lpdvae.pipeline_run_id"] == "run-1" and seen["lineage"]["lpdvae.source"] == "s3://***@b/p"
