@@ -23,7 +23,7 @@ from lpdvae.steps.ingest import ingest
 from lpdvae.steps.register import register
 from lpdvae.steps.validate import validate
 from tests.conftest import BIN
-from tests.evalkit import REPO, TINY, make_model, on_server, write_eval
+from tests.evalkit import REPO, TINY, make_model, make_tensors, on_server, write_eval
 
 SONGS = 16
 SHIFT = 7  # semitones: every pitch statistic moves, nothing else does
@@ -63,11 +63,18 @@ def champion_data(corpora, tmp_path_factory) -> Path:
     return root / "validated"
 
 
+def tensors_for(tmp_path: Path, params) -> Path:
+    """The test split register measures a champion on."""
+    make_tensors(tmp_path / "tensors", params)
+    return tmp_path / "tensors"
+
+
 def with_champion(tmp_path: Path, params, validated: Path, log_data: bool = True) -> str:
     """Register a blessed version (the champion) whose lineage names `validated`."""
     r = register(make_model(tmp_path / "model", params), write_eval(tmp_path / "eval", True, 0.5),
                  tmp_path / "registered.json", params,
                  lineage={"lpdvae.dvc.validated": dvc_hash(validated), "lpdvae.git_revision": "deadbeef"},
+                 tensor_dir=tensors_for(tmp_path, params), report_dir=tmp_path / "report",
                  validated=validated if log_data else None)
     assert "champion" in r.aliases
     return r.version
@@ -123,6 +130,7 @@ def test_register_logs_the_drift_verdict_and_the_data_into_the_run(tmp_path, par
     validate_against_champion(corpora["transposed"], tmp_path, params)
     r = register(make_model(tmp_path / "model", params), write_eval(tmp_path / "eval", True, 0.4),
                  tmp_path / "registered.json", params, lineage={"lpdvae.dvc.validated": "x.dir"},
+                 tensor_dir=tensors_for(tmp_path, params), report_dir=tmp_path / "report",
                  validated=tmp_path / "validated", data_docs=tmp_path / "docs")
     c = client(params)
     assert c.get_run(r.run_id).data.tags["lpdvae.drift.verdict"] == "drift"
