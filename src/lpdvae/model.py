@@ -169,12 +169,17 @@ class MusicVAE(nn.Module):
     def to_codes(self, out: Outputs) -> Tensor:
         """The most likely codes `[N, T, B, S, P]` (uint8) under the decoder's distribution."""
         mono, poly = out
-        n = mono.shape[0]
-        codes = torch.zeros((n, *self.shape), dtype=torch.uint8, device=mono.device)
+        return self._codes(mono_decision(mono), poly > 0)
+
+    def _codes(self, mono_classes: Tensor, poly_cells: Tensor) -> Tensor:
+        """Codes from the monophonic tracks' classes `[N, Tm, B, S]` and the polyphonic tracks'
+        (onset, sustain) cells `[N, Tp, B, S, P, 2]` (bool; an onset sounds too): how `to_codes`
+        and `draw_codes` turn their decisions into one phrase."""
+        codes = torch.zeros((mono_classes.shape[0], *self.shape), dtype=torch.uint8, device=mono_classes.device)
         if self.mono_tracks:
-            codes[:, self.mono_tracks] = mono_to_codes(mono_decision(mono), self.rep.n_pitches)
+            codes[:, self.mono_tracks] = mono_to_codes(mono_classes, self.rep.n_pitches)
         if self.poly_tracks:
-            onset, active = (poly[..., 0] > 0), (poly[..., 1] > 0) | (poly[..., 0] > 0)
+            onset, active = poly_cells[..., 0], poly_cells[..., 1] | poly_cells[..., 0]
             codes[:, self.poly_tracks] = active.to(torch.uint8) + onset.to(torch.uint8)
         return codes
 
@@ -191,15 +196,8 @@ class MusicVAE(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         mono, poly = (o.detach().float().cpu() for o in out)
-        n = mono.shape[0]
-        codes = torch.zeros((n, *self.shape), dtype=torch.uint8)
-        if self.mono_tracks:
-            codes[:, self.mono_tracks] = mono_to_codes(mono_draw(mono, temperature, gen), self.rep.n_pitches)
-        if self.poly_tracks:
-            drawn = torch.rand(poly.shape, generator=gen) < torch.sigmoid(poly / temperature)
-            onset, active = drawn[..., 0], drawn[..., 1] | drawn[..., 0]
-            codes[:, self.poly_tracks] = active.to(torch.uint8) + onset.to(torch.uint8)
-        return codes
+        classes = mono_draw(mono, temperature, gen) if self.mono_tracks else mono[..., 0].long()
+        return self._codes(classes, torch.rand(poly.shape, generator=gen) < torch.sigmoid(poly / temperature))
 
     @torch.no_grad()
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> Tensor:
