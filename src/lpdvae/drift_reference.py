@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from lpdvae.drift_log import ARTIFACT_DIR
+from lpdvae.io import read_jsonl
 from lpdvae.params import Params
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,7 @@ def accepted_rows(stats: pd.DataFrame, quarantine: list[dict]) -> pd.DataFrame:
 
 def read_validated(folder: Path) -> pd.DataFrame:
     """A validated folder's accepted songs' stats rows."""
-    quarantine = [json.loads(line) for line in (folder / "quarantine.jsonl").read_text().splitlines() if line]
-    return accepted_rows(pd.read_csv(folder / "stats.csv"), quarantine)
+    return accepted_rows(pd.read_csv(folder / "stats.csv"), read_jsonl(folder / "quarantine.jsonl"))
 
 
 def champion_reference(params: Params, root: str | Path = ".") -> Reference | str:
