@@ -207,10 +207,16 @@ def note_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.stack([np.logical_and(p_on, t_on).sum(axes), p_on.sum(axes), t_on.sum(axes)], 1).astype(np.int64)
 
 
+def prf_from_counts(counts: np.ndarray) -> dict[str, float]:
+    """Micro note precision / recall / F1 of `note_counts` rows (summed first): `note_prf` of
+    those phrases, without recomputing their onsets."""
+    tp, n_pred, n_true = (int(v) for v in np.asarray(counts).sum(0))
+    return _prf(tp, n_pred, n_true)
+
+
 def f1_from_counts(counts: np.ndarray) -> float:
     """Micro note F1 of `note_counts` rows (summed first, as note_prf counts)."""
-    tp, n_pred, n_true = (int(v) for v in np.asarray(counts).sum(0))
-    return _prf(tp, n_pred, n_true)["f1"]
+    return prf_from_counts(counts)["f1"]
 
 
 def pairwise_note_f1(a: np.ndarray, b: np.ndarray, chunk: int = 512) -> np.ndarray:

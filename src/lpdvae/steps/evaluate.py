@@ -30,6 +30,7 @@ from lpdvae.metrics import (
     frame_prf,
     nearest_train_f1,
     note_prf,
+    prf_from_counts,
 )
 from lpdvae.model import MusicVAE, active_units, kl_per_sample_dim, load_model
 from lpdvae.params import EvaluateParams, Params, RepresentationParams
@@ -65,7 +66,7 @@ def evaluate(model_dir: Path, tensor_dir: Path, out_dir: Path, params: Params) -
 
     metrics: dict[str, float] = {"n_test_phrases": float(len(test)), "n_val_phrases": float(len(val))}
     recon = measured.recon
-    metrics.update({f"recon_note_{k}": v for k, v in note_prf(recon, test).items()})
+    metrics.update({f"recon_note_{k}": v for k, v in prf_from_counts(measured.per_phrase.note_counts).items()})
     metrics.update({f"recon_frame_{k}": v for k, v in frame_prf(recon > 0, test > 0).items()})
     metrics["train.recon_note_f1"] = note_prf(reconstruct(vae, train), train)["f1"]
     baseline = fit_cell_baseline(corpus, val)
