@@ -127,7 +127,7 @@ def test_loss_on_a_tiny_batch() -> None:
     x = codes(4, params)
     out_, mu, logvar = vae(x, torch.zeros(4, 4))
     out = vae_loss(vae, out_, x, mu, logvar, beta=0.5, free_nats=0.0)
-    assert set(out) == {"loss", "recon", "kl", "kl_per_dim"}
+    assert set(out) == {"loss", "recon", "hold_pitch", "kl", "kl_per_dim"}
     assert out["kl_per_dim"].shape == (4,)
     assert torch.isfinite(out["loss"]) and out["recon"] > 0 and out["kl"] >= 0
     assert out["loss"].item() == pytest.approx(out["recon"].item() + 0.5 * out["kl"].item(), rel=1e-5)
@@ -140,6 +140,29 @@ def test_loss_on_a_tiny_batch() -> None:
         torch.log(torch.tensor(26.0)).item() * steps + 2 * steps * 24)
     out["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in vae.parameters())
+
+
+def test_mono_head_is_one_normalised_categorical_over_onset_pitches_hold_and_rest() -> None:
+    params = small_params(kinds=("monophonic",))
+    vae = make_vae(params)
+    mono, _ = vae.decode(torch.randn(3, 4))
+    assert mono.shape[-1] == 24 + 2
+    assert torch.allclose(mono.exp().sum(-1), torch.ones(mono.shape[:-1]), atol=1e-5)
+
+
+def test_hold_pitch_term_scores_the_sounding_pitch_at_held_steps_only() -> None:
+    params = small_params(kinds=("monophonic",))
+    vae = make_vae(params)
+    x = torch.zeros((1, 1, 2, 16, 24), dtype=torch.uint8)
+    x[0, 0, 0, 0, 5], x[0, 0, 0, 1:4, 5] = ONSET, SUSTAIN  # one note: an onset and 3 held steps
+    out_, mu, logvar = vae(x, torch.zeros(1, 4))
+    pitch_logp = torch.log_softmax(out_[0][0, 0, 0, 1:4, :24], -1)[:, 5]
+    terms = {w: vae_loss(vae, out_, x, mu, logvar, beta=0.0, free_nats=0.0, hold_pitch_weight=w)
+             for w in (0.0, 2.0)}
+    assert terms[0.0]["hold_pitch"].item() == pytest.approx(-pitch_logp.sum().item(), rel=1e-5)
+    assert terms[0.0]["loss"].item() == pytest.approx(terms[0.0]["recon"].item(), rel=1e-6)
+    assert terms[2.0]["loss"].item() == pytest.approx(
+        terms[0.0]["recon"].item() + 2.0 * terms[0.0]["hold_pitch"].item(), rel=1e-5)
 
 
 def test_free_nats_apply_to_the_total_kl_per_phrase() -> None:
@@ -235,7 +258,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json"}
     loaded = load_model(tmp_path)
     assert not loaded.training
-    assert loaded.meta["format_version"] == FORMAT_VERSION == 4
+    assert loaded.meta["format_version"] == FORMAT_VERSION == 5
     assert loaded.meta["params_digest"] == params.digest()
     assert [(t["name"], t["kind"]) for t in loaded.meta["tracks"]] == [("t0", "drums"), ("t1", "monophonic")]
     assert loaded.kinds == ("drums", "monophonic")
@@ -312,8 +335,8 @@ def test_a_model_of_another_format_is_refused_with_the_reason(tmp_path) -> None:
     params = small_params()
     save_model(make_vae(params), tmp_path, params)
     meta = tmp_path / "model.json"
-    meta.write_text(meta.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 3'))
-    with pytest.raises(ValueError, match=r"model\.json: model format 3, .* retrain"):
+    meta.write_text(meta.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 4'))
+    with pytest.raises(ValueError, match=r"model\.json: model format 4, .* retrain"):
         load_model(tmp_path)
 
 

@@ -7,7 +7,11 @@ log sigma^2 of z. Decoder: a "conductor" GRU unrolls z
 into one embedding per bar; a bidirectional step GRU turns each into per-step features, and
 each track gets the output distribution its kind needs (`tracks[].kind` in params.yaml):
 
-- monophonic: a categorical per step over `onset at pitch p` (P classes), hold, rest;
+- monophonic: a categorical per step over `onset at pitch p` (P classes), hold, rest, factorised
+  as an event (onset / hold / rest) times the onset's pitch. The pitch head is also trained on
+  every held step (`train.hold_pitch_weight`): the pitch a voice sounds changes slowly, so dense
+  supervision teaches it faster than the onsets alone (measured on the chorales at 352 steps:
+  val note F1 0.209 -> 0.238);
 - polyphonic / drums: independent Bernoulli onset and sustain per cell.
 
 Decoding follows from the distribution (the most likely class / cell), never from a tuned
@@ -34,13 +38,14 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 4  # 4: note codes in (step encoder), per-kind heads (categorical / Bernoulli) out
+FORMAT_VERSION = 5  # 5: the monophonic head is factorised (event x pitch); 4: note codes, per-kind heads
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 KINDS = ("monophonic", "polyphonic", "drums")
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
 
-Outputs = tuple[Tensor, Tensor]  # (mono logits [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2])
+Outputs = tuple[Tensor, Tensor]  # (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2])
+_EVENTS = 3  # onset, hold, rest
 
 
 class StepEncoder(nn.Module):
@@ -113,7 +118,7 @@ class MusicVAE(nn.Module):
         self.z_skip = nn.Linear(model.latent_dim, model.decoder_hidden)
         self.step_decoder = StepDecoder(s, model.decoder_hidden, model.decoder_hidden)
         feat = 2 * model.decoder_hidden
-        self.mono_head = nn.Linear(feat, len(self.mono_tracks) * (p + 2)) if self.mono_tracks else None
+        self.mono_head = nn.Linear(feat, len(self.mono_tracks) * (_EVENTS + p)) if self.mono_tracks else None
         self.poly_head = nn.Linear(feat, len(self.poly_tracks) * p * 2) if self.poly_tracks else None
         if self.poly_head is not None:
             nn.init.constant_(self.poly_head.bias, _ONSET_BIAS)
@@ -128,7 +133,7 @@ class MusicVAE(nn.Module):
         return mu, logvar
 
     def decode(self, z: Tensor) -> Outputs:
-        """`[N, latent_dim]` -> (mono logits `[N, Tm, B, S, P+2]`, poly logits `[N, Tp, B, S, P, 2]`)."""
+        """`[N, latent_dim]` -> (mono log-probs `[N, Tm, B, S, P+2]`, poly logits `[N, Tp, B, S, P, 2]`)."""
         _, b, s, p = self.shape
         n = z.shape[0]
         h0 = self.z_to_conductor(z).unsqueeze(0)
@@ -136,7 +141,7 @@ class MusicVAE(nn.Module):
         skip = self.z_skip(z).repeat_interleave(b, dim=0)
         feats = self.step_decoder(self.bar_head(per_bar).reshape(n * b, -1), skip)  # [N*B, S, F]
         tm, tp = len(self.mono_tracks), len(self.poly_tracks)
-        mono = (self.mono_head(feats).view(n, b, s, tm, p + 2).permute(0, 3, 1, 2, 4)
+        mono = (mono_log_probs(self.mono_head(feats).view(n, b, s, tm, _EVENTS + p).permute(0, 3, 1, 2, 4))
                 if self.mono_head is not None else z.new_zeros(n, 0, b, s, p + 2))
         poly = (self.poly_head(feats).view(n, b, s, tp, p, 2).permute(0, 3, 1, 2, 4, 5)
                 if self.poly_head is not None else z.new_zeros(n, 0, b, s, p, 2))
@@ -224,6 +229,15 @@ class MusicVAE(nn.Module):
         return next(self.parameters()).device
 
 
+def mono_log_probs(raw: Tensor) -> Tensor:
+    """Head output `[..., 3 + P]` (event logits onset/hold/rest, then pitch logits) -> log-probs
+    `[..., P + 2]` of the classes `onset at p`, hold, rest: log p(onset) + log p(pitch), then
+    log p(hold), log p(rest). Every reader of the mono output sees one normalised categorical."""
+    event = torch.log_softmax(raw[..., :_EVENTS].float(), dim=-1)
+    pitch = torch.log_softmax(raw[..., _EVENTS:].float(), dim=-1)
+    return torch.cat([event[..., :1] + pitch, event[..., 1:]], dim=-1)
+
+
 def mono_decision(logits: Tensor) -> Tensor:
     """The most likely event per step of monophonic logits `[..., P + 2]`, then its pitch: an
     onset (probability summed over pitches) vs hold vs rest, and for an onset the likeliest
@@ -303,17 +317,32 @@ def free_nats_kl(kl_per_sample: Tensor, free_nats: float) -> Tensor:
     return torch.clamp(kl_per_sample - free_nats, min=0.0)
 
 
-def vae_loss(vae: MusicVAE, out: Outputs, x: Tensor, mu: Tensor, logvar: Tensor, beta: float,
-             free_nats: float) -> dict[str, Tensor]:
-    """Batch-mean loss = NLL + beta * max(KL - free_nats, 0).
+def hold_pitch_nll(vae: MusicVAE, out: Outputs, x: Tensor) -> Tensor:
+    """`[N]` nats: -log p(pitch) of the pitch each monophonic track sounds at its held steps,
+    under the pitch head's distribution. Not part of the likelihood (a held step's pitch is
+    its onset's): an auxiliary target that gives the pitch head a signal at every sounding step."""
+    if not vae.mono_tracks:
+        return x.new_zeros(x.shape[0], dtype=torch.float32)
+    codes = x[:, vae.mono_tracks]
+    held = (codes == 1).any(-1)  # [N, Tm, B, S]
+    sounding = (codes > 0).to(torch.uint8).argmax(-1)
+    pitch_logp = torch.log_softmax(out[0][..., :-2].float(), dim=-1)
+    nll = -pitch_logp.gather(-1, sounding.unsqueeze(-1)).squeeze(-1)
+    return (nll * held).flatten(1).sum(1)
 
-    Returns `loss`, `recon` (NLL nats per phrase), `kl` (true total KL nats per phrase) and
-    `kl_per_dim` `[D]` (batch mean)."""
+
+def vae_loss(vae: MusicVAE, out: Outputs, x: Tensor, mu: Tensor, logvar: Tensor, beta: float,
+             free_nats: float, hold_pitch_weight: float = 0.0) -> dict[str, Tensor]:
+    """Batch-mean loss = NLL + hold_pitch_weight * hold-pitch NLL + beta * max(KL - free_nats, 0).
+
+    Returns `loss`, `recon` (NLL nats per phrase), `hold_pitch` (the auxiliary term's nats per
+    phrase), `kl` (true total KL nats per phrase) and `kl_per_dim` `[D]` (batch mean)."""
     recon = vae.recon_nll(out, x).mean()
+    hold = hold_pitch_nll(vae, out, x).mean()
     kl_dim = kl_per_sample_dim(mu.float(), logvar.float())
     kl = kl_dim.sum(1)
-    loss = recon + beta * free_nats_kl(kl, free_nats).mean()
-    return {"loss": loss, "recon": recon, "kl": kl.mean(), "kl_per_dim": kl_dim.mean(0)}
+    loss = recon + hold_pitch_weight * hold + beta * free_nats_kl(kl, free_nats).mean()
+    return {"loss": loss, "recon": recon, "hold_pitch": hold, "kl": kl.mean(), "kl_per_dim": kl_dim.mean(0)}
 
 
 def active_units(variance: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:

@@ -119,6 +119,7 @@ class TrainParams:
     beta_max: float
     beta_warmup_steps: int
     free_nats: float
+    hold_pitch_weight: float
     transpose: int
     checkpoint_every_steps: int
     early_stopping_patience: int
@@ -217,6 +218,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.warmup_steps": (lambda v: v >= 0, "must be >= 0"),
     "train.beta_max": (lambda v: v >= 0, "must be >= 0"),
     "train.free_nats": (lambda v: v >= 0, "must be >= 0"),
+    "train.hold_pitch_weight": (lambda v: v >= 0, "must be >= 0"),
     "train.transpose": (lambda v: 0 <= v <= 12, "must be in 0..12 semitones"),
     "model.latent_dim": (lambda v: v > 0, "must be > 0"),
     "model.step_embedding": (lambda v: v > 0, "must be > 0"),

@@ -214,7 +214,7 @@ class Trainer:
             x = transpose(x, shifts[env.rank::env.world].to(env.device))
         with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=self.amp):
             decoded, mu, logvar = self.net(x, eps)
-        out = vae_loss(self.model, decoded, x, mu, logvar, beta, self.tp.free_nats)
+        out = vae_loss(self.model, decoded, x, mu, logvar, beta, self.tp.free_nats, self.tp.hold_pitch_weight)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         params = self.model.parameters()
