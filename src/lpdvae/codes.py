@@ -67,10 +67,18 @@ def mono_classes(codes: Tensor) -> Tensor:
     p = codes.shape[-1]
     on = onsets(codes)
     has_on = on.any(-1)
-    top = p - 1 - on.flip(-1).to(torch.uint8).argmax(-1)
+    top = highest_pitch(on)
     held = (codes > 0).any(-1)
     rest = torch.full_like(top, p + 1)
     return torch.where(has_on, top, torch.where(held, torch.full_like(top, p), rest))
+
+
+def highest_pitch(cells: Tensor) -> Tensor:
+    """long `[...]`: the highest pitch set in bool `[..., P]` (P - 1 where none is: mask it), the
+    one pitch a monophonic track keeps of a chord."""
+    import torch
+
+    return cells.shape[-1] - 1 - cells.flip(-1).to(torch.uint8).argmax(-1)
 
 
 def mono_to_codes(classes: Tensor, n_pitches: int) -> Tensor:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lpdvae.codes import mono_classes, mono_to_codes, planes
+from lpdvae.codes import highest_pitch, mono_classes, mono_to_codes, planes
 from lpdvae.io import atomic_write_bytes, atomic_write_json
 from lpdvae.params import ModelParams, Params, RepresentationParams
 
@@ -324,8 +324,8 @@ def hold_pitch_nll(vae: MusicVAE, out: Outputs, x: Tensor) -> Tensor:
     if not vae.mono_tracks:
         return x.new_zeros(x.shape[0], dtype=torch.float32)
     codes = x[:, vae.mono_tracks]
-    held = (codes == 1).any(-1)  # [N, Tm, B, S]
-    sounding = (codes > 0).to(torch.uint8).argmax(-1)
+    held = mono_classes(codes) == codes.shape[-1]  # [N, Tm, B, S]: HOLD, as the likelihood reads it
+    sounding = highest_pitch(codes > 0)
     pitch_logp = torch.log_softmax(out[0][..., :-2].float(), dim=-1)
     nll = -pitch_logp.gather(-1, sounding.unsqueeze(-1)).squeeze(-1)
     return (nll * held).flatten(1).sum(1)
