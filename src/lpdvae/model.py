@@ -1,11 +1,11 @@
 """The hierarchical convolutional-recurrent VAE over multitrack phrases of note codes.
 
 Phrases are uint8 codes `[N, T, B, S, P]` (tracks, bars, steps per bar, pitches): 0 silent,
-1 sustain, 2 onset (`lpdvae.codes`). Encoder: a bidirectional GRU reads the phrase step by step
-(each track's activity and onset planes side by side) and its final states give mu and
-log sigma^2 of z. Decoder: a "conductor" GRU unrolls z
-into one embedding per bar; a bidirectional step GRU turns each into per-step features, and
-each track gets the output distribution its kind needs (`tracks[].kind` in params.yaml):
+1 sustain, 2 onset (`lpdvae.codes`). Encoder: dilated convolutions read the phrase step by step
+(each track's activity and onset planes side by side), flattened into mu and log sigma^2 of z.
+Decoder: a "conductor" GRU unrolls z into one embedding per bar; dilated convolutions over the
+bar's steps turn each into per-step features, and each track gets the output distribution its
+kind needs (`tracks[].kind` in params.yaml):
 
 - monophonic: a categorical per step over `onset at pitch p` (P classes), hold, rest, factorised
   as an event (onset / hold / rest) times the onset's pitch. The pitch head is also trained on
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 5  # 5: the monophonic head is factorised (event x pitch); 4: note codes, per-kind heads
+FORMAT_VERSION = 6  # 6: conv phrase encoder and bar decoder; 5: factorised monophonic head (event x pitch)
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 KINDS = ("monophonic", "polyphonic", "drums")
@@ -48,45 +48,62 @@ Outputs = tuple[Tensor, Tensor]  # (mono log-probs [N, Tm, B, S, P+2], poly logi
 _EVENTS = 3  # onset, hold, rest
 
 
-class StepEncoder(nn.Module):
-    """`[N, 2T, B, S, P]` planes -> `[N, 2 * hidden]`: a bidirectional GRU over every step of
-    the phrase (MusicVAE's encoder), fed each step's tracks x (activity, onset) x pitches.
+class ResidualConv(nn.Module):
+    """`[M, L, C]` -> the same plus GELU(conv over L of LayerNorm(x)): one dilated residual block."""
 
-    The design's per-bar conv encoder + GRU over bars did not learn phrase-dependent codes on
-    the chorales (measured: the std of mu across phrases fell from 0.09 to 0.005 while training,
-    even with beta = 0), so z carried nothing; read step by step, it rises to ~0.3 in 150 steps.
-    """
-
-    def __init__(self, features: int, embedding: int, hidden: int, dropout: float) -> None:
+    def __init__(self, width: int, dilation: int) -> None:
         super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.conv = nn.Conv1d(width, width, 3, padding=dilation, dilation=dilation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + F.gelu(self.conv(self.norm(x).transpose(1, 2))).transpose(1, 2)
+
+
+class PhraseEncoder(nn.Module):
+    """`[N, L, features]` steps of a phrase -> `[N, 2 * hidden]`: each step's tracks x
+    (activity, onset) x pitches embedded, dilated residual convs over the steps (receptive field
+    31 steps), then every `pool` steps a strided conv, all flattened into one position-aware
+    vector (the CNN view).
+
+    Measured on the chorales (val note F1 at 352 steps, the same bar decoder): 0.286 for this
+    encoder against 0.250 for a bidirectional GRU over the steps (MusicVAE's) and 0.126 for the
+    design's GRU over bars, whose codes barely depend on the phrase; and no recurrence, so its
+    steps are parallel on a CPU or a GPU."""
+
+    DILATIONS = (1, 2, 4, 8)
+
+    def __init__(self, steps: int, features: int, embedding: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.pool = next(k for k in (4, 2, 1) if steps % k == 0)
         self.inp = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, embedding),
                                  nn.LayerNorm(embedding), nn.GELU())
-        self.rnn = nn.GRU(embedding, hidden, batch_first=True, bidirectional=True)
+        self.blocks = nn.Sequential(*(ResidualConv(embedding, d) for d in self.DILATIONS))
+        self.down = nn.Conv1d(embedding, embedding // 2, self.pool, stride=self.pool)
+        self.out = nn.Sequential(nn.Linear(steps // self.pool * (embedding // 2), 2 * hidden), nn.GELU())
 
     def forward(self, steps: Tensor) -> Tensor:
-        _, h = self.rnn(self.inp(steps))  # h: [2, N, H] (forward, backward final states)
-        return torch.cat([h[0], h[1]], dim=-1)
+        h = self.blocks(self.inp(steps))
+        return self.out(self.down(h.transpose(1, 2)).flatten(1))
 
 
-class StepDecoder(nn.Module):
-    """`[M, hidden_in]` bar embeddings -> per-step features `[M, S, 2 * hidden]`.
+class BarDecoder(nn.Module):
+    """`[M, width]` bar embeddings + `[M, width]` projections of z -> per-step features
+    `[M, S, width]`: both plus a learned position per step (where the beat falls), then dilated
+    residual convs over the bar's steps (receptive field 15 steps), so holds and onsets see their
+    neighbours on both sides. Replaced a bidirectional GRU: val note F1 0.286 vs 0.236 at 352
+    steps on the chorales, in less time per step."""
 
-    A bidirectional GRU over the bar's steps, fed the bar embedding, a projection of z itself (a
-    skip connection: the decoder cannot drift away from z) and a learned position per step
-    (where the beat falls), so holds and onsets see their neighbours on both sides.
-    """
+    DILATIONS = (1, 2, 4)
 
-    def __init__(self, steps: int, hidden_in: int, hidden: int) -> None:
+    def __init__(self, steps: int, width: int) -> None:
         super().__init__()
-        self.inp = nn.Linear(hidden_in, hidden)
-        self.position = nn.Parameter(torch.randn(steps, hidden) * 0.1)
-        self.norm = nn.LayerNorm(hidden)
-        self.rnn = nn.GRU(hidden, hidden, batch_first=True, bidirectional=True)
+        self.inp = nn.Linear(width, width)
+        self.position = nn.Parameter(torch.randn(steps, width) * 0.1)
+        self.blocks = nn.Sequential(*(ResidualConv(width, d) for d in self.DILATIONS))
 
     def forward(self, bar: Tensor, skip: Tensor) -> Tensor:
-        x = self.norm(self.inp(bar).unsqueeze(1) + skip.unsqueeze(1) + self.position)
-        out, _ = self.rnn(x)
-        return out
+        return self.blocks(self.inp(bar).unsqueeze(1) + skip.unsqueeze(1) + self.position)
 
 
 class MusicVAE(nn.Module):
@@ -105,9 +122,9 @@ class MusicVAE(nn.Module):
         self.shape = (self.n_tracks, rep.n_bars, rep.steps_per_bar, rep.n_pitches)
         self.latent_dim = model.latent_dim
         self.meta: dict[str, Any] = {}
-        _, _, s, p = self.shape
-        self.encoder = StepEncoder(2 * self.n_tracks * p, model.step_embedding,
-                                   model.encoder_hidden, model.dropout)
+        _, b, s, p = self.shape
+        self.encoder = PhraseEncoder(b * s, 2 * self.n_tracks * p, model.step_embedding,
+                                     model.encoder_hidden, model.dropout)
         self.to_stats = nn.Linear(2 * model.encoder_hidden, 2 * model.latent_dim)
         self.z_to_conductor = nn.Sequential(nn.Linear(model.latent_dim, model.conductor_hidden),
                                             nn.Tanh())
@@ -116,8 +133,8 @@ class MusicVAE(nn.Module):
                                       nn.Linear(model.conductor_hidden, model.decoder_hidden),
                                       nn.GELU())
         self.z_skip = nn.Linear(model.latent_dim, model.decoder_hidden)
-        self.step_decoder = StepDecoder(s, model.decoder_hidden, model.decoder_hidden)
-        feat = 2 * model.decoder_hidden
+        self.bar_decoder = BarDecoder(s, model.decoder_hidden)
+        feat = model.decoder_hidden
         self.mono_head = nn.Linear(feat, len(self.mono_tracks) * (_EVENTS + p)) if self.mono_tracks else None
         self.poly_head = nn.Linear(feat, len(self.poly_tracks) * p * 2) if self.poly_tracks else None
         if self.poly_head is not None:
@@ -139,7 +156,7 @@ class MusicVAE(nn.Module):
         h0 = self.z_to_conductor(z).unsqueeze(0)
         per_bar, _ = self.conductor(z.unsqueeze(1).expand(n, b, z.shape[-1]).contiguous(), h0)
         skip = self.z_skip(z).repeat_interleave(b, dim=0)
-        feats = self.step_decoder(self.bar_head(per_bar).reshape(n * b, -1), skip)  # [N*B, S, F]
+        feats = self.bar_decoder(self.bar_head(per_bar).reshape(n * b, -1), skip)  # [N*B, S, F]
         tm, tp = len(self.mono_tracks), len(self.poly_tracks)
         mono = (mono_log_probs(self.mono_head(feats).view(n, b, s, tm, _EVENTS + p).permute(0, 3, 1, 2, 4))
                 if self.mono_head is not None else z.new_zeros(n, 0, b, s, p + 2))
