@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
+# Each step is its own Python process importing torch, MLflow and pypianoroll: with bytecode
+# writes off (PYTHONDONTWRITEBYTECODE, set on some machines) every one of them compiles those
+# packages from source again, ~5 s each. Written once into .venv, later processes reuse them.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test venv lint bench clean help image compile k8s-validate
 
