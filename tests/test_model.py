@@ -15,6 +15,7 @@ from lpdvae.metrics import note_prf
 from lpdvae.model import (
     FORMAT_VERSION,
     MusicVAE,
+    ResidualConv,
     active_units,
     build_model,
     free_nats_kl,
@@ -370,3 +371,16 @@ def test_an_unreadable_model_json_is_named(tmp_path) -> None:
     (tmp_path / "model.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"model\.json: unreadable model meta"):
         load_model(tmp_path)
+
+
+def test_residual_block_is_a_dilated_kernel_3_convolution() -> None:
+    """ResidualConv's matmul over three taps computes what nn.Conv1d(dilation=d) would."""
+    torch.manual_seed(0)
+    block = ResidualConv(8, 2)
+    conv = torch.nn.Conv1d(8, 8, 3, padding=2, dilation=2)
+    with torch.no_grad():
+        conv.weight.copy_(block.taps.weight.view(8, 3, 8).permute(0, 2, 1))
+        conv.bias.copy_(block.taps.bias)
+    x = torch.randn(5, 16, 8)
+    expected = x + torch.nn.functional.gelu(conv(block.norm(x).transpose(1, 2))).transpose(1, 2)
+    assert torch.allclose(block(x), expected, atol=1e-6)
