@@ -69,29 +69,32 @@ class ResidualConv(nn.Module):
 
 class PhraseEncoder(nn.Module):
     """`[N, L, features]` steps of a phrase -> `[N, 2 * hidden]`: each step's tracks x
-    (activity, onset) x pitches embedded, dilated residual convs over the steps (receptive field
-    31 steps), then every `pool` steps a strided conv, all flattened into one position-aware
-    vector (the CNN view).
+    (activity, onset) x pitches embedded, two dilated residual convs over the steps, every
+    `pool` steps merged into one, two more over the merged steps (receptive field 31 steps), all
+    flattened into one position-aware vector (the CNN view).
 
     Measured on the chorales (val note F1 at 352 steps): with a GRU step decoder, 0.266 against
     0.236 for a bidirectional GRU over the steps (MusicVAE's encoder); with the conv bar decoder,
     0.286 against 0.126 for the design's GRU over bars, whose codes barely depend on the phrase.
-    No recurrence, so its steps run in parallel on a CPU or a GPU."""
-
-    DILATIONS = (1, 2, 4, 8)
+    Merging after two blocks instead of four costs 16 % less per training step at the same
+    quality (val F1 0.342 vs 0.343 at 616 steps). No recurrence: its steps run in parallel."""
 
     def __init__(self, steps: int, features: int, embedding: int, hidden: int, dropout: float) -> None:
         super().__init__()
         self.pool = next(k for k in (4, 2, 1) if steps % k == 0)
         self.inp = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, embedding),
                                  nn.LayerNorm(embedding), nn.GELU())
-        self.blocks = nn.Sequential(*(ResidualConv(embedding, d) for d in self.DILATIONS))
-        self.down = nn.Conv1d(embedding, embedding // 2, self.pool, stride=self.pool)
+        self.fine = nn.Sequential(ResidualConv(embedding, 1), ResidualConv(embedding, 2))
+        self.merge = nn.Linear(self.pool * embedding, embedding)
+        self.coarse = nn.Sequential(ResidualConv(embedding, 1), ResidualConv(embedding, 2))
+        self.down = nn.Linear(embedding, embedding // 2)
         self.out = nn.Sequential(nn.Linear(steps // self.pool * (embedding // 2), 2 * hidden), nn.GELU())
 
     def forward(self, steps: Tensor) -> Tensor:
-        h = self.blocks(self.inp(steps))
-        return self.out(self.down(h.transpose(1, 2)).flatten(1))
+        h = self.fine(self.inp(steps))
+        n, length, width = h.shape
+        h = self.coarse(self.merge(h.reshape(n, length // self.pool, self.pool * width)))
+        return self.out(self.down(h).flatten(1))
 
 
 class BarDecoder(nn.Module):
