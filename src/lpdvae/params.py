@@ -221,7 +221,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.hold_pitch_weight": (lambda v: v >= 0, "must be >= 0"),
     "train.transpose": (lambda v: 0 <= v <= 12, "must be in 0..12 semitones"),
     "model.latent_dim": (lambda v: v > 0, "must be > 0"),
-    "model.step_embedding": (lambda v: v > 0, "must be > 0"),
+    "model.step_embedding": (lambda v: v >= 2, "must be >= 2 (the encoder halves it before flattening)"),
     "model.encoder_hidden": (lambda v: v > 0, "must be > 0"),
     "model.conductor_hidden": (lambda v: v > 0, "must be > 0"),
     "model.decoder_hidden": (lambda v: v > 0, "must be > 0"),
