@@ -72,6 +72,19 @@ def npz_song(path: Path, seed: int = 0, n_bars: int = 8, rolls: dict[str, np.nda
                                 downbeat=downbeat, tracks=tracks)
     path.parent.mkdir(parents=True, exist_ok=True)
     pypianoroll.save(path, mt)
+    return pin_zip_times(path)
+
+
+def pin_zip_times(path: Path) -> Path:
+    """Rewrite an npz (a zip) with every member dated 1980-01-01: numpy stamps the time of
+    writing, so the same song written a minute later would get another sha256 (its song id),
+    and with it another split."""
+    with zipfile.ZipFile(path) as z:
+        members = [(name, z.read(name)) for name in z.namelist()]
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members:
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                       compress_type=zipfile.ZIP_DEFLATED)
     return path
 
 
@@ -157,7 +170,7 @@ def long_shape_npz(path: Path, steps: int) -> Path:
     small.unlink()
     arrays["pianoroll_0_csc_shape"] = np.array([steps, 128])
     np.savez_compressed(path, **arrays)
-    return path
+    return pin_zip_times(path)
 
 
 def is_zip(path: Path) -> bool:
