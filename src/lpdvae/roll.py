@@ -85,6 +85,7 @@ def plot_png(panels: Sequence[tuple[str, np.ndarray]], tracks: Sequence[TrackSpe
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
 
     used = [np.nonzero(np.asarray(c).reshape(-1, np.shape(c)[-1]).any(0))[0] for _, c in panels]
@@ -95,13 +96,14 @@ def plot_png(panels: Sequence[tuple[str, np.ndarray]], tracks: Sequence[TrackSpe
     for ax, (title, codes) in zip(axs[0], panels, strict=True):
         codes = np.asarray(codes)
         n_steps = codes.shape[1] * codes.shape[2]
-        for k in range(codes.shape[0]):
+        for k in range(codes.shape[0]):  # one collection per track and kind: one artist each
             color = TRACK_COLORS[k % len(TRACK_COLORS)]
-            for start, end, row in phrase_notes(codes[k]):
-                ax.add_patch(Rectangle((start, rep.lowest_pitch + row - 0.4), end - start - 0.1, 0.8,
-                                       color=color, alpha=0.55, lw=0))
-                ax.add_patch(Rectangle((start, rep.lowest_pitch + row - 0.4), 0.35, 0.8,
-                                       color=color, lw=0))
+            notes = phrase_notes(codes[k])
+            bodies = [Rectangle((start, rep.lowest_pitch + row - 0.4), end - start - 0.1, 0.8)
+                      for start, end, row in notes]
+            heads = [Rectangle((start, rep.lowest_pitch + row - 0.4), 0.35, 0.8) for start, _, row in notes]
+            ax.add_collection(PatchCollection(bodies, facecolor=color, alpha=0.55, lw=0))
+            ax.add_collection(PatchCollection(heads, facecolor=color, lw=0))
         for step in range(0, n_steps + 1, rep.beat_resolution):
             bar_line = step % rep.steps_per_bar == 0
             ax.axvline(step, color="0.35" if bar_line else "0.85", lw=1.0 if bar_line else 0.5)
