@@ -1,9 +1,9 @@
 """Training-step time of the demo model with its residual conv blocks as one matmul over three
 taps (`lpdvae.model.ResidualConv`, shipped) vs the same blocks as `nn.Conv1d` (the same function).
 
-Side by side in one run, alternating (matmul, conv1d, matmul, ...) on the same batch of demo-shaped
-random phrases, the demo's params and the machine's thread count; medians are reported with
-their ratio. A full step each time: forward, `vae_loss`, backward, AdamW.
+Side by side in one run, alternating (matmul, conv1d, matmul, ...) on the same batch of
+demo-shaped synthetic phrases (train_bench's), the demo's params and the machine's thread count;
+medians are reported with their ratio. A full step each time: forward, `vae_loss`, backward, AdamW.
 
     python -m benchmarks.conv_block_bench [--steps 12] [--batch 64]
 
@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks.train_bench import make_tensors
 from lpdvae.io import atomic_write_json
 from lpdvae.model import ResidualConv, build_model, vae_loss
 from lpdvae.params import load_params
+from lpdvae.shards import load_split
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "conv_block.json"
@@ -53,18 +56,6 @@ def with_conv1d(model: nn.Module) -> nn.Module:
     return model
 
 
-def random_phrases(shape: tuple[int, ...], batch: int) -> Tensor:
-    """Monophonic tracks: one pitch per step, an onset every 4 steps, silence a tenth of the time."""
-    t, b, s, p = shape
-    gen = torch.Generator().manual_seed(0)
-    pitch = torch.randint(30, 60, (batch, t, b, s), generator=gen)
-    codes = torch.zeros(batch, t, b, s, p, dtype=torch.uint8)
-    value = torch.where(torch.arange(s) % 4 == 0, 2, 1).to(torch.uint8).expand(batch, t, b, s)
-    codes.scatter_(-1, pitch.unsqueeze(-1), value.unsqueeze(-1).contiguous())
-    silent = torch.rand(batch, t, b, 1, 1, generator=gen) < 0.1
-    return codes * ~silent
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per variant (default: %(default)s)")
@@ -76,7 +67,8 @@ def main() -> int:
     for name in ("matmul", "conv1d"):
         torch.manual_seed(0)
         models[name] = build_model(params) if name == "matmul" else with_conv1d(build_model(params))
-    x = random_phrases(models["matmul"].shape, args.batch)
+    with tempfile.TemporaryDirectory(prefix="lpdvae-conv-bench-") as tmp:
+        x = torch.from_numpy(load_split(make_tensors(Path(tmp), params, args.batch, 0), "train"))
     optims = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
     times: dict[str, list[float]] = {k: [] for k in models}
     for i in range(args.steps + 2):  # the first two rounds warm up
