@@ -185,12 +185,13 @@ class MusicVAE(nn.Module):
 
     # -- the distribution
 
-    def recon_nll(self, out: Outputs, x: Tensor) -> Tensor:
-        """Negative log-likelihood of codes `x` under the decoder's distribution: `[N]` nats."""
+    def recon_nll(self, out: Outputs, x: Tensor, mono_target: Tensor | None = None) -> Tensor:
+        """Negative log-likelihood of codes `x` under the decoder's distribution: `[N]` nats.
+        `mono_target`: `mono_classes` of x's monophonic tracks, when the caller has them."""
         mono, poly = out
         nll = x.new_zeros(x.shape[0], dtype=torch.float32)
         if self.mono_tracks:
-            target = mono_classes(x[:, self.mono_tracks])  # [N, Tm, B, S]
+            target = mono_classes(x[:, self.mono_tracks]) if mono_target is None else mono_target  # [N, Tm, B, S]
             ce = F.cross_entropy(mono.float().flatten(0, -2), target.flatten(), reduction="none")
             nll = nll + ce.view(x.shape[0], -1).sum(1)
         if self.poly_tracks:
@@ -345,14 +346,16 @@ def free_nats_kl(kl_per_sample: Tensor, free_nats: float) -> Tensor:
     return torch.clamp(kl_per_sample - free_nats, min=0.0)
 
 
-def hold_pitch_nll(vae: MusicVAE, out: Outputs, x: Tensor) -> Tensor:
+def hold_pitch_nll(vae: MusicVAE, out: Outputs, x: Tensor, mono_target: Tensor | None = None) -> Tensor:
     """`[N]` nats: -log p(pitch) of the pitch each monophonic track sounds at its held steps,
     under the pitch head's distribution. Not part of the likelihood (a held step's pitch is
-    its onset's): an auxiliary target that gives the pitch head a signal at every sounding step."""
+    its onset's): an auxiliary target that gives the pitch head a signal at every sounding step.
+    `mono_target` as in `MusicVAE.recon_nll`."""
     if not vae.mono_tracks:
         return x.new_zeros(x.shape[0], dtype=torch.float32)
     codes = x[:, vae.mono_tracks]
-    held = mono_classes(codes) == codes.shape[-1]  # [N, Tm, B, S]: HOLD, as the likelihood reads it
+    target = mono_classes(codes) if mono_target is None else mono_target
+    held = target == codes.shape[-1]  # [N, Tm, B, S]: HOLD, as the likelihood reads it
     sounding = highest_pitch(codes > 0)
     pitch_logp = torch.log_softmax(out[0][..., :-2].float(), dim=-1)
     nll = -pitch_logp.gather(-1, sounding.unsqueeze(-1)).squeeze(-1)
@@ -365,8 +368,9 @@ def vae_loss(vae: MusicVAE, out: Outputs, x: Tensor, mu: Tensor, logvar: Tensor,
 
     Returns `loss`, `recon` (NLL nats per phrase), `hold_pitch` (the auxiliary term's nats per
     phrase), `kl` (true total KL nats per phrase) and `kl_per_dim` `[D]` (batch mean)."""
-    recon = vae.recon_nll(out, x).mean()
-    hold = hold_pitch_nll(vae, out, x).mean()
+    mono_target = mono_classes(x[:, vae.mono_tracks]) if vae.mono_tracks else None  # once for both terms
+    recon = vae.recon_nll(out, x, mono_target).mean()
+    hold = hold_pitch_nll(vae, out, x, mono_target).mean()
     kl_dim = kl_per_sample_dim(mu.float(), logvar.float())
     kl = kl_dim.sum(1)
     loss = recon + hold_pitch_weight * hold + beta * free_nats_kl(kl, free_nats).mean()
