@@ -80,14 +80,16 @@ class PhraseEncoder(nn.Module):
     Merging after two blocks instead of four costs 16 % less per training step at the same
     quality (val F1 0.342 vs 0.343 at 616 steps). No recurrence: its steps run in parallel."""
 
+    DILATIONS = (1, 2)  # of the blocks before the merge, and of those after it
+
     def __init__(self, steps: int, features: int, embedding: int, hidden: int, dropout: float) -> None:
         super().__init__()
         self.pool = next(k for k in (4, 2, 1) if steps % k == 0)
         self.inp = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, embedding),
                                  nn.LayerNorm(embedding), nn.GELU())
-        self.fine = nn.Sequential(ResidualConv(embedding, 1), ResidualConv(embedding, 2))
+        self.fine = nn.Sequential(*(ResidualConv(embedding, d) for d in self.DILATIONS))
         self.merge = nn.Linear(self.pool * embedding, embedding)
-        self.coarse = nn.Sequential(ResidualConv(embedding, 1), ResidualConv(embedding, 2))
+        self.coarse = nn.Sequential(*(ResidualConv(embedding, d) for d in self.DILATIONS))
         self.down = nn.Linear(embedding, embedding // 2)
         self.out = nn.Sequential(nn.Linear(steps // self.pool * (embedding // 2), 2 * hidden), nn.GELU())
 
