@@ -260,8 +260,16 @@ def show_in_kfp_iframe(browser, html: str, height: int = 2400):
     """A page with the KFP UI's sandboxed srcdoc iframe holding `html`; returns (page, frame)."""
     page = browser.new_page(viewport={"width": 1280, "height": height})
     page.set_content(HOST.format(height=height, srcdoc=escape(html)), wait_until="load")
+    # Some chromium builds report the host's "load" before the srcdoc frame has committed its
+    # navigation (its url still ""), so wait for the frame itself rather than trusting the host.
+    for _ in range(200):
+        frames = page.main_frame.child_frames
+        if len(frames) == 1 and frames[0].url == "about:srcdoc":
+            break
+        page.wait_for_timeout(50)
     (frame,) = page.main_frame.child_frames
-    assert frame.url == "about:srcdoc"
+    assert frame.url == "about:srcdoc", f"the iframe never loaded its srcdoc (url {frame.url!r})"
+    frame.wait_for_load_state("load")
     return page, frame
 
 
