@@ -56,15 +56,17 @@ def read_validated(folder: Path) -> pd.DataFrame:
 
 def champion_reference(params: Params, root: str | Path = ".") -> Reference | str:
     """The champion's training statistics, or why there are none (a one-line reason)."""
-    from mlflow.exceptions import MlflowException
-
-    from lpdvae.registry import CHAMPION, alias_version
     from lpdvae.tracking import tracking_uri
 
     name = params.register.model_name
     uri = tracking_uri(params, root)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).exists():
         return "no MLflow store yet (first run): no champion to compare with"
+    # imported past the first-run check: MLflow's import alone is ~3 s of a fresh demo's validate
+    from mlflow.exceptions import MlflowException
+
+    from lpdvae.registry import CHAMPION, alias_version
+
     try:
         c = _client(uri)
         mv = alias_version(c, name, CHAMPION)
