@@ -7,6 +7,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -145,17 +146,27 @@ def _boxes(x: np.ndarray, width: np.ndarray, pitch: np.ndarray) -> np.ndarray:
 
 
 _told_no_synth: set[str] = set()  # what was missing, said once per process (one run), not per file
+_told_lock = threading.Lock()  # renders run in threads (samples_page): still one warning
+RENDER_TIMEOUT_S = 120
+# Load only the soundfont samples the MIDI plays, not all 148 MB of FluidR3_GM: half of each
+# render's time. The demo's choir WAVs come out byte for byte the same; on drum kits and other
+# programs a few dozen samples per minute differ by at most a few steps of 32767 (inaudible).
+FLUIDSYNTH_OPTIONS = ("-o", "synth.dynamic-sample-loading=1")
 
 
 def render_wav(midi_path: str | Path, wav_path: str | Path, soundfont: str | Path) -> bool:
     """WAV through fluidsynth and a General MIDI soundfont; False when either is missing, said
-    once per process with the install command (one warning per run, not one per sample)."""
+    once per process with the install command (one warning per run, not one per sample), or when
+    fluidsynth fails or runs past RENDER_TIMEOUT_S (a warning naming the file). Thread-safe: the
+    WAV appears (atomically) only when complete."""
     exe = shutil.which("fluidsynth")
     if exe is None or not Path(soundfont).exists():
         missing = " and ".join(m for m in ("fluidsynth" if exe is None else "",
                                            f"the soundfont {soundfont}" if not Path(soundfont).exists() else "") if m)
-        if missing not in _told_no_synth:
+        with _told_lock:
+            first = missing not in _told_no_synth
             _told_no_synth.add(missing)
+        if first:
             bundled = Path(__import__("pretty_midi").__file__).with_name("TimGM6mb.sf2")
             log.warning("no WAV samples (MIDI and PNG are written): %s not installed. For audio, on "
                         "Debian/Ubuntu: `sudo apt-get install fluidsynth fluid-soundfont-gm` (or set "
@@ -165,12 +176,18 @@ def render_wav(midi_path: str | Path, wav_path: str | Path, soundfont: str | Pat
         return False
     wav_path = Path(wav_path)
     tmp = wav_path.with_name(f".{wav_path.name}.tmp.wav")
-    proc = subprocess.run(
-        [exe, "-ni", "-q", "-F", str(tmp), "-r", "22050", str(soundfont), str(midi_path)],
-        capture_output=True, text=True, timeout=120,
-    )
-    if proc.returncode != 0 or not tmp.exists():
-        log.warning("fluidsynth failed on %s: %s", midi_path, proc.stderr.strip()[-300:])
+    try:
+        proc = subprocess.run(
+            [exe, "-ni", "-q", *FLUIDSYNTH_OPTIONS, "-F", str(tmp), "-r", "22050", str(soundfont),
+             str(midi_path)],
+            capture_output=True, text=True, timeout=RENDER_TIMEOUT_S,
+        )
+        failed = proc.returncode != 0 or not tmp.exists()
+        reason = proc.stderr.strip()[-300:] or f"exit status {proc.returncode}, no output"
+    except subprocess.TimeoutExpired:
+        failed, reason = True, f"no WAV after {RENDER_TIMEOUT_S} s"
+    if failed:
+        log.warning("fluidsynth failed on %s: %s", midi_path, reason)
         tmp.unlink(missing_ok=True)
         return False
     tmp.replace(wav_path)
