@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -16,11 +17,14 @@ from lpdvae.metrics import (
     frame_prf,
     full_roll,
     musegan_metrics,
+    musegan_per_phrase,
     n_pitch_classes_used,
     nearest_train_f1,
     note_prf,
+    octave_layout,
     pairwise_note_f1,
     qualified_note_rate,
+    qualified_note_rate_per_pitch,
     tonal_distance,
     track_metrics,
 )
@@ -236,3 +240,119 @@ def test_the_cell_baseline_predicts_the_same_phrase_for_every_input():
     out = baseline.predict(3)
     assert out.shape == (3, *three_cell_train().shape[1:])
     assert (out == out[0]).all()
+
+
+# --- the fast paths give the same floats as the straightforward per-pitch / per-pair forms -------
+
+WIDE = RepresentationParams(source_resolution=4, beat_resolution=4, beats_per_bar=4, lowest_pitch=44,
+                            n_pitches=84, n_bars=4)  # up to pitch 127: the top octave's own folding
+
+
+def random_roll(rng: np.random.Generator, steps: int = 64, dense: bool = False) -> np.ndarray:
+    """A bool roll of random notes on random pitches (top octave included), some touching the
+    roll's first or last step, some struck again right after a one-step rest; sometimes silent.
+    `dense`: 1- and 2-step notes one rest apart, 20 to 30 notes per pitch (where one QN call
+    and the per-pitch sum can round apart)."""
+    roll = np.zeros((steps, 128), dtype=bool)
+    for pitch in rng.choice(128, size=int(rng.integers(0, 12)), replace=False):
+        pitch = int(rng.choice([pitch, 120 + pitch % 8]))
+        start = int(rng.choice([0, rng.integers(0, 4 if dense else steps)]))
+        while start < steps:
+            length = int(rng.choice([1, 2] if dense else [1, 1, 2, 3, rng.integers(1, steps)]))
+            roll[start : start + length, pitch] = True
+            start += length + (1 if dense else int(rng.choice([1, 1, 2, rng.integers(1, 16)])))
+    return roll
+
+
+def random_codes(rng: np.random.Generator, n: int, tracks: int, rep: RepresentationParams) -> np.ndarray:
+    """`[n, tracks, B, S, P]` note codes from `random_roll`s (onset, then sustains)."""
+    steps = rep.n_bars * rep.steps_per_bar
+    out = np.zeros((n, tracks, steps, rep.n_pitches), dtype=np.uint8)
+    for i, k in itertools.product(range(n), range(tracks)):
+        roll = random_roll(rng, steps)[:, rep.lowest_pitch : rep.lowest_pitch + rep.n_pitches]
+        out[i, k][roll] = SUSTAIN
+        out[i, k][roll & ~np.vstack([np.zeros((1, rep.n_pitches), dtype=bool), roll[:-1]])] = ONSET
+    return out.reshape(n, tracks, rep.n_bars, rep.steps_per_bar, rep.n_pitches)
+
+
+def same_float(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def test_qualified_note_rate_in_one_call_equals_the_onset_weighted_per_pitch_rates():
+    rng = np.random.default_rng(0)
+    rolls = [random_roll(rng, dense=i % 4 == 0) for i in range(800)] + [np.zeros((64, 128), dtype=bool)]
+    for roll in rolls:
+        for threshold in (1, 2, 3):
+            assert same_float(qualified_note_rate(roll, threshold), qualified_note_rate_per_pitch(roll, threshold))
+
+
+def test_qualified_note_rate_calls_pypianoroll_once_per_roll(monkeypatch):
+    calls = []
+    real = pm.qualified_note_rate
+    monkeypatch.setattr(pm, "qualified_note_rate", lambda *a, **k: calls.append(a) or real(*a, **k))
+    roll = full_roll(phrase_with([(0, 0, 0, 3), (0, 4, 0, 1), (0, 4, 30, 2)])[0], REP)
+    assert qualified_note_rate(roll, threshold=2) == pytest.approx(2 / 3)
+    assert len(calls) == 1
+
+
+def test_qualified_note_rate_keeps_the_per_pitch_float_where_one_call_would_round_otherwise():
+    # 22 notes on one pitch, 15 of them 2 steps long: 15 / 22 * 22 is 14.999999999999998 in floats
+    roll = np.zeros((64, 128), dtype=bool)
+    start = 0
+    for length in [2] * 15 + [1] * 7:
+        roll[start : start + length, 60] = True
+        start += length + 1
+    roll[[0, 2], 62] = True  # two 1-step notes on another pitch
+    assert qualified_note_rate(roll, 2) == qualified_note_rate_per_pitch(roll, 2) == (15 / 22 * 22) / 24
+    assert qualified_note_rate(roll, 2) != 15 / 24
+
+
+def reference_per_phrase(phrases: np.ndarray, names: list[str], drums: list[bool],
+                         rep: RepresentationParams) -> dict[str, np.ndarray]:
+    """musegan_per_phrase as first written: the octave layout per bar, both tracks' centroids
+    recomputed for every pair, QN one pitch at a time."""
+    matrix = pm._get_tonal_matrix(1.0, 1.0, 0.5)
+
+    def centroids(roll: np.ndarray) -> np.ndarray:
+        chroma = pm._to_chroma(octave_layout(roll).astype(np.float64)).reshape(-1, rep.beat_resolution, 12).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            chroma = chroma / chroma.sum(1, keepdims=True)
+        return chroma @ matrix.T
+
+    per: dict[str, np.ndarray] = {}
+    spb = rep.steps_per_bar
+    for i, phrase in enumerate(phrases):
+        rolls = [full_roll(phrase[k], rep) for k in range(len(names))]
+        for name, roll, drum in zip(names, rolls, drums, strict=True):
+            upc = [n_pitch_classes_used(roll[j : j + spb]) for j in range(0, len(roll), spb)]
+            values = {"empty_bar_rate": 1.0 - pm.empty_beat_rate(roll, resolution=spb),
+                      "n_pitch_classes_used": float(np.mean(upc))}
+            if roll.any():
+                values["qualified_note_rate"] = qualified_note_rate_per_pitch(roll, 2)
+                values["polyphonic_rate"] = pm.polyphonic_rate(roll, threshold=2)
+                if drum:
+                    values["drum_in_pattern_rate"] = drum_in_pattern_rate(roll, rep.beat_resolution)
+            for key, value in values.items():
+                per.setdefault(f"{key}/{name}", np.full(len(phrases), np.nan))[i] = float(value)
+        for (a_i, a), (b_i, b) in itertools.combinations(enumerate(rolls), 2):
+            if drums[a_i] or drums[b_i] or not a.any() or not b.any():
+                continue
+            ca, cb = centroids(a), centroids(b)
+            both = np.isfinite(ca).all(1) & np.isfinite(cb).all(1)
+            if both.any():
+                per.setdefault(f"tonal_distance/{names[a_i]}-{names[b_i]}", np.full(len(phrases), np.nan))[i] = \
+                    float(np.linalg.norm(ca[both] - cb[both], axis=1).mean())
+    return dict(sorted(per.items()))
+
+
+def test_musegan_per_phrase_equals_the_per_bar_and_per_pair_reference():
+    rng = np.random.default_rng(1)
+    names, drums = ["a", "b", "c", "drums"], [False, False, False, True]
+    phrases = random_codes(rng, 200, len(names), WIDE)
+    phrases[:10, 1] = 0  # silent tracks: no QN, no tonal distance with them
+    expected = reference_per_phrase(phrases, names, drums, WIDE)
+    got = musegan_per_phrase(phrases, names, drums, WIDE)
+    assert list(got) == list(expected)
+    for key in expected:
+        assert got[key].tobytes() == expected[key].tobytes(), key

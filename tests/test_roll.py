@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
+import subprocess
 import wave
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
+from lpdvae import roll
 from lpdvae.codes import ONSET, SUSTAIN
 from lpdvae.params import RepresentationParams, TrackSpec
 from lpdvae.roll import midi_bytes, phrase_notes, plot_png, render_wav, write_midi
@@ -97,6 +100,48 @@ def test_png_has_one_panel_per_phrase(tmp_path):
     assert silent.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_png_keeps_three_digit_pitch_labels_inside_its_fixed_margins(tmp_path):
+    import matplotlib.image
+
+    high = RepresentationParams(source_resolution=4, beat_resolution=4, beats_per_bar=4, lowest_pitch=60,
+                                n_pitches=48, n_bars=2)
+    x = np.zeros((2, high.n_bars, high.steps_per_bar, high.n_pitches), dtype=np.uint8)
+    x[0, 0, :, 47] = SUSTAIN  # pitch 107 at the top: labels up to 100
+    x[0, 0, 0, 47] = ONSET
+    image = matplotlib.image.imread(plot_png([("high", x)] * 2, TRACKS, high, tmp_path / "high.png"))
+    ink = image[..., :3].sum(-1) < 2.5
+    assert not ink[:, :2].any() and not ink[:, -2:].any()  # nothing cut at the left or right edge
+    assert not ink[:2].any() and not ink[-2:].any()
+
+
+def fake_fluidsynth(folder: Path, script: str, monkeypatch) -> None:
+    """A `fluidsynth` on PATH that runs `script` (sh) instead of rendering."""
+    exe = folder / "bin" / "fluidsynth"
+    exe.parent.mkdir()
+    exe.write_text(f"#!/bin/sh\n{script}\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{exe.parent}:{os.environ['PATH']}")
+
+
+def test_a_failing_fluidsynth_gives_no_wav_and_a_warning_with_its_stderr(tmp_path, monkeypatch, caplog):
+    fake_fluidsynth(tmp_path, 'echo "fluidsynth: error: bad soundfont" >&2; exit 3', monkeypatch)
+    midi = write_midi(phrase(), TRACKS, REP, tmp_path / "x.mid")
+    (tmp_path / "x.sf2").write_bytes(b"")
+    assert not render_wav(midi, tmp_path / "x.wav", tmp_path / "x.sf2")
+    assert "bad soundfont" in caplog.text and str(midi) in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "x.mid", "x.sf2"]
+
+
+def test_a_fluidsynth_past_the_timeout_gives_no_wav_and_a_warning(tmp_path, monkeypatch, caplog):
+    fake_fluidsynth(tmp_path, 'while [ "$1" != -F ]; do shift; done; echo partial > "$2"; exec sleep 5', monkeypatch)
+    monkeypatch.setattr(roll, "RENDER_TIMEOUT_S", 0.5)
+    midi = write_midi(phrase(), TRACKS, REP, tmp_path / "x.mid")
+    (tmp_path / "x.sf2").write_bytes(b"")
+    assert not render_wav(midi, tmp_path / "x.wav", tmp_path / "x.sf2")
+    assert "no WAV after 0.5 s" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "x.mid", "x.sf2"]  # no partial WAV
+
+
 def test_wav_is_skipped_with_a_log_line_without_a_soundfont(tmp_path, caplog):
     midi = write_midi(phrase(), TRACKS, REP, tmp_path / "x.mid")
     with caplog.at_level(logging.INFO, logger="lpdvae.roll"):
@@ -113,3 +158,20 @@ def test_wav_renders_through_fluidsynth(tmp_path):
     with wave.open(str(tmp_path / "x.wav")) as w:
         assert w.getnframes() / w.getframerate() > 1.0  # 8 beats at 100 bpm is ~4.8 s
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mid", "x.wav"]
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or not SOUNDFONT.exists(),
+                    reason="fluidsynth + fluid-soundfont-gm not installed")
+def test_wav_sounds_as_fluidsynth_renders_it_with_the_whole_soundfont_loaded(tmp_path):
+    """render_wav loads only the samples the MIDI plays (half its time). The demo's choir renders
+    byte for byte the same; with a drum kit, a few samples differ by a few steps of 32767."""
+    midi = write_midi(phrase(), TRACKS, REP, tmp_path / "x.mid")
+    assert render_wav(midi, tmp_path / "x.wav", SOUNDFONT)
+    subprocess.run(["fluidsynth", "-ni", "-q", "-F", str(tmp_path / "full.wav"), "-r", "22050",
+                    str(SOUNDFONT), str(midi)], check=True, capture_output=True)
+    frames = []
+    for name in ("x.wav", "full.wav"):
+        with wave.open(str(tmp_path / name)) as w:
+            frames.append(np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(int))
+    assert frames[0].shape == frames[1].shape
+    assert np.abs(frames[0] - frames[1]).max() <= 8

@@ -6,7 +6,8 @@ is worked around at the call, documented where it happens:
 - empty_beat_rate returns the share of *non-empty* beats;
 - the chroma folding behind n_pitch_classes_used / tonal_distance groups 10 adjacent pitches
   instead of octaves (fixed by re-laying pitch columns, `octave_layout`);
-- qualified_note_rate pairs onsets and offsets across pitches (called per pitch column);
+- qualified_note_rate pairs onsets and offsets across pitches (called on the pitch columns laid
+  end to end, a silent step between them);
 - drum_in_pattern_rate multiplies a one-beat mask with the whole roll (called one beat at a time);
 - tonal_distance projects a 3-D array with matmul and fails for more than one beat (computed
   per beat here with pypianoroll's own tonal matrix).
@@ -18,6 +19,7 @@ measures diversity and copying, and `fit_cell_baseline` is the average-cell base
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,31 +60,44 @@ def n_pitch_classes_used(roll: np.ndarray) -> int:
     return int(pm.n_pitch_classes_used(octave_layout(roll)))
 
 
-def tonal_distance(a: np.ndarray, b: np.ndarray, resolution: int) -> float:
-    """Mean over beats (where both tracks sound) of the distance between tonal centroids
-    (Harte et al. 2006), using pypianoroll's tonal matrix and chroma folding."""
-    matrix = pm._get_tonal_matrix(1.0, 1.0, 0.5)
+_TONAL_MATRIX = pm._get_tonal_matrix(1.0, 1.0, 0.5)
 
-    def centroids(roll: np.ndarray) -> np.ndarray:
-        chroma = pm._to_chroma(octave_layout(roll).astype(np.float64)).reshape(-1, resolution, 12).sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            chroma = chroma / chroma.sum(1, keepdims=True)
-        return chroma @ matrix.T  # [beats, 6]
 
-    ca, cb = centroids(a), centroids(b)
+def tonal_centroids(roll: np.ndarray, resolution: int, layout: np.ndarray | None = None) -> np.ndarray:
+    """`[beats, 6]` tonal centroids (Harte et al. 2006) of a roll, from pypianoroll's tonal matrix
+    and chroma folding; NaN rows at silent beats. `layout`: the roll's `octave_layout`, when the
+    caller has it already (a track's centroids serve all its pairs)."""
+    layout = octave_layout(roll) if layout is None else layout
+    chroma = pm._to_chroma(layout.astype(np.float64)).reshape(-1, resolution, 12).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        chroma = chroma / chroma.sum(1, keepdims=True)
+    return chroma @ _TONAL_MATRIX.T
+
+
+def centroid_distance(ca: np.ndarray, cb: np.ndarray) -> float:
+    """Mean over beats where both tracks sound of the distance between their `tonal_centroids`."""
     both = np.isfinite(ca).all(1) & np.isfinite(cb).all(1)
     return float(np.linalg.norm(ca[both] - cb[both], axis=1).mean()) if both.any() else float("nan")
 
 
-def track_metrics(roll: np.ndarray, rep: RepresentationParams, is_drum: bool) -> dict[str, float]:
+def tonal_distance(a: np.ndarray, b: np.ndarray, resolution: int) -> float:
+    """Mean over beats (where both tracks sound) of the distance between tonal centroids
+    (Harte et al. 2006), using pypianoroll's tonal matrix and chroma folding."""
+    return centroid_distance(tonal_centroids(a, resolution), tonal_centroids(b, resolution))
+
+
+def track_metrics(roll: np.ndarray, rep: RepresentationParams, is_drum: bool,
+                  layout: np.ndarray | None = None) -> dict[str, float]:
     """MuseGAN metrics of one track of one phrase. EB comes from pypianoroll's empty_beat_rate
     with one "beat" = one bar; pypianoroll 1.0.4 counts the *non-empty* beats there
-    (`reshaped.any(1)`), so EB = 1 - its value. UPC: pitch classes used per bar, bar mean."""
+    (`reshaped.any(1)`), so EB = 1 - its value. UPC: pitch classes used per bar, bar mean.
+    `layout`: the roll's `octave_layout` when the caller has it (laid out once, not per bar)."""
     spb = rep.steps_per_bar
-    bars = [roll[i : i + spb] for i in range(0, len(roll), spb)]
+    layout = octave_layout(roll) if layout is None else layout
+    upc = [int(pm.n_pitch_classes_used(layout[i : i + spb])) for i in range(0, len(roll), spb)]
     out = {
         "empty_bar_rate": 1.0 - pm.empty_beat_rate(roll, resolution=spb),
-        "n_pitch_classes_used": float(np.mean([n_pitch_classes_used(b) for b in bars])),
+        "n_pitch_classes_used": float(np.mean(upc)),
     }
     if roll.any():
         out["qualified_note_rate"] = qualified_note_rate(roll, threshold=2)
@@ -109,12 +124,30 @@ def drum_in_pattern_rate(roll: np.ndarray, resolution: int, tolerance: float = 0
 
 
 def qualified_note_rate(roll: np.ndarray, threshold: int = 2) -> float:
-    """pypianoroll's QN, called one pitch at a time.
+    """pypianoroll's QN over all pitches, each note paired with its own offset.
 
     pypianoroll 1.0.4 flattens the roll time-major before pairing onsets with offsets, which
-    mispairs overlapping notes of different pitches, and wraps around on uint8 input. Per pitch
-    column (as int8) its pairing is exact; the per-pitch rates are weighted by onset counts.
+    mispairs overlapping notes of different pitches, and wraps around on uint8 input. So it is
+    called on one int8 column: the active pitch columns end to end, a silent step after each, so
+    every note starts and ends inside its own pitch's stretch and the pairing is exact. Its rate
+    (qualified notes / notes) is the onset-weighted mean of the per-pitch rates; the per-pitch
+    form (`qualified_note_rate_per_pitch`) is used when that weighted sum would not round to the
+    same float (a pitch with an onset count `n` where `q / n * n != q`, e.g. 22 onsets).
     """
+    cols = roll[:, np.flatnonzero(roll.any(axis=0))].astype(np.int8).T  # [pitches, steps]
+    if not cols.size:
+        return float("nan")
+    onsets = np.count_nonzero(cols[:, 1:] > cols[:, :-1], axis=1) + (cols[:, 0] > 0)
+    if not all(_weight_is_exact(n) for n in set(onsets.tolist())):
+        return qualified_note_rate_per_pitch(roll, threshold)
+    chained = np.zeros((len(cols), roll.shape[0] + 1), dtype=np.int8)  # a silent step after each
+    chained[:, :-1] = cols
+    return float(pm.qualified_note_rate(chained.reshape(-1, 1), threshold=threshold))
+
+
+def qualified_note_rate_per_pitch(roll: np.ndarray, threshold: int = 2) -> float:
+    """pypianoroll's QN called one pitch column (as int8) at a time, the per-pitch rates
+    weighted by onset counts: the definition `qualified_note_rate` reproduces in one call."""
     qualified, onsets = 0.0, 0
     for pitch in np.flatnonzero(roll.any(axis=0)):
         col = roll[:, [pitch]].astype(np.int8)
@@ -122,6 +155,14 @@ def qualified_note_rate(roll: np.ndarray, threshold: int = 2) -> float:
         qualified += pm.qualified_note_rate(col, threshold=threshold) * n
         onsets += n
     return qualified / onsets if onsets else float("nan")
+
+
+@functools.cache
+def _weight_is_exact(n: int) -> bool:
+    """Whether `(q / n) * n == q` in floats for every count `q <= n` of qualified notes: then the
+    per-pitch weighted sum is an exact integer and one call gives the same float."""
+    q = np.arange(n + 1)
+    return n == 0 or bool(np.all(q / n * n == q))
 
 
 def musegan_per_phrase(
@@ -135,15 +176,19 @@ def musegan_per_phrase(
     def put(key: str, i: int, value: float) -> None:
         per.setdefault(key, np.full(n, np.nan))[i] = value
 
+    pitched = [not d for d in drum_flags]
     for i, phrase in enumerate(phrases):
         rolls = [full_roll(phrase[k], rep) for k in range(len(track_names))]
-        for name, roll, drum in zip(track_names, rolls, drum_flags, strict=True):
-            for key, value in track_metrics(roll, rep, drum).items():
+        layouts = [octave_layout(roll) for roll in rolls]
+        for name, roll, layout, drum in zip(track_names, rolls, layouts, drum_flags, strict=True):
+            for key, value in track_metrics(roll, rep, drum, layout).items():
                 put(f"{key}/{name}", i, value)
-        for (a_i, a), (b_i, b) in itertools.combinations(enumerate(rolls), 2):
-            if drum_flags[a_i] or drum_flags[b_i] or not a.any() or not b.any():
+        centroids = [tonal_centroids(roll, rep.beat_resolution, layout) if pitch and roll.any() else None
+                     for roll, layout, pitch in zip(rolls, layouts, pitched, strict=True)]
+        for (a_i, ca), (b_i, cb) in itertools.combinations(enumerate(centroids), 2):
+            if ca is None or cb is None:  # a drum track, or a silent one
                 continue
-            td = tonal_distance(a, b, rep.beat_resolution)
+            td = centroid_distance(ca, cb)
             if np.isfinite(td):
                 put(f"tonal_distance/{track_names[a_i]}-{track_names[b_i]}", i, float(td))
     return dict(sorted(per.items()))

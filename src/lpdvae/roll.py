@@ -7,6 +7,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,10 @@ def write_midi(phrase: np.ndarray, tracks: Sequence[TrackSpec | dict[str, Any]],
 
 
 TRACK_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+PANEL_INCHES = (4.2, 2.8)  # width per panel, height
+# Margins in inches, what tight_layout found for these fonts (left: room for 3-digit pitches and
+# the axis label; top: the titles and the legend row), fixed so no figure is laid out twice.
+MARGIN_INCHES = {"left": 0.6, "right": 0.15, "bottom": 0.51, "top": 0.525, "gap": 0.2}
 
 
 def plot_png(panels: Sequence[tuple[str, np.ndarray]], tracks: Sequence[TrackSpec | dict[str, Any]],
@@ -85,31 +90,40 @@ def plot_png(panels: Sequence[tuple[str, np.ndarray]], tracks: Sequence[TrackSpe
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.collections import PatchCollection
+    from matplotlib.collections import LineCollection, PolyCollection
     from matplotlib.patches import Rectangle
 
     used = [np.nonzero(np.asarray(c).reshape(-1, np.shape(c)[-1]).any(0))[0] for _, c in panels]
     rows = np.concatenate(used) if any(len(u) for u in used) else np.array([0, 11])
     lo, hi = max(0, int(rows.min()) - 2), min(rep.n_pitches - 1, int(rows.max()) + 2)
-    fig, axs = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 2.8), squeeze=False,
-                            sharey=True)
+    n = len(panels)
+    width, height = PANEL_INCHES[0] * n, PANEL_INCHES[1]
+    m = MARGIN_INCHES
+    axes_width = (width - m["left"] - m["right"] - (n - 1) * m["gap"]) / n
+    fig, axs = plt.subplots(1, n, figsize=(width, height), squeeze=False, sharey=True,
+                            gridspec_kw={"left": m["left"] / width, "right": 1 - m["right"] / width,
+                                         "bottom": m["bottom"] / height, "top": 1 - m["top"] / height,
+                                         "wspace": m["gap"] / axes_width})
     for ax, (title, codes) in zip(axs[0], panels, strict=True):
         codes = np.asarray(codes)
         n_steps = codes.shape[1] * codes.shape[2]
         for k in range(codes.shape[0]):  # one collection per track and kind: one artist each
             color = TRACK_COLORS[k % len(TRACK_COLORS)]
-            notes = phrase_notes(codes[k])
-            bodies = [Rectangle((start, rep.lowest_pitch + row - 0.4), end - start - 0.1, 0.8)
-                      for start, end, row in notes]
-            heads = [Rectangle((start, rep.lowest_pitch + row - 0.4), 0.35, 0.8) for start, _, row in notes]
-            ax.add_collection(PatchCollection(bodies, facecolor=color, alpha=0.55, lw=0))
-            ax.add_collection(PatchCollection(heads, facecolor=color, lw=0))
-        for step in range(0, n_steps + 1, rep.beat_resolution):
-            bar_line = step % rep.steps_per_bar == 0
-            ax.axvline(step, color="0.35" if bar_line else "0.85", lw=1.0 if bar_line else 0.5)
+            notes = np.array(phrase_notes(codes[k]), dtype=float).reshape(-1, 3)
+            start, end, pitch = notes[:, 0], notes[:, 1], rep.lowest_pitch + notes[:, 2]
+            ax.add_collection(PolyCollection(_boxes(start, end - start - 0.1, pitch), closed=True,
+                                             facecolor=color, alpha=0.55, lw=0))
+            ax.add_collection(PolyCollection(_boxes(start, np.full_like(start, 0.35), pitch),
+                                             closed=True, facecolor=color, lw=0))
+        for bar_lines, color, lw in ((False, "0.85", 0.5), (True, "0.35", 1.0)):  # one artist each
+            steps = [s for s in range(0, n_steps + 1, rep.beat_resolution)
+                     if (s % rep.steps_per_bar == 0) == bar_lines]
+            ax.add_collection(LineCollection([[(s, 0), (s, 1)] for s in steps], colors=color,
+                                             linewidths=lw, transform=ax.get_xaxis_transform(),
+                                             zorder=2), autolim=False)
         ax.set_xlim(0, n_steps)
         ax.set_ylim(rep.lowest_pitch + lo - 0.5, rep.lowest_pitch + hi + 0.5)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, y=1.0)  # where it goes anyway: not searched for at draw
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
     axs[0][0].set_ylabel("MIDI pitch", fontsize=8)
@@ -117,25 +131,42 @@ def plot_png(panels: Sequence[tuple[str, np.ndarray]], tracks: Sequence[TrackSpe
                for k in range(len(tracks))]
     fig.legend(handles, [str(_track_field(t, "name")) for t in tracks], loc="upper right",
                fontsize=7, ncol=len(tracks), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=72)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _boxes(x: np.ndarray, width: np.ndarray, pitch: np.ndarray) -> np.ndarray:
+    """`[n, 4, 2]` corners of note boxes 0.8 high, centred on their pitches (a PolyCollection's
+    vertices: the paths Rectangle patches would give, without a patch per note)."""
+    y0, y1, x1 = pitch - 0.4, pitch + 0.4, x + width
+    return np.stack([np.stack([x, y0], 1), np.stack([x1, y0], 1), np.stack([x1, y1], 1),
+                     np.stack([x, y1], 1)], 1)
+
+
 _told_no_synth: set[str] = set()  # what was missing, said once per process (one run), not per file
+_told_lock = threading.Lock()  # renders run in threads (samples_page): still one warning
+RENDER_TIMEOUT_S = 120
+# Load only the soundfont samples the MIDI plays, not all 148 MB of FluidR3_GM: half of each
+# render's time. The demo's choir WAVs come out byte for byte the same; on drum kits and other
+# programs a few dozen samples per minute differ by at most a few steps of 32767 (inaudible).
+FLUIDSYNTH_OPTIONS = ("-o", "synth.dynamic-sample-loading=1")
 
 
 def render_wav(midi_path: str | Path, wav_path: str | Path, soundfont: str | Path) -> bool:
     """WAV through fluidsynth and a General MIDI soundfont; False when either is missing, said
-    once per process with the install command (one warning per run, not one per sample)."""
+    once per process with the install command (one warning per run, not one per sample), or when
+    fluidsynth fails or runs past RENDER_TIMEOUT_S (a warning naming the file). Thread-safe: the
+    WAV appears (atomically) only when complete."""
     exe = shutil.which("fluidsynth")
     if exe is None or not Path(soundfont).exists():
         missing = " and ".join(m for m in ("fluidsynth" if exe is None else "",
                                            f"the soundfont {soundfont}" if not Path(soundfont).exists() else "") if m)
-        if missing not in _told_no_synth:
+        with _told_lock:
+            first = missing not in _told_no_synth
             _told_no_synth.add(missing)
+        if first:
             bundled = Path(__import__("pretty_midi").__file__).with_name("TimGM6mb.sf2")
             log.warning("no WAV samples (MIDI and PNG are written): %s not installed. For audio, on "
                         "Debian/Ubuntu: `sudo apt-get install fluidsynth fluid-soundfont-gm` (or set "
@@ -145,12 +176,18 @@ def render_wav(midi_path: str | Path, wav_path: str | Path, soundfont: str | Pat
         return False
     wav_path = Path(wav_path)
     tmp = wav_path.with_name(f".{wav_path.name}.tmp.wav")
-    proc = subprocess.run(
-        [exe, "-ni", "-q", "-F", str(tmp), "-r", "22050", str(soundfont), str(midi_path)],
-        capture_output=True, text=True, timeout=120,
-    )
-    if proc.returncode != 0 or not tmp.exists():
-        log.warning("fluidsynth failed on %s: %s", midi_path, proc.stderr.strip()[-300:])
+    try:
+        proc = subprocess.run(
+            [exe, "-ni", "-q", *FLUIDSYNTH_OPTIONS, "-F", str(tmp), "-r", "22050", str(soundfont),
+             str(midi_path)],
+            capture_output=True, text=True, timeout=RENDER_TIMEOUT_S,
+        )
+        failed = proc.returncode != 0 or not tmp.exists()
+        reason = proc.stderr.strip()[-300:] or f"exit status {proc.returncode}, no output"
+    except subprocess.TimeoutExpired:
+        failed, reason = True, f"no WAV after {RENDER_TIMEOUT_S} s"
+    if failed:
+        log.warning("fluidsynth failed on %s: %s", midi_path, reason)
         tmp.unlink(missing_ok=True)
         return False
     tmp.replace(wav_path)

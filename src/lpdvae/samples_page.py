@@ -7,6 +7,7 @@ Media are separate files the page links (MIDI, PNG, WAV), so the page itself sta
 from __future__ import annotations
 
 import html
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +18,43 @@ from lpdvae.params import EvaluateParams, RepresentationParams
 from lpdvae.roll import plot_png, render_wav, write_midi
 
 SIDES = ("generated", "reference")
+AUDIO_WORKERS = 2  # fluidsynth renders in flight while the PNGs are drawn (one core each)
 
 
 def write_page(out: Path, metrics: dict[str, float], blessing: dict[str, Any], generated: np.ndarray,
                originals: np.ndarray, recon: np.ndarray, interpolation: np.ndarray,
                tracks: list[dict[str, Any]], rep: RepresentationParams, ev: EvaluateParams) -> Path:
+    """The page and its media. Each WAV render starts as soon as its MIDI is written and runs
+    (a subprocess, waited on in a thread) while the next PNGs are drawn; the page is written
+    once every render has finished, a failed one leaving its WAV out."""
     folder = out / "samples"
-    cards = []
+    cards: list[dict[str, str]] = []
+    renders: list[tuple[dict[str, str], Future[bool]]] = []
 
-    def media(name: str, phrases: np.ndarray, panels: list[tuple[str, np.ndarray]]) -> dict[str, str]:
-        write_midi(phrases, tracks, rep, folder / f"{name}.mid")
-        plot_png(panels, tracks, rep, folder / f"{name}.png")
+    def media(audio: ThreadPoolExecutor, name: str, phrases: np.ndarray,
+              panels: list[tuple[str, np.ndarray]]) -> None:
+        midi = write_midi(phrases, tracks, rep, folder / f"{name}.mid")
         entry = {"name": name, "midi": f"samples/{name}.mid", "png": f"samples/{name}.png"}
-        if ev.render_audio and render_wav(folder / f"{name}.mid", folder / f"{name}.wav", ev.soundfont):
-            entry["wav"] = f"samples/{name}.wav"
-        return entry
+        if ev.render_audio:
+            renders.append((entry, audio.submit(render_wav, midi, folder / f"{name}.wav", ev.soundfont)))
+        plot_png(panels, tracks, rep, folder / f"{name}.png")
+        cards.append(entry)
 
-    for i, phrase in enumerate(generated):
-        cards.append(media(f"generated-{i:02d}", phrase, [(f"generated {i}", phrase)]))
-    for i, (orig, rec) in enumerate(zip(originals, recon, strict=True)):
-        cards.append(media(f"reconstruction-{i:02d}", np.stack([orig, rec]),
-                           [(f"test phrase {i}", orig), (f"reconstruction {i}", rec)]))
-    cards.append(media("interpolation", interpolation,
-                       [(f"step {k}", p) for k, p in enumerate(interpolation)]))
+    with ThreadPoolExecutor(AUDIO_WORKERS, thread_name_prefix="render_wav") as audio:
+        try:
+            for i, phrase in enumerate(generated):
+                media(audio, f"generated-{i:02d}", phrase, [(f"generated {i}", phrase)])
+            for i, (orig, rec) in enumerate(zip(originals, recon, strict=True)):
+                media(audio, f"reconstruction-{i:02d}", np.stack([orig, rec]),
+                      [(f"test phrase {i}", orig), (f"reconstruction {i}", rec)])
+            media(audio, "interpolation", interpolation,
+                  [(f"step {k}", p) for k, p in enumerate(interpolation)])
+        except BaseException:
+            audio.shutdown(cancel_futures=True)  # renders not yet started are not waited for
+            raise
+    for entry, render in renders:
+        if render.result():
+            entry["wav"] = f"samples/{entry['name']}.wav"
     return atomic_write_text(out / "index.html", _page(metrics, blessing, cards))
 
 
