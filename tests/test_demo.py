@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import zipfile
+from pathlib import Path
 
 import pretty_midi
 import pytest
@@ -41,6 +42,13 @@ def test_demo_skips_files_already_present(tmp_path):
     path.write_bytes(b"kept")
     assert render_demo_corpus(tmp_path, 1) == [path]
     assert path.read_bytes() == b"kept"
+
+
+def test_chorale_paths_are_music21s_bach_chorales():
+    from music21 import corpus
+
+    expected = sorted(Path(p) for p in corpus.getComposer("bach") if str(p).endswith(".mxl"))
+    assert demo.chorale_paths() == expected and len(expected) > 300
 
 
 def test_demo_data_cli_does_not_need_params():
