@@ -243,20 +243,3 @@ def test_lr_schedule_shapes() -> None:
     cos = [lr_factor(s, 2, 10, "cosine") for s in range(10)]
     assert cos[:3] == [0.5, 1.0, 1.0] and all(a >= b for a, b in zip(cos[2:], cos[3:], strict=False))
     assert lr_factor(10, 2, 10, "cosine") == pytest.approx(0.0)
-
-
-def test_deterministic_mode_is_set_without_importing_the_compiler() -> None:
-    """Eager training turns ATen's deterministic flag on without torch.use_deterministic_algorithms'
-    ~2 s import of torch._inductor (in a fresh interpreter: this one may have inductor loaded)."""
-    code = textwrap.dedent("""
-        import sys, torch
-        from lpdvae.training.schedules import set_deterministic
-        set_deterministic(True, warn_only=True)
-        print(torch.are_deterministic_algorithms_enabled(),
-              torch.is_deterministic_algorithms_warn_only_enabled(), "torch._inductor" in sys.modules)
-        set_deterministic(False)
-        print(torch.are_deterministic_algorithms_enabled())
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=REPO).stdout.split()
-    assert out == ["True", "True", "False", "False"]

@@ -20,15 +20,14 @@ def train(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False)
 
     from lpdvae.training.distributed import init_distributed, shutdown
     from lpdvae.training.loop import Trainer
-    from lpdvae.training.schedules import set_deterministic
 
     tensor_dir, out_dir = Path(tensor_dir).resolve(), Path(out_dir).resolve()
     env = init_distributed(params.train.device)
-    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    prev_det = torch.are_deterministic_algorithms_enabled()
     try:
         return Trainer(tensor_dir, out_dir, params, env).run(resume)
     finally:
-        set_deterministic(*prev)
+        torch.use_deterministic_algorithms(prev_det)
         shutdown(env)
 
 

@@ -56,7 +56,6 @@ from lpdvae.training.schedules import (
     lr_factor,
     rng_state,
     seed_everything,
-    set_deterministic,
     set_rng_state,
 )
 from lpdvae.training.state import State
@@ -114,8 +113,7 @@ class Trainer:
 
     def _build_model(self) -> None:
         seed_everything(self.tp.seed)  # identical initial weights on every rank
-        set_deterministic(True, warn_only=True,
-                          compiling=self.tp.compile and self.env.device.type == "cuda")
+        torch.use_deterministic_algorithms(True, warn_only=True)
         if self.env.device.type == "cuda":
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True

@@ -1,11 +1,9 @@
-"""Learning-rate and KL-weight schedules, seeding and determinism, and the RNG state a checkpoint
-must carry."""
+"""Learning-rate and KL-weight schedules, and the RNG state a checkpoint must carry."""
 
 from __future__ import annotations
 
 import math
 import random
-import sys
 from typing import Any
 
 import numpy as np
@@ -25,16 +23,6 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
 def beta_at(step: int, beta_max: float, warmup: int) -> float:
     """KL weight: linear from 0 to `beta_max` over `warmup` steps."""
     return beta_max if warmup <= 0 else beta_max * min(1.0, step / warmup)
-
-
-def set_deterministic(mode: bool, warn_only: bool = False, compiling: bool = False) -> None:
-    """`torch.use_deterministic_algorithms`, without its ~2 s import of torch._inductor when
-    nothing is compiled: it imports inductor only to set inductor's own flag, which matters to
-    `torch.compile` alone. ATen's flag (what eager training uses) is set either way."""
-    if compiling or "torch._inductor.config" in sys.modules:
-        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
-    else:
-        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
 
 
 def seed_everything(seed: int) -> None:
