@@ -14,18 +14,19 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lpdvae.errors import DataError
 from lpdvae.gate import closest_temperature
 from lpdvae.io import atomic_write_bytes, atomic_write_json
 from lpdvae.metrics import aggregate_metrics, musegan_per_phrase, note_counts
-from lpdvae.model import MusicVAE
 from lpdvae.params import EvaluateParams, RepresentationParams
 from lpdvae.shards import load_split, read_index
+
+if TYPE_CHECKING:  # torch is imported where a model runs: register's first run needs neither
+    from lpdvae.model import MusicVAE
 
 METRIC_PHRASES = 256  # test / val / train phrases measured (a bounded, deterministic prefix)
 SPLIT = "test"
@@ -75,6 +76,8 @@ def tensor_set_id(tensor_dir: Path) -> str:
 
 
 def reconstruct(vae: MusicVAE, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    import torch
+
     parts = [vae.reconstruct(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
     return np.concatenate(parts) if parts else np.zeros_like(x)
 

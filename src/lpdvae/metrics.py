@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pypianoroll import metrics as pm
 
 from lpdvae.codes import onsets_np
 from lpdvae.params import RepresentationParams
@@ -57,10 +56,21 @@ def octave_layout(roll: np.ndarray) -> np.ndarray:
 
 
 def n_pitch_classes_used(roll: np.ndarray) -> int:
-    return int(pm.n_pitch_classes_used(octave_layout(roll)))
+    return int(_pm().n_pitch_classes_used(octave_layout(roll)))
 
 
-_TONAL_MATRIX = pm._get_tonal_matrix(1.0, 1.0, 0.5)
+@functools.cache
+def _pm():
+    """pypianoroll.metrics, imported on first use: register's first run only aggregates
+    per-phrase records, and pypianoroll's import (matplotlib with it) is ~1.5 s of it."""
+    from pypianoroll import metrics
+
+    return metrics
+
+
+@functools.cache
+def _tonal_matrix() -> np.ndarray:
+    return _pm()._get_tonal_matrix(1.0, 1.0, 0.5)
 
 
 def tonal_centroids(roll: np.ndarray, resolution: int, layout: np.ndarray | None = None) -> np.ndarray:
@@ -68,10 +78,10 @@ def tonal_centroids(roll: np.ndarray, resolution: int, layout: np.ndarray | None
     and chroma folding; NaN rows at silent beats. `layout`: the roll's `octave_layout`, when the
     caller has it already (a track's centroids serve all its pairs)."""
     layout = octave_layout(roll) if layout is None else layout
-    chroma = pm._to_chroma(layout.astype(np.float64)).reshape(-1, resolution, 12).sum(1)
+    chroma = _pm()._to_chroma(layout.astype(np.float64)).reshape(-1, resolution, 12).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         chroma = chroma / chroma.sum(1, keepdims=True)
-    return chroma @ _TONAL_MATRIX.T
+    return chroma @ _tonal_matrix().T
 
 
 def centroid_distance(ca: np.ndarray, cb: np.ndarray) -> float:
@@ -94,14 +104,14 @@ def track_metrics(roll: np.ndarray, rep: RepresentationParams, is_drum: bool,
     `layout`: the roll's `octave_layout` when the caller has it (laid out once, not per bar)."""
     spb = rep.steps_per_bar
     layout = octave_layout(roll) if layout is None else layout
-    upc = [int(pm.n_pitch_classes_used(layout[i : i + spb])) for i in range(0, len(roll), spb)]
+    upc = [int(_pm().n_pitch_classes_used(layout[i : i + spb])) for i in range(0, len(roll), spb)]
     out = {
-        "empty_bar_rate": 1.0 - pm.empty_beat_rate(roll, resolution=spb),
+        "empty_bar_rate": 1.0 - _pm().empty_beat_rate(roll, resolution=spb),
         "n_pitch_classes_used": float(np.mean(upc)),
     }
     if roll.any():
         out["qualified_note_rate"] = qualified_note_rate(roll, threshold=2)
-        out["polyphonic_rate"] = pm.polyphonic_rate(roll, threshold=2)
+        out["polyphonic_rate"] = _pm().polyphonic_rate(roll, threshold=2)
         if is_drum:
             out["drum_in_pattern_rate"] = drum_in_pattern_rate(roll, rep.beat_resolution)
     return {k: float(v) for k, v in out.items()}
@@ -118,7 +128,7 @@ def drum_in_pattern_rate(roll: np.ndarray, resolution: int, tolerance: float = 0
     for beat in beats:
         n = int(np.count_nonzero(beat))
         if n:
-            in_pattern += pm.drum_in_pattern_rate(beat, resolution, tolerance) * n
+            in_pattern += _pm().drum_in_pattern_rate(beat, resolution, tolerance) * n
             total += n
     return in_pattern / total if total else float("nan")
 
@@ -142,7 +152,7 @@ def qualified_note_rate(roll: np.ndarray, threshold: int = 2) -> float:
         return qualified_note_rate_per_pitch(roll, threshold)
     chained = np.zeros((len(cols), roll.shape[0] + 1), dtype=np.int8)  # a silent step after each
     chained[:, :-1] = cols
-    return float(pm.qualified_note_rate(chained.reshape(-1, 1), threshold=threshold))
+    return float(_pm().qualified_note_rate(chained.reshape(-1, 1), threshold=threshold))
 
 
 def qualified_note_rate_per_pitch(roll: np.ndarray, threshold: int = 2) -> float:
@@ -152,7 +162,7 @@ def qualified_note_rate_per_pitch(roll: np.ndarray, threshold: int = 2) -> float
     for pitch in np.flatnonzero(roll.any(axis=0)):
         col = roll[:, [pitch]].astype(np.int8)
         n = int(np.count_nonzero(np.diff(col[:, 0], prepend=0) > 0))
-        qualified += pm.qualified_note_rate(col, threshold=threshold) * n
+        qualified += _pm().qualified_note_rate(col, threshold=threshold) * n
         onsets += n
     return qualified / onsets if onsets else float("nan")
 
