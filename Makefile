@@ -15,10 +15,10 @@ unexport PYTHONDONTWRITEBYTECODE
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-# uv does not read pip's configuration: a local wheel folder pip is pointed at (PIP_FIND_LINKS,
-# where this machine keeps its CPU torch wheel) is handed to uv, which then prefers that wheel to
-# PyPI's CUDA build of the same version. Without one, torch comes from the index, as pip's would.
-FIND_LINKS := $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
+# uv does not read pip's configuration: a local wheel folder pip is pointed at ($PIP_FIND_LINKS,
+# else pip.conf's find-links: where this machine keeps its CPU torch wheel) is handed to uv, which
+# then prefers that wheel to PyPI's CUDA build of the same version. Without one, torch comes from
+# the index, as pip's would.
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,9 @@ $(BIN)/python:
 # torch pinned and the project, in one uv resolve under the locked constraint set, so the
 # resolver never backtracks on boto3 x aiobotocore (uv unpacks torch in ~4 s; pip took ~35 s).
 $(STAMP): $(BIN)/python pyproject.toml requirements.lock
-	$(BIN)/uv pip install -q --python $(BIN)/python -c requirements.lock $(FIND_LINKS) \
-	  "$(TORCH_PIN)" -e '.[dev]'
+	links="$${PIP_FIND_LINKS:-$$($(BIN)/pip config get global.find-links 2>/dev/null)}"; \
+	$(BIN)/uv pip install -q --python $(BIN)/python -c requirements.lock \
+	  $$(for d in $$links; do echo "--find-links $$d"; done) "$(TORCH_PIN)" -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv and install the project
