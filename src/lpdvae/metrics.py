@@ -55,8 +55,9 @@ def octave_layout(roll: np.ndarray) -> np.ndarray:
     return out
 
 
-def n_pitch_classes_used(roll: np.ndarray) -> int:
-    return int(_pm().n_pitch_classes_used(octave_layout(roll)))
+def n_pitch_classes_used(roll: np.ndarray, layout: np.ndarray | None = None) -> int:
+    """`layout`: the roll's `octave_layout`, when the caller has it already."""
+    return int(_pm().n_pitch_classes_used(octave_layout(roll) if layout is None else layout))
 
 
 @functools.cache
@@ -104,7 +105,7 @@ def track_metrics(roll: np.ndarray, rep: RepresentationParams, is_drum: bool,
     `layout`: the roll's `octave_layout` when the caller has it (laid out once, not per bar)."""
     spb = rep.steps_per_bar
     layout = octave_layout(roll) if layout is None else layout
-    upc = [int(_pm().n_pitch_classes_used(layout[i : i + spb])) for i in range(0, len(roll), spb)]
+    upc = [n_pitch_classes_used(roll[i : i + spb], layout[i : i + spb]) for i in range(0, len(roll), spb)]
     out = {
         "empty_bar_rate": 1.0 - _pm().empty_beat_rate(roll, resolution=spb),
         "n_pitch_classes_used": float(np.mean(upc)),

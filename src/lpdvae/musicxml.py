@@ -264,8 +264,7 @@ def _read_measure(measure: ET.Element, measure_offset: float, divisions: int, fi
             if n.rest is not None:
                 item = _Item(measure_offset + offset, length, None, None, None)
                 rests.append((n, item, offset))
-                if n.rest.get("measure") == "yes" and n.type in ("", "whole", "breve"):
-                    full_measure_rest = True
+                full_measure_rest = full_measure_rest or _marked_full_measure(n)
             else:
                 notes += 1
                 midi, pitch = _pitch(n)
@@ -312,6 +311,11 @@ def _overfull_kept(excess: float) -> bool:
     return excess > 0.5 or (excess * 16).is_integer()
 
 
+def _marked_full_measure(n: _Note) -> bool:
+    """A rest marked measure="yes" (of no other written type than whole or breve)."""
+    return n.rest is not None and n.rest.get("measure") == "yes" and n.type in ("", "whole", "breve")
+
+
 def _full_measure_rest(rests: list[tuple[_Note, _Item, float]], forwards: int,
                        sounding_end: float) -> float:
     """music21 stretches a measure's first rest to the bar when it is a whole (or breve) rest
@@ -319,7 +323,7 @@ def _full_measure_rest(rests: list[tuple[_Note, _Item, float]], forwards: int,
     if forwards:
         raise Unsupported("a full-measure rest beside a <forward>")
     n, item, offset = rests[0]
-    marked = n.rest.get("measure") == "yes" and n.type in ("", "whole", "breve")
+    marked = _marked_full_measure(n)
     if n.type:
         type_, dots = n.type, n.dots
     else:  # music21 derives the type from the length
