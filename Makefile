@@ -15,17 +15,16 @@ unexport PYTHONDONTWRITEBYTECODE
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-# uv does not read pip's configuration: a local wheel folder pip is pointed at ($PIP_FIND_LINKS,
-# else pip.conf's find-links: where this machine keeps its CPU torch wheel) is handed to uv, which
-# then prefers that wheel to PyPI's CUDA build of the same version. Without one, torch comes from
-# the index, as pip's would.
-
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q uv
 
 # torch pinned and the project, in one uv resolve under the locked constraint set, so the
 # resolver never backtracks on boto3 x aiobotocore (uv unpacks torch in ~4 s; pip took ~35 s).
+# uv does not read pip's configuration: the local wheel folder pip is pointed at ($PIP_FIND_LINKS,
+# else pip.conf's find-links: where this machine keeps its CPU torch wheel) is handed to uv, which
+# then prefers that wheel to PyPI's CUDA build of the same version. Without one, torch comes from
+# the index, as pip's would.
 $(STAMP): $(BIN)/python pyproject.toml requirements.lock
 	links="$${PIP_FIND_LINKS:-$$($(BIN)/pip config get global.find-links 2>/dev/null)}"; \
 	$(BIN)/uv pip install -q --python $(BIN)/python -c requirements.lock \
