@@ -1,5 +1,5 @@
 """Training-step time of the demo model with its residual conv blocks as one matmul over three
-taps (`lpdvae.model.ResidualConv`, shipped) vs the same blocks as `nn.Conv1d` (the same function).
+taps (`lpdvae.model.vae.ResidualConv`, shipped) vs the same blocks as `nn.Conv1d` (the same function).
 
 Side by side in one run, alternating (matmul, conv1d, matmul, ...) on the same batch of
 demo-shaped synthetic phrases (train_bench's), the demo's params and the machine's thread count;
@@ -26,9 +26,9 @@ from torch import Tensor, nn
 
 from benchmarks.train_bench import make_tensors
 from lpdvae.io import atomic_write_json
-from lpdvae.model import ResidualConv, build_model, vae_loss
+from lpdvae.model.vae import ResidualConv, build_model, vae_loss
 from lpdvae.params import load_params
-from lpdvae.shards import load_split
+from lpdvae.data.shards import load_split
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "conv_block.json"

@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from lpdvae import demo, musicxml
+from lpdvae.data import demo, musicxml
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "demo_render.json"

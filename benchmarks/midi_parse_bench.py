@@ -1,7 +1,7 @@
 """MIDI to piano roll: pretty_midi's parser (what `pypianoroll.read` uses) vs symusic.
 
 Both paths end in the same `pypianoroll.from_pretty_midi` quantization; symusic replaces the
-pure-Python mido/pretty_midi parsing (see `lpdvae.music.midi.symusic_pretty_midi`). The corpus is
+pure-Python mido/pretty_midi parsing (see `lpdvae.data.music.midi.symusic_pretty_midi`). The corpus is
 generated here: multi-track type-1 MIDI files (4 parts + drums, tempo changes, several
 ticks-per-quarter values, LPD-sized songs), plus chorale-style files from tests' generator.
 Reports parse-only and parse+quantize times and how many rolls are identical.
@@ -103,7 +103,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--songs", type=int, default=200)
     args = parser.parse_args()
-    from lpdvae.music.midi import symusic_pretty_midi
+    from lpdvae.data.music.midi import symusic_pretty_midi
 
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,7 +154,7 @@ def main() -> int:
         "symusic_native_identical_rolls": native_identical,
         "symusic_native_cell_recall": float(np.mean(native_recall)) if native_recall else 0.0,
         "symusic_native_cell_precision": float(np.mean(native_precision)) if native_precision else 0.0,
-        "decision": "symusic parses, pypianoroll quantizes (lpdvae.music.midi.MIDI_PARSER)" if identical == compared
+        "decision": "symusic parses, pypianoroll quantizes (lpdvae.data.music.midi.MIDI_PARSER)" if identical == compared
         else "rolls differ: keep pretty_midi",
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

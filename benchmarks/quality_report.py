@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from lpdvae.gate import allowed_gap
+from lpdvae.evaluation.gate import allowed_gap
 from lpdvae.params import EvaluateParams, load_params
 
 HERE = Path(__file__).resolve().parent

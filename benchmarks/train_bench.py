@@ -31,7 +31,7 @@ import torch
 
 from lpdvae.io import atomic_write_json
 from lpdvae.params import Params, load_params
-from lpdvae.shards import SPLITS, PhraseDataset, ShardWriter, write_index
+from lpdvae.data.shards import SPLITS, PhraseDataset, ShardWriter, write_index
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -67,7 +67,7 @@ def bare_loop(tensor_dir: Path, params: Params) -> float:
     """Samples/s of a plain PyTorch loop over the same data, model, batch and optimizer."""
     from torch.utils.data import DataLoader
 
-    from lpdvae.model import build_model, vae_loss
+    from lpdvae.model.vae import build_model, vae_loss
 
     t = params.train
     torch.manual_seed(t.seed)

@@ -23,7 +23,7 @@ def evaluate_op(
     from pathlib import Path
 
     from components.runtime import step_params
-    from lpdvae.sandbox_page import sandbox_page
+    from lpdvae.evaluation.sandbox_page import sandbox_page
     from lpdvae.steps.evaluate import evaluate
 
     params = step_params(params_json)

@@ -17,7 +17,7 @@ def ingest_op(params_json: str, refresh_key: str, raw: Output[Dataset]):
 
     from components.runtime import step_params
     from lpdvae.io import read_jsonl
-    from lpdvae.redact import redact_uri
+    from lpdvae.data.redact import redact_uri
     from lpdvae.steps.ingest import ingest
 
     params = step_params(params_json)

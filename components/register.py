@@ -20,7 +20,7 @@ def register_op(
     model_card_page: Output[HTML],
     summary: Output[Markdown],
 ):
-    """Register the evaluated model, as every runner does: lineage from `lpdvae.lineage.lineage`
+    """Register the evaluated model, as every runner does: lineage from `lpdvae.registry.lineage.lineage`
     over the very artifacts that made the model, the git revision the pipeline was compiled from
     (a pipeline parameter) and KFP's run id (tag `lpdvae.pipeline_run_id`). An unblessed model
     becomes a version without aliases (auditable, served by nobody). The model card (Markdown, and
@@ -33,8 +33,8 @@ def register_op(
 
     from components.html import inline_page
     from components.runtime import step_params
-    from lpdvae.lineage import lineage
-    from lpdvae.model_card import CARD_HTML, CARD_MD
+    from lpdvae.registry.lineage import lineage
+    from lpdvae.registry.model_card import CARD_HTML, CARD_MD
     from lpdvae.steps.register import SUMMARY_FILE, register
 
     params = step_params(params_json)

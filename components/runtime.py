@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from lpdvae.params import Params, params_from_dict
-from lpdvae.redact import redact_uri
+from lpdvae.data.redact import redact_uri
 
 
 def step_params(params_json: str) -> Params:
     """The validated params a step component receives as the JSON `make_params` wrote. A store
     URI's user:password@ (the pod's MLFLOW_TRACKING_URI) moves into MLflow's auth variables, so
-    no record the step writes carries it (`lpdvae.tracking`)."""
-    from lpdvae.tracking import env_credentials_to_env
+    no record the step writes carries it (`lpdvae.registry.tracking`)."""
+    from lpdvae.registry.tracking import env_credentials_to_env
 
     env_credentials_to_env()
     return params_from_dict(json.loads(params_json), source="params_json")

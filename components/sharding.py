@@ -19,8 +19,8 @@ import numpy as np
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_jsonl, read_jsonl
 from lpdvae.params import Params
-from lpdvae.shards import SPLITS, ShardWriter, open_shard, read_index, write_index
-from lpdvae.splits import assign_splits, split_report
+from lpdvae.data.shards import SPLITS, ShardWriter, open_shard, read_index, write_index
+from lpdvae.data.splits import assign_splits, split_report
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def _check_compatible(parts: Sequence[Path], indexes: Sequence[dict[str, Any]]) 
 
 def tensor_metadata(tensor_dir: Path) -> dict[str, Any]:
     """What the KFP UI shows for a tensor dataset: phrases per split and the DVC hash."""
-    from lpdvae.lineage import dvc_hash
+    from lpdvae.registry.lineage import dvc_hash
 
     index = read_index(tensor_dir)
     meta: dict[str, Any] = {f"n_{s}": index["splits"].get(s, {}).get("n", 0) for s in SPLITS}

@@ -15,7 +15,7 @@ def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset
 
     Fails the task (ValidationFailed) when the quarantined fraction passes
     `validate.max_bad_fraction`, so nothing downstream trains on a broken batch. The drift check
-    against the registered champion's training data (lpdvae.drift; found through the MLflow run
+    against the registered champion's training data (lpdvae.validation.drift; found through the MLflow run
     the champion came from, as no DVC cache is in the pod) is a section of the data docs page;
     under `drift.stop_on_drift` a drifting batch fails the task (DataError) before training.
     """
@@ -26,7 +26,7 @@ def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset
 
     from components.html import data_docs_page, inline_page
     from components.runtime import step_params
-    from lpdvae.drift_reference import champion_reference
+    from lpdvae.validation.drift_reference import champion_reference
     from lpdvae.steps.validate import validate
 
     params = step_params(params_json)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lpdvae.lineage import git_revision
+from lpdvae.registry.lineage import git_revision
 from lpdvae.params import Params, ParamsError, load_params, parse_override
 
 log = logging.getLogger("pipelines")

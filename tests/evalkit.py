@@ -15,10 +15,10 @@ import mlflow
 import numpy as np
 
 from lpdvae.io import atomic_write_json
-from lpdvae.model import build_model, save_model
+from lpdvae.model.vae import build_model, save_model
 from lpdvae.params import Params
-from lpdvae.shards import ShardWriter, write_index
-from lpdvae.tracking import setup_mlflow, tracking_uri
+from lpdvae.data.shards import ShardWriter, write_index
+from lpdvae.registry.tracking import setup_mlflow, tracking_uri
 from tests.project import small_model_dotted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def make_model(root: Path, params: Params, seed: int = 0, like: Path | None = No
     `like`, that saved model's weights plus Gaussian noise of std `noise` (drawn with `seed`)."""
     import torch
 
-    from lpdvae.model import load_model
+    from lpdvae.model.vae import load_model
 
     torch.manual_seed(seed)
     model = build_model(params)
@@ -112,7 +112,7 @@ def write_eval(root: Path, blessed: bool, recon_f1: float, temperature: float = 
     """evaluate's files, as a candidate with test note F1 `recon_f1` and the given verdict. Its
     per-phrase record names `tensors`' evaluation set (default: a set no tensors hold, so a
     champion is never compared with it) and holds placeholder counts and statistics."""
-    from lpdvae.evalset import PerPhrase, tensor_set_id, write_per_phrase
+    from lpdvae.evaluation.evalset import PerPhrase, tensor_set_id, write_per_phrase
 
     root.mkdir(parents=True, exist_ok=True)
     info = {"split": "test", "sha256": tensor_set_id(tensors) if tensors else "0" * 64, "n_phrases": 4,

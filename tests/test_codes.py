@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lpdvae.codes import (
+from lpdvae.data.codes import (
     ONSET,
     SILENT,
     SUSTAIN,

@@ -196,12 +196,12 @@ def test_evaluate_writes_the_blessing_markdown_and_a_blessed_parameter(tmp_path,
 
 def test_register_registers_an_unblessed_model_with_the_lineage_of_its_artifacts(tmp_path, monkeypatch):
     """No gate in the task: an unblessed evaluation reaches the register step (which gives it no
-    alias), with `lpdvae.lineage.lineage` of the task's own artifacts and KFP's run id."""
+    alias), with `lpdvae.registry.lineage.lineage` of the task's own artifacts and KFP's run id."""
     from kfp.dsl import Artifact, Model
 
     import lpdvae.steps.register as step
     from components import register_op
-    from lpdvae.lineage import lineage
+    from lpdvae.registry.lineage import lineage
 
     raw, validated, tensors = (tmp_path / n for n in ("raw", "validated", "tensors"))
     for folder, name, text in ((raw, "manifest.jsonl", '{"path": "files/a.mid", "source": "s3://u:pw@b/p"}\n'),

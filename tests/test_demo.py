@@ -9,8 +9,8 @@ from pathlib import Path
 import pretty_midi
 import pytest
 
-from lpdvae import demo, musicxml
-from lpdvae.demo import VOICES, render_demo_corpus
+from lpdvae.data import demo, musicxml
+from lpdvae.data.demo import VOICES, render_demo_corpus
 
 # Chorales whose reading exercises each modelled corner of music21's import: tie "continue"
 # chains and a measure="yes" rest (bwv10.7), a tie between two spellings (bwv227.7), Finale's

@@ -1,4 +1,4 @@
-"""lpdvae.drift.compare on known distributions: same distribution ok, shifted one drift."""
+"""lpdvae.validation.drift.compare on known distributions: same distribution ok, shifted one drift."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lpdvae import drift
+from lpdvae.validation import drift
 from lpdvae.errors import DataError
 from lpdvae.params import DriftParams
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import mido
 import pytest
 
-from lpdvae.demo import render_demo_corpus
-from lpdvae.drift_reference import Reference, champion_reference
+from lpdvae.data.demo import render_demo_corpus
+from lpdvae.validation.drift_reference import Reference, champion_reference
 from lpdvae.errors import DataError
 from lpdvae.layout import Layout
-from lpdvae.lineage import dvc_hash
+from lpdvae.registry.lineage import dvc_hash
 from lpdvae.params import load_params
-from lpdvae.run import run_all
+from lpdvae.commands.run import run_all
 from lpdvae.steps.ingest import ingest
 from lpdvae.steps.register import register
 from lpdvae.steps.validate import validate
@@ -124,7 +124,7 @@ def test_stop_on_drift_stops_the_run_before_training(tmp_path, params, corpora, 
 
 
 def test_register_logs_the_drift_verdict_and_the_data_into_the_run(tmp_path, params, corpora, champion_data):
-    from lpdvae.registry import client
+    from lpdvae.registry.aliases import client
 
     with_champion(tmp_path / "champion", params, champion_data)
     validate_against_champion(corpora["transposed"], tmp_path, params)

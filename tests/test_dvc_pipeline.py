@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lpdvae.lineage import dvc_hash, dvc_lock_hashes
+from lpdvae.registry.lineage import dvc_hash, dvc_lock_hashes
 from tests.project import BIN, make_project, sh
 
 STAGES = ["ingest", "validate", "tensorize", "train", "evaluate", "register"]

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from lpdvae.errors import DataError, LpdvaeError
-from lpdvae.gate import bless
-from lpdvae.metrics import fit_cell_baseline, note_prf
-from lpdvae.registry import client
-from lpdvae.shards import load_split
+from lpdvae.evaluation.gate import bless
+from lpdvae.evaluation.metrics import fit_cell_baseline, note_prf
+from lpdvae.registry.aliases import client
+from lpdvae.data.shards import load_split
 from lpdvae.steps.evaluate import COPY_PHRASES, METRIC_PHRASES, evaluate
 from tests.evalkit import REPO, make_model, make_tensors, random_codes, tiny_params, write_splits
 
@@ -84,8 +84,8 @@ def test_evaluate_writes_metrics_blessing_samples_and_page(params, evaluated):
 
 
 def test_evaluate_writes_the_per_phrase_record_its_metrics_aggregate(params, evaluated):
-    from lpdvae.evalset import read_per_phrase, tensor_set_id
-    from lpdvae.metrics import aggregate_metrics, f1_from_counts
+    from lpdvae.evaluation.evalset import read_per_phrase, tensor_set_id
+    from lpdvae.evaluation.metrics import aggregate_metrics, f1_from_counts
 
     _, tensors, result, out = evaluated
     record = read_per_phrase(out)

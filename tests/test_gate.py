@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lpdvae.codes import ONSET, SUSTAIN
-from lpdvae.gate import allowed_gap, bless, closest_temperature, statistic_reasons
-from lpdvae.metrics import diversity, fit_cell_baseline, musegan_metrics, nearest_train_f1, note_prf
-from lpdvae.model import build_model, save_model, vae_loss
+from lpdvae.data.codes import ONSET, SUSTAIN
+from lpdvae.evaluation.gate import allowed_gap, bless, closest_temperature, statistic_reasons
+from lpdvae.evaluation.metrics import diversity, fit_cell_baseline, musegan_metrics, nearest_train_f1, note_prf
+from lpdvae.model.vae import build_model, save_model, vae_loss
 from lpdvae.params import EvaluateParams, Params, load_params
-from lpdvae.shards import ShardWriter, write_index
+from lpdvae.data.shards import ShardWriter, write_index
 from lpdvae.steps.evaluate import evaluate
 from tests.project import small_model_dotted
 

@@ -22,8 +22,8 @@ import pytest
 from lpdvae.errors import DataError
 from lpdvae.io import read_jsonl
 from lpdvae.params import Params, load_params
-from lpdvae.redact import redact_uri
-from lpdvae.sources import s3 as s3_source
+from lpdvae.data.redact import redact_uri
+from lpdvae.data.sources import s3 as s3_source
 from lpdvae.steps import ingest as ingest_mod
 from lpdvae.steps.ingest import ingest
 
@@ -537,7 +537,7 @@ def test_redact_uri_keeps_what_reproduces_and_masks_credentials(uri, expected):
 
 
 def test_demo_source_takes_a_song_count_or_all() -> None:
-    from lpdvae.sources.demo import demo_song_count
+    from lpdvae.data.sources.demo import demo_song_count
 
     assert demo_song_count("demo://bach-chorales?songs=6") == 6
     assert demo_song_count("demo://bach-chorales?songs=all") is None  # every usable chorale

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pypianoroll import metrics as pm
 
-from lpdvae.codes import ONSET, SUSTAIN
-from lpdvae.metrics import (
+from lpdvae.data.codes import ONSET, SUSTAIN
+from lpdvae.evaluation.metrics import (
     diversity,
     drum_in_pattern_rate,
     fit_cell_baseline,

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from lpdvae.codes import ONSET, SUSTAIN
-from lpdvae.metrics import note_prf
-from lpdvae.model import (
+from lpdvae.data.codes import ONSET, SUSTAIN
+from lpdvae.evaluation.metrics import note_prf
+from lpdvae.model.vae import (
     FORMAT_VERSION,
     MusicVAE,
     ResidualConv,

@@ -14,12 +14,12 @@ import pypianoroll
 import pytest
 
 from lpdvae.io import atomic_write_jsonl, read_jsonl
-from lpdvae.music.grid import ONSET, SUSTAIN, multitrack_roll, npz_roll, song_roll
-from lpdvae.music.load import read_song
-from lpdvae.music.midi import symusic_pretty_midi
-from lpdvae.music.phrases import cut_phrases, song_phrases
-from lpdvae.music.song import SongError, song_format
-from lpdvae.music.tracks import assign_track, track_assignment, track_routing
+from lpdvae.data.music.grid import ONSET, SUSTAIN, multitrack_roll, npz_roll, song_roll
+from lpdvae.data.music.load import read_song
+from lpdvae.data.music.midi import symusic_pretty_midi
+from lpdvae.data.music.phrases import cut_phrases, song_phrases
+from lpdvae.data.music.song import SongError, song_format
+from lpdvae.data.music.tracks import assign_track, track_assignment, track_routing
 from lpdvae.params import TrackSpec
 from tests import songkit
 
@@ -340,7 +340,7 @@ def test_demo_chorales_round_trip_onsets_at_4_steps_per_beat(tmp_path):
     pytest.importorskip("music21")
     import pretty_midi
 
-    from lpdvae import demo
+    from lpdvae.data import demo
 
     params = songkit.params(**{"representation.beat_resolution": 4})
     rep = params.representation
@@ -383,9 +383,9 @@ _PEAK_RSS = """
 import json, resource, sys
 import json
 from pathlib import Path
-from lpdvae.music.load import read_song
-from lpdvae.music.phrases import song_phrases
-from lpdvae.music.song import SongError
+from lpdvae.data.music.load import read_song
+from lpdvae.data.music.phrases import song_phrases
+from lpdvae.data.music.song import SongError
 from tests import songkit
 
 params = songkit.params()

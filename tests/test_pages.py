@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lpdvae import roll
+from lpdvae.data import roll
 from lpdvae.params import load_params
-from lpdvae.samples_page import write_page
-from lpdvae.sandbox_page import BUDGET, PREVIEW_RATE, audio_preview, sandbox_page
+from lpdvae.evaluation.samples_page import write_page
+from lpdvae.evaluation.sandbox_page import BUDGET, PREVIEW_RATE, audio_preview, sandbox_page
 from lpdvae.steps.validate import validate
 from tests import songkit
 
@@ -97,7 +97,7 @@ def eval_dir(tmp_path_factory) -> Path:
         ev = dataclasses.replace(ev, soundfont=str(Path(pretty_midi.__file__).with_name("TimGM6mb.sf2")))
     with pytest.MonkeyPatch.context() as mp:
         if not shutil.which("fluidsynth"):
-            mp.setattr("lpdvae.samples_page.render_wav", _sine_render)
+            mp.setattr("lpdvae.evaluation.samples_page.render_wav", _sine_render)
         write_page(out, metrics, {"blessed": False, "reasons": ["note F1 0.41 < 2 x baseline"]},
                    phrases(ev.n_samples), phrases(2), phrases(2), phrases(7), tracks, rep, ev)
     return out
@@ -224,7 +224,7 @@ def test_audio_previews_past_the_budget_are_named_by_path_instead(eval_dir):
 def test_missing_synth_is_said_once_per_run_with_the_apt_packages(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(roll.shutil, "which", lambda name: None)
     monkeypatch.setattr(roll, "_told_no_synth", set())
-    caplog.set_level(logging.DEBUG, logger="lpdvae.roll")
+    caplog.set_level(logging.DEBUG, logger="lpdvae.data.roll")
     for i in range(3):
         assert roll.render_wav(tmp_path / f"{i}.mid", tmp_path / f"{i}.wav", tmp_path / "none.sf2") is False
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]

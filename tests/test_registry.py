@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from lpdvae.errors import RegistryError
-from lpdvae.registry import CHAMPION, alias_version, client, promote, rollback
+from lpdvae.registry.aliases import CHAMPION, alias_version, client, promote, rollback
 from lpdvae.steps.register import register
 from tests.conftest import REPO
 from tests.evalkit import make_model, make_tensors, on_server, write_eval

@@ -14,10 +14,10 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from lpdvae import roll
-from lpdvae.codes import ONSET, SUSTAIN
+from lpdvae.data import roll
+from lpdvae.data.codes import ONSET, SUSTAIN
 from lpdvae.params import RepresentationParams, TrackSpec
-from lpdvae.roll import midi_bytes, phrase_notes, plot_png, render_wav, write_midi
+from lpdvae.data.roll import midi_bytes, phrase_notes, plot_png, render_wav, write_midi
 
 REP = RepresentationParams(source_resolution=4, beat_resolution=4, beats_per_bar=4, lowest_pitch=36,
                            n_pitches=48, n_bars=2)
@@ -144,7 +144,7 @@ def test_a_fluidsynth_past_the_timeout_gives_no_wav_and_a_warning(tmp_path, monk
 
 def test_wav_is_skipped_with_a_log_line_without_a_soundfont(tmp_path, caplog):
     midi = write_midi(phrase(), TRACKS, REP, tmp_path / "x.mid")
-    with caplog.at_level(logging.INFO, logger="lpdvae.roll"):
+    with caplog.at_level(logging.INFO, logger="lpdvae.data.roll"):
         assert not render_wav(midi, tmp_path / "x.wav", tmp_path / "missing.sf2")
     assert not (tmp_path / "x.wav").exists()
     assert "not installed" in caplog.text

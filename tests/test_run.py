@@ -10,7 +10,7 @@ import yaml
 
 from lpdvae.cli import main
 from lpdvae.io import read_jsonl, sha256_file
-from lpdvae.lineage import dvc_hash
+from lpdvae.registry.lineage import dvc_hash
 from lpdvae.params import Params, load_params
 from tests.project import REPO, TINY, deep_merge
 

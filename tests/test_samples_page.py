@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lpdvae import samples_page
+from lpdvae.evaluation import samples_page
 from lpdvae.params import RepresentationParams, TrackSpec, load_params
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ import pytest
 import requests
 
 from lpdvae.cli import main
-from lpdvae.model import load_model
+from lpdvae.model.vae import load_model
 from lpdvae.params import Params
-from lpdvae.serving import MusicGenerator
+from lpdvae.registry.serving import MusicGenerator
 from lpdvae.steps.register import register
 from tests.conftest import BIN, REPO, free_port, stop, wait_for_port
 from tests.evalkit import make_model, make_tensors, tiny_params, write_eval

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lpdvae.errors import DataError
-from lpdvae.shards import (
+from lpdvae.data.shards import (
     PhraseDataset,
     ShardWriter,
     load_split,

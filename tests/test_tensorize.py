@@ -14,9 +14,9 @@ import pytest
 
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_write_jsonl, read_jsonl
-from lpdvae.music.phrases import song_phrases
-from lpdvae.shards import SPLITS, PhraseDataset, load_split, packed_width, read_index
-from lpdvae.splits import assign_splits, split_report
+from lpdvae.data.music.phrases import song_phrases
+from lpdvae.data.shards import SPLITS, PhraseDataset, load_split, packed_width, read_index
+from lpdvae.data.splits import assign_splits, split_report
 from lpdvae.steps.tensorize import split_of, tensor_params_digest, tensorize
 from tests import songkit
 
@@ -159,7 +159,7 @@ def test_the_small_corpus_fix_moves_only_the_boundary_songs():
     params = songkit.params(**{"tensorize.train_fraction": 0.98, "tensorize.val_fraction": 0.01})
     ids = _ids(10)
     splits = assign_splits(ids, params)
-    from lpdvae.splits import unit
+    from lpdvae.data.splits import unit
     ranked = sorted(ids, key=lambda i: unit(i, params.tensorize.split_seed))
     assert [splits[i] for i in ranked] == ["train"] * 8 + ["val", "test"]
 

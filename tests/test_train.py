@@ -19,12 +19,12 @@ import pytest
 import torch
 import yaml
 
-from lpdvae import lineage
+from lpdvae.registry import lineage
 from lpdvae.errors import LpdvaeError
 from lpdvae.io import read_csv
-from lpdvae.model import load_model
+from lpdvae.model.vae import load_model
 from lpdvae.params import Params, load_params
-from lpdvae.shards import ShardWriter, write_index
+from lpdvae.data.shards import ShardWriter, write_index
 from lpdvae.steps.train import TrainResult, train
 from lpdvae.training.checkpoints import checkpoint_dir
 from lpdvae.training.launcher import launch

@@ -18,21 +18,21 @@ from collections.abc import Sequence
 
 from lpdvae.errors import LpdvaeError
 from lpdvae.params import ParamsError, load_params, parse_override, profile_overrides
-from lpdvae.tracking import env_credentials_to_env
+from lpdvae.registry.tracking import env_credentials_to_env
 
 COMMANDS: dict[str, str] = {  # command -> module whose register_cli declares it (--help order)
-    "demo-data": "lpdvae.demo",
+    "demo-data": "lpdvae.data.demo",
     "ingest": "lpdvae.steps.ingest",
     "validate": "lpdvae.commands.validate",
     "tensorize": "lpdvae.commands.tensorize",
     "train": "lpdvae.commands.train",
     "evaluate": "lpdvae.commands.evaluate",
     "register": "lpdvae.commands.register",
-    "run": "lpdvae.run",
-    "status": "lpdvae.run",
-    "registry": "lpdvae.registry",
-    "audit": "lpdvae.audit",
-    "generate": "lpdvae.generate",
+    "run": "lpdvae.commands.run",
+    "status": "lpdvae.commands.run",
+    "registry": "lpdvae.registry.aliases",
+    "audit": "lpdvae.registry.audit",
+    "generate": "lpdvae.registry.generate",
 }
 
 CHATTY_LOGGERS = ("great_expectations",)

@@ -33,7 +33,7 @@ class DataParams:
 
 
 TRACK_KINDS = ("monophonic", "polyphonic", "drums")
-# The generated-vs-data statistics evaluation can gate on (computed in lpdvae.metrics).
+# The generated-vs-data statistics evaluation can gate on (computed in lpdvae.evaluation.metrics).
 STATISTICS = ("empty_bar_rate", "n_pitch_classes_used", "qualified_note_rate", "polyphonic_rate",
               "tonal_distance", "drum_in_pattern_rate")
 
@@ -76,7 +76,7 @@ class ValidateParams:
 
 @dataclass(frozen=True)
 class DriftParams:
-    """validate's comparison with the champion's training data (lpdvae.drift)."""
+    """validate's comparison with the champion's training data (lpdvae.validation.drift)."""
 
     p_value: float
     min_distance: float

@@ -10,8 +10,8 @@ from lpdvae.params import Params
 
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:
-    from lpdvae.lineage import git_revision
-    from lpdvae.lineage import lineage as lineage_tags
+    from lpdvae.registry.lineage import git_revision
+    from lpdvae.registry.lineage import lineage as lineage_tags
     from lpdvae.steps.register import register
 
     tags = lineage_tags(Path(args.raw), Path(args.validated), Path(args.tensors),

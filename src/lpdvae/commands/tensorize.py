@@ -10,7 +10,7 @@ from lpdvae.params import Params
 
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:
-    from lpdvae.shards import SPLITS
+    from lpdvae.data.shards import SPLITS
     from lpdvae.steps.tensorize import tensorize
 
     r = tensorize(Path(args.raw), Path(args.validated), Path(args.out), params)

@@ -10,7 +10,7 @@ from lpdvae.params import Params
 
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:
-    from lpdvae.drift_reference import champion_reference
+    from lpdvae.validation.drift_reference import champion_reference
     from lpdvae.steps.validate import validate
 
     reference = champion_reference(params) if args.drift == "champion" else None

@@ -3,7 +3,7 @@
 On the test split: reconstruction note F1 beside the average-cell baseline (same split, and the
 same pair on the training split), the MuseGAN statistics of generated phrases beside the data's,
 diversity, copying, KL in nats and active units. The sampling temperature is chosen on the
-validation split. The gate (`lpdvae.gate`) turns these into the blessing; the champion
+validation split. The gate (`lpdvae.evaluation.gate`) turns these into the blessing; the champion
 comparison belongs to register, which talks to the registry.
 """
 
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from lpdvae.errors import LpdvaeError
-from lpdvae.evalset import METRIC_PHRASES, measure, reconstruct, write_per_phrase
-from lpdvae.gate import bless
+from lpdvae.evaluation.evalset import METRIC_PHRASES, measure, reconstruct, write_per_phrase
+from lpdvae.evaluation.gate import bless
 from lpdvae.io import atomic_dir, atomic_write_json
-from lpdvae.metrics import (
+from lpdvae.evaluation.metrics import (
     aggregate_metrics,
     diversity,
     fit_cell_baseline,
@@ -32,10 +32,10 @@ from lpdvae.metrics import (
     note_prf,
     prf_from_counts,
 )
-from lpdvae.model import MusicVAE, active_units, kl_per_sample_dim, load_model
+from lpdvae.model.vae import MusicVAE, active_units, kl_per_sample_dim, load_model
 from lpdvae.params import EvaluateParams, Params, RepresentationParams
-from lpdvae.samples_page import write_page
-from lpdvae.shards import load_split
+from lpdvae.evaluation.samples_page import write_page
+from lpdvae.data.shards import load_split
 
 log = logging.getLogger(__name__)
 COPY_PHRASES = 4096  # training phrases searched for the nearest neighbour of each sample

@@ -1,6 +1,6 @@
 """ingest: copy song files from a source URI into `out_dir/files/` and write `manifest.jsonl`.
 
-The sources (demo, folder, S3, HTTP, archives) live in `lpdvae.sources`; this step places what
+The sources (demo, folder, S3, HTTP, archives) live in `lpdvae.data.sources`; this step places what
 they list. The new output is built in a sibling temp folder (`io.atomic_dir`) and swapped in at
 the end, so a crash or a refused file leaves the previous ingest untouched. Files whose content
 did not change are hard-linked from the previous output instead of rewritten: same inode, same
@@ -27,9 +27,9 @@ from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_jsonl, sha256_file
 from lpdvae.layout import CWD
 from lpdvae.params import Params
-from lpdvae.redact import redact_uri
-from lpdvae.sources import Entry, Skipped, open_source
-from lpdvae.sources.base import ingest_format, printable
+from lpdvae.data.redact import redact_uri
+from lpdvae.data.sources import Entry, Skipped, open_source
+from lpdvae.data.sources.base import ingest_format, printable
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
 """Register: the evaluated model becomes a version in the MLflow registry, with its lineage.
 
-The registered artifact is the generator pyfunc (lpdvae.serving), logged into the train run so
+The registered artifact is the generator pyfunc (lpdvae.registry.serving), logged into the train run so
 run, metrics, samples and model stay one record. Every evaluated model becomes a version, under
 every runner: an unblessed one gets no alias (nothing serves it, `registry promote` refuses it
 without --force) but stays in the registry with its lineage and the evaluation's reasons.
 Blessed versions get `challenger`. When a champion exists, register measures it on the same
-frozen evaluation set as the challenger (`lpdvae.evalset`) and, with `register.auto_promote`,
-promotes the challenger only when it is significantly better (`lpdvae.promotion`); the verdict
-and its reasons are `lpdvae.promotion.*` tags and `promotion.json` in the report folder.
+frozen evaluation set as the challenger (`lpdvae.evaluation.evalset`) and, with `register.auto_promote`,
+promotes the challenger only when it is significantly better (`lpdvae.registry.promotion`); the verdict
+and its reasons are `lpdvae.registry.promotion.*` tags and `promotion.json` in the report folder.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lpdvae import promotion
-from lpdvae.drift_log import TAG_VERDICT, log_drift
+from lpdvae.registry import promotion
+from lpdvae.registry.drift_log import TAG_VERDICT, log_drift
 from lpdvae.errors import LpdvaeError
-from lpdvae.evalset import PerPhrase, measure, read_per_phrase, tensor_set_id
+from lpdvae.evaluation.evalset import PerPhrase, measure, read_per_phrase, tensor_set_id
 from lpdvae.io import atomic_dir, atomic_write_json, atomic_write_text
-from lpdvae.model_card import CARD_MD, CardInputs, write_card
+from lpdvae.registry.model_card import CARD_MD, CardInputs, write_card
 from lpdvae.params import Params
-from lpdvae.registry import CHALLENGER, CHAMPION, alias_version, record_alias, set_champion
-from lpdvae.run_report import render_summary
-from lpdvae.shards import read_index
+from lpdvae.registry.aliases import CHALLENGER, CHAMPION, alias_version, record_alias, set_champion
+from lpdvae.registry.run_report import render_summary
+from lpdvae.data.shards import read_index
 
 log = logging.getLogger(__name__)
 TAGGED_METRICS = ("recon_note_f1", "recon_note_precision", "recon_note_recall", "recon_frame_f1",
@@ -53,7 +53,7 @@ class RegisterResult:
 
 
 def version_tags(metrics: dict[str, float], blessing: dict[str, Any], lineage: dict[str, str]) -> dict[str, str]:
-    """Everything a model version carries: its lineage (`lpdvae.lineage.lineage`), metrics, blessing."""
+    """Everything a model version carries: its lineage (`lpdvae.registry.lineage.lineage`), metrics, blessing."""
     tags = dict(lineage)
     tags["lpdvae.blessed"] = str(bool(blessing["blessed"])).lower()
     tags["lpdvae.blessing_reasons"] = "; ".join(blessing.get("reasons", []))[:4000] or "all checks passed"
@@ -74,16 +74,16 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
              validated: Path | None = None, data_docs: Path | None = None) -> RegisterResult:
     """Register the evaluated model as a new version, blessed or not (an unblessed one gets no
     alias, so it serves nobody but stays auditable), tagged with `lineage` as the runner
-    computed it (`lpdvae.lineage.lineage`). `tensor_dir` holds the test split the champion is
+    computed it (`lpdvae.registry.lineage.lineage`). `tensor_dir` holds the test split the champion is
     measured on (the one `eval_dir` was measured on); `report_dir` receives promotion.json, the
     model card and the run's summary.md, also logged to the train run as `model_card/`.
     `validated` and `data_docs` (validate's folders), when given, go into the run
-    (`lpdvae.drift_log`): the data a later drift check compares with, the drift report and its
+    (`lpdvae.registry.drift_log`): the data a later drift check compares with, the drift report and its
     verdict (also a version tag)."""
     import mlflow
     from mlflow import MlflowClient
 
-    from lpdvae.serving import ARTIFACT, MusicGenerator, code_paths, pip_requirements, signature
+    from lpdvae.registry.serving import ARTIFACT, MusicGenerator, code_paths, pip_requirements, signature
 
     model_dir, eval_dir, out_path = Path(model_dir), Path(eval_dir), Path(out_path)
     tensor_dir, report_dir = Path(tensor_dir), Path(report_dir)
@@ -186,8 +186,8 @@ def _write_report(out: Path, final: Path, card: CardInputs, eval_dir: Path, cham
 def measure_champion(champion: Any, tensor_dir: Path, record: PerPhrase, params: Params) -> PerPhrase:
     """The champion (a registry ModelVersion) measured like evaluate measured the challenger: on
     the same evaluation set (checked first, before anything is downloaded), seed and temperatures."""
-    from lpdvae.model import load_model
-    from lpdvae.serving import model_folder
+    from lpdvae.model.vae import load_model
+    from lpdvae.registry.serving import model_folder
 
     here = tensor_set_id(tensor_dir)
     if here != record.set_id:

@@ -5,7 +5,7 @@ worker returns one song's phrases (packed bits), the parent feeds them to the Sh
 song-path order. At most a few songs per worker are in flight, so peak memory is bounded by the
 shard size, not by the corpus, and the output is byte-identical for any worker count.
 
-Split: song-level, from a salted hash of the song id (`lpdvae.splits`; a corpus of 3 songs or
+Split: song-level, from a salted hash of the song id (`lpdvae.data.splits`; a corpus of 3 songs or
 more never leaves a split empty). A split smaller than `tensorize.min_split_phrases` is a
 warning in the log, the command's summary and index.json (`warnings`); an empty one is an error.
 A stale temp folder of a killed run is removed by `io.atomic_dir` on the next run.
@@ -25,12 +25,12 @@ from tqdm import tqdm
 
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, read_jsonl
-from lpdvae.music.phrases import song_phrases
-from lpdvae.music.song import SongError, song_format
+from lpdvae.data.music.phrases import song_phrases
+from lpdvae.data.music.song import SongError, song_format
 from lpdvae.params import Params
-from lpdvae.pool import map_songs, worker_state
-from lpdvae.shards import SPLITS, ShardWriter, pack, write_index
-from lpdvae.splits import assign_splits, split_of, split_report
+from lpdvae.data.pool import map_songs, worker_state
+from lpdvae.data.shards import SPLITS, ShardWriter, pack, write_index
+from lpdvae.data.splits import assign_splits, split_of, split_report
 
 __all__ = ["TensorizeResult", "accepted_songs", "split_of", "tensor_params_digest", "tensorize"]
 

@@ -16,8 +16,8 @@ times and ids, so they go to a separate docs folder (`--docs`; default `<out>-do
 data folder, `reports/data_docs` in dvc.yaml). Both folders are replaced atomically, and a
 failed run leaves both as they were.
 
-Drift (`reference`, lpdvae.drift): once the batch passed, the accepted songs' statistics are
-compared with those of the champion's training data (`lpdvae.drift_reference`); the report goes
+Drift (`reference`, lpdvae.validation.drift): once the batch passed, the accepted songs' statistics are
+compared with those of the champion's training data (`lpdvae.validation.drift_reference`); the report goes
 into the docs folder (drift.json, drift.html, a section of index.html), never into the data
 folder. A drifting batch under `drift.stop_on_drift` raises DataError *after* both folders are
 swapped in, so the report is there to read and nothing downstream (tensorize, train) runs.
@@ -33,8 +33,8 @@ from typing import Any
 
 import pandas as pd
 
-from lpdvae import drift
-from lpdvae.drift_reference import Reference, accepted_rows
+from lpdvae.validation import drift
+from lpdvae.validation.drift_reference import Reference, accepted_rows
 from lpdvae.errors import DataError, LpdvaeError, ValidationFailed
 from lpdvae.io import (
     atomic_dir,
@@ -44,8 +44,8 @@ from lpdvae.io import (
     read_jsonl,
 )
 from lpdvae.params import Params
-from lpdvae.song_stats import collect_stats, printable_path, track_summary, track_warnings
-from lpdvae.song_suite import run_suite
+from lpdvae.validation.song_stats import collect_stats, printable_path, track_summary, track_warnings
+from lpdvae.validation.song_suite import run_suite
 
 log = logging.getLogger(__name__)
 EXCLUSIONS = ("time_signature", "too_short", "duplicate")  # out of scope or redundant, not bad

@@ -22,10 +22,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lpdvae.codes import transpose
+from lpdvae.data.codes import transpose
 from lpdvae.errors import DataError, LpdvaeError
 from lpdvae.io import atomic_dir, atomic_write_csv, atomic_write_json
-from lpdvae.model import (
+from lpdvae.model.vae import (
     FORMAT_VERSION,
     MusicVAE,
     active_units,
@@ -36,7 +36,7 @@ from lpdvae.model import (
     vae_loss,
 )
 from lpdvae.params import Params
-from lpdvae.shards import PhraseDataset
+from lpdvae.data.shards import PhraseDataset
 from lpdvae.training import checkpoints as ckpts
 from lpdvae.training.distributed import DistEnv, all_reduce_sum, gather_objects
 from lpdvae.training.outputs import (

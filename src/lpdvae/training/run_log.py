@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lpdvae import lineage
+from lpdvae.registry import lineage
 from lpdvae.params import Params
-from lpdvae.redact import redact_uri
+from lpdvae.data.redact import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class RunLog:
         """Start (or continue, when `run_id` still exists) the run; returns its id."""
         import mlflow
 
-        from lpdvae.tracking import setup_mlflow, tracking_uri
+        from lpdvae.registry.tracking import setup_mlflow, tracking_uri
 
         self.experiment_id = setup_mlflow(self.params)
         self.tracking_uri = tracking_uri(self.params)
@@ -118,8 +118,8 @@ class RunLog:
         import mlflow.pytorch
         from mlflow.models import infer_signature
 
-        from lpdvae.model import Reconstructor
-        from lpdvae.serving import code_paths, pip_requirements
+        from lpdvae.model.vae import Reconstructor
+        from lpdvae.registry.serving import code_paths, pip_requirements
 
         wrapper = Reconstructor(vae).eval()
         example = example.astype(np.float32)

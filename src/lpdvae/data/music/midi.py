@@ -1,0 +1,131 @@
+"""The MIDI adapter: symusic (C++) parses into the `pretty_midi.PrettyMIDI` that pretty_midi's
+own parser would build (same tick->seconds table, same notes in the same order), so everything
+downstream (pypianoroll's quantization) gives the rolls `pypianoroll.read` gives
+(tests/test_music.py checks this), ~100x faster than mido. Files whose events symusic and
+pretty_midi pair differently (overlapping or zero-length notes of one pitch) fall back to
+pretty_midi.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+
+from lpdvae.data.music.song import SongError
+
+log = logging.getLogger(__name__)
+
+# "symusic" | "pretty_midi"; pretty_midi where symusic is not installed
+MIDI_PARSER = "symusic" if importlib.util.find_spec("symusic") else "pretty_midi"
+
+
+def parse_midi(path: Path) -> tuple[pretty_midi.PrettyMIDI, str]:
+    """The file as a PrettyMIDI and the parser that read it; SongError `corrupt_midi` otherwise."""
+    if MIDI_PARSER == "symusic":
+        try:
+            pm = symusic_pretty_midi(path)
+        except SongError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - symusic is stricter than mido: let pretty_midi decide
+            log.debug("%s: symusic cannot parse (%s); trying pretty_midi", path, exc)
+            pm = None
+        if pm is not None:
+            return pm, "symusic"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pretty_midi.PrettyMIDI(str(path)), "pretty_midi"
+    except Exception as exc:  # noqa: BLE001 - mido raises OSError/EOFError/KeyError/ValueError...
+        raise SongError(path, "corrupt_midi", f"not a readable MIDI file: {exc}") from None
+
+
+class _EndTimePrettyMIDI(pretty_midi.PrettyMIDI):
+    """A PrettyMIDI whose end time (last event of any kind) was computed from the symusic score."""
+
+    end_time: float = 0.0
+
+    def get_end_time(self) -> float:
+        return self.end_time
+
+
+def symusic_pretty_midi(path: str | Path) -> pretty_midi.PrettyMIDI | None:
+    """Parse with symusic into the PrettyMIDI pretty_midi's parser would build, or None when the
+    file pairs note events ambiguously (overlapping / zero-length notes of one pitch): pretty_midi
+    and symusic resolve those differently, so the caller falls back to pretty_midi."""
+    import symusic
+
+    score = symusic.Score(str(path))
+    tpq = int(score.ticks_per_quarter)
+    if tpq <= 0:
+        raise SongError(path, "corrupt_midi", f"ticks per quarter note is {tpq}")
+    tracks = [(t, t.notes.numpy()) for t in score.tracks if t.note_num() > 0]
+    if any(_ambiguous_notes(arrays) for _, arrays in tracks):
+        return None
+    last_tick = max([int(score.end())] + [int(t.time) for t in score.tempos] +
+                    [int(t.time) for t in score.time_signatures])
+    if last_tick + 1 > pretty_midi.MAX_TICK:  # pretty_midi would refuse it too, after a slower parse
+        raise SongError(path, "too_long", f"last event at tick {last_tick} ({last_tick / tpq:.0f} beats) is past "
+                        f"pretty_midi's limit of {pretty_midi.MAX_TICK:.0f} ticks: probably corrupt")
+    pm = _EndTimePrettyMIDI(resolution=tpq)
+    pm._tick_scales = _tick_scales(score, tpq)
+    pm._update_tick_to_time(last_tick + 1)
+    tick_to_time = pm._PrettyMIDI__tick_to_time
+    pm.time_signature_changes = [
+        pretty_midi.TimeSignature(int(t.numerator), int(t.denominator), float(tick_to_time[t.time]))
+        for t in score.time_signatures
+    ]
+    pm.instruments = [_instrument(t, arrays, tick_to_time) for t, arrays in tracks]
+    pm.end_time = float(tick_to_time[_last_event_tick(score, tracks)])
+    return pm
+
+
+def _ambiguous_notes(arrays: dict[str, np.ndarray]) -> bool:
+    if (arrays["duration"] <= 0).any():
+        return True
+    order = np.lexsort((arrays["time"], arrays["pitch"]))
+    pitch, start = arrays["pitch"][order], arrays["time"][order].astype(np.int64)
+    end = start + arrays["duration"][order]
+    same = pitch[1:] == pitch[:-1]
+    return bool((same & (start[1:] < end[:-1])).any())
+
+
+def _tick_scales(score, tpq: int) -> list[tuple[int, float]]:
+    """pretty_midi's `_load_tempo_changes`, from symusic's tempo events (integer µs per quarter)."""
+    scales = [(0, 60.0 / (120.0 * tpq))]
+    for tempo in score.tempos:
+        scale = 60.0 / ((6e7 / int(tempo.mspq)) * tpq)
+        if int(tempo.time) == 0:
+            scales = [(0, scale)]
+        elif scale != scales[-1][1]:
+            scales.append((int(tempo.time), scale))
+    return scales
+
+
+def _instrument(track, arrays: dict[str, np.ndarray], tick_to_time: np.ndarray) -> pretty_midi.Instrument:
+    """Notes in pretty_midi's order (by note-off tick; same-pitch ties keep note-on order)."""
+    start = arrays["time"].astype(np.int64)
+    end = start + arrays["duration"]
+    order = np.lexsort((start, end))
+    starts, ends = tick_to_time[start[order]], tick_to_time[end[order]]
+    pitches, velocities = arrays["pitch"][order], arrays["velocity"][order].astype(np.int64) & 0xFF
+    inst = pretty_midi.Instrument(program=int(track.program), is_drum=bool(track.is_drum), name=str(track.name))
+    inst.notes = [pretty_midi.Note(int(v), int(p), float(s), float(e))
+                  for v, p, s, e in zip(velocities.tolist(), pitches.tolist(), starts.tolist(), ends.tolist(), strict=True)]
+    return inst
+
+
+def _last_event_tick(score, tracks) -> int:
+    """The tick of pretty_midi's `get_end_time`: notes, controls, bends, meters, keys, lyrics, tempi."""
+    ticks = [0]
+    for track, arrays in tracks:
+        ticks.append(int((arrays["time"].astype(np.int64) + arrays["duration"]).max()))
+        ticks += [int(c.time) for c in track.controls[-1:]] + [int(b.time) for b in track.pitch_bends[-1:]]
+        ticks += [int(x.time) for x in track.lyrics[-1:]]
+    ticks += [int(x.time) for x in score.time_signatures] + [int(x.time) for x in score.key_signatures]
+    ticks += [int(x.time) for x in score.tempos]
+    return max(ticks)

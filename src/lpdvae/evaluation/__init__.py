@@ -1,0 +1,1 @@
+"""What evaluate measures: metrics, the gate, the frozen evaluation set and the samples page."""

@@ -1,0 +1,1 @@
+"""The VAE: `vae` (MusicVAE, its heads, save and load)."""

@@ -1,0 +1,2 @@
+"""The model registry side: lineage, the MLflow store, aliases and promotion, model cards,
+audit, serving and generation."""

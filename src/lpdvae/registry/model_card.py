@@ -1,0 +1,216 @@
+"""A model card per registered version: what a reviewer needs without piecing MLflow tags together.
+
+Register writes `model_card.md` and `model_card.html` (samples copied beside them, so the links
+work in the report folder, in the MLflow run's `model_card/` artifacts and in KFP's HTML
+artifact, where the images are inlined). Everything on the card comes from files the steps
+already wrote (evaluation, training metrics, tensor index) and the version's tags (lineage,
+promotion); nothing is measured here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lpdvae.evaluation.gate import allowed_gap
+from lpdvae.io import atomic_write_text
+from lpdvae.params import EvaluateParams
+from lpdvae.data.redact import redact_uri
+
+CARD_MD = "model_card.md"
+CARD_HTML = "model_card.html"
+SAMPLES = ("generated-00", "generated-01", "reconstruction-00")
+SAMPLE_KINDS = (".png", ".mid", ".wav")
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    """What the card is written from (all already on disk or in the version's tags)."""
+
+    name: str
+    version: str
+    aliases: list[str]
+    run_id: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    blessing: dict[str, Any]
+    promotion: dict[str, Any]  # lpdvae.registry.promotion.record(...)
+    train: dict[str, Any]  # models/vae/train_metrics.json
+    index: dict[str, Any]  # data/tensors/index.json
+    evaluate: EvaluateParams
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    header = list(header)
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def _interval(d: dict[str, float]) -> str:
+    return f"{d['estimate']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+
+
+def render(c: CardInputs, samples: list[str]) -> str:
+    """The card as Markdown; `samples` are file names in the card's own `samples/` folder."""
+    t, m, ev = c.tags, c.metrics, c.evaluate
+    promo = c.promotion
+    lines = [f"# Model card: {c.name} version {c.version}", "",
+             f"**Promotion:** {promo.get('summary', 'no verdict')}  ",
+             f"**Aliases:** {', '.join(c.aliases) or 'none'}  ",
+             f"**Blessed by evaluation:** {'yes' if c.blessing.get('blessed') else 'no'}  ",
+             f"**Card written:** {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} "
+             f"from MLflow run `{c.run_id}`, pipeline run `{t.get('lpdvae.pipeline_run_id', 'n/a')}`, "
+             f"git `{t.get('lpdvae.git_revision', 'n/a')}`", ""]
+
+    tracks = ", ".join(c.index.get("tracks", []))
+    lines += ["## Intended use", "",
+              f"A variational autoencoder over {len(c.index.get('tracks', []))}-track phrases ({tracks}; "
+              f"shape {c.index.get('shape')} = tracks, bars, steps, pitches) that generates new phrases "
+              "(`mlflow models serve`, `lpdvae generate`), reconstructs and interpolates existing ones. "
+              "Meant for music sketching, demos and research on the corpus it was trained on; not for "
+              "judging or attributing music, and not a source of finished pieces.", ""]
+
+    split_n = {k: v.get("n", 0) for k, v in c.index.get("splits", {}).items()}
+    songs = c.index.get("songs", {})
+    by_split: dict[str, int] = {}
+    if isinstance(songs, dict):
+        for s in songs.values():
+            by_split[s.get("split", "?")] = by_split.get(s.get("split", "?"), 0) + 1
+    n_songs = len(songs) if isinstance(songs, dict) else songs
+    song_split = " / ".join(f"{k} {by_split.get(k, 0)}" for k in ("train", "val", "test")) if by_split else "n/a"
+    reasons = t.get("lpdvae.quarantine_reasons", "")
+    lines += ["## Data", ""] + _table(["", ""], [
+        ("source", f"`{redact_uri(t.get('lpdvae.source', 'n/a'))}`"),
+        ("raw (DVC)", f"`{t.get('lpdvae.dvc.raw', 'n/a')}`"),
+        ("validated (DVC)", f"`{t.get('lpdvae.dvc.validated', 'n/a')}`"),
+        ("tensors (DVC)", f"`{t.get('lpdvae.dvc.tensors', 'n/a')}`"),
+        ("manifest sha256", f"`{t.get('lpdvae.manifest_sha256', 'n/a')}`"),
+        ("songs", f"{n_songs} (train / val / test: {song_split})"),
+        ("phrases", " / ".join(f"{k} {split_n.get(k, 0)}" for k in ("train", "val", "test"))),
+        ("quarantined songs", f"{t.get('lpdvae.quarantined', 'n/a')}" + (f" ({reasons})" if reasons else "")),
+        ("drift vs the champion's data", t.get("lpdvae.drift.verdict", "not checked")
+         + " (run artifact drift/drift.html)"),
+        ("evaluation set", f"{t.get('lpdvae.eval_set.split', 'test')} split, {t.get('lpdvae.eval_set.n_phrases', '?')} "
+                           f"phrases, sha256 `{t.get('lpdvae.eval_set.sha256', 'n/a')}`"),
+    ])
+
+    tr = c.train
+    lines += ["## Training", ""] + _table(["", ""], [
+        ("params digest", f"`{t.get('lpdvae.params_digest', 'n/a')}`"),
+        ("epochs", f"{tr.get('epochs', 'n/a')} (best {tr.get('best_epoch', 'n/a')}, "
+                   f"stopped early: {tr.get('stopped_early', 'n/a')}), {tr.get('steps', 'n/a')} steps"),
+        ("wall time", f"{_f(tr.get('train_time_s'), 1)} s ({_f(tr.get('samples_per_s'), 1)} phrases/s)"),
+        ("hardware", f"{tr.get('device', 'n/a')} x {tr.get('world_size', 'n/a')} process(es), "
+                     f"{tr.get('precision', 'n/a')}, global batch {tr.get('global_batch_size', 'n/a')}"),
+        ("final losses", f"train {_f(tr.get('train_loss'), 2)}, val {_f(tr.get('val_loss'), 2)} "
+                         f"(val neg ELBO {_f(tr.get('val_neg_elbo'), 2)})"),
+    ])
+
+    lines += ["## Evaluation (test split)", "", "### Against the average-cell baseline", ""]
+    lines += _table(["metric", "model", "baseline", "gate"], [
+        ("recon note F1 (test)", _f(m.get("recon_note_f1")), _f(m.get("baseline.recon_note_f1")),
+         f">= {ev.min_note_f1} and >= {ev.baseline_factor} x baseline"),
+        ("recon note F1 (train)", _f(m.get("train.recon_note_f1")), _f(m.get("baseline.train.recon_note_f1")), ""),
+    ])
+    stat_rows = []
+    for key in ev.statistics:
+        gen, ref = m.get(f"generated.{key}"), m.get(f"reference.{key}")
+        if ref is None:
+            continue
+        gap = allowed_gap(ref, ev)
+        ok = gen is not None and abs(gen - ref) <= gap
+        stat_rows.append((key, _f(gen), _f(ref), _f(None if gen is None else abs(gen - ref)), _f(gap),
+                          "pass" if ok else "FAIL"))
+    lines += ["### Generated music against the data", "",
+              f"At temperature {m.get('temperature', 'n/a')} (chosen on the validation split).", ""]
+    lines += _table(["statistic", "generated", "data", "gap", "allowed gap", "gate"], stat_rows)
+    lines += _table(["check", "value", "gate"], [
+        ("distinct generated phrases", _f(m.get("diversity.unique_fraction"), 3), f">= {ev.min_unique_fraction}"),
+        ("closest to a training phrase (note F1)", _f(m.get("copy.nearest_train_note_f1"), 3),
+         f"<= {ev.max_copy_note_f1}"),
+        ("KL nats / active units", f"{_f(m.get('kl_nats'), 2)} / {_f(m.get('active_units'), 0)}", ""),
+    ])
+    verdict = "blessed" if c.blessing.get("blessed") else "not blessed: " + "; ".join(c.blessing.get("reasons", []))
+    lines += [f"**Gate:** {verdict}", ""]
+
+    lines += ["### Against the champion", ""]
+    champ = promo.get("champion")
+    if champ:
+        conf = champ["recon_note_f1"]["difference"]
+        lines += [f"Champion v{champ['version']} measured on the same evaluation set (`{champ['evaluation_set'][:16]}…`), "
+                  f"same seed and temperature rule; paired bootstrap, {conf['confidence']:.0%} intervals of "
+                  f"challenger − champion ({conf['resamples']} resamples).", ""]
+        rows = [("recon note F1 (higher is better)", _f(champ["recon_note_f1"]["challenger"]),
+                 _f(champ["recon_note_f1"]["champion"]), _interval(conf))]
+        rows += [(f"{k}: distance to data (lower is better)", _f(v["challenger"]), _f(v["champion"]),
+                  _interval(v["difference"])) for k, v in champ["distances"].items()]
+        lines += _table(["metric", "this version", f"champion v{champ['version']}", "difference [interval]"], rows)
+    lines += [f"- {r}" for r in promo.get("reasons", [])] + [""]
+
+    lines += ["## Samples", ""]
+    for name in sorted({Path(s).stem for s in samples}):
+        files = [s for s in samples if Path(s).stem == name]
+        pngs = [s for s in files if s.endswith(".png")]
+        links = ", ".join(f"[{Path(s).suffix[1:].upper()}](samples/{s})" for s in files if not s.endswith(".png"))
+        lines += [f"**{name}** {links}", ""] + [f"![{name}](samples/{p})" for p in pngs] + [""]
+    if not samples:
+        lines += ["No samples were rendered.", ""]
+
+    lines += ["## Limitations", "",
+              f"- Measured on {t.get('lpdvae.eval_set.n_phrases', '?')} test phrases of the same corpus it was "
+              "trained on; music from other styles, meters or instrumentations is out of scope.",
+              "- Phrases are 4/4 bars on a fixed grid; dynamics, tempo changes and expressive timing are not modelled.",
+              "- The statistics compare averages of generated and real phrases (MuseGAN's metrics), not "
+              "musical quality; listen to the samples before relying on a version.",
+              f"- Generated music is sampled at one seed ({ev.seed}) per evaluation; "
+              "the intervals cover resampling of those phrases, not other seeds or retraining.", ""]
+
+    rev = t.get("lpdvae.git_revision", "").removesuffix("-dirty")
+    lines += ["## Audit and restore", "", "```bash",
+              f"lpdvae registry describe {c.version}",
+              f"lpdvae audit models:/{c.name}/{c.version}",
+              f"lpdvae audit --dataset {t.get('lpdvae.dvc.tensors', '<tensors hash>')}"]
+    if rev:
+        lines += [f"git checkout {rev} && dvc checkout data/tensors   # or: dvc pull data/tensors"]
+    lines += [f"lpdvae registry promote {c.version}            # refused unless blessed",
+              "lpdvae registry rollback", "```", ""]
+    return "\n".join(lines)
+
+
+def to_html(markdown: str, title: str) -> str:
+    """The card as one HTML page (tables on)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    style = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;line-height:1.4}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem}"
+             "img{max-width:100%}code{background:#f4f4f4}")
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{style}</style></head><body>\n{body}</body></html>\n")
+
+
+def write_card(out_dir: Path, inputs: CardInputs, eval_dir: Path) -> tuple[Path, Path]:
+    """Copy a few samples from `eval_dir/samples` and write model_card.md + .html into `out_dir`."""
+    out_dir = Path(out_dir)
+    samples_out = out_dir / "samples"
+    samples_out.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for name in SAMPLES:
+        for kind in SAMPLE_KINDS:
+            src = Path(eval_dir) / "samples" / f"{name}{kind}"
+            if src.is_file():
+                shutil.copyfile(src, samples_out / src.name)
+                samples.append(src.name)
+    md = render(inputs, samples)
+    atomic_write_text(out_dir / CARD_MD, md)
+    atomic_write_text(out_dir / CARD_HTML, to_html(md, f"{inputs.name} v{inputs.version}"))
+    return out_dir / CARD_MD, out_dir / CARD_HTML
