@@ -22,6 +22,8 @@ from tests.conftest import BIN, REPO
 from tests.evalkit import make_model, make_tensors, write_eval
 from tests.project import TINY, deep_merge
 
+pytestmark = pytest.mark.slow  # every test registers on the MLflow server (moto S3 behind it)
+
 
 @pytest.fixture
 def params(mlflow_server):

@@ -365,6 +365,7 @@ def run_trainjob_step(tmp_path, tensors_uri, **kwargs):
     return train_on_trainjob(json.dumps(params.to_dict()), tensors_uri, model_uri, tmp_path / "model", **args)
 
 
+@pytest.mark.slow
 def test_the_trainjob_the_train_step_submits_validates_against_the_trainer_v2_schema(
         tmp_path, fake_trainer, tensors_artifact):
     import jsonschema
@@ -404,6 +405,7 @@ def test_the_vendored_trainjob_schema_rejects_what_the_api_server_would(tmp_path
             jsonschema.validate(bad, schema)
 
 
+@pytest.mark.slow
 def test_the_train_step_waits_for_the_trainjob_and_downloads_its_model(tmp_path, fake_trainer, tensors_artifact):
     from kfp.dsl import Model
 
@@ -421,6 +423,7 @@ def test_the_train_step_waits_for_the_trainjob_and_downloads_its_model(tmp_path,
     assert req.name.startswith("lpdvae-train-")
 
 
+@pytest.mark.slow
 def test_a_failed_trainjob_fails_the_train_step_with_the_jobs_reason(tmp_path, fake_trainer, tensors_artifact):
     from components.trainjob import TrainJobFailed
 
@@ -430,6 +433,7 @@ def test_a_failed_trainjob_fails_the_train_step_with_the_jobs_reason(tmp_path, f
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.slow
 def test_a_trainjob_that_never_finishes_fails_the_step_at_its_timeout(tmp_path, fake_trainer, tensors_artifact):
     from components.trainjob import TrainJobFailed, custom_objects_api, wait
 
@@ -440,6 +444,7 @@ def test_a_trainjob_that_never_finishes_fails_the_step_at_its_timeout(tmp_path, 
         wait(custom_objects_api(), "ns", run_id_job, timeout_s=0.2, poll_s=0.05)
 
 
+@pytest.mark.slow
 def test_a_retried_train_step_waits_on_the_trainjob_it_already_submitted(tmp_path, fake_trainer, tensors_artifact):
     fake = fake_trainer()
     first = run_trainjob_step(tmp_path / "try-1", tensors_artifact)

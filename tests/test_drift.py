@@ -79,10 +79,16 @@ def test_enforce_stops_a_drifting_run_naming_the_statistics():
         drift.enforce(report, PARAMS, "reports/data_docs/drift.html")
 
 
-def test_enforce_passes_without_stop_on_drift_or_reference():
+def test_enforce_lets_a_drift_pass_without_stop_on_drift():
     report = drift.compare(table(1, pitch_shift=7), table(2), PARAMS)
-    drift.enforce(report, DriftParams(0.01, 0.25, 0.2, stop_on_drift=False), "x")
-    drift.enforce(drift.no_reference("no champion yet", PARAMS), PARAMS, "x")
+    assert report.verdict == "drift"  # what stop_on_drift would stop
+    assert drift.enforce(report, DriftParams(0.01, 0.25, 0.2, stop_on_drift=False), "x") is None
+
+
+def test_enforce_lets_a_run_without_a_reference_pass_under_stop_on_drift():
+    report = drift.no_reference("no champion yet", PARAMS)
+    assert report.verdict == "no_reference" and PARAMS.stop_on_drift
+    assert drift.enforce(report, PARAMS, "x") is None
 
 
 def test_write_adds_json_html_and_a_section_to_the_data_docs(tmp_path):

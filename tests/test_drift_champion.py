@@ -25,6 +25,8 @@ from lpdvae.steps.validate import validate
 from tests.conftest import BIN
 from tests.evalkit import REPO, TINY, make_model, make_tensors, on_server, write_eval
 
+pytestmark = pytest.mark.slow  # every test reads a champion from the MLflow server (moto S3 behind it)
+
 SONGS = 16
 SHIFT = 7  # semitones: every pitch statistic moves, nothing else does
 

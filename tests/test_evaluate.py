@@ -19,6 +19,8 @@ from lpdvae.data.shards import load_split
 from lpdvae.steps.evaluate import COPY_PHRASES, METRIC_PHRASES, evaluate
 from tests.evalkit import REPO, make_model, make_tensors, random_codes, tiny_params, write_splits
 
+pytestmark = pytest.mark.slow  # every test evaluates on the MLflow server (moto S3 behind it)
+
 
 def have_audio() -> bool:
     from lpdvae.params import load_params

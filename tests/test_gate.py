@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from lpdvae.data.codes import ONSET, SUSTAIN
@@ -155,6 +156,7 @@ def collapse(vae: torch.nn.Module) -> None:
         weight.requires_grad_(False)
 
 
+@pytest.mark.slow
 def test_a_collapsed_model_is_refused_by_the_gate(tmp_path):
     """A decoder that ignores z can only learn the data's average phrase, so even trained it
     reconstructs no better than the average-cell baseline and is refused for it."""

@@ -225,6 +225,7 @@ def s3_calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
     return calls
 
 
+@pytest.mark.slow
 def test_s3_prefix_is_ingested(tmp_path, s3_songs):
     result = ingest(s3_songs, tmp_path / "raw", params())
     rows = read_jsonl(result.manifest)
@@ -234,6 +235,7 @@ def test_s3_prefix_is_ingested(tmp_path, s3_songs):
     assert (result.n_ignored, {r["source"] for r in rows}) == (1, {s3_songs})
 
 
+@pytest.mark.slow
 def test_s3_unchanged_objects_are_not_downloaded_again(tmp_path, s3_songs, s3_calls):
     out = tmp_path / "raw"
     ingest(s3_songs, out, params())
@@ -244,6 +246,7 @@ def test_s3_unchanged_objects_are_not_downloaded_again(tmp_path, s3_songs, s3_ca
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_s3_changed_object_is_downloaded_again(tmp_path, s3_server, s3_songs, s3_calls):
     import boto3
 
@@ -257,6 +260,7 @@ def test_s3_changed_object_is_downloaded_again(tmp_path, s3_server, s3_songs, s3
     assert (out / "files/a.mid").read_bytes() == b"MThd-A"
 
 
+@pytest.mark.slow
 def test_s3_listing_follows_every_page(tmp_path, s3_songs, s3_calls, monkeypatch):
     monkeypatch.setattr(s3_source, "S3_PAGE_SIZE", 2)
     result = ingest(s3_songs, tmp_path / "raw", params())
@@ -264,6 +268,7 @@ def test_s3_listing_follows_every_page(tmp_path, s3_songs, s3_calls, monkeypatch
     assert s3_calls["ListObjectsV2"] == 2  # 4 keys, 2 per page
 
 
+@pytest.mark.slow
 def test_s3_object_gone_after_listing_names_the_key(tmp_path, s3_server, s3_songs, monkeypatch):
     import boto3
 
@@ -280,6 +285,7 @@ def test_s3_object_gone_after_listing_names_the_key(tmp_path, s3_server, s3_song
     assert not (tmp_path / "raw").exists()
 
 
+@pytest.mark.slow
 def test_s3_missing_bucket_is_a_data_error(tmp_path, s3_server):
     with pytest.raises(DataError, match="s3://no-such-bucket-xyz/songs"):
         ingest("s3://no-such-bucket-xyz/songs", tmp_path / "raw", params())
@@ -477,6 +483,7 @@ def test_zip_with_a_file_and_a_folder_of_the_same_name_skips_the_nested_one(tmp_
     assert list(skipped(tmp_path / "raw")) == ["x.npz/y.npz"]
 
 
+@pytest.mark.slow
 def test_s3_keys_with_a_file_and_a_folder_of_the_same_name_skip_the_nested_one(tmp_path, s3_server, s3_bucket):
     import boto3
 

@@ -195,6 +195,7 @@ def test_free_nats_hinge_in_the_loss_and_kl_report() -> None:
     assert active_units(above["kl_per_dim"]) == 1
 
 
+@pytest.mark.slow
 def test_recon_nll_prefers_the_truth_after_fitting_one_batch() -> None:
     params = small_params(kinds=("monophonic", "polyphonic"))
     vae = make_vae(params)
@@ -287,6 +288,7 @@ def note_phrases(n: int, params: Params, seed: int = 1) -> torch.Tensor:
     return x
 
 
+@pytest.mark.slow
 def test_overfits_eight_phrases() -> None:
     params = small_params(conv_channels=[16, 32], bar_embedding=64, step_embedding=64, encoder_hidden=64,
                           conductor_hidden=64, decoder_hidden=64, latent_dim=8)

@@ -282,6 +282,7 @@ def _screenshot(page, shots: Path, name: str, capsys) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_evaluation_page_in_the_kfp_sandbox_shows_its_images_and_loads_its_audio(
         browser, kfp_eval_page, shots, capsys):
     page, frame = show_in_kfp_iframe(browser, kfp_eval_page)
@@ -297,6 +298,7 @@ def test_evaluation_page_in_the_kfp_sandbox_shows_its_images_and_loads_its_audio
     page.close()
 
 
+@pytest.mark.slow
 def test_data_docs_in_the_kfp_sandbox_render_with_their_styles(browser, data_docs, shots, capsys):
     page, frame = show_in_kfp_iframe(browser, data_docs.read_text(), height=1600)
     fail_colour = frame.evaluate("getComputedStyle(document.querySelector('.fail')).color")

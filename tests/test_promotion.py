@@ -151,6 +151,7 @@ def champion(params) -> str:
     return alias_version(client(params), params.register.model_name, CHAMPION).version
 
 
+@pytest.mark.slow
 def test_register_does_not_promote_the_champion_retrained_up_to_noise(world):
     params, tensors, tmp = world
     model = make_model(tmp / "noisy-model", params, seed=5, like=tmp / "v1-model", noise=1e-3)
@@ -184,6 +185,7 @@ def oracle_eval(world, name: str, generated: np.ndarray | None = None) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_register_promotes_a_clearly_better_challenger(world):
     params, _, tmp = world
     model = make_model(tmp / "better-model", params, seed=6)
@@ -196,6 +198,7 @@ def test_register_promotes_a_clearly_better_challenger(world):
     assert set(report["champion"]["distances"]) <= set(params.evaluate.statistics)
 
 
+@pytest.mark.slow
 def test_register_does_not_promote_a_better_reconstructor_that_generates_silence(world):
     params, _, tmp = world
     before = champion(params)
@@ -207,6 +210,7 @@ def test_register_does_not_promote_a_better_reconstructor_that_generates_silence
     assert "not measured on the challenger's generated music (counts as worse)" in tags["lpdvae.promotion.reasons"]
 
 
+@pytest.mark.slow
 def test_registry_describe_and_list_show_the_promotion_verdict(world, capsys):
     from lpdvae.cli import main
     from tests.conftest import REPO
@@ -228,6 +232,7 @@ def test_registry_describe_and_list_show_the_promotion_verdict(world, capsys):
     assert any("not promoted: not blessed by evaluation: recon_note_f1 too low" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_the_card_holds_the_lineage_the_intervals_and_the_audit_commands(world, capsys):
     from lpdvae.cli import main
     from tests.conftest import REPO

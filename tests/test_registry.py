@@ -14,6 +14,8 @@ from lpdvae.steps.register import register
 from tests.conftest import REPO
 from tests.evalkit import make_model, make_tensors, on_server, write_eval
 
+pytestmark = pytest.mark.slow  # every test registers on the MLflow server (moto S3 behind it)
+
 
 @pytest.fixture
 def params(tiny_params, mlflow_server):

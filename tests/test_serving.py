@@ -23,6 +23,8 @@ from lpdvae.steps.register import register
 from tests.conftest import BIN, REPO, free_port, stop, wait_for_port
 from tests.evalkit import make_model, make_tensors, tiny_params, write_eval
 
+pytestmark = pytest.mark.slow  # the MLflow server, and `mlflow models serve`
+
 EVALUATED_TEMPERATURE = 0.85  # what evaluation chose on validation; served by default
 
 

@@ -107,6 +107,7 @@ def state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(model_dir / "model.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_outputs_and_mlflow_run(reference: Run, mlflow_server: str) -> None:
     import mlflow
 
@@ -154,6 +155,7 @@ def test_outputs_and_mlflow_run(reference: Run, mlflow_server: str) -> None:
     np.testing.assert_array_equal(recon, vae.reconstruct(torch.from_numpy(x).to(torch.uint8)).numpy())
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_follow_the_single_process_curve(reference: Run, tmp_path: Path) -> None:
     params = tiny_params(reference.params.mlflow.tracking_uri, **{"train.nproc": 2})
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -183,6 +185,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_identical_weights(reference: Run, tmp_path: Path) -> None:
     out = tmp_path / "model"
     params_file = tmp_path / "params.yaml"
@@ -211,6 +214,7 @@ def test_sigkill_then_resume_gives_identical_weights(reference: Run, tmp_path: P
     assert [r["loss"] for r in read_history(out)] == [r["loss"] for r in read_history(reference.out)]
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoints_starts_fresh_and_fresh_run_clears_them(
         reference: Run, tmp_path: Path) -> None:
     tensors = make_tensors(tmp_path / "tensors", n_train=16, n_val=0)
@@ -226,6 +230,7 @@ def test_resume_without_checkpoints_starts_fresh_and_fresh_run_clears_them(
                        load_model(tmp_path / "model").state_dict()["to_stats.weight"])
 
 
+@pytest.mark.slow
 def test_resume_refuses_checkpoints_of_another_model_format(reference: Run, tmp_path: Path) -> None:
     tensors = make_tensors(tmp_path / "tensors", n_train=16, n_val=0)
     params = tiny_params(reference.params.mlflow.tracking_uri, **{"train.epochs": 1})
