@@ -1,4 +1,5 @@
-# Two commands for a newcomer: `make run` and `make test`. Both bootstrap .venv themselves.
+# Two commands for a newcomer: `make run` and `make test` (`make test-fast` while editing).
+# All of them bootstrap .venv themselves.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -10,10 +11,10 @@ TORCH_PIN := torch==2.13.0
 # packages from source again, ~5 s each. Written once into .venv, later processes reuse them.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: run test venv lint bench clean help image compile k8s-validate
+.PHONY: run test test-fast venv lint bench clean help image compile k8s-validate
 
 help:  ## list targets
-	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +46,11 @@ run: $(STAMP)  ## demo corpus -> six steps (dvc repro) -> registered model; idem
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	$(BIN)/lpdvae status
 
-test: $(STAMP)  ## run the test suite
+test: $(STAMP)  ## the whole test suite (MLflow server, S3 API, torchrun, browser, dvc repro)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## the suite without the slow tests (training, servers, browser)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check src components pipelines tests benchmarks
