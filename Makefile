@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 # Each step is its own Python process importing torch, MLflow and pypianoroll: with bytecode
 # writes off (PYTHONDONTWRITEBYTECODE, set on some machines) every one of them compiles those
-# packages from source again, ~5 s each. Written once into .venv, later processes reuse them.
+# packages from source again. Written once into .venv, later processes reuse them
+# (the timings of this and the two choices below: docs/decisions.md).
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test test-fast venv lint bench clean help image compile k8s-validate
@@ -21,7 +22,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q uv
 
 # torch pinned and the project, in one uv resolve under the locked constraint set, so the
-# resolver never backtracks on boto3 x aiobotocore (uv unpacks torch in ~4 s; pip took ~35 s).
+# resolver never backtracks on boto3 x aiobotocore, and uv unpacks torch far faster than pip.
 # uv does not read pip's configuration: the local wheel folder pip is pointed at ($PIP_FIND_LINKS,
 # else pip.conf's find-links: where this machine keeps its CPU torch wheel) is handed to uv, which
 # then prefers that wheel to PyPI's CUDA build of the same version. Without one, torch comes from
@@ -35,7 +36,7 @@ $(STAMP): $(BIN)/python pyproject.toml requirements.lock
 venv: $(STAMP)  ## create .venv and install the project
 
 # uv installs without bytecode, so the first imports of torch, MLflow and the steps compile it
-# (~18 s of one core). `run` has that done in the background while ingest and validate, which
+# (seconds of one core). `run` has that done in the background while ingest and validate, which
 # leave a core idle, run, instead of at the start of train; the stamp makes it once per venv.
 WARM := $(VENV)/.bytecode-warm
 WARM_IMPORTS := torch, mlflow.pytorch, mlflow.pyfunc, lpdvae.training.loop, lpdvae.steps.evaluate, \

@@ -1,7 +1,7 @@
-"""A lean MusicXML reader for the demo chorales: the notes music21 would give, ~15x faster.
+"""A lean MusicXML reader for the demo chorales: the notes music21 would give, faster.
 
-music21's `converter.parse` plus `stripTies` cost ~65 ms a chorale (~5 ms here) and were most
-of the demo ingest. This reader re-implements only the part of music21 10.5's MusicXML import that
+music21's `converter.parse` plus `stripTies` were most of the demo ingest (the timings:
+docs/decisions.md). This reader re-implements only the part of music21 10.5's MusicXML import that
 decides a note's offset, length and pitch (measure offsets from each measure's highest time,
 the pickup shift, full-measure rests, Finale's hidden <forward> rests, and stripTies' tie
 merging with its quirks), so the MIDI rendered from it is byte-identical to the music21 path.
@@ -124,7 +124,7 @@ def _root(path: Path) -> ET.Element:
 @contextmanager
 def _gc_paused():
     """Pause the cycle collector while ElementTree builds ~3000 elements: a tree has no cycles,
-    and in a process holding music21's objects the collections it triggers cost 2-3x the parse."""
+    and in a process holding music21's objects the collections it triggers outcost the parse."""
     enabled = gc.isenabled()
     gc.disable()
     try:

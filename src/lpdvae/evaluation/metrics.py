@@ -63,7 +63,7 @@ def n_pitch_classes_used(roll: np.ndarray, layout: np.ndarray | None = None) -> 
 @functools.cache
 def _pm():
     """pypianoroll.metrics, imported on first use: register's first run only aggregates
-    per-phrase records, and pypianoroll's import (matplotlib with it) is ~1.5 s of it."""
+    per-phrase records, and pypianoroll's import (matplotlib with it) would be most of its time."""
     from pypianoroll import metrics
 
     return metrics

@@ -10,8 +10,7 @@ kind needs (`tracks[].kind` in params.yaml):
 - monophonic: a categorical per step over `onset at pitch p` (P classes), hold, rest, factorised
   as an event (onset / hold / rest) times the onset's pitch. The pitch head is also trained on
   every held step (`train.hold_pitch_weight`): the pitch a voice sounds changes slowly, so dense
-  supervision teaches it faster than the onsets alone (measured on the chorales at 352 steps:
-  val note F1 0.209 -> 0.238);
+  supervision teaches it faster than the onsets alone (docs/decisions.md);
 - polyphonic / drums: independent Bernoulli onset and sustain per cell.
 
 Decoding follows from the distribution (the most likely class / cell), never from a tuned
@@ -53,8 +52,8 @@ class ResidualConv(nn.Module):
 
     The kernel-3 convolution is written as one matmul over the three taps side by side: the same
     function as `nn.Conv1d(C, C, 3, dilation=d, padding=d)` (and the same init), but it stays
-    channels-last, and on a CPU a training step is ~10 % faster than with mkldnn's convolution
-    (`python -m benchmarks.conv_block_bench`)."""
+    channels-last, which on a CPU beats mkldnn's convolution
+    (`python -m benchmarks.conv_block_bench`; docs/decisions.md)."""
 
     def __init__(self, width: int, dilation: int) -> None:
         super().__init__()
@@ -74,11 +73,10 @@ class PhraseEncoder(nn.Module):
     `pool` steps merged into one, two more over the merged steps (receptive field ~30 steps), all
     flattened into one position-aware vector (the CNN view).
 
-    Measured on the chorales (val note F1 at 352 steps): with a GRU step decoder, 0.266 against
-    0.236 for a bidirectional GRU over the steps (MusicVAE's encoder); with the conv bar decoder,
-    0.286 against 0.126 for the design's GRU over bars, whose codes barely depend on the phrase.
-    Merging after two blocks instead of four costs 16 % less per training step at the same
-    quality (val F1 0.342 vs 0.343 at 616 steps). No recurrence: its steps run in parallel."""
+    Chosen over a bidirectional GRU over the steps (MusicVAE's encoder) and the design's GRU over
+    bars, whose codes barely depend on the phrase; merging after two blocks instead of four is
+    cheaper at the same quality (the comparisons: docs/decisions.md). No recurrence: its steps
+    run in parallel."""
 
     DILATIONS = (1, 2)  # of the blocks before the merge, and of those after it
 
@@ -104,8 +102,8 @@ class BarDecoder(nn.Module):
     """`[M, width]` bar embeddings + `[M, width]` projections of z -> per-step features
     `[M, S, width]`: both plus a learned position per step (where the beat falls), then dilated
     residual convs over the bar's steps (receptive field 15 steps), so holds and onsets see their
-    neighbours on both sides. Replaced a bidirectional step GRU: val note F1 0.286 vs 0.266 at
-    352 steps on the chorales (the same conv encoder), in less time per step."""
+    neighbours on both sides. Replaced a bidirectional step GRU, which reconstructed worse in
+    more time per step (docs/decisions.md)."""
 
     DILATIONS = (1, 2, 4)
 
@@ -239,8 +237,8 @@ class MusicVAE(nn.Module):
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> Tensor:
         """Codes `[n, T, B, S, P]`: z ~ N(0, I), then the phrase drawn from the decoder's
         distribution at `temperature`. Drawn, not its most likely value: the argmax of a
-        non-autoregressive decoder repeats each voice's likeliest pitch (measured: 1.4 pitch
-        classes per bar against the chorales' 3.3), sampling keeps the data's variety."""
+        non-autoregressive decoder repeats each voice's likeliest pitch, sampling keeps the data's
+        variety of pitches (docs/decisions.md)."""
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.latent_dim, generator=gen)
         with _eval_mode(self):

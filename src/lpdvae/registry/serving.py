@@ -90,7 +90,7 @@ def _field(rec: dict[str, Any], key: str, default: float) -> Any:
 
 def pip_requirements() -> list[str]:
     """Pinned from this environment; explicit, because MLflow's inference re-imports the model in a
-    subprocess (~40 s) and still misses lpdvae itself, which travels as code_paths instead."""
+    (slow) subprocess and still misses lpdvae itself, which travels as code_paths instead."""
     from importlib.metadata import version
 
     return [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in

@@ -1,7 +1,7 @@
 """The training run's MLflow record (rank 0 only): params, tags, batched step metrics, the model.
 
-Per-step `log_metric` calls cost ~20 % throughput on 2 cores, so step metrics are queued and
-sent in batches every `MLFLOW_EVERY` steps, asynchronously.
+Per-step `log_metric` calls cost training throughput (docs/decisions.md), so step metrics are
+queued and sent in batches every `MLFLOW_EVERY` steps, asynchronously.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class RunLog:
 
         Pickled with lpdvae as code_paths, not `pt2`: `mlflow.pytorch.load_model` then returns
         the `Reconstructor` whose `.vae` still has `sample`/`interpolate`, and logging takes a
-        second instead of a `torch.export` trace (~15 s on 2 cores)."""
+        second instead of a much slower `torch.export` trace."""
         import mlflow.pytorch
         from mlflow.models import infer_signature
 

@@ -62,7 +62,7 @@ def champion_reference(params: Params, root: str | Path = ".") -> Reference | st
     uri = tracking_uri(params, root)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).exists():
         return "no MLflow store yet (first run): no champion to compare with"
-    # imported past the first-run check: MLflow's import alone is ~3 s of a fresh demo's validate
+    # imported past the first-run check: a fresh demo's validate need not pay for MLflow's import
     from mlflow.exceptions import MlflowException
 
     from lpdvae.registry.aliases import CHAMPION, alias_version

@@ -2,7 +2,7 @@
 
 - `song`: `Song` (a loaded file), `SongError` (why a file cannot be used), `song_format`.
 - `midi`: the MIDI adapter: symusic parses into the `pretty_midi.PrettyMIDI` pretty_midi's own
-  parser would build (~100x faster), falling back to pretty_midi where the two pair notes
+  parser would build, faster, falling back to pretty_midi where the two pair notes
   differently.
 - `load`: `read_song`: a MIDI or LPD `.npz` file as a pypianoroll `Multitrack`, size-checked
   before anything is allocated; every failure is a `SongError` with a quarantine reason.

@@ -1,7 +1,8 @@
 """The MIDI adapter: symusic (C++) parses into the `pretty_midi.PrettyMIDI` that pretty_midi's
 own parser would build (same tick->seconds table, same notes in the same order), so everything
 downstream (pypianoroll's quantization) gives the rolls `pypianoroll.read` gives
-(tests/test_music.py checks this), ~100x faster than mido. Files whose events symusic and
+(tests/test_music.py checks this), far faster than mido's pure-Python parsing
+(`python -m benchmarks.midi_parse_bench`). Files whose events symusic and
 pretty_midi pair differently (overlapping or zero-length notes of one pitch) fall back to
 pretty_midi.
 """
