@@ -64,6 +64,7 @@ def test_status_reads_the_run_files(tmp_path):
     assert "registered model: lpdvae version 3 (aliases: champion)" in out.stdout
 
 
+@pytest.mark.slow
 def test_status_registry_asks_mlflow(tmp_path):
     out = lpdvae("--params", str(REPO / "params.yaml"), "status", "--root", str(tmp_path), "--registry")
     assert out.returncode == 0, out.stderr[-2000:]

@@ -455,6 +455,7 @@ def bomb_corpus(tmp_path_factory):
     return raw
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")
 def test_validate_under_the_memory_bound_quarantines_the_bombs_as_too_long(bomb_corpus, tmp_path):
     proc = under_memory_bound(["--set", "validate.max_bad_fraction=1", "validate", "--raw", str(bomb_corpus),
@@ -473,6 +474,7 @@ def ids_in(split: str, n: int, params, prefix: str) -> list[str]:
     return [i for i in found if split_of(i, params) == split][:n]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")
 def test_tensorize_under_the_memory_bound_skips_the_bombs_as_too_long(bomb_corpus, tmp_path):
     """As if validate had accepted the bombs (a validated folder from other params): tensorize's

@@ -143,6 +143,7 @@ def images(spec: dict[str, Any]) -> dict[str, str]:
     return {name.removeprefix("exec-"): e["container"]["image"] for name, e in spec["deploymentSpec"]["executors"].items()}
 
 
+@pytest.mark.slow
 def test_set_changes_a_default_and_image_replaces_every_tasks_image(tmp_path):
     ir = compile_ir(tmp_path, "--set", "train.epochs=3", "--image", "registry.example.com/lpdvae:abc",
                     "--train-image", "registry.example.com/lpdvae:abc-gpu")
@@ -188,6 +189,7 @@ def test_train_requests_train_nproc_gpus_tolerates_the_taint_and_selects_gpu_nod
         assert "accelerator" not in executor(ir["spec"], step).get("resources", {}), step
 
 
+@pytest.mark.slow
 def test_gpu_count_can_be_fixed_or_left_out(tmp_path):
     fixed = compile_ir(tmp_path, "--gpus", "2")
     assert executor(fixed["spec"], "train-op")["resources"]["accelerator"]["resourceCount"] == "2"
@@ -223,6 +225,7 @@ DIGEST = "registry.example.com/lpdvae/lpdvae@sha256:" + "a" * 64
 CUDA_DIGEST = "registry.example.com/lpdvae/lpdvae@sha256:" + "b" * 64
 
 
+@pytest.mark.slow
 def test_compiled_ir_runs_every_task_in_the_digest_it_was_compiled_against(tmp_path):
     ir = compile_ir(tmp_path, "--image", DIGEST, "--train-image", CUDA_DIGEST)
     found = images(ir["spec"])
@@ -244,6 +247,7 @@ def test_the_tag_make_image_writes_is_immutable_and_its_cuda_build_follows_it():
     assert cuda_image(image) == f"{image}-cuda"
 
 
+@pytest.mark.slow
 def test_compiled_ir_uses_the_immutable_tag_for_every_task_and_the_cuda_tag_for_train(tmp_path):
     image = "registry.example.com/lpdvae/lpdvae:git-0123456789ab-cdef01234567"
     found = images(compile_ir(tmp_path, "--image", image)["spec"])
@@ -251,6 +255,7 @@ def test_compiled_ir_uses_the_immutable_tag_for_every_task_and_the_cuda_tag_for_
     assert set(found.values()) == {image}
 
 
+@pytest.mark.slow
 def test_a_digest_image_on_a_gpu_cluster_needs_the_cuda_build_named(tmp_path, capsys):
     from pipelines.__main__ import main
 
@@ -260,6 +265,7 @@ def test_a_digest_image_on_a_gpu_cluster_needs_the_cuda_build_named(tmp_path, ca
     assert set(images(cpu["spec"]).values()) == {DIGEST}
 
 
+@pytest.mark.slow
 def test_a_mutable_image_compiles_with_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="pipelines"):
         compile_ir(tmp_path, "--image", "registry.example.com/lpdvae/lpdvae:latest")
