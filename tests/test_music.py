@@ -427,10 +427,11 @@ def test_memory_bombs_refused_before_allocating(tmp_path):
 
 
 # The address-space bound the data steps must run under: a Python process with pandas, pyarrow
-# and Great Expectations loaded (measured: validate runs under 1 GiB; 2 GiB leaves room for more
-# threads' arenas on bigger machines) plus what one song at the params' length limit may take
+# and Great Expectations loaded (2 GiB: room above what validate needs, for more threads' arenas
+# on bigger machines) plus what one song at the params' length limit may take
 # (validate.max_song_beats x source_resolution x 128 pitches x 8 bytes, params.yaml's estimate).
-# Without the size guard, reading long_note.mid needs 9 GiB even at pretty_midi's tick limit.
+# Without the size guard, reading long_note.mid needs far more, even at pretty_midi's tick limit
+# (the measurements: docs/decisions.md).
 PROCESS_BASE_BYTES = 2 << 30
 BOMBS = {"bad/long_note.mid", "bad/long_ticks.mid", "bad/long_shape.npz"}
 
