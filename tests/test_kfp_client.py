@@ -204,6 +204,7 @@ def clean_revision(monkeypatch):
 
 # --- the commands ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_upload_creates_the_pipeline_then_a_version_named_from_git(kfp_api, clean_revision, capsys):
     host, replay = kfp_api("upload_new_pipeline")
     assert main(["--params", str(REPO / "params.yaml"), "upload", "--host", host]) == 0
@@ -213,12 +214,14 @@ def test_upload_creates_the_pipeline_then_a_version_named_from_git(kfp_api, clea
     assert f"uploaded pipeline lpdvae-training (p-123) version {name} (v-456)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_upload_of_an_existing_pipeline_only_adds_a_version(kfp_api, clean_revision):
     host, replay = kfp_api("upload_existing_pipeline")
     assert main(["upload", "--host", host, "--params", str(REPO / "params.yaml")]) == 0
     done(replay)
 
 
+@pytest.mark.slow
 def test_upload_of_an_already_uploaded_clean_revision_uploads_nothing(kfp_api, clean_revision, capsys):
     host, replay = kfp_api("upload_same_revision")
     assert main(["upload", "--host", host, "--params", str(REPO / "params.yaml")]) == 0
@@ -237,6 +240,7 @@ def test_version_names_follow_the_revision_and_the_compiled_content(tmp_path):
     assert remote.package_digest(a) == remote.package_digest(b)
 
 
+@pytest.mark.slow
 def test_schedule_replaces_the_weekly_recurring_run_with_one_of_the_new_version(kfp_api, clean_revision):
     host, replay = kfp_api("schedule_weekly")
     rc = main(["schedule", "--host", host, "--params", str(REPO / "params.yaml"), "--set", "train.epochs=20",
@@ -266,6 +270,7 @@ def test_crontab_lines_become_kfp_crons_with_seconds():
         remote.cron_with_seconds("weekly")
 
 
+@pytest.mark.slow
 def test_credentials_come_only_from_the_environment(kfp_api, clean_revision, monkeypatch, tmp_path):
     host, replay = kfp_api("upload_same_revision")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
