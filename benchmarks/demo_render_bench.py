@@ -25,6 +25,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="first N chorales only")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="result JSON (default: %(default)s)")
     args = parser.parse_args()
     paths = demo.chorale_paths()[:args.limit]
     lean_s = music21_s = 0.0
@@ -49,12 +50,12 @@ def main() -> int:
     report = {**counts, "different": different,
               "lean_ms_per_chorale": round(1000 * lean_s / len(paths), 2),
               "music21_ms_per_chorale": round(1000 * music21_s / len(paths), 2)}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{counts['identical']}/{counts['files']} identical ({counts['selected']} selected, "
           f"{counts['rejected']} rejected; {counts['fallback']} via music21); "
           f"lean {report['lean_ms_per_chorale']} ms vs music21 {report['music21_ms_per_chorale']} "
-          f"ms a chorale -> {RESULTS}")
+          f"ms a chorale -> {args.out}")
     return 1 if different else 0
 
 

@@ -17,11 +17,11 @@ BAR = 4 * RESOLUTION
 LPD5 = [("Drums", 0, True), ("Piano", 0, False), ("Guitar", 24, False), ("Bass", 32, False),
         ("Strings", 48, False)]
 LPD5_TRACKS = [
-    {"name": "drums", "program": 0, "is_drum": True, "names": ["drum"], "programs": []},
-    {"name": "piano", "program": 0, "is_drum": False, "names": ["piano"], "programs": list(range(8))},
-    {"name": "guitar", "program": 24, "is_drum": False, "names": ["guitar"], "programs": list(range(24, 32))},
-    {"name": "bass", "program": 32, "is_drum": False, "names": ["bass"], "programs": list(range(32, 40))},
-    {"name": "strings", "program": 48, "is_drum": False, "names": ["string"], "programs": list(range(40, 56))},
+    {"name": "drums", "kind": "drums", "program": 0, "is_drum": True, "names": ["drum"], "programs": []},
+    {"name": "piano", "kind": "polyphonic", "program": 0, "is_drum": False, "names": ["piano"], "programs": list(range(8))},
+    {"name": "guitar", "kind": "polyphonic", "program": 24, "is_drum": False, "names": ["guitar"], "programs": list(range(24, 32))},
+    {"name": "bass", "kind": "monophonic", "program": 32, "is_drum": False, "names": ["bass"], "programs": list(range(32, 40))},
+    {"name": "strings", "kind": "polyphonic", "program": 48, "is_drum": False, "names": ["string"], "programs": list(range(40, 56))},
 ]
 
 

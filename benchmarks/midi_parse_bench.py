@@ -102,6 +102,7 @@ def _native_agreement(ref: pypianoroll.Multitrack, native: list[np.ndarray]) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--songs", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="result JSON (default: %(default)s)")
     args = parser.parse_args()
     from lpdvae.data.music.midi import symusic_pretty_midi
 
@@ -157,8 +158,8 @@ def main() -> int:
         "decision": "symusic parses, pypianoroll quantizes (lpdvae.data.music.midi.MIDI_PARSER)" if identical == compared
         else "rolls differ: keep pretty_midi",
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     ms = report["ms_per_song"]
     print(f"{compared} songs ({report['notes_per_song']:.0f} notes each): identical rolls {identical}/{compared}; "
           f"parse {ms['pretty_midi_parse']:.1f} -> {ms['symusic_parse']:.1f} ms ({report['parse_speedup']:.1f}x), "
@@ -166,7 +167,7 @@ def main() -> int:
           f"symusic-native roll {ms['symusic_native_roll']:.1f} ms, identical {native_identical}/{compared}, "
           f"cell recall/precision {report['symusic_native_cell_recall']:.3f}/"
           f"{report['symusic_native_cell_precision']:.3f} "
-          f"-> {RESULTS}")
+          f"-> {args.out}")
     return 0 if identical == compared else 1
 
 

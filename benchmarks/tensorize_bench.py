@@ -186,6 +186,8 @@ def main() -> int:
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "lpdvae-bench"),
                         help="corpus cache, outside the repo (default: %(default)s)")
     parser.add_argument("--out", default=str(RESULTS), help="result JSON (default: %(default)s)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="exit 0 when a speed/memory target is missed (the suite's tiny run: too small to time)")
     parser.add_argument("--shard-size", type=int, default=0,
                         help="tensorize.shard_size (default: params.yaml). The parent buffers up to one "
                         "shard per split, so RSS is flat once every split has filled a shard")
@@ -225,7 +227,8 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"speedup {speedup:.2f}x (target 3x), RSS 4x/1x {rss_ratio:.2f} (target <= 1.2) -> {out}")
-    return 0 if all(report["passed"].values()) and report["same_phrase_count"] else 1
+    targets_met = args.report_only or all(report["passed"].values())
+    return 0 if targets_met and report["same_phrase_count"] else 1
 
 
 if __name__ == "__main__":
