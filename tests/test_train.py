@@ -25,9 +25,8 @@ from lpdvae.io import read_csv
 from lpdvae.model.vae import load_model
 from lpdvae.params import Params, load_params
 from lpdvae.data.shards import ShardWriter, write_index
-from lpdvae.steps.train import TrainResult, train
+from lpdvae.steps.train import TrainResult, launch, train
 from lpdvae.training.checkpoints import checkpoint_dir
-from lpdvae.training.launcher import launch
 from lpdvae.training.outputs import read_history
 from lpdvae.training.schedules import lr_factor
 
