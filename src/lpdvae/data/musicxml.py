@@ -283,12 +283,7 @@ def _read_measure(measure: ET.Element, measure_offset: float, divisions: int, fi
         elif tag == "backup":
             raise Unsupported("<backup>")
         elif tag in _PASSIVE_TAGS:
-            if tag == "attributes" and (d := _text(el.find("divisions"))):
-                if not d.isdigit() or int(d) == 0:
-                    raise Unsupported(f"divisions {d!r}")
-                divisions = int(d)
-            if tag == "direction" and el.find("offset") is not None:
-                raise Unsupported("a direction with an <offset>")
+            divisions = _passive(el, divisions)
             passive_at = max(passive_at, offset)
         else:
             raise Unsupported(f"<{tag}> in a measure")
@@ -296,13 +291,29 @@ def _read_measure(measure: ET.Element, measure_offset: float, divisions: int, fi
         full_measure_rest = True
     if full_measure_rest:
         sounding_end = _full_measure_rest(rests, forwards, sounding_end)
+    _check_measure_end(sounding_end, passive_at)
+    return sounding_end, divisions
+
+
+def _passive(el: ET.Element, divisions: int) -> int:
+    """A zero-length element (attributes, direction, ...): the divisions it sets, or `divisions`."""
+    if el.tag == "attributes" and (d := _text(el.find("divisions"))):
+        if not d.isdigit() or int(d) == 0:
+            raise Unsupported(f"divisions {d!r}")
+        divisions = int(d)
+    if el.tag == "direction" and el.find("offset") is not None:
+        raise Unsupported("a direction with an <offset>")
+    return divisions
+
+
+def _check_measure_end(sounding_end: float, passive_at: float) -> None:
+    """Refuse the measure ends music21 would read differently from the notes as written."""
     if passive_at > sounding_end:
         raise Unsupported("a zero-length element after the last note")
     if sounding_end == 0:  # music21 would fill it with a bar rest
         raise Unsupported("an empty measure")
     if sounding_end > BAR and not _overfull_kept(sounding_end - BAR):
         raise Unsupported(f"an overfull measure music21 cuts to the bar ({sounding_end} quarters)")
-    return sounding_end, divisions
 
 
 def _overfull_kept(excess: float) -> bool:
