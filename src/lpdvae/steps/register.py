@@ -28,6 +28,7 @@ from lpdvae.registry.model_card import CARD_MD, CardInputs, write_card
 from lpdvae.params import Params
 from lpdvae.registry.aliases import CHALLENGER, CHAMPION, alias_version, record_alias, set_champion
 from lpdvae.registry.run_report import render_summary
+from lpdvae.registry.tracking import MAX_TAG_CHARS, blessing_tags
 from lpdvae.data.shards import read_index
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,7 @@ class RegisterResult:
 def version_tags(metrics: dict[str, float], blessing: dict[str, Any], lineage: dict[str, str]) -> dict[str, str]:
     """Everything a model version carries: its lineage (`lpdvae.registry.lineage.lineage`), metrics, blessing."""
     tags = dict(lineage)
-    tags["lpdvae.blessed"] = str(bool(blessing["blessed"])).lower()
-    tags["lpdvae.blessing_reasons"] = "; ".join(blessing.get("reasons", []))[:4000] or "all checks passed"
+    tags.update(blessing_tags(blessing))
     for k, v in metrics.items():
         if k in TAGGED_METRICS or (k.split(".")[0] in ("generated", "reference") and "/" not in k):
             tags[f"lpdvae.metric.{k}"] = repr(float(v))  # full precision: compared like with like
@@ -196,7 +196,7 @@ def _set_aliases(client: Any, ev: _Evaluated, decision: _Decision, mv: Any) -> l
         record_alias(client, mv.name, CHALLENGER, mv.version, "blessed by evaluation")
         aliases.append(CHALLENGER)
     if decision.verdict.promote:
-        set_champion(client, mv.name, mv.version, f"auto_promote: {decision.verdict.summary}"[:4000])
+        set_champion(client, mv.name, mv.version, f"auto_promote: {decision.verdict.summary}"[:MAX_TAG_CHARS])
         aliases.append(CHAMPION)
     champion, comparison = decision.champion, decision.comparison
     if comparison is not None and decision.champion_record is not None:
@@ -224,7 +224,7 @@ def _report(client: Any, ev: _Evaluated, decision: _Decision, mv: Any, aliases: 
         mlflow.log_artifacts(str(report_dir), artifact_path=CARD_ARTIFACT)
     card_uri = f"runs:/{run_id}/{CARD_ARTIFACT}/{CARD_MD}"
     client.update_model_version(name, version, description=(
-        f"{decision.verdict.summary}\n\nModel card: {card_uri} (`lpdvae registry card {version}`)")[:4000])
+        f"{decision.verdict.summary}\n\nModel card: {card_uri} (`lpdvae registry card {version}`)")[:MAX_TAG_CHARS])
     client.set_model_version_tag(name, version, "lpdvae.model_card", card_uri)
 
 
