@@ -6,7 +6,7 @@ knob pipeline parameters.
 
 The components are imported lazily: inside a pod KFP runs with a runtime-only `kfp.dsl` that
 cannot define components, and component bodies import the plain helper modules of this package
-(`components.knobs`, `components.sharding`, `components.html`).
+(`components.knobs`, `components.sharding`, `components.runtime`).
 """
 
 from __future__ import annotations
