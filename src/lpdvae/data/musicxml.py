@@ -1,7 +1,7 @@
-"""A lean MusicXML reader for the demo chorales: the notes music21 would give, ~15x faster.
+"""A lean MusicXML reader for the demo chorales: the notes music21 would give, much faster.
 
-music21's `converter.parse` plus `stripTies` cost ~65 ms a chorale (~5 ms here) and were most
-of the demo ingest. This reader re-implements only the part of music21 10.5's MusicXML import that
+music21's `converter.parse` plus `stripTies` were most of the demo ingest (timings in
+docs/decisions.md). This reader re-implements only the part of music21 10.5's MusicXML import that
 decides a note's offset, length and pitch (measure offsets from each measure's highest time,
 the pickup shift, full-measure rests, Finale's hidden <forward> rests, and stripTies' tie
 merging with its quirks), so the MIDI rendered from it is byte-identical to the music21 path.
@@ -9,9 +9,10 @@ merging with its quirks), so the MIDI rendered from it is byte-identical to the 
 It models no more than that. Anything it does not model with certainty (chords, <backup>,
 several voices in a measure, several staves, tuplets, cue or unpitched notes, empty measures,
 non-dyadic lengths, odd ties or accidentals, ...) raises `Unsupported`, and the caller falls
-back to music21. Of music21 10.5's 408 Bach chorales only one (bwv846, two staves, rejected
-anyway) needs that; the other 407 give music21's bytes and verdicts (checked on all of them;
-tests/test_demo.py keeps comparing both paths on a sample, music21 staying the oracle).
+back to music21. On music21 10.5's Bach chorales that fallback is rare and every other file
+gives music21's bytes and verdicts (benchmarks/demo_render_bench.py checks all of them; the
+counts are in docs/decisions.md); tests/test_demo.py keeps comparing both paths on a sample,
+music21 staying the oracle.
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ def _root(path: Path) -> ET.Element:
 
 @contextmanager
 def _gc_paused():
-    """Pause the cycle collector while ElementTree builds ~3000 elements: a tree has no cycles,
-    and in a process holding music21's objects the collections it triggers cost 2-3x the parse."""
+    """Pause the cycle collector while ElementTree builds a chorale's thousands of elements: a
+    tree has no cycles, and in a process holding music21's objects the collections it triggers
+    cost more than the parse (docs/decisions.md)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -1,12 +1,12 @@
-"""The evaluation page as the Kubeflow Pipelines UI can show it: one HTML file, at most ~2 MB.
+"""A page as the Kubeflow Pipelines UI can show it: one HTML file, at most ~2 MB.
 
 The KFP UI shows an HTML artifact as `<iframe sandbox="allow-scripts" srcdoc=...>`: relative
-URLs do not resolve there, and the sandbox blocks downloads. So the page that links its media
-(`lpdvae.evaluation.samples_page`) becomes one file: piano-roll PNGs inlined as data: URIs, each WAV as a
-short mono 8 kHz 8-bit preview inlined while the page stays within `budget` bytes, and every
-download link (MIDI, full-quality WAV) replaced by the file's path in the task's output
-artifact, with a note at the top saying where to get them. Pages of tens of MB (every WAV
-inlined) have crashed UI tabs.
+URLs do not resolve there, and the sandbox blocks downloads. So a page that links its media
+(the evaluation page of `lpdvae.evaluation.samples_page`; register's model card and validate's
+data docs go the same way) becomes one file: images inlined as data: URIs, each WAV as a short
+mono 8 kHz 8-bit preview inlined while the page stays within `budget` bytes, and every download
+link (MIDI, full-quality WAV, JSON) replaced by the file's path, with a note at the top saying
+where to get them. Pages of tens of MB (every WAV inlined) have crashed UI tabs.
 """
 
 from __future__ import annotations

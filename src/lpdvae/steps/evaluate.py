@@ -1,4 +1,7 @@
-"""evaluate: is the model worth promoting? A pure function of the model, the tensors and params.
+"""evaluate: is the model worth promoting? The metrics are a function of the model, the tensors
+and params (the same inputs give the same metrics); the step writes them with the samples page
+into its output folder and, when the model has an MLflow run (mlflow_run.json), logs the metrics,
+the blessing tags and that folder into it.
 
 On the test split: reconstruction note F1 beside the average-cell baseline (same split, and the
 same pair on the training split), the MuseGAN statistics of generated phrases beside the data's,

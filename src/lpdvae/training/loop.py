@@ -2,8 +2,9 @@
 
 Determinism: `train.batch_size` is the *global* batch. Data order comes from
 `DistributedSampler(seed, epoch)`; the reparameterisation noise of a global batch is drawn from
-one seeded generator and sliced per rank; the free-bits floor is decided on the all-reduced KL.
-So N processes follow the same loss curve as one (up to float reduction order), and a run killed
+one seeded generator and sliced per rank; the free-bits floor clamps each sample's KL on its
+own rank (`free_nats_kl`), so no KL is all-reduced and a global batch's mean is the same however
+it is split. So N processes follow the same loss curve as one (up to float reduction order), and a run killed
 at any point and resumed from its newest checkpoint ends with bit-identical weights (same world
 size and device).
 """
