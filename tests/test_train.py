@@ -3,6 +3,7 @@ with 2 gloo processes, and a real SIGKILL in the middle of a run followed by `re
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -243,3 +244,15 @@ def test_lr_schedule_shapes() -> None:
     cos = [lr_factor(s, 2, 10, "cosine") for s in range(10)]
     assert cos[:3] == [0.5, 1.0, 1.0] and all(a >= b for a, b in zip(cos[2:], cos[3:], strict=False))
     assert lr_factor(10, 2, 10, "cosine") == pytest.approx(0.0)
+
+
+def test_nothing_under_training_imports_the_steps() -> None:
+    """The step (`lpdvae.steps.train`) calls down into `lpdvae.training`, never the reverse."""
+    upward = []
+    for path in sorted((REPO / "src" / "lpdvae" / "training").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            upward += [f"{path.name}: {n}" for n in names if n == "lpdvae.steps" or n.startswith("lpdvae.steps.")]
+    assert upward == []
+
