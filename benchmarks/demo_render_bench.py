@@ -1,5 +1,5 @@
 """Demo chorales: the lean reader + SMF writer (`demo.render_chorale`) vs music21 + mido
-(`demo.render_chorale_music21`, the reference), on every bundled Bach chorale.
+(`tests.midi_reference.render_chorale_reference`, the reference), on every bundled Bach chorale.
 
 Reports how many files give identical bytes (and identical verdicts: selected or rejected),
 how many the lean reader leaves to music21, and the time per chorale of each path, in one
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from lpdvae.data import demo, musicxml
+from tests.midi_reference import render_chorale_reference
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "demo_render.json"
@@ -39,7 +40,7 @@ def main() -> int:
         t0 = time.perf_counter()
         lean = demo.render_chorale(path)
         t1 = time.perf_counter()
-        reference = demo.render_chorale_music21(path)
+        reference = render_chorale_reference(path)
         t2 = time.perf_counter()
         lean_s, music21_s = lean_s + t1 - t0, music21_s + t2 - t1
         if lean == reference:

@@ -1,4 +1,9 @@
-"""KFP v2 components: one per pipeline step, each a thin caller of the same lpdvae.steps function.
+"""KFP v2 components: one per pipeline step, each calling the lpdvae.steps function every runner
+calls (the CLI, `lpdvae run`, DVC through the CLI) and turning its outputs into KFP artifacts and
+metrics. What only KFP needs lives here too: the params as one JSON parameter (`make_params_op`),
+tensorize fanned out across pods (`plan_chunks_op`, `tensorize_chunk_op`, `merge_tensors_op` over
+`components.sharding`), multi-node training as a Kubeflow Trainer TrainJob (`train_trainjob_op`,
+`components.trainjob`; its nodes run `lpdvae train`) and the exit handler (`record_status_op`).
 
 Every component runs in the project image (`LPDVAE_IMAGE`, default `ghcr.io/lpdvae/lpdvae:<version>`)
 and receives the params as one JSON string made (and validated) once by `make_params_op` from the
@@ -6,7 +11,7 @@ knob pipeline parameters.
 
 The components are imported lazily: inside a pod KFP runs with a runtime-only `kfp.dsl` that
 cannot define components, and component bodies import the plain helper modules of this package
-(`components.knobs`, `components.sharding`, `components.html`).
+(`components.knobs`, `components.sharding`, `components.runtime`).
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ def register_op(
     import tempfile
     from pathlib import Path
 
-    from components.html import inline_page
     from components.runtime import step_params
+    from lpdvae.evaluation.sandbox_page import sandbox_page
     from lpdvae.registry.lineage import lineage
     from lpdvae.registry.model_card import CARD_HTML, CARD_MD
     from lpdvae.steps.register import SUMMARY_FILE, register
@@ -45,7 +45,11 @@ def register_op(
                       tensor_dir=Path(tensors.path), report_dir=report,
                       validated=Path(validated.path))  # the data a later drift check compares with
     shutil.copyfile(report / CARD_MD, model_card.path)
-    Path(model_card_page.path).write_text(inline_page(report / CARD_HTML), encoding="utf-8")
+    note = ("Shown inside the Kubeflow Pipelines UI, whose sandbox blocks downloads: the samples named "
+            f"by path are in MLflow run <code>{result.run_id}</code>'s artifacts, under "
+            "<code>model_card/</code>.")
+    page = sandbox_page(report / CARD_HTML, "model_card", note=note)
+    Path(model_card_page.path).write_text(page, encoding="utf-8")
     shutil.copyfile(report / SUMMARY_FILE, summary.path)
     registration.metadata.update({"registered": True, "name": result.name, "version": result.version,
                                   "aliases": list(result.aliases), "blessed": result.blessed,

@@ -13,7 +13,7 @@ def train_op(params_json: str, tensors: Input[Dataset], model: Output[Model], me
     from pathlib import Path
 
     from components.runtime import report_training, step_params
-    from lpdvae.training.launcher import launch
+    from lpdvae.steps.train import launch
 
     out = Path(model.path)
     launch(Path(tensors.path), out, step_params(params_json))

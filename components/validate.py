@@ -24,9 +24,9 @@ def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset
     import tempfile
     from pathlib import Path
 
-    from components.html import data_docs_page, inline_page
     from components.runtime import step_params
     from lpdvae.validation.drift_reference import champion_reference
+    from lpdvae.evaluation.sandbox_page import sandbox_page
     from lpdvae.steps.validate import validate
 
     params = step_params(params_json)
@@ -37,7 +37,11 @@ def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset
             result = validate(Path(raw.path), out, params, docs_dir=docs, reference=champion_reference(params))
         finally:  # a drift stop leaves the docs (with the drift section) in place: show them
             if (docs / "index.html").exists():
-                Path(data_docs.path).write_text(inline_page(data_docs_page(docs), base=docs), encoding="utf-8")
+                note = ("Shown inside the Kubeflow Pipelines UI, whose sandbox blocks downloads: the drift "
+                        "report's files named by path are not part of this artifact; its Data drift "
+                        "section is the same report.")
+                page = sandbox_page(docs / "index.html", "data_docs", note=note)
+                Path(data_docs.path).write_text(page, encoding="utf-8")
         validated.metadata["drift_verdict"] = result.drift_verdict
     summary = json.loads((out / "summary.json").read_text())
     for key, value in summary.items():

@@ -133,6 +133,36 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_options() -> argparse.ArgumentParser:
+    """Options that shape the compiled pipeline (images, GPUs, fan-out)."""
+    build = argparse.ArgumentParser(add_help=False)
+    g = build.add_argument_group("pipeline build")
+    g.add_argument("--image", default=None, help="image of every task: a tag or REPO@sha256:DIGEST "
+                   "(default: $LPDVAE_IMAGE or the release image); `make compile` passes build/image-cpu.ref")
+    g.add_argument("--train-image", default=os.environ.get("LPDVAE_TRAIN_IMAGE"),
+                   help="image of the train task and its TrainJobs (default: $LPDVAE_TRAIN_IMAGE, else on GPU "
+                   "clusters the image's tag + '-cuda'; required with a digest --image)")
+    g.add_argument("--gpus", type=int, default=None, help="GPUs of the train task (default: train.nproc, per run)")
+    g.add_argument("--no-gpu", action="store_true", help="no GPU request, toleration or node selector (CPU clusters)")
+    g.add_argument("--no-fanout", action="store_true", help="one tensorize task instead of chunks + merge")
+    return build
+
+
+def _remote_options() -> argparse.ArgumentParser:
+    """Options that name the Kubeflow Pipelines endpoint, pipeline and experiment."""
+    remote_opts = argparse.ArgumentParser(add_help=False)
+    r = remote_opts.add_argument_group("Kubeflow Pipelines")
+    r.add_argument("--host", help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline "
+                   "(token: $KFP_TOKEN or the pod's service-account token)")
+    r.add_argument("--name", default="lpdvae-training", help="pipeline name (default: %(default)s)")
+    r.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+    r.add_argument("--experiment", default="lpdvae", help="experiment of runs (default: %(default)s)")
+    r.add_argument("--service-account", default=None, help="service account of the run's pods, e.g. lpdvae-pipeline")
+    r.add_argument("--version", default=None,
+                   help="an existing version name, or 'latest'; default: upload this git revision first")
+    return remote_opts
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,27 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--set", dest="overrides", action="append", default=argparse.SUPPRESS,
                         metavar="KEY=VALUE", help="change one knob (repeatable)")
 
-    build = argparse.ArgumentParser(add_help=False)
-    g = build.add_argument_group("pipeline build")
-    g.add_argument("--image", default=None, help="image of every task: a tag or REPO@sha256:DIGEST "
-                   "(default: $LPDVAE_IMAGE or the release image); `make compile` passes build/image-cpu.ref")
-    g.add_argument("--train-image", default=os.environ.get("LPDVAE_TRAIN_IMAGE"),
-                   help="image of the train task and its TrainJobs (default: $LPDVAE_TRAIN_IMAGE, else on GPU "
-                   "clusters the image's tag + '-cuda'; required with a digest --image)")
-    g.add_argument("--gpus", type=int, default=None, help="GPUs of the train task (default: train.nproc, per run)")
-    g.add_argument("--no-gpu", action="store_true", help="no GPU request, toleration or node selector (CPU clusters)")
-    g.add_argument("--no-fanout", action="store_true", help="one tensorize task instead of chunks + merge")
-
-    remote_opts = argparse.ArgumentParser(add_help=False)
-    r = remote_opts.add_argument_group("Kubeflow Pipelines")
-    r.add_argument("--host", help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline "
-                   "(token: $KFP_TOKEN or the pod's service-account token)")
-    r.add_argument("--name", default="lpdvae-training", help="pipeline name (default: %(default)s)")
-    r.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
-    r.add_argument("--experiment", default="lpdvae", help="experiment of runs (default: %(default)s)")
-    r.add_argument("--service-account", default=None, help="service account of the run's pods, e.g. lpdvae-pipeline")
-    r.add_argument("--version", default=None,
-                   help="an existing version name, or 'latest'; default: upload this git revision first")
+    build, remote_opts = _build_options(), _remote_options()
 
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = sub.add_parser("compile", parents=[common, build], help="write the pipeline IR YAML",

@@ -22,9 +22,9 @@ from components import (
     tensorize_chunk_op,
     tensorize_op,
 )
-from components.html import inline_page
 from components.knobs import knob_values, knobs, params_from_knobs, params_json_from_knobs
 from components.sharding import chunk_rows, n_chunks
+from lpdvae.evaluation.sandbox_page import sandbox_page
 from lpdvae.params import ParamsError, load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,18 +156,24 @@ def test_tensorize_fan_out_is_byte_identical_to_one_task(corpus):
     assert merged.metadata["n_train"] == index["splits"]["train"]["n"]
 
 
-def test_html_pages_become_one_self_contained_file(tmp_path):
+def test_html_pages_become_one_file_with_local_images_inlined_and_downloads_named_by_path(tmp_path):
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / "a.png").write_bytes(b"\x89PNG fake")
     (tmp_path / "samples" / "a.mid").write_bytes(b"MThd")
-    (tmp_path / "index.html").write_text('<img src="samples/a.png"><a href="samples/a.mid">m</a>'
+    (tmp_path / "index.html").write_text('<body><img src="samples/a.png"><a href="samples/a.mid">m</a>'
                                          '<a href="other.html">o</a><img src="https://x.example/y.png">'
-                                         '<img src="../outside.png">')
+                                         '<img src="../outside.png"></body>')
     (tmp_path.parent / "outside.png").write_bytes(b"no")
-    page = inline_page(tmp_path / "index.html")
-    assert 'src="data:image/png;base64,' in page and 'href="data:audio/' in page
+    page = sandbox_page(tmp_path / "index.html", "card", note="where the files are")
+    assert 'src="data:image/png;base64,' in page and "m: <code>samples/a.mid</code>" in page
     assert 'href="other.html"' in page and 'src="https://x.example/y.png"' in page
     assert 'src="../outside.png"' in page, "nothing outside the page's folder is embedded"
+    assert page.startswith('<body><p class="kfp-note"') and "where the files are</p>" in page
+
+
+def test_a_page_that_names_no_file_by_path_gets_no_kfp_note(tmp_path):
+    (tmp_path / "index.html").write_text('<body><a href="#drift">ok</a><a href="drift.html">d</a></body>')
+    assert sandbox_page(tmp_path / "index.html", "data_docs") == (tmp_path / "index.html").read_text()
 
 
 def test_evaluate_writes_the_blessing_markdown_and_a_blessed_parameter(tmp_path, monkeypatch):

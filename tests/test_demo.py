@@ -11,6 +11,7 @@ import pytest
 
 from lpdvae.data import demo, musicxml
 from lpdvae.data.demo import VOICES, render_demo_corpus
+from tests.midi_reference import mido_bytes, render_chorale_reference
 
 # Chorales whose reading exercises each modelled corner of music21's import: tie "continue"
 # chains and a measure="yes" rest (bwv10.7), a tie between two spellings (bwv227.7), Finale's
@@ -62,13 +63,13 @@ def test_xml_prefilter_rejects_only_chorales_music21_rejects(monkeypatch):
     rejected = [p for p in demo.chorale_paths()[:40] if demo.clearly_not_satb_4_4(p)][:4]
     assert rejected, "the first 40 chorales include non-SATB or non-4/4 ones"
     monkeypatch.setattr(demo, "clearly_not_satb_4_4", lambda path: False)
-    assert [demo.render_chorale_music21(p) for p in rejected] == [None] * len(rejected)
+    assert [render_chorale_reference(p) for p in rejected] == [None] * len(rejected)
 
 
 @pytest.mark.parametrize("name", ORACLE_SAMPLE)
 def test_lean_reader_renders_the_bytes_music21_renders(name):
     (path,) = [p for p in demo.chorale_paths() if p.name == f"{name}.mxl"]
-    assert demo.render_chorale(path) == demo.render_chorale_music21(path)
+    assert demo.render_chorale(path) == render_chorale_reference(path)
 
 
 def test_oracle_sample_covers_a_selected_a_rejected_and_a_fallback_chorale():
@@ -113,7 +114,7 @@ def test_lean_reader_hands_an_unmodelled_feature_to_music21(tmp_path):
                 _n("G", 4))
     with pytest.raises(musicxml.Unsupported, match="backup"):
         musicxml.read_mxl(path)
-    assert demo.render_chorale(path) == demo.render_chorale_music21(path) is not None
+    assert demo.render_chorale(path) == render_chorale_reference(path) is not None
 
 
 # corners of music21's reading that the bundled chorales do not all reach
@@ -132,7 +133,7 @@ SYNTHETIC = {
 def test_lean_reader_matches_music21_on_a_synthetic_corner(tmp_path, case):
     path = _mxl(tmp_path, *SYNTHETIC[case])
     musicxml.read_mxl(path)  # modelled: no Unsupported
-    assert demo.render_chorale(path) == demo.render_chorale_music21(path) is not None
+    assert demo.render_chorale(path) == render_chorale_reference(path) is not None
 
 
 def test_smf_writer_writes_mido_bytes():
@@ -140,5 +141,5 @@ def test_smf_writer_writes_mido_bytes():
              [(960, 1440, 48), (1440, 1920, 48)],  # a note-off and note-on on one tick
              [],  # an empty voice
              [(100, 101, 0), (101, 90_000, 127)]]
-    assert demo._smf_bytes(parts) == demo._midi_bytes(parts)
+    assert demo.midi_bytes(parts) == mido_bytes(parts)
 

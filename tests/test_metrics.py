@@ -11,12 +11,12 @@ from pypianoroll import metrics as pm
 
 from lpdvae.data.codes import ONSET, SUSTAIN
 from lpdvae.evaluation.metrics import (
+    aggregate_metrics,
     diversity,
     drum_in_pattern_rate,
     fit_cell_baseline,
     frame_prf,
     full_roll,
-    musegan_metrics,
     musegan_per_phrase,
     n_pitch_classes_used,
     nearest_train_f1,
@@ -71,9 +71,9 @@ def test_polyphonic_rate_is_share_of_steps_with_more_than_two_pitches():
     assert track_metrics(roll, REP, is_drum=False)["polyphonic_rate"] == pytest.approx(2 / 32)
 
 
-def test_musegan_metrics_report_per_track_and_track_mean():
+def test_aggregated_musegan_metrics_report_per_track_and_track_mean():
     phrase = phrase_with([(0, 0, 0, 4), (1, 0, 0, 4), (1, 0, 16, 4)], tracks=2)
-    out = musegan_metrics(phrase[None], ["a", "b"], [False, False], REP)
+    out = aggregate_metrics(musegan_per_phrase(phrase[None], ["a", "b"], [False, False], REP))
     assert out["empty_bar_rate/a"] == 0.5
     assert out["empty_bar_rate/b"] == 0.0
     assert out["empty_bar_rate"] == 0.25

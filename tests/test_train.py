@@ -3,6 +3,7 @@ with 2 gloo processes, and a real SIGKILL in the middle of a run followed by `re
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -25,10 +26,9 @@ from lpdvae.io import read_csv
 from lpdvae.model.vae import load_model
 from lpdvae.params import Params, load_params
 from lpdvae.data.shards import ShardWriter, write_index
-from lpdvae.steps.train import TrainResult, train
+from lpdvae.steps.train import TrainResult, launch, train
 from lpdvae.training.checkpoints import checkpoint_dir
-from lpdvae.training.launcher import launch
-from lpdvae.training.outputs import read_history
+from lpdvae.training.outputs import HISTORY_FILE
 from lpdvae.training.schedules import lr_factor
 
 from .conftest import REPO
@@ -119,7 +119,7 @@ def test_outputs_and_mlflow_run(reference: Run, mlflow_server: str) -> None:
     assert metrics["epochs"] == 3 and metrics["samples_per_s"] > 0
     assert len(metrics["kl_per_dim"]) == 4 and 0 <= metrics["active_units"] <= 4
     assert np.isfinite(metrics["val_loss"]) and res.val_loss == metrics["val_loss"]
-    history = read_history(out)
+    history = read_csv(out / HISTORY_FILE)
     assert [r["step"] for r in history] == list(range(1, 19))
     assert history[-1]["beta"] == pytest.approx(0.5) and history[0]["beta"] == 0.0
     epochs = read_csv(out / "epochs.csv")  # the per-epoch curve dvc.yaml plots
@@ -161,7 +161,7 @@ def test_torchrun_two_processes_follow_the_single_process_curve(reference: Run, 
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     result = launch(reference.tensors, tmp_path / "model", params)
     assert result.metrics["world_size"] == 2 and result.steps == reference.result.steps
-    ddp, single = read_history(tmp_path / "model"), read_history(reference.out)
+    ddp, single = read_csv(tmp_path / "model" / HISTORY_FILE), read_csv(reference.out / HISTORY_FILE)
     assert [r["step"] for r in ddp] == [r["step"] for r in single]
     for key in ("loss", "recon", "kl"):
         np.testing.assert_allclose([r[key] for r in ddp], [r[key] for r in single],
@@ -211,7 +211,8 @@ def test_sigkill_then_resume_gives_identical_weights(reference: Run, tmp_path: P
     assert ref.keys() == got.keys()
     different = [k for k in ref if not torch.equal(ref[k], got[k])]
     assert not different, f"weights differ after resume: {different}"
-    assert [r["loss"] for r in read_history(out)] == [r["loss"] for r in read_history(reference.out)]
+    resumed, straight = read_csv(out / HISTORY_FILE), read_csv(reference.out / HISTORY_FILE)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
 
 
 @pytest.mark.slow
@@ -248,3 +249,15 @@ def test_lr_schedule_shapes() -> None:
     cos = [lr_factor(s, 2, 10, "cosine") for s in range(10)]
     assert cos[:3] == [0.5, 1.0, 1.0] and all(a >= b for a, b in zip(cos[2:], cos[3:], strict=False))
     assert lr_factor(10, 2, 10, "cosine") == pytest.approx(0.0)
+
+
+def test_nothing_under_training_imports_the_steps() -> None:
+    """The step (`lpdvae.steps.train`) calls down into `lpdvae.training`, never the reverse."""
+    upward = []
+    for path in sorted((REPO / "src" / "lpdvae" / "training").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            upward += [f"{path.name}: {n}" for n in names if n == "lpdvae.steps" or n.startswith("lpdvae.steps.")]
+    assert upward == []
+

@@ -33,7 +33,7 @@ def run_all(params: Params, layout: Layout, source: str | None = None, run_id: s
     from lpdvae.steps.register import register
     from lpdvae.steps.tensorize import tensorize
     from lpdvae.steps.validate import validate
-    from lpdvae.training.launcher import launch
+    from lpdvae.steps.train import launch
 
     def register_step() -> object:
         tags = lineage(layout.raw, layout.validated, layout.tensors, git_revision=git_revision(Path.cwd()),

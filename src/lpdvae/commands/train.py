@@ -14,7 +14,7 @@ from lpdvae.params import Params
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:
     from lpdvae.training.distributed import under_torchrun
-    from lpdvae.training.launcher import launch
+    from lpdvae.steps.train import launch
 
     if args.nproc is not None:
         if args.nproc < 1:

@@ -5,30 +5,28 @@ ship inside music21. Only SATB chorales in 4/4 are kept so every song fits the d
 and representation. MIDI is written from the parsed notes (not music21's exporter) so the bytes
 depend only on the notes: re-rendering gives byte-identical files.
 
-The notes come from `lpdvae.data.musicxml`, a lean reader of these files (~5 ms a chorale), and
-the MIDI from a small writer (`_smf_bytes`) that lays the bytes out as mido does. music21's
-parse + stripTies and mido's per-message objects cost ~70 ms a chorale, nearly all of a ~20 s
-demo ingest. music21 + mido stay the reference (`render_chorale_music21`): a file using
-anything the lean reader does not model goes through them, and tests/test_demo.py checks that
-both paths give the same bytes.
+The notes come from `lpdvae.data.musicxml`, a lean reader of these files, and the MIDI from
+the project's one writer (`lpdvae.data.smf`), which lays the bytes out as mido does; music21's
+parse + stripTies and mido's per-message objects were nearly all of a demo ingest (timings in
+docs/decisions.md). A file using anything the lean reader does not model is parsed by music21
+(`music21_parts`). music21 + mido stay the reference: tests/test_demo.py checks that the lean
+path gives the bytes music21 + mido give (tests/midi_reference.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import logging
 import multiprocessing
 import re
-import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import mido
 from tqdm import tqdm
 
+from lpdvae.data import smf
 from lpdvae.io import atomic_write_bytes
 from lpdvae.data.musicxml import LeanPart, Unsupported, read_mxl
 
@@ -45,8 +43,8 @@ POOL_MIN_SONGS = 8  # below this, a process pool costs more than it saves
 def chorale_paths() -> list[Path]:
     """Every bundled Bach .mxl, sorted, so the selection is the same on every machine.
 
-    Globbed from music21's corpus folder without importing music21 (0.5-1 s of the ingest):
-    the list music21's `corpus.getComposer("bach")` gives (tests/test_demo.py compares them).
+    Globbed from music21's corpus folder without importing music21 (a noticeable part of the
+    ingest, docs/decisions.md): the list music21's `corpus.getComposer("bach")` gives (tests/test_demo.py compares them).
     """
     spec = importlib.util.find_spec("music21")
     if spec is None or not spec.submodule_search_locations:
@@ -66,10 +64,10 @@ _XML_METER = re.compile(rb"<time\b[^>]*>\s*<beats>([^<]*)</beats>\s*<beat-type>(
 def clearly_not_satb_4_4(path: Path) -> bool:
     """True when the raw MusicXML already rules the chorale out (wrong voices or meter).
 
-    A regex over the XML costs ~5 ms against ~200 ms for a music21 parse, and 40 of the first
-    160 chorales are rejects, so a rerun with every selected file cached parses nothing. It
-    says "no" only on positive evidence; music21 stays the judge of every chorale kept (on
-    music21 10.5's 408 Bach files it rejects 82, all of which music21 rejects too).
+    A regex over the XML costs a fraction of a music21 parse, and many chorales are rejects,
+    so a rerun with every selected file cached parses nothing. It says "no" only on positive
+    evidence; music21 stays the judge of every chorale kept (every file it rejects, music21
+    rejects too: the counts are in docs/decisions.md).
     """
     try:
         with zipfile.ZipFile(path) as zf:
@@ -96,14 +94,16 @@ def render_chorale(path: Path) -> bytes | None:
         score = read_mxl(path, accepts=_is_satb_4_4)
     except Unsupported as exc:
         log.debug("%s: %s; reading it with music21", path.name, exc)
-        return render_chorale_music21(path)
+        parts = music21_parts(path)
+        return None if parts is None else midi_bytes(parts)
     if not _is_satb_4_4(score.part_names, score.meters):
         return None
-    return _smf_bytes([_lean_part_notes(part) for part in score.parts])
+    return midi_bytes([_lean_part_notes(part) for part in score.parts])
 
 
-def render_chorale_music21(path: Path) -> bytes | None:
-    """`render_chorale` through music21's parser: the reference the lean reader must match."""
+def music21_parts(path: Path) -> list[list[tuple[int, int, int]]] | None:
+    """The chorale's notes per voice as music21 parses it, or None when it is not an SATB
+    chorale in 4/4: the fallback for files the lean reader does not model."""
     if clearly_not_satb_4_4(path):
         return None
     from music21 import converter
@@ -112,7 +112,7 @@ def render_chorale_music21(path: Path) -> bytes | None:
     if not _is_satb_4_4([str(p.partName).lower() for p in score.parts],
                         {ts.ratioString for ts in score.recurse().getElementsByClass("TimeSignature")}):
         return None
-    return _midi_bytes([_part_notes(part) for part in score.parts])
+    return [_part_notes(part) for part in score.parts]
 
 
 def _ticks(offset: float, length: float, shift: float) -> tuple[int, int]:
@@ -147,76 +147,11 @@ def _part_notes(part) -> list[tuple[int, int, int]]:
     return sorted(notes)
 
 
-def _midi_bytes(parts: list[list[tuple[int, int, int]]]) -> bytes:
+def midi_bytes(parts: list[list[tuple[int, int, int]]]) -> bytes:
     """Type-1 MIDI: a conductor track (tempo, 4/4) plus one named track per voice."""
-    mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
-    conductor = mido.MidiTrack([
-        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(TEMPO_BPM), time=0),
-        mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
-        mido.MetaMessage("end_of_track", time=0),
-    ])
-    mid.tracks.append(conductor)
-    for channel, (voice, notes) in enumerate(zip(VOICES, parts, strict=True)):
-        events = []  # (tick, 0=off before 1=on at the same tick, pitch)
-        for start, end, pitch in notes:
-            events.append((start, 1, pitch))
-            events.append((end, 0, pitch))
-        track = mido.MidiTrack([
-            mido.MetaMessage("track_name", name=voice, time=0),
-            mido.Message("program_change", channel=channel, program=PROGRAM, time=0),
-        ])
-        now = 0
-        for tick, on, pitch in sorted(events):
-            kind = "note_on" if on else "note_off"
-            track.append(mido.Message(kind, channel=channel, note=pitch,
-                                      velocity=VELOCITY if on else 0, time=tick - now))
-            now = tick
-        track.append(mido.MetaMessage("end_of_track", time=0))
-        mid.tracks.append(track)
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
-
-
-def _varlen(value: int) -> bytes:
-    """A MIDI variable-length quantity: 7 bits a byte, most significant first."""
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    return bytes(reversed(out))
-
-
-_TEMPO = round(60_000_000 / TEMPO_BPM)  # microseconds a beat, as mido.bpm2tempo
-_CONDUCTOR = (b"\x00\xff\x51\x03" + _TEMPO.to_bytes(3, "big")  # set_tempo
-              + b"\x00\xff\x58\x04\x04\x02\x18\x08"  # time_signature 4/4, mido's defaults
-              + b"\x00\xff\x2f\x00")  # end_of_track
-
-
-def _smf_bytes(parts: list[list[tuple[int, int, int]]]) -> bytes:
-    """The bytes `_midi_bytes` writes, without mido (~0.5 ms against ~5-8 ms a chorale): the
-    same messages, and running status as mido's writer uses it."""
-    tracks = [_CONDUCTOR]
-    for channel, (voice, notes) in enumerate(zip(VOICES, parts, strict=True)):
-        name = voice.encode("latin-1")
-        data = bytearray(b"\x00\xff\x03" + _varlen(len(name)) + name)
-        data += bytes((0, 0xC0 | channel, PROGRAM))
-        events = [(start, 1, pitch) for start, _, pitch in notes]
-        events += [(end, 0, pitch) for _, end, pitch in notes]
-        running, now = 0xC0 | channel, 0
-        for tick, on, pitch in sorted(events):
-            status = (0x90 if on else 0x80) | channel
-            data += _varlen(tick - now)
-            if status != running:
-                data.append(status)
-                running = status
-            data += bytes((pitch, VELOCITY if on else 0))
-            now = tick
-        data += b"\x00\xff\x2f\x00"
-        tracks.append(bytes(data))
-    header = b"MThd" + struct.pack(">LHHH", 6, 1, len(tracks), TICKS_PER_BEAT)
-    return header + b"".join(b"MTrk" + struct.pack(">L", len(t)) + t for t in tracks)
+    return smf.smf_bytes([smf.Part(voice, channel, PROGRAM, notes, VELOCITY)
+                          for channel, (voice, notes) in enumerate(zip(VOICES, parts, strict=True))],
+                         TICKS_PER_BEAT, smf.tempo_us(TEMPO_BPM))
 
 
 CACHED = b""  # marker: the file is already in out_dir

@@ -1,6 +1,6 @@
-"""A lean MusicXML reader for the demo chorales: the notes music21 would give, faster.
+"""A lean MusicXML reader for the demo chorales: the notes music21 would give, much faster.
 
-music21's `converter.parse` plus `stripTies` were most of the demo ingest (the timings:
+music21's `converter.parse` plus `stripTies` were most of the demo ingest (timings in
 docs/decisions.md). This reader re-implements only the part of music21 10.5's MusicXML import that
 decides a note's offset, length and pitch (measure offsets from each measure's highest time,
 the pickup shift, full-measure rests, Finale's hidden <forward> rests, and stripTies' tie
@@ -9,9 +9,10 @@ merging with its quirks), so the MIDI rendered from it is byte-identical to the 
 It models no more than that. Anything it does not model with certainty (chords, <backup>,
 several voices in a measure, several staves, tuplets, cue or unpitched notes, empty measures,
 non-dyadic lengths, odd ties or accidentals, ...) raises `Unsupported`, and the caller falls
-back to music21. Of music21 10.5's 408 Bach chorales only one (bwv846, two staves, rejected
-anyway) needs that; the other 407 give music21's bytes and verdicts (checked on all of them;
-tests/test_demo.py keeps comparing both paths on a sample, music21 staying the oracle).
+back to music21. On music21 10.5's Bach chorales that fallback is rare and every other file
+gives music21's bytes and verdicts (benchmarks/demo_render_bench.py checks all of them; the
+counts are in docs/decisions.md); tests/test_demo.py keeps comparing both paths on a sample,
+music21 staying the oracle.
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ def _root(path: Path) -> ET.Element:
 
 @contextmanager
 def _gc_paused():
-    """Pause the cycle collector while ElementTree builds ~3000 elements: a tree has no cycles,
-    and in a process holding music21's objects the collections it triggers outcost the parse."""
+    """Pause the cycle collector while ElementTree builds a chorale's thousands of elements: a
+    tree has no cycles, and in a process holding music21's objects the collections it triggers
+    cost more than the parse (docs/decisions.md)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -283,12 +285,7 @@ def _read_measure(measure: ET.Element, measure_offset: float, divisions: int, fi
         elif tag == "backup":
             raise Unsupported("<backup>")
         elif tag in _PASSIVE_TAGS:
-            if tag == "attributes" and (d := _text(el.find("divisions"))):
-                if not d.isdigit() or int(d) == 0:
-                    raise Unsupported(f"divisions {d!r}")
-                divisions = int(d)
-            if tag == "direction" and el.find("offset") is not None:
-                raise Unsupported("a direction with an <offset>")
+            divisions = _passive(el, divisions)
             passive_at = max(passive_at, offset)
         else:
             raise Unsupported(f"<{tag}> in a measure")
@@ -296,13 +293,29 @@ def _read_measure(measure: ET.Element, measure_offset: float, divisions: int, fi
         full_measure_rest = True
     if full_measure_rest:
         sounding_end = _full_measure_rest(rests, forwards, sounding_end)
+    _check_measure_end(sounding_end, passive_at)
+    return sounding_end, divisions
+
+
+def _passive(el: ET.Element, divisions: int) -> int:
+    """A zero-length element (attributes, direction, ...): the divisions it sets, or `divisions`."""
+    if el.tag == "attributes" and (d := _text(el.find("divisions"))):
+        if not d.isdigit() or int(d) == 0:
+            raise Unsupported(f"divisions {d!r}")
+        divisions = int(d)
+    if el.tag == "direction" and el.find("offset") is not None:
+        raise Unsupported("a direction with an <offset>")
+    return divisions
+
+
+def _check_measure_end(sounding_end: float, passive_at: float) -> None:
+    """Refuse the measure ends music21 would read differently from the notes as written."""
     if passive_at > sounding_end:
         raise Unsupported("a zero-length element after the last note")
     if sounding_end == 0:  # music21 would fill it with a bar rest
         raise Unsupported("an empty measure")
     if sounding_end > BAR and not _overfull_kept(sounding_end - BAR):
         raise Unsupported(f"an overfull measure music21 cuts to the bar ({sounding_end} quarters)")
-    return sounding_end, divisions
 
 
 def _overfull_kept(excess: float) -> bool:

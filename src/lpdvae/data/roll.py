@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from lpdvae.data import smf
 from lpdvae.data.codes import onsets_np
 from lpdvae.io import atomic_write_bytes
 from lpdvae.params import RepresentationParams, TrackSpec
 
 log = logging.getLogger(__name__)
 VELOCITY = 100
+TICKS_PER_BEAT = 480  # MIDI resolution aimed at; a step is a whole number of ticks
 
 
 def _track_field(track: TrackSpec | dict[str, Any], key: str) -> Any:
@@ -42,29 +43,24 @@ def phrase_notes(track_codes: np.ndarray) -> list[tuple[int, int, int]]:
 
 def midi_bytes(phrase: np.ndarray, tracks: Sequence[TrackSpec | dict[str, Any]],
                rep: RepresentationParams, tempo: float = 100.0) -> bytes:
-    """Codes `[T, B, S, P]` (or several phrases `[K, T, B, S, P]`, played one after another) as MIDI."""
-    import pretty_midi
-
+    """Codes `[T, B, S, P]` (or several phrases `[K, T, B, S, P]`, played one after another) as MIDI
+    (`lpdvae.data.smf`): one track per track of the set, drums on the percussion channel."""
     phrases = np.asarray(phrase)
     phrases = phrases[None] if phrases.ndim == 4 else phrases
     if phrases.shape[1] != len(tracks):
         raise ValueError(f"phrase has {phrases.shape[1]} tracks, the track set has {len(tracks)}")
-    seconds_per_step = 60.0 / tempo / rep.beat_resolution
-    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+    ticks_per_step = max(1, TICKS_PER_BEAT // rep.beat_resolution)  # a whole number: exact steps
+    steps = phrases.shape[2] * phrases.shape[3]
+    chans = smf.channels([bool(_track_field(t, "is_drum")) for t in tracks])
+    parts = []
     for k, track in enumerate(tracks):
-        inst = pretty_midi.Instrument(program=int(_track_field(track, "program")),
-                                      is_drum=bool(_track_field(track, "is_drum")),
-                                      name=str(_track_field(track, "name")))
-        for i, ph in enumerate(phrases):
-            offset = i * ph[k].shape[0] * ph[k].shape[1]
-            for start, end, row in phrase_notes(ph[k]):
-                inst.notes.append(pretty_midi.Note(
-                    velocity=VELOCITY, pitch=rep.lowest_pitch + row,
-                    start=(offset + start) * seconds_per_step, end=(offset + end) * seconds_per_step))
-        pm.instruments.append(inst)
-    with tempfile.NamedTemporaryFile(suffix=".mid") as tmp:
-        pm.write(tmp.name)
-        return Path(tmp.name).read_bytes()
+        notes = [((i * steps + start) * ticks_per_step, (i * steps + end) * ticks_per_step,
+                  rep.lowest_pitch + row)
+                 for i, ph in enumerate(phrases) for start, end, row in phrase_notes(ph[k])]
+        parts.append(smf.Part(str(_track_field(track, "name")), chans[k],
+                              int(_track_field(track, "program")), notes, VELOCITY))
+    return smf.smf_bytes(parts, rep.beat_resolution * ticks_per_step, smf.tempo_us(tempo),
+                         (rep.beats_per_bar, 4))
 
 
 def write_midi(phrase: np.ndarray, tracks: Sequence[TrackSpec | dict[str, Any]],

@@ -220,13 +220,6 @@ def aggregate_metrics(per: dict[str, np.ndarray], index: np.ndarray | None = Non
     return dict(sorted(out.items()))
 
 
-def musegan_metrics(
-    phrases: np.ndarray, track_names: Sequence[str], drum_flags: Sequence[bool], rep: RepresentationParams
-) -> dict[str, float]:
-    """Per-track means over phrases (`metric/track`), track means (`metric`), tonal distance per pair."""
-    return aggregate_metrics(musegan_per_phrase(phrases, track_names, drum_flags, rep))
-
-
 def _prf(tp: int, n_pred: int, n_true: int) -> dict[str, float]:
     """Precision / recall / F1; an empty prediction of an empty truth scores 1."""
     if n_pred == 0 and n_true == 0:

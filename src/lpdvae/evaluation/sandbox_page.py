@@ -1,12 +1,12 @@
-"""The evaluation page as the Kubeflow Pipelines UI can show it: one HTML file, at most ~2 MB.
+"""A page as the Kubeflow Pipelines UI can show it: one HTML file, at most ~2 MB.
 
 The KFP UI shows an HTML artifact as `<iframe sandbox="allow-scripts" srcdoc=...>`: relative
-URLs do not resolve there, and the sandbox blocks downloads. So the page that links its media
-(`lpdvae.evaluation.samples_page`) becomes one file: piano-roll PNGs inlined as data: URIs, each WAV as a
-short mono 8 kHz 8-bit preview inlined while the page stays within `budget` bytes, and every
-download link (MIDI, full-quality WAV) replaced by the file's path in the task's output
-artifact, with a note at the top saying where to get them. Pages of tens of MB (every WAV
-inlined) have crashed UI tabs.
+URLs do not resolve there, and the sandbox blocks downloads. So a page that links its media
+(the evaluation page of `lpdvae.evaluation.samples_page`; register's model card and validate's
+data docs go the same way) becomes one file: images inlined as data: URIs, each WAV as a short
+mono 8 kHz 8-bit preview inlined while the page stays within `budget` bytes, and every download
+link (MIDI, full-quality WAV, JSON) replaced by the file's path, with a note at the top saying
+where to get them. Pages of tens of MB (every WAV inlined) have crashed UI tabs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import io
 import logging
 import re
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +34,20 @@ _LINK = re.compile(r'<a\b[^>]*?\bhref="([^":#]+)"[^>]*>(.*?)</a>', re.S)
 _BODY = re.compile(r"<body\b[^>]*>")
 
 
-def sandbox_page(page: Path, artifact: str, budget: int = BUDGET) -> str:
+def sandbox_page(page: Path, artifact: str, budget: int = BUDGET, *, note: str | None = None) -> str:
     """`page` (an HTML file whose media lie in its folder) as one self-contained HTML text for
-    the KFP UI. `artifact` names the output artifact holding the folder, for the notes."""
+    the KFP UI. `artifact` names the output artifact holding the folder, for the note at the top
+    (`note`, HTML, says instead where the files named by path are); the note is left out when
+    no file had to be named by path."""
     page = Path(page)
     root = page.parent.resolve()
     text = page.read_text(encoding="utf-8")
+    note = _note(artifact) if note is None else kfp_note(note)
+    named = 0
 
     def local(rel: str) -> Path | None:
         target = (page.parent / rel).resolve()
         return target if target.is_file() and target.is_relative_to(root) else None
-
-    def where(rel: str) -> str:
-        return f"<code>{html.escape(rel)}</code>"
 
     def image(m: re.Match[str]) -> str:
         target = local(m.group(1))
@@ -56,14 +58,30 @@ def sandbox_page(page: Path, artifact: str, budget: int = BUDGET) -> str:
         return m.group(0).replace(f'src="{m.group(1)}"', f'src="{uri}"').replace(' loading="lazy"', "")
 
     def link(m: re.Match[str]) -> str:
+        nonlocal named
         if local(m.group(1)) is None or m.group(1).endswith((".html", ".htm")):
             return m.group(0)
-        return f'<span class="kfp-file">{m.group(2)}: {where(m.group(1))}</span>'
+        named += 1
+        return f'<span class="kfp-file">{m.group(2)}: {_where(m.group(1))}</span>'
 
-    text = _IMG.sub(image, text)
-    text = _LINK.sub(link, text)
+    text = _LINK.sub(link, _IMG.sub(image, text))
+    text, n_named_audio = _inline_audio(text, local, budget - len(text.encode()) - len(note.encode()))
+    if named + n_named_audio == 0:
+        return text
+    body = _BODY.search(text)
+    if body is None:
+        return note + text
+    return text[: body.end()] + note + text[body.end():]
+
+
+def _where(rel: str) -> str:
+    return f"<code>{html.escape(rel)}</code>"
+
+
+def _inline_audio(text: str, local: Callable[[str], Path | None], left: int) -> tuple[str, int]:
+    """Each `<audio>` as an inlined preview while `left` bytes allow, else named by path; returns
+    the text and how many were named by path."""
     audios = list(_AUDIO.finditer(text))
-    left = budget - len(text.encode()) - len(_note(artifact).encode())
     parts, last, n_inlined = [], 0, 0
     for m in audios:
         rel, target = m.group(1), local(m.group(1))
@@ -71,29 +89,30 @@ def sandbox_page(page: Path, artifact: str, budget: int = BUDGET) -> str:
         if preview is not None and len(preview) - len(m.group(0)) <= left:
             replacement, n_inlined = preview, n_inlined + 1
         else:
-            replacement = f'<span class="kfp-file">WAV: {where(rel)}</span>'
+            replacement = f'<span class="kfp-file">WAV: {_where(rel)}</span>'
         left -= len(replacement) - len(m.group(0))
         parts += [text[last:m.start()], replacement]
         last = m.end()
-    text = "".join([*parts, text[last:]])
     if n_inlined < len(audios):
-        log.info("sandbox page: %d of %d audio previews fit in %d bytes; the rest are named by path",
-                 n_inlined, len(audios), budget)
-    body = _BODY.search(text)
-    if body is None:
-        return _note(artifact) + text
-    return text[: body.end()] + _note(artifact) + text[body.end():]
+        log.info("sandbox page: %d of %d audio previews fit; the rest are named by path",
+                 n_inlined, len(audios))
+    return "".join([*parts, text[last:]]), len(audios) - n_inlined
+
+
+def kfp_note(body: str) -> str:
+    """A note box at the top of a page shown in the KFP UI; `body` is HTML."""
+    return ('<p class="kfp-note" style="background:#fff8dc;border:1px solid #e0c97f;padding:.5em .8em">'
+            + body + "</p>")
 
 
 def _note(artifact: str) -> str:
-    return (
-        '<p class="kfp-note" style="background:#fff8dc;border:1px solid #e0c97f;padding:.5em .8em">'
+    return kfp_note(
         "Shown inside the Kubeflow Pipelines UI, whose sandbox blocks downloads: the MIDI files and "
         "full-quality WAVs are in this task's <b>" + html.escape(artifact) + "</b> output artifact, at "
         "the paths shown (open the artifact's URI in the UI's Input/Output tab, or "
         "<code>dvc repro</code>/<code>make run</code> locally for <code>reports/eval/</code>). "
         f"Audio players here play a mono {PREVIEW_RATE // 1000} kHz preview of at most "
-        f"{PREVIEW_SECONDS:g} s.</p>"
+        f"{PREVIEW_SECONDS:g} s."
     )
 
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from lpdvae.data.codes import highest_pitch, mono_classes, mono_to_codes, planes
 from lpdvae.io import atomic_write_bytes, atomic_write_json
-from lpdvae.params import ModelParams, Params, RepresentationParams
+from lpdvae.params import TRACK_KINDS, ModelParams, Params, RepresentationParams
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ META_FILE = "model.json"
 FORMAT_VERSION = 6  # 6: conv phrase encoder and bar decoder; 5: factorised monophonic head (event x pitch)
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
-KINDS = ("monophonic", "polyphonic", "drums")
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
 
 Outputs = tuple[Tensor, Tensor]  # (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2])
@@ -123,9 +122,9 @@ class MusicVAE(nn.Module):
     def __init__(self, model: ModelParams, rep: RepresentationParams,
                  kinds: list[str] | tuple[str, ...]) -> None:
         super().__init__()
-        unknown = sorted(set(kinds) - set(KINDS))
+        unknown = sorted(set(kinds) - set(TRACK_KINDS))
         if unknown:
-            raise ValueError(f"unknown track kind {unknown[0]!r} (known: {', '.join(KINDS)})")
+            raise ValueError(f"unknown track kind {unknown[0]!r} (known: {', '.join(TRACK_KINDS)})")
         self.model_params, self.rep, self.kinds = model, rep, tuple(kinds)
         self.n_tracks = len(kinds)
         self.mono_tracks = [k for k, kind in enumerate(kinds) if kind == MONO]

@@ -61,34 +61,51 @@ def _interval(d: dict[str, float]) -> str:
 
 def render(c: CardInputs, samples: list[str]) -> str:
     """The card as Markdown; `samples` are file names in the card's own `samples/` folder."""
-    t, m, ev = c.tags, c.metrics, c.evaluate
-    promo = c.promotion
-    lines = [f"# Model card: {c.name} version {c.version}", "",
-             f"**Promotion:** {promo.get('summary', 'no verdict')}  ",
-             f"**Aliases:** {', '.join(c.aliases) or 'none'}  ",
-             f"**Blessed by evaluation:** {'yes' if c.blessing.get('blessed') else 'no'}  ",
-             f"**Card written:** {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} "
-             f"from MLflow run `{c.run_id}`, pipeline run `{t.get('lpdvae.pipeline_run_id', 'n/a')}`, "
-             f"git `{t.get('lpdvae.git_revision', 'n/a')}`", ""]
+    lines = (_header(c) + _intended_use(c) + _data(c) + _training(c) + _against_baseline(c)
+             + _against_data(c) + _against_champion(c) + _samples(samples) + _limitations(c)
+             + _audit(c))
+    return "\n".join(lines)
 
+
+def _header(c: CardInputs) -> list[str]:
+    t = c.tags
+    return [f"# Model card: {c.name} version {c.version}", "",
+            f"**Promotion:** {c.promotion.get('summary', 'no verdict')}  ",
+            f"**Aliases:** {', '.join(c.aliases) or 'none'}  ",
+            f"**Blessed by evaluation:** {'yes' if c.blessing.get('blessed') else 'no'}  ",
+            f"**Card written:** {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} "
+            f"from MLflow run `{c.run_id}`, pipeline run `{t.get('lpdvae.pipeline_run_id', 'n/a')}`, "
+            f"git `{t.get('lpdvae.git_revision', 'n/a')}`", ""]
+
+
+def _intended_use(c: CardInputs) -> list[str]:
     tracks = ", ".join(c.index.get("tracks", []))
-    lines += ["## Intended use", "",
-              f"A variational autoencoder over {len(c.index.get('tracks', []))}-track phrases ({tracks}; "
-              f"shape {c.index.get('shape')} = tracks, bars, steps, pitches) that generates new phrases "
-              "(`mlflow models serve`, `lpdvae generate`), reconstructs and interpolates existing ones. "
-              "Meant for music sketching, demos and research on the corpus it was trained on; not for "
-              "judging or attributing music, and not a source of finished pieces.", ""]
+    return ["## Intended use", "",
+            f"A variational autoencoder over {len(c.index.get('tracks', []))}-track phrases ({tracks}; "
+            f"shape {c.index.get('shape')} = tracks, bars, steps, pitches) that generates new phrases "
+            "(`mlflow models serve`, `lpdvae generate`), reconstructs and interpolates existing ones. "
+            "Meant for music sketching, demos and research on the corpus it was trained on; not for "
+            "judging or attributing music, and not a source of finished pieces.", ""]
 
-    split_n = {k: v.get("n", 0) for k, v in c.index.get("splits", {}).items()}
-    songs = c.index.get("songs", {})
+
+def _song_counts(index: dict[str, Any]) -> tuple[Any, str]:
+    """(number of songs, "train a / val b / test c") from the tensor index's `songs`."""
+    songs = index.get("songs", {})
     by_split: dict[str, int] = {}
     if isinstance(songs, dict):
         for s in songs.values():
             by_split[s.get("split", "?")] = by_split.get(s.get("split", "?"), 0) + 1
     n_songs = len(songs) if isinstance(songs, dict) else songs
     song_split = " / ".join(f"{k} {by_split.get(k, 0)}" for k in ("train", "val", "test")) if by_split else "n/a"
+    return n_songs, song_split
+
+
+def _data(c: CardInputs) -> list[str]:
+    t = c.tags
+    split_n = {k: v.get("n", 0) for k, v in c.index.get("splits", {}).items()}
+    n_songs, song_split = _song_counts(c.index)
     reasons = t.get("lpdvae.quarantine_reasons", "")
-    lines += ["## Data", ""] + _table(["", ""], [
+    return ["## Data", ""] + _table(["", ""], [
         ("source", f"`{redact_uri(t.get('lpdvae.source', 'n/a'))}`"),
         ("raw (DVC)", f"`{t.get('lpdvae.dvc.raw', 'n/a')}`"),
         ("validated (DVC)", f"`{t.get('lpdvae.dvc.validated', 'n/a')}`"),
@@ -103,8 +120,10 @@ def render(c: CardInputs, samples: list[str]) -> str:
                            f"phrases, sha256 `{t.get('lpdvae.eval_set.sha256', 'n/a')}`"),
     ])
 
-    tr = c.train
-    lines += ["## Training", ""] + _table(["", ""], [
+
+def _training(c: CardInputs) -> list[str]:
+    t, tr = c.tags, c.train
+    return ["## Training", ""] + _table(["", ""], [
         ("params digest", f"`{t.get('lpdvae.params_digest', 'n/a')}`"),
         ("epochs", f"{tr.get('epochs', 'n/a')} (best {tr.get('best_epoch', 'n/a')}, "
                    f"stopped early: {tr.get('stopped_early', 'n/a')}), {tr.get('steps', 'n/a')} steps"),
@@ -115,24 +134,36 @@ def render(c: CardInputs, samples: list[str]) -> str:
                          f"(val neg ELBO {_f(tr.get('val_neg_elbo'), 2)})"),
     ])
 
-    lines += ["## Evaluation (test split)", "", "### Against the average-cell baseline", ""]
-    lines += _table(["metric", "model", "baseline", "gate"], [
-        ("recon note F1 (test)", _f(m.get("recon_note_f1")), _f(m.get("baseline.recon_note_f1")),
-         f">= {ev.min_note_f1} and >= {ev.baseline_factor} x baseline"),
-        ("recon note F1 (train)", _f(m.get("train.recon_note_f1")), _f(m.get("baseline.train.recon_note_f1")), ""),
-    ])
-    stat_rows = []
+
+def _against_baseline(c: CardInputs) -> list[str]:
+    m, ev = c.metrics, c.evaluate
+    return ["## Evaluation (test split)", "", "### Against the average-cell baseline", ""] + _table(
+        ["metric", "model", "baseline", "gate"], [
+            ("recon note F1 (test)", _f(m.get("recon_note_f1")), _f(m.get("baseline.recon_note_f1")),
+             f">= {ev.min_note_f1} and >= {ev.baseline_factor} x baseline"),
+            ("recon note F1 (train)", _f(m.get("train.recon_note_f1")), _f(m.get("baseline.train.recon_note_f1")), ""),
+        ])
+
+
+def _statistic_rows(m: dict[str, float], ev: EvaluateParams) -> list[tuple[str, ...]]:
+    """One row per statistic the data has a value for: generated, data, gap, allowed gap, gate."""
+    rows = []
     for key in ev.statistics:
         gen, ref = m.get(f"generated.{key}"), m.get(f"reference.{key}")
         if ref is None:
             continue
         gap = allowed_gap(ref, ev)
         ok = gen is not None and abs(gen - ref) <= gap
-        stat_rows.append((key, _f(gen), _f(ref), _f(None if gen is None else abs(gen - ref)), _f(gap),
-                          "pass" if ok else "FAIL"))
-    lines += ["### Generated music against the data", "",
-              f"At temperature {m.get('temperature', 'n/a')} (chosen on the validation split).", ""]
-    lines += _table(["statistic", "generated", "data", "gap", "allowed gap", "gate"], stat_rows)
+        rows.append((key, _f(gen), _f(ref), _f(None if gen is None else abs(gen - ref)), _f(gap),
+                     "pass" if ok else "FAIL"))
+    return rows
+
+
+def _against_data(c: CardInputs) -> list[str]:
+    m, ev = c.metrics, c.evaluate
+    lines = ["### Generated music against the data", "",
+             f"At temperature {m.get('temperature', 'n/a')} (chosen on the validation split).", ""]
+    lines += _table(["statistic", "generated", "data", "gap", "allowed gap", "gate"], _statistic_rows(m, ev))
     lines += _table(["check", "value", "gate"], [
         ("distinct generated phrases", _f(m.get("diversity.unique_fraction"), 3), f">= {ev.min_unique_fraction}"),
         ("closest to a training phrase (note F1)", _f(m.get("copy.nearest_train_note_f1"), 3),
@@ -140,10 +171,12 @@ def render(c: CardInputs, samples: list[str]) -> str:
         ("KL nats / active units", f"{_f(m.get('kl_nats'), 2)} / {_f(m.get('active_units'), 0)}", ""),
     ])
     verdict = "blessed" if c.blessing.get("blessed") else "not blessed: " + "; ".join(c.blessing.get("reasons", []))
-    lines += [f"**Gate:** {verdict}", ""]
+    return lines + [f"**Gate:** {verdict}", ""]
 
-    lines += ["### Against the champion", ""]
-    champ = promo.get("champion")
+
+def _against_champion(c: CardInputs) -> list[str]:
+    lines = ["### Against the champion", ""]
+    champ = c.promotion.get("champion")
     if champ:
         conf = champ["recon_note_f1"]["difference"]
         lines += [f"Champion v{champ['version']} measured on the same evaluation set (`{champ['evaluation_set'][:16]}…`), "
@@ -154,9 +187,11 @@ def render(c: CardInputs, samples: list[str]) -> str:
         rows += [(f"{k}: distance to data (lower is better)", _f(v["challenger"]), _f(v["champion"]),
                   _interval(v["difference"])) for k, v in champ["distances"].items()]
         lines += _table(["metric", "this version", f"champion v{champ['version']}", "difference [interval]"], rows)
-    lines += [f"- {r}" for r in promo.get("reasons", [])] + [""]
+    return lines + [f"- {r}" for r in c.promotion.get("reasons", [])] + [""]
 
-    lines += ["## Samples", ""]
+
+def _samples(samples: list[str]) -> list[str]:
+    lines = ["## Samples", ""]
     for name in sorted({Path(s).stem for s in samples}):
         files = [s for s in samples if Path(s).stem == name]
         pngs = [s for s in files if s.endswith(".png")]
@@ -164,26 +199,31 @@ def render(c: CardInputs, samples: list[str]) -> str:
         lines += [f"**{name}** {links}", ""] + [f"![{name}](samples/{p})" for p in pngs] + [""]
     if not samples:
         lines += ["No samples were rendered.", ""]
+    return lines
 
-    lines += ["## Limitations", "",
-              f"- Measured on {t.get('lpdvae.eval_set.n_phrases', '?')} test phrases of the same corpus it was "
-              "trained on; music from other styles, meters or instrumentations is out of scope.",
-              "- Phrases are 4/4 bars on a fixed grid; dynamics, tempo changes and expressive timing are not modelled.",
-              "- The statistics compare averages of generated and real phrases (MuseGAN's metrics), not "
-              "musical quality; listen to the samples before relying on a version.",
-              f"- Generated music is sampled at one seed ({ev.seed}) per evaluation; "
-              "the intervals cover resampling of those phrases, not other seeds or retraining.", ""]
 
+def _limitations(c: CardInputs) -> list[str]:
+    return ["## Limitations", "",
+            f"- Measured on {c.tags.get('lpdvae.eval_set.n_phrases', '?')} test phrases of the same corpus it was "
+            "trained on; music from other styles, meters or instrumentations is out of scope.",
+            "- Phrases are 4/4 bars on a fixed grid; dynamics, tempo changes and expressive timing are not modelled.",
+            "- The statistics compare averages of generated and real phrases (MuseGAN's metrics), not "
+            "musical quality; listen to the samples before relying on a version.",
+            f"- Generated music is sampled at one seed ({c.evaluate.seed}) per evaluation; "
+            "the intervals cover resampling of those phrases, not other seeds or retraining.", ""]
+
+
+def _audit(c: CardInputs) -> list[str]:
+    t = c.tags
     rev = t.get("lpdvae.git_revision", "").removesuffix("-dirty")
-    lines += ["## Audit and restore", "", "```bash",
-              f"lpdvae registry describe {c.version}",
-              f"lpdvae audit models:/{c.name}/{c.version}",
-              f"lpdvae audit --dataset {t.get('lpdvae.dvc.tensors', '<tensors hash>')}"]
+    lines = ["## Audit and restore", "", "```bash",
+             f"lpdvae registry describe {c.version}",
+             f"lpdvae audit models:/{c.name}/{c.version}",
+             f"lpdvae audit --dataset {t.get('lpdvae.dvc.tensors', '<tensors hash>')}"]
     if rev:
         lines += [f"git checkout {rev} && dvc checkout data/tensors   # or: dvc pull data/tensors"]
-    lines += [f"lpdvae registry promote {c.version}            # refused unless blessed",
-              "lpdvae registry rollback", "```", ""]
-    return "\n".join(lines)
+    return lines + [f"lpdvae registry promote {c.version}            # refused unless blessed",
+                    "lpdvae registry rollback", "```", ""]
 
 
 def to_html(markdown: str, title: str) -> str:

@@ -27,6 +27,7 @@ from lpdvae.evaluation.evalset import PerPhrase
 from lpdvae.evaluation.metrics import aggregate_metrics, f1_from_counts
 from lpdvae.params import RegisterParams
 from lpdvae.registry.significance import Interval, paired_bootstrap
+from lpdvae.registry.tracking import MAX_TAG_CHARS
 
 PROMOTED = "promoted"
 NOT_PROMOTED = "not promoted"
@@ -152,8 +153,8 @@ def _verdict(earned: bool, summary: str, reasons: list[str], auto_promote: bool)
 def tags(verdict: Verdict, comparison: Comparison | None, rp: RegisterParams) -> dict[str, str]:
     """`lpdvae.registry.promotion.*` tags of the challenger version."""
     out = {f"{TAG}.verdict": PROMOTED if verdict.promote else NOT_PROMOTED,
-           f"{TAG}.summary": verdict.summary[:4000],
-           f"{TAG}.reasons": "; ".join(verdict.reasons)[:4000],
+           f"{TAG}.summary": verdict.summary[:MAX_TAG_CHARS],
+           f"{TAG}.reasons": "; ".join(verdict.reasons)[:MAX_TAG_CHARS],
            f"{TAG}.champion": comparison.champion_version if comparison else ""}
     if comparison is not None:
         out[f"{TAG}.recon_note_f1"] = str(comparison.recon_note_f1)

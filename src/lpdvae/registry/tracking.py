@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from lpdvae.params import Params
@@ -25,6 +26,17 @@ DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 ENV = "MLFLOW_TRACKING_URI"
 USER_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+# Free text (reasons, summaries, a version's description) is cut to this many characters: under
+# the 5000 that older MLflow stores' tag columns hold.
+MAX_TAG_CHARS = 4000
+
+
+def blessing_tags(blessing: dict[str, Any]) -> dict[str, str]:
+    """`lpdvae.blessed` and `lpdvae.blessing_reasons` of evaluate's blessing.json, as both the
+    train run (evaluate) and the model version (register) carry them."""
+    reasons = "; ".join(blessing.get("reasons", []))[:MAX_TAG_CHARS]
+    return {"lpdvae.blessed": str(bool(blessing["blessed"])).lower(),
+            "lpdvae.blessing_reasons": reasons or "all checks passed"}
 
 
 def tracking_uri(params: Params, root: str | Path = ".") -> str:

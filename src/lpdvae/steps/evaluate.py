@@ -1,4 +1,7 @@
-"""evaluate: is the model worth promoting? A pure function of the model, the tensors and params.
+"""evaluate: is the model worth promoting? The metrics are a function of the model, the tensors
+and params (the same inputs give the same metrics); the step writes them with the samples page
+into its output folder and, when the model has an MLflow run (mlflow_run.json), logs the metrics,
+the blessing tags and that folder into it.
 
 On the test split: reconstruction note F1 beside the average-cell baseline (same split, and the
 same pair on the training split), the MuseGAN statistics of generated phrases beside the data's,
@@ -36,6 +39,7 @@ from lpdvae.model.vae import MusicVAE, active_units, kl_per_sample_dim, load_mod
 from lpdvae.params import EvaluateParams, Params, RepresentationParams
 from lpdvae.evaluation.samples_page import write_page
 from lpdvae.data.shards import load_split
+from lpdvae.registry.tracking import blessing_tags
 
 log = logging.getLogger(__name__)
 COPY_PHRASES = 4096  # training phrases searched for the nearest neighbour of each sample
@@ -129,8 +133,7 @@ def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict[str, float], bl
     mlflow.set_tracking_uri(run["tracking_uri"])
     with mlflow.start_run(run_id=run["run_id"]):
         mlflow.log_metrics({f"eval.{k}".replace("/", "."): v for k, v in metrics.items()})
-        mlflow.set_tags({"lpdvae.blessed": str(blessing["blessed"]).lower(),
-                         "lpdvae.blessing_reasons": "; ".join(blessing["reasons"])[:4000] or "all checks passed"})
+        mlflow.set_tags(blessing_tags(blessing))
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
 
 

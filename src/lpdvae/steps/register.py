@@ -28,6 +28,7 @@ from lpdvae.registry.model_card import CARD_MD, CardInputs, write_card
 from lpdvae.params import Params
 from lpdvae.registry.aliases import CHALLENGER, CHAMPION, alias_version, record_alias, set_champion
 from lpdvae.registry.run_report import render_summary
+from lpdvae.registry.tracking import MAX_TAG_CHARS, blessing_tags
 from lpdvae.data.shards import read_index
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,7 @@ class RegisterResult:
 def version_tags(metrics: dict[str, float], blessing: dict[str, Any], lineage: dict[str, str]) -> dict[str, str]:
     """Everything a model version carries: its lineage (`lpdvae.registry.lineage.lineage`), metrics, blessing."""
     tags = dict(lineage)
-    tags["lpdvae.blessed"] = str(bool(blessing["blessed"])).lower()
-    tags["lpdvae.blessing_reasons"] = "; ".join(blessing.get("reasons", []))[:4000] or "all checks passed"
+    tags.update(blessing_tags(blessing))
     for k, v in metrics.items():
         if k in TAGGED_METRICS or (k.split(".")[0] in ("generated", "reference") and "/" not in k):
             tags[f"lpdvae.metric.{k}"] = repr(float(v))  # full precision: compared like with like
@@ -67,6 +67,27 @@ def eval_set_tags(record: PerPhrase) -> dict[str, str]:
     """The frozen evaluation set a version was measured on (split, content hash, size)."""
     return {"lpdvae.eval_set.split": str(record.info["split"]), "lpdvae.eval_set.sha256": record.set_id,
             "lpdvae.eval_set.n_phrases": str(record.info["n_phrases"])}
+
+
+@dataclass
+class _Evaluated:
+    """What evaluate and train left on disk, and the version tags made from it."""
+
+    run: dict[str, Any]  # models/vae/mlflow_run.json: run_id, tracking_uri
+    metrics: dict[str, float]
+    blessing: dict[str, Any]
+    record: PerPhrase
+    tags: dict[str, str]
+
+
+@dataclass
+class _Decision:
+    """The champion (if any), how the challenger compared with it, and the promotion verdict."""
+
+    champion: Any  # a registry ModelVersion, or None
+    comparison: Any  # lpdvae.registry.promotion's comparison, or None when not compared
+    champion_record: PerPhrase | None
+    verdict: Any  # lpdvae.registry.promotion.decide(...)
 
 
 def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
@@ -80,35 +101,56 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
     `validated` and `data_docs` (validate's folders), when given, go into the run
     (`lpdvae.registry.drift_log`): the data a later drift check compares with, the drift report and its
     verdict (also a version tag)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from lpdvae.registry.serving import ARTIFACT, MusicGenerator, code_paths, pip_requirements, signature
-
     model_dir, eval_dir, out_path = Path(model_dir), Path(eval_dir), Path(out_path)
     tensor_dir, report_dir = Path(tensor_dir), Path(report_dir)
+    ev = _read_evaluated(model_dir, eval_dir, params, lineage)
+    client = _client(ev.run["tracking_uri"])
+    decision = _measure_and_decide(client, ev, tensor_dir, params)
+    mv, model_uri = _log_and_register(ev, model_dir, params.register.model_name, validated, data_docs)
+    aliases = _set_aliases(client, ev, decision, mv)
+    _report(client, ev, decision, mv, aliases, model_dir=model_dir, eval_dir=eval_dir,
+            tensor_dir=tensor_dir, report_dir=report_dir, params=params)
+    result = RegisterResult(mv.name, str(mv.version), aliases, ev.run["run_id"], model_uri,
+                            bool(ev.blessing["blessed"]), decision.verdict.promote, decision.verdict.summary)
+    atomic_write_json(out_path, {**result.__dict__, "tags": ev.tags})
+    log.info("registered %s version %s aliases=%s", mv.name, mv.version, aliases)
+    return result
+
+
+def _read_evaluated(model_dir: Path, eval_dir: Path, params: Params, lineage: dict[str, str]) -> _Evaluated:
+    """Read the run, metrics, blessing and per-phrase record; refuse a lineage made for other params."""
     run = _read_json(model_dir / "mlflow_run.json")
     metrics = _read_json(eval_dir / "metrics.json")
     blessing = _read_json(eval_dir / "blessing.json")
     record = read_per_phrase(eval_dir)
-    name = params.register.model_name
-
     digest = lineage.get("lpdvae.params_digest", params.digest())
     if digest != params.digest():
         raise LpdvaeError(f"register: the lineage's params digest {digest[:12]}… is not that of the params "
                           f"registering the model ({params.digest()[:12]}…)")
     tags = version_tags(metrics, blessing, {**lineage, "lpdvae.params_digest": digest})
     tags.update(eval_set_tags(record))
+    return _Evaluated(run, metrics, blessing, record, tags)
 
-    mlflow.set_tracking_uri(run["tracking_uri"])
-    mlflow.set_registry_uri(run["tracking_uri"])
-    client = MlflowClient(tracking_uri=run["tracking_uri"], registry_uri=run["tracking_uri"])
-    champion = alias_version(client, name, CHAMPION)
+
+def _client(tracking_uri: str) -> Any:
+    """An MlflowClient on the train run's store, which is also the registry (and mlflow's default)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _measure_and_decide(client: Any, ev: _Evaluated, tensor_dir: Path, params: Params) -> _Decision:
+    """Measure the champion (if any) on the challenger's evaluation set, compare, decide; the
+    verdict's tags join `ev.tags`. A champion that cannot be measured is reported, not fatal."""
+    champion = alias_version(client, params.register.model_name, CHAMPION)
     comparison, not_compared, champion_record = None, None, None
     if champion is not None:
         try:
-            champion_record = measure_champion(champion, tensor_dir, record, params)
-            comparison = promotion.compare(record, champion_record, str(champion.version),
+            champion_record = measure_champion(champion, tensor_dir, ev.record, params)
+            comparison = promotion.compare(ev.record, champion_record, str(champion.version),
                                            params.evaluate.statistics, params.register)
         except (LpdvaeError, ValueError, OSError) as exc:
             not_compared = str(exc)
@@ -116,53 +158,74 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
             not_compared = f"{type(exc).__name__}: {exc}"
         if not_compared:
             log.warning("champion v%s not compared: %s", champion.version, not_compared)
-    verdict = promotion.decide(bool(blessing["blessed"]), list(blessing.get("reasons", [])),
+    verdict = promotion.decide(bool(ev.blessing["blessed"]), list(ev.blessing.get("reasons", [])),
                                None if champion is None else str(champion.version), comparison,
                                not_compared, params.register.auto_promote)
-    tags.update(promotion.tags(verdict, comparison, params.register))
+    ev.tags.update(promotion.tags(verdict, comparison, params.register))
+    return _Decision(champion, comparison, champion_record, verdict)
 
-    temperature = float(blessing.get("temperature", 1.0))
+
+def _log_and_register(ev: _Evaluated, model_dir: Path, name: str, validated: Path | None,
+                      data_docs: Path | None) -> tuple[Any, str]:
+    """Log the generator pyfunc (and the drift evidence) into the train run, then register it
+    as a new version of `name` with `ev.tags`; returns (the ModelVersion, the logged model's URI)."""
+    import mlflow
+
+    from lpdvae.registry.serving import ARTIFACT, MusicGenerator, code_paths, pip_requirements, signature
+
+    temperature = float(ev.blessing.get("temperature", 1.0))
     example, sig = signature(temperature)
-    with mlflow.start_run(run_id=run["run_id"]):
+    with mlflow.start_run(run_id=ev.run["run_id"]):
         info = mlflow.pyfunc.log_model(
             name="generator", python_model=MusicGenerator(temperature), artifacts={ARTIFACT: str(model_dir)},
             signature=sig, input_example=example, pip_requirements=pip_requirements(),
             code_paths=code_paths(),
         )
-        mlflow.set_tags({k: v for k, v in tags.items() if k.startswith("lpdvae.dvc.")})
+        mlflow.set_tags({k: v for k, v in ev.tags.items() if k.startswith("lpdvae.dvc.")})
         drift_verdict = log_drift(validated, data_docs) if validated is not None else None
     if drift_verdict:
-        tags[TAG_VERDICT] = drift_verdict
-    mv = mlflow.register_model(info.model_uri, name, tags=tags)
+        ev.tags[TAG_VERDICT] = drift_verdict
+    return mlflow.register_model(info.model_uri, name, tags=ev.tags), info.model_uri
+
+
+def _set_aliases(client: Any, ev: _Evaluated, decision: _Decision, mv: Any) -> list[str]:
+    """`challenger` when blessed, `champion` when promoted; the old champion is tagged with
+    what it was compared against. Returns the aliases the new version got."""
     aliases = []
-    if blessing["blessed"]:
-        record_alias(client, name, CHALLENGER, mv.version, "blessed by evaluation")
+    if ev.blessing["blessed"]:
+        record_alias(client, mv.name, CHALLENGER, mv.version, "blessed by evaluation")
         aliases.append(CHALLENGER)
-    if verdict.promote:
-        set_champion(client, name, mv.version, f"auto_promote: {verdict.summary}"[:4000])
+    if decision.verdict.promote:
+        set_champion(client, mv.name, mv.version, f"auto_promote: {decision.verdict.summary}"[:MAX_TAG_CHARS])
         aliases.append(CHAMPION)
-    if comparison is not None and champion_record is not None:
-        for k, v in {"eval_set": record.set_id, "recon_note_f1": repr(comparison.f1[1])}.items():
-            client.set_model_version_tag(name, str(champion.version), f"lpdvae.compared.v{mv.version}.{k}", v)
-    log.info("%s v%s: %s", name, mv.version, verdict.summary)
-    promo = {"name": name, "version": str(mv.version), **promotion.record(verdict, comparison)}
-    champion_now = alias_version(client, name, CHAMPION)
+    champion, comparison = decision.champion, decision.comparison
+    if comparison is not None and decision.champion_record is not None:
+        for k, v in {"eval_set": ev.record.set_id, "recon_note_f1": repr(comparison.f1[1])}.items():
+            client.set_model_version_tag(mv.name, str(champion.version), f"lpdvae.compared.v{mv.version}.{k}", v)
+    log.info("%s v%s: %s", mv.name, mv.version, decision.verdict.summary)
+    return aliases
+
+
+def _report(client: Any, ev: _Evaluated, decision: _Decision, mv: Any, aliases: list[str], *,
+            model_dir: Path, eval_dir: Path, tensor_dir: Path, report_dir: Path, params: Params) -> None:
+    """promotion.json, the card and summary.md into `report_dir` and the train run; the version's
+    description and `lpdvae.model_card` tag point at the card."""
+    import mlflow
+
+    name, version, run_id = mv.name, str(mv.version), ev.run["run_id"]
+    promo = {"name": name, "version": version, **promotion.record(decision.verdict, decision.comparison)}
+    champion, champion_now = decision.champion, alias_version(client, name, CHAMPION)
     write_report(report_dir, CardInputs(
-        name=name, version=str(mv.version), aliases=aliases, run_id=run["run_id"], tags=tags, metrics=metrics,
-        blessing=blessing, promotion=promo, train=_read_optional(model_dir / "train_metrics.json"),
+        name=name, version=version, aliases=aliases, run_id=run_id, tags=ev.tags, metrics=ev.metrics,
+        blessing=ev.blessing, promotion=promo, train=_read_optional(model_dir / "train_metrics.json"),
         index=read_index(tensor_dir), evaluate=params.evaluate), eval_dir,
         None if champion is None else str(champion.version), None if champion_now is None else str(champion_now.version))
-    with mlflow.start_run(run_id=run["run_id"]):
+    with mlflow.start_run(run_id=run_id):
         mlflow.log_artifacts(str(report_dir), artifact_path=CARD_ARTIFACT)
-    card_uri = f"runs:/{run['run_id']}/{CARD_ARTIFACT}/{CARD_MD}"
-    client.update_model_version(name, str(mv.version), description=(
-        f"{verdict.summary}\n\nModel card: {card_uri} (`lpdvae registry card {mv.version}`)")[:4000])
-    client.set_model_version_tag(name, str(mv.version), "lpdvae.model_card", card_uri)
-    result = RegisterResult(name, str(mv.version), aliases, run["run_id"], info.model_uri,
-                            bool(blessing["blessed"]), verdict.promote, verdict.summary)
-    atomic_write_json(out_path, {**result.__dict__, "tags": tags})
-    log.info("registered %s version %s aliases=%s", name, mv.version, aliases)
-    return result
+    card_uri = f"runs:/{run_id}/{CARD_ARTIFACT}/{CARD_MD}"
+    client.update_model_version(name, version, description=(
+        f"{decision.verdict.summary}\n\nModel card: {card_uri} (`lpdvae registry card {version}`)")[:MAX_TAG_CHARS])
+    client.set_model_version_tag(name, version, "lpdvae.model_card", card_uri)
 
 
 def write_report(report_dir: Path, card: CardInputs, eval_dir: Path, champion_before: str | None,

@@ -1,34 +1,72 @@
 """train: phrase shards -> MusicVAE, checkpoints and an MLflow run.
 
-`train` runs this process's share: alone, or as one rank under torchrun (DDP; gloo on CPU,
-nccl on CUDA; rank 0 alone logs and writes). `lpdvae.training.launcher.launch` is what runners
-call: it starts torchrun when `train.nproc` > 1. The loop and its parts live in
-`lpdvae.training`.
+`launch` is what every runner calls (the CLI, `lpdvae run`, the DVC stage through the CLI, the
+KFP components): it trains in this process when `train.nproc` is 1 or it already runs under
+torchrun, and otherwise starts `torchrun --standalone --nproc_per_node N`, whose ranks run
+`python -m lpdvae.training.worker`. `train` is this process's share alone (one rank; DDP with
+gloo on CPU, nccl on CUDA; rank 0 alone logs and writes). The loop and its parts live in
+`lpdvae.training`, which never imports this module.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+import yaml
+
+from lpdvae.errors import LpdvaeError
 from lpdvae.params import Params
-from lpdvae.training.outputs import TrainResult
+from lpdvae.training.distributed import under_torchrun
+from lpdvae.training.outputs import TrainResult, read_result
+
+log = logging.getLogger(__name__)
+
+
+def launch(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False) -> TrainResult:
+    """Train with `params.train.nproc` processes; returns rank 0's result."""
+    tensor_dir, out_dir = Path(tensor_dir).resolve(), Path(out_dir).resolve()
+    if params.train.nproc == 1 or under_torchrun():
+        return train(tensor_dir, out_dir, params, resume)
+    return _torchrun(tensor_dir, out_dir, params, resume)
 
 
 def train(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False) -> TrainResult:
     """Train a MusicVAE on `tensor_dir`'s train split in this process (one rank)."""
-    import torch
+    from lpdvae.training.loop import run_rank
 
-    from lpdvae.training.distributed import init_distributed, shutdown
-    from lpdvae.training.loop import Trainer
-
-    tensor_dir, out_dir = Path(tensor_dir).resolve(), Path(out_dir).resolve()
-    env = init_distributed(params.train.device)
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    try:
-        return Trainer(tensor_dir, out_dir, params, env).run(resume)
-    finally:
-        torch.use_deterministic_algorithms(prev_det)
-        shutdown(env)
+    return run_rank(tensor_dir, out_dir, params, resume)
 
 
-__all__ = ["TrainResult", "train"]
+def worker_command(tensor_dir: Path, out_dir: Path, params_file: Path, nproc: int,
+                   resume: bool) -> list[str]:
+    """The torchrun command line whose `nproc` ranks each run `lpdvae.training.worker`."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "lpdvae.training.worker",
+           "--params", str(params_file), "--tensors", str(tensor_dir), "--out", str(out_dir)]
+    return cmd + (["--resume"] if resume else [])
+
+
+def _torchrun(tensor_dir: Path, out_dir: Path, params: Params, resume: bool) -> TrainResult:
+    n = params.train.nproc
+    with tempfile.TemporaryDirectory(prefix="lpdvae-train-") as tmp:
+        params_file = Path(tmp) / "params.yaml"
+        params_file.write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
+        cmd = worker_command(tensor_dir, out_dir, params_file, n, resume)
+        env = dict(os.environ)
+        import torch
+
+        if not torch.cuda.is_available():
+            env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # --standalone: every rank on this host
+        log.info("launching %d processes: %s", n, " ".join(cmd))
+        rc = subprocess.run(cmd, env=env).returncode
+    if rc != 0:
+        raise LpdvaeError(f"distributed training ({n} processes under torchrun) exited with code {rc}")
+    return read_result(out_dir)
+
+
+__all__ = ["TrainResult", "launch", "train"]

@@ -2,8 +2,9 @@
 
 Determinism: `train.batch_size` is the *global* batch. Data order comes from
 `DistributedSampler(seed, epoch)`; the reparameterisation noise of a global batch is drawn from
-one seeded generator and sliced per rank; the free-bits floor is decided on the all-reduced KL.
-So N processes follow the same loss curve as one (up to float reduction order), and a run killed
+one seeded generator and sliced per rank; the free-bits floor clamps each sample's KL on its
+own rank (`free_nats_kl`), so no KL is all-reduced and a global batch's mean is the same however
+it is split. So N processes follow the same loss curve as one (up to float reduction order), and a run killed
 at any point and resumed from its newest checkpoint ends with bit-identical weights (same world
 size and device).
 """
@@ -38,7 +39,7 @@ from lpdvae.model.vae import (
 from lpdvae.params import Params
 from lpdvae.data.shards import PhraseDataset
 from lpdvae.training import checkpoints as ckpts
-from lpdvae.training.distributed import DistEnv, all_reduce_sum, gather_objects
+from lpdvae.training.distributed import DistEnv, all_reduce_sum, gather_objects, init_distributed, shutdown
 from lpdvae.training.outputs import (
     EPOCH_COLUMNS,
     EPOCHS_FILE,
@@ -416,3 +417,16 @@ class Trainer:
         self.run_log.finish(self.state.step, metrics)
         log.info("model in %s, MLflow run %s (%s)", self.out_dir, run["run_id"], run["model_uri"])
         return make_result(self.out_dir, metrics, run)
+
+
+def run_rank(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False) -> TrainResult:
+    """Join the process group (if under torchrun), run the loop, leave the group; the
+    deterministic-algorithms switch the loop turns on is restored for the caller."""
+    tensor_dir, out_dir = Path(tensor_dir).resolve(), Path(out_dir).resolve()
+    env = init_distributed(params.train.device)
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    try:
+        return Trainer(tensor_dir, out_dir, params, env).run(resume)
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+        shutdown(env)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lpdvae.io import read_csv
 from lpdvae.training.checkpoints import checkpoint_dir
 
 METRICS_FILE = "train_metrics.json"
@@ -50,9 +49,3 @@ def read_result(out_dir: Path) -> TrainResult:
     """The result of a finished run, from its output files (after a torchrun launch)."""
     metrics = json.loads((out_dir / METRICS_FILE).read_text())
     return make_result(out_dir, metrics, json.loads((out_dir / RUN_FILE).read_text()))
-
-
-def read_history(out_dir: str | Path) -> list[dict[str, Any]]:
-    """Per-step rows (step, epoch, beta, lr, loss, recon, kl, active_units, grad_norm)."""
-    rows = read_csv(Path(out_dir) / HISTORY_FILE)
-    return [{k: int(v) if k in ("step", "epoch") else v for k, v in r.items()} for r in rows]
