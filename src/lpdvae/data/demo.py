@@ -11,6 +11,11 @@ parse + stripTies and mido's per-message objects cost ~70 ms a chorale, nearly a
 demo ingest. music21 + mido stay the reference (`render_chorale_music21`): a file using
 anything the lean reader does not model goes through them, and tests/test_demo.py checks that
 both paths give the same bytes.
+
+Each file carries music21's metadata for its chorale as the MIDI sequence name (the conductor
+track's name): "<title> (BWV <n>, Riemenschneider <n>)", from the chorale lists music21 ships in
+`corpus/chorales.py`, read as text (importing music21 costs ~1 s of the ingest). validate
+groups songs of one title into one split (`lpdvae.validation.tune_groups`).
 """
 
 from __future__ import annotations
@@ -63,6 +68,48 @@ _XML_PART_NAME = re.compile(rb"<score-part\b.*?<part-name[^>]*>([^<]*)</part-nam
 _XML_METER = re.compile(rb"<time\b[^>]*>\s*<beats>([^<]*)</beats>\s*<beat-type>([^<]*)</beat-type>")
 
 
+_RKBWV_ROW = re.compile(r"^\s*(\d+)---\|\|---([^\n]*?)---\|\|---([^\n]*?)---\|\|---\d+\s*$", re.M)
+_WIKI_ROW = re.compile(r"^\s*\|([^|\n]+)\|\|(\d+)\|\|\d+\|\|\d+\|\|\d+\|\|(\d+)\|\|", re.M)
+
+
+def chorale_titles(source: str) -> dict[str, tuple[str, int]]:
+    """{BWV number as in the file names ("269", "248.12-2"): (title, Riemenschneider number)}
+    from the text of music21's `corpus/chorales.py` (its ChoraleListRKBWV and ChoraleList)."""
+    out = {bwv.strip(): (title.strip(), int(r)) for r, bwv, title in _RKBWV_ROW.findall(source)}
+    for title, bwv, r in _WIKI_ROW.findall(source):
+        out.setdefault(bwv, (title.strip(), int(r)))
+    return out
+
+
+def _music21_titles() -> dict[str, tuple[str, int]]:
+    spec = importlib.util.find_spec("music21")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(next(iter(spec.submodule_search_locations))) / "corpus" / "chorales.py"
+    return chorale_titles(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+_TITLES: dict[str, tuple[str, int]] | None = None
+
+
+def chorale_name(path: Path) -> str:
+    """The sequence name of a chorale's MIDI: "<title> (BWV <n>, Riemenschneider <n>)", or ""
+    when music21's lists do not have it. A variant file ("18.5-lz") takes its movement's entry
+    ("18.5-l", "18.5-w" or "18.5"): the same music under another source's reading."""
+    global _TITLES
+    if _TITLES is None:
+        _TITLES = _music21_titles()
+    bwv = path.name.removesuffix(".mxl").removeprefix("bwv")
+    found = _TITLES.get(bwv)
+    if found is None:
+        base = bwv.split("-")[0]
+        found = next((_TITLES[k] for k in sorted(_TITLES) if k.split("-")[0] == base), None)
+    if found is None:
+        return ""
+    title, riemenschneider = found
+    return f"{title} (BWV {bwv}, Riemenschneider {riemenschneider})"
+
+
 def clearly_not_satb_4_4(path: Path) -> bool:
     """True when the raw MusicXML already rules the chorale out (wrong voices or meter).
 
@@ -99,7 +146,7 @@ def render_chorale(path: Path) -> bytes | None:
         return render_chorale_music21(path)
     if not _is_satb_4_4(score.part_names, score.meters):
         return None
-    return _smf_bytes([_lean_part_notes(part) for part in score.parts])
+    return _smf_bytes([_lean_part_notes(part) for part in score.parts], chorale_name(path))
 
 
 def render_chorale_music21(path: Path) -> bytes | None:
@@ -112,7 +159,7 @@ def render_chorale_music21(path: Path) -> bytes | None:
     if not _is_satb_4_4([str(p.partName).lower() for p in score.parts],
                         {ts.ratioString for ts in score.recurse().getElementsByClass("TimeSignature")}):
         return None
-    return _midi_bytes([_part_notes(part) for part in score.parts])
+    return _midi_bytes([_part_notes(part) for part in score.parts], chorale_name(path))
 
 
 def _ticks(offset: float, length: float, shift: float) -> tuple[int, int]:
@@ -147,10 +194,12 @@ def _part_notes(part) -> list[tuple[int, int, int]]:
     return sorted(notes)
 
 
-def _midi_bytes(parts: list[list[tuple[int, int, int]]]) -> bytes:
-    """Type-1 MIDI: a conductor track (tempo, 4/4) plus one named track per voice."""
-    mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
-    conductor = mido.MidiTrack([
+def _midi_bytes(parts: list[list[tuple[int, int, int]]], name: str = "") -> bytes:
+    """Type-1 MIDI: a conductor track (sequence name when given, tempo, 4/4) plus one named
+    track per voice. Text is UTF-8 (titles have ’ and umlauts)."""
+    mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT, charset="utf-8")
+    named = [mido.MetaMessage("track_name", name=name, time=0)] if name else []
+    conductor = mido.MidiTrack(named + [
         mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(TEMPO_BPM), time=0),
         mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
         mido.MetaMessage("end_of_track", time=0),
@@ -194,13 +243,17 @@ _CONDUCTOR = (b"\x00\xff\x51\x03" + _TEMPO.to_bytes(3, "big")  # set_tempo
               + b"\x00\xff\x2f\x00")  # end_of_track
 
 
-def _smf_bytes(parts: list[list[tuple[int, int, int]]]) -> bytes:
+def _track_name(name: str) -> bytes:
+    raw = name.encode("utf-8")
+    return b"\x00\xff\x03" + _varlen(len(raw)) + raw
+
+
+def _smf_bytes(parts: list[list[tuple[int, int, int]]], name: str = "") -> bytes:
     """The bytes `_midi_bytes` writes, without mido (~0.5 ms against ~5-8 ms a chorale): the
     same messages, and running status as mido's writer uses it."""
-    tracks = [_CONDUCTOR]
+    tracks = [(_track_name(name) if name else b"") + _CONDUCTOR]
     for channel, (voice, notes) in enumerate(zip(VOICES, parts, strict=True)):
-        name = voice.encode("latin-1")
-        data = bytearray(b"\x00\xff\x03" + _varlen(len(name)) + name)
+        data = bytearray(_track_name(voice))
         data += bytes((0, 0xC0 | channel, PROGRAM))
         events = [(start, 1, pitch) for start, _, pitch in notes]
         events += [(end, 0, pitch) for _, end, pitch in notes]
