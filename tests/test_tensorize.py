@@ -69,7 +69,8 @@ def test_index_contract(corpus):
             arr = np.load(root / "tensors" / shard["file"], mmap_mode="r")
             assert arr.shape == (shard["n"], 4, rep.n_bars, rep.steps_per_bar,
                                  packed_width(rep.n_pitches))
-    assert {k: v["split"] for k, v in index["songs"].items()} == assign_splits(index["songs"], params)
+    assert {k: v["split"] for k, v in index["songs"].items()} == assign_splits(
+        {k: v["group"] for k, v in index["songs"].items()}, params)
 
 
 def test_split_is_a_pure_function_of_the_song_id():
