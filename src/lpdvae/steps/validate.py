@@ -90,7 +90,7 @@ def validate(raw_dir: Path, out_dir: Path, params: Params, docs_dir: Path | None
     content: dict[str, SongContent] = {}
     table = collect_stats(raw_dir, rows, params, content)
     groups = song_groups(list(content.values()), params.validate.tune_similarity)
-    table["group"] = [groups.get(path, f"song:{song_id}") for path, song_id in zip(table["path"], table["song_id"], strict=True)]
+    table["group"] = [groups.get(path, song_id) for path, song_id in zip(table["path"], table["song_id"], strict=True)]
     loaded = table[table["load_error"].isna()].drop(columns=["load_error", "load_detail"]).reset_index(drop=True)
     # exits in reverse: the data folder is swapped in first, then its docs
     with atomic_dir(docs_dir) as docs_tmp, atomic_dir(out_dir) as tmp:

@@ -113,13 +113,20 @@ def song_stats(song: Song, params: Params) -> dict[str, Any]:
 
 
 def song_title(song: Song) -> str:
-    """The title the file gives: a MIDI's sequence name, an npz's multitrack name; "" if none."""
+    """The title the file gives: a MIDI's sequence name, an npz's multitrack name; "" if none.
+
+    A name equal to one of the song's track names ("Piano") is an instrument's, and one equal to
+    the file's stem (LPD names files and songs by one id) names the file: neither is a title,
+    and the first would put unrelated songs into one group."""
     if song.format == "midi":
         try:
-            return sequence_name(Path(song.path).read_bytes())
+            title = sequence_name(Path(song.path).read_bytes())
         except OSError:
             return ""
-    return str(song.multitrack.name or "").strip()
+    else:
+        title = str(song.multitrack.name or "").strip()
+    not_titles = {str(t.name or "").strip().casefold() for t in song.multitrack.tracks} | {Path(song.path).stem.casefold()}
+    return "" if title.casefold() in not_titles else title
 
 
 def song_melody_notes(song: Song, params: Params) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,8 @@ hashes the group, not the song) never puts one tune on both sides. Two songs are
   `validate.tune_similarity`.
 Groups are the connected components (union-find) of these pairs, so the test never depends on
 the order of the songs. A group is named after its smallest member key: the title key of a
-titled member (`title:...`), else a song id (`song:...`); adding a song changes a group's name
+titled member (`title:...`), else a song id (the sha256 itself, so a song that shares no tune
+is split exactly as it was before songs were grouped); adding a song changes a group's name
 only when it joins that group (and sorts first).
 
 A song is a *duplicate* when another song of its group has (nearly) the same notes: the
@@ -116,7 +117,7 @@ def _melody_pairs(grams: dict[str, set[bytes]], threshold: float) -> set[tuple[s
 
 def song_groups(songs: Sequence[SongContent], tune_similarity: float) -> dict[str, str]:
     """{path: group name} over `songs` (see the module doc)."""
-    base = {s.path: (f"title:{k}" if (k := title_key(s.title)) else f"song:{s.song_id}") for s in songs}
+    base = {s.path: (f"title:{k}" if (k := title_key(s.title)) else s.song_id) for s in songs}
     parent = {s.path: s.path for s in songs}
     by_title: dict[str, str] = {}
     pairs = _melody_pairs({s.path: melody_ngrams(s.melody) for s in songs}, tune_similarity)
