@@ -8,8 +8,8 @@ import pretty_midi
 import pytest
 
 from lpdvae.data import demo
-from lpdvae.data.splits import assign_splits, song_groups
 from lpdvae.data.shards import SPLITS
+from lpdvae.data.splits import assign_splits, song_groups
 from lpdvae.io import read_jsonl
 from lpdvae.steps.validate import validate
 from lpdvae.validation.tune_groups import SongContent
@@ -37,7 +37,8 @@ def _melody_midi(path, soprano: list[int], seed: int) -> None:
     pm = pretty_midi.PrettyMIDI(initial_tempo=100.0)
     pm.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))
     lines = {"Soprano": soprano}
-    lines |= {name: [int(rng.integers(lo, hi)) for _ in soprano] for name, (lo, hi) in list(songkit.VOICES.items())[1:]}
+    lower = list(songkit.VOICES.items())[1:]
+    lines |= {name: [int(rng.integers(lo, hi)) for _ in soprano] for name, (lo, hi) in lower}
     for name, pitches in lines.items():
         inst = pretty_midi.Instrument(program=52, name=name)
         inst.notes = [pretty_midi.Note(80, p, b * 0.6, (b + 0.9) * 0.6) for b, p in enumerate(pitches)]

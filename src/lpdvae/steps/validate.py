@@ -9,8 +9,9 @@ kind "excluded"), and so are byte-identical copies of a song; unreadable and fai
 kind "bad". Songs that share a tune get one `group` (`lpdvae.validation.tune_groups`: metadata
 title or top-line similarity; a `group` column in stats.csv and accepted.jsonl, which tensorize
 splits by), and a song whose notes nearly repeat another's of its group is excluded as its
-`duplicate`, the twin (the smaller path) named in the detail. As the contract says, every quarantined song (bad or excluded) counts toward
-`validate.max_bad_fraction`; summary.json reports both counts.
+`duplicate`, the twin (the smaller path) named in the detail. As the contract says, every
+quarantined song (bad or excluded) counts toward `validate.max_bad_fraction`; summary.json
+reports both counts.
 
 The data folder (accepted/quarantine lists, stats, summary) depends on nothing but the input
 and the params: two runs on the same raw data give byte-identical files, so its DVC hash (the
@@ -90,7 +91,8 @@ def validate(raw_dir: Path, out_dir: Path, params: Params, docs_dir: Path | None
     content: dict[str, SongContent] = {}
     table = collect_stats(raw_dir, rows, params, content)
     groups = song_groups(list(content.values()), params.validate.tune_similarity)
-    table["group"] = [groups.get(path, song_id) for path, song_id in zip(table["path"], table["song_id"], strict=True)]
+    table["group"] = [groups.get(path, song_id)  # unreadable songs: a group of their own
+                      for path, song_id in zip(table["path"], table["song_id"], strict=True)]
     loaded = table[table["load_error"].isna()].drop(columns=["load_error", "load_detail"]).reset_index(drop=True)
     # exits in reverse: the data folder is swapped in first, then its docs
     with atomic_dir(docs_dir) as docs_tmp, atomic_dir(out_dir) as tmp:
@@ -216,7 +218,8 @@ def _write_outputs(tmp: Path, table: pd.DataFrame, rows: list[dict[str, Any]], q
                    gx_summary: dict[str, Any], params: Params) -> dict[str, Any]:
     quarantined = {q["path"] for q in quarantine}
     group = dict(zip(table["path"], table["group"], strict=True))
-    accepted = [{"song_id": r["sha256"], "path": r["path"], "sha256": r["sha256"], "group": group[printable_path(r["path"])]}
+    accepted = [{"song_id": r["sha256"], "path": r["path"], "sha256": r["sha256"],
+                 "group": group[printable_path(r["path"])]}
                 for r in rows if printable_path(r["path"]) not in quarantined]
     table.to_csv(tmp / "stats.csv", index=False)
     atomic_write_jsonl(tmp / "accepted.jsonl", accepted)

@@ -116,8 +116,8 @@ def song_title(song: Song) -> str:
     """The title the file gives: a MIDI's sequence name, an npz's multitrack name; "" if none.
 
     A name equal to one of the song's track names ("Piano") is an instrument's, and one equal to
-    the file's stem (LPD names files and songs by one id) names the file: neither is a title,
-    and the first would put unrelated songs into one group."""
+    the file's stem names the file, not the piece: neither is a title (the first would put
+    unrelated songs into one group)."""
     if song.format == "midi":
         try:
             title = sequence_name(Path(song.path).read_bytes())
@@ -125,7 +125,8 @@ def song_title(song: Song) -> str:
             return ""
     else:
         title = str(song.multitrack.name or "").strip()
-    not_titles = {str(t.name or "").strip().casefold() for t in song.multitrack.tracks} | {Path(song.path).stem.casefold()}
+    not_titles = {str(t.name or "").strip().casefold() for t in song.multitrack.tracks}
+    not_titles.add(Path(song.path).stem.casefold())
     return "" if title.casefold() in not_titles else title
 
 
@@ -137,7 +138,8 @@ def song_melody_notes(song: Song, params: Params) -> tuple[np.ndarray, np.ndarra
     by_track: list[list[np.ndarray]] = [[] for _ in params.tracks]
     for k, a in enumerate(assignment):
         if a is not None and params.tracks[a].kind != "drums":
-            by_track[a].append(song.onsets[k] if song.onsets is not None else run_starts(mt.tracks[k].pianoroll))
+            starts = song.onsets[k] if song.onsets is not None else run_starts(mt.tracks[k].pianoroll)
+            by_track[a].append(starts)
     onsets = [np.concatenate(o) if o else np.zeros((0, 2), np.int64) for o in by_track]
     return top_line(onsets), note_keys(onsets, params.representation.beat_resolution / mt.resolution)
 

@@ -140,11 +140,13 @@ def note_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Jaccard similarity of two songs' `note_keys` under the best transposition of `b`."""
     if not len(a) or not len(b):
         return 0.0
-    best = max(len(np.intersect1d(a, b + shift, assume_unique=True)) for shift in range(-MAX_SHIFT, MAX_SHIFT + 1))
+    best = max(len(np.intersect1d(a, b + shift, assume_unique=True))
+               for shift in range(-MAX_SHIFT, MAX_SHIFT + 1))
     return best / (len(a) + len(b) - best)
 
 
-def duplicates(songs: Sequence[SongContent], groups: dict[str, str], similarity: float) -> dict[str, tuple[str, float]]:
+def duplicates(songs: Sequence[SongContent], groups: dict[str, str],
+               similarity: float) -> dict[str, tuple[str, float]]:
     """{path: (twin path, similarity)} for each song whose notes (nearly) repeat those of a song
     with a smaller path in its group; the twin is itself kept."""
     by_group: dict[str, list[SongContent]] = defaultdict(list)
