@@ -197,7 +197,7 @@ def test_an_empty_split_is_an_error_saying_how_to_fix_it():
     message = str(err.value)
     assert message.startswith("tensorize out: the val and test splits are empty (train 2 songs / 30 phrases, "
                               "val 0 songs / 0 phrases, test 0 songs / 0 phrases; 2 accepted songs)")
-    assert "Ingest more songs (from 3 songs up" in message and "tensorize.train_fraction" in message
+    assert "Ingest more songs (from 3 song groups up" in message and "tensorize.train_fraction" in message
 
 
 def test_tensorize_of_a_tiny_corpus_reports_its_small_splits(tmp_path, caplog):

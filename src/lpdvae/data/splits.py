@@ -92,8 +92,9 @@ def split_report(index: dict[str, Any], params: Params, where: str) -> list[str]
         raise DataError(
             f"{where}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
             f"({sizes}; {len(songs)} accepted songs): training needs train and val phrases and "
-            "evaluation test phrases. Ingest more songs (from 3 songs up every split gets at least "
-            "one) or change tensorize.train_fraction / tensorize.val_fraction.")
+            "evaluation test phrases. Ingest more songs (from 3 song groups up, songs of one tune "
+            "being one group, every split gets at least one) or change tensorize.train_fraction / "
+            "tensorize.val_fraction.")
     return [f"{k} split has {n_phrases[k]} phrases from {n_songs[k]} songs, fewer than "
             f"tensorize.min_split_phrases = {minimum}: too small for a reliable "
             f"{'training' if k == 'train' else 'evaluation'}; ingest more songs or change "
