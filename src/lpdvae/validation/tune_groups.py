@@ -27,9 +27,9 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import combinations
 
 import numpy as np
+from scipy import sparse
 
 MELODY_NGRAM = 6  # intervals per n-gram: shorter ones (5) chain unrelated chorales into one group
 COMMON_NGRAM_SONGS = 1000  # an n-gram in more songs proposes no pairs (cost); still counts in the score
@@ -104,15 +104,22 @@ def _find(parent: dict[str, str], x: str) -> str:
 
 
 def _melody_pairs(grams: dict[str, set[bytes]], threshold: float) -> set[tuple[str, str]]:
-    """Pairs of paths whose melody n-gram sets have Jaccard >= threshold; candidates share an
-    n-gram held by at most COMMON_NGRAM_SONGS songs."""
-    holders: dict[bytes, list[str]] = defaultdict(list)
-    for path in sorted(grams):
-        for gram in grams[path]:
-            holders[gram].append(path)
-    candidates = {pair for paths in holders.values() if len(paths) <= COMMON_NGRAM_SONGS
-                  for pair in combinations(paths, 2)}
-    return {(a, b) for a, b in candidates if jaccard(grams[a], grams[b]) >= threshold}
+    """Pairs of paths whose melody n-gram sets have Jaccard >= threshold. Candidates share an
+    n-gram held by at most COMMON_NGRAM_SONGS songs; the counts are sparse matrix products,
+    since a loop over pairs grows with the square of the corpus."""
+    paths = sorted(grams)
+    vocab: dict[bytes, int] = {}
+    rows = [i for i, p in enumerate(paths) for _ in grams[p]]
+    cols = [vocab.setdefault(g, len(vocab)) for p in paths for g in grams[p]]
+    songs = sparse.csr_matrix((np.ones(len(rows), np.int32), (rows, cols)), shape=(len(paths), len(vocab)))
+    held = np.asarray(songs.sum(axis=0)).ravel()
+    rare, common = songs[:, held <= COMMON_NGRAM_SONGS], songs[:, held > COMMON_NGRAM_SONGS]
+    candidates = sparse.triu(rare @ rare.T, k=1).tocoo()
+    i, j = candidates.row, candidates.col
+    shared = candidates.data + np.asarray(common[i].multiply(common[j]).sum(axis=1)).ravel()
+    sizes = np.asarray(songs.sum(axis=1)).ravel()
+    keep = shared >= threshold * (sizes[i] + sizes[j] - shared)
+    return {(paths[a], paths[b]) for a, b in zip(i[keep].tolist(), j[keep].tolist(), strict=True)}
 
 
 def song_groups(songs: Sequence[SongContent], tune_similarity: float) -> dict[str, str]:
