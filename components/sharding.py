@@ -20,7 +20,7 @@ from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_jsonl, read_jsonl
 from lpdvae.params import Params
 from lpdvae.data.shards import SPLITS, ShardWriter, open_shard, read_index, write_index
-from lpdvae.data.splits import assign_splits, split_report
+from lpdvae.data.splits import assign_splits, song_groups, split_report
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,9 @@ def count_accepted(validated_dir: Path) -> int:
 
 def write_chunk(validated_dir: Path, chunk: int, chunks: int, out_dir: Path, params: Params) -> int:
     """A validated folder holding only this chunk's accepted songs, each with the split the whole
-    corpus gives it (`assign_splits` looks at every song); returns their number."""
+    corpus gives it (`assign_splits` looks at every song's group); returns their number."""
     every = read_jsonl(Path(validated_dir) / ACCEPTED)
-    splits = assign_splits((r["song_id"] for r in every), params)
+    splits = assign_splits(song_groups(every), params)
     rows = [{**r, "split": splits[r["song_id"]]} for r in chunk_rows(every, chunk, chunks)]
     atomic_write_jsonl(Path(out_dir) / ACCEPTED, rows)
     return len(rows)

@@ -12,11 +12,12 @@ import mido
 from lpdvae.data import demo
 
 
-def mido_bytes(parts: list[list[tuple[int, int, int]]]) -> bytes:
-    """What `demo.midi_bytes` must write: type-1 MIDI, a conductor track (tempo, 4/4) plus one
-    named track per voice, through mido's objects and writer."""
-    mid = mido.MidiFile(type=1, ticks_per_beat=demo.TICKS_PER_BEAT)
-    mid.tracks.append(mido.MidiTrack([
+def mido_bytes(parts: list[list[tuple[int, int, int]]], name: str = "") -> bytes:
+    """What `demo.midi_bytes` must write: type-1 MIDI, a conductor track (sequence name when
+    given, tempo, 4/4) plus one named track per voice, through mido's objects and writer."""
+    mid = mido.MidiFile(type=1, ticks_per_beat=demo.TICKS_PER_BEAT, charset="utf-8")
+    named = [mido.MetaMessage("track_name", name=name, time=0)] if name else []
+    mid.tracks.append(mido.MidiTrack(named + [
         mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(demo.TEMPO_BPM), time=0),
         mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
         mido.MetaMessage("end_of_track", time=0),
@@ -43,4 +44,4 @@ def mido_bytes(parts: list[list[tuple[int, int, int]]]) -> bytes:
 def render_chorale_reference(path: Path) -> bytes | None:
     """`demo.render_chorale` through music21 and mido, or None when music21 rejects the file."""
     parts = demo.music21_parts(path)
-    return None if parts is None else mido_bytes(parts)
+    return None if parts is None else mido_bytes(parts, demo.chorale_name(path))

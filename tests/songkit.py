@@ -59,16 +59,17 @@ def npz_roll(seed: int, n_bars: int = 8, resolution: int = 24) -> dict[str, np.n
 
 
 def npz_song(path: Path, seed: int = 0, n_bars: int = 8, rolls: dict[str, np.ndarray] | None = None,
-             resolution: int = 24) -> Path:
+             resolution: int = 24, name: str | None = None) -> Path:
+    """An LPD-style npz; `name`: the multitrack's name (its title; default the file stem)."""
     rolls = rolls if rolls is not None else npz_roll(seed, n_bars, resolution)
     steps = next(iter(rolls.values())).shape[0]
     tracks = []
-    for name, roll in rolls.items():
+    for voice, roll in rolls.items():
         cls = pypianoroll.StandardTrack if roll.dtype == np.uint8 else pypianoroll.Track
-        tracks.append(cls(name=name, program=52, is_drum=False, pianoroll=roll))
+        tracks.append(cls(name=voice, program=52, is_drum=False, pianoroll=roll))
     downbeat = np.zeros(steps, dtype=bool)
     downbeat[:: 4 * resolution] = True
-    mt = pypianoroll.Multitrack(name=path.stem, resolution=resolution, tempo=np.full(steps, 100.0),
+    mt = pypianoroll.Multitrack(name=path.stem if name is None else name, resolution=resolution, tempo=np.full(steps, 100.0),
                                 downbeat=downbeat, tracks=tracks)
     path.parent.mkdir(parents=True, exist_ok=True)
     pypianoroll.save(path, mt)

@@ -11,6 +11,7 @@ import pytest
 
 from lpdvae.data import demo, musicxml
 from lpdvae.data.demo import VOICES, render_demo_corpus
+from lpdvae.data.music.midi import sequence_name
 from tests.midi_reference import mido_bytes, render_chorale_reference
 
 # Chorales whose reading exercises each modelled corner of music21's import: tie "continue"
@@ -143,3 +144,22 @@ def test_smf_writer_writes_mido_bytes():
              [(100, 101, 0), (101, 90_000, 127)]]
     assert demo.midi_bytes(parts) == mido_bytes(parts)
 
+
+def test_smf_writer_writes_mido_bytes_with_a_utf8_sequence_name():
+    parts = [[(0, 480, 60)], [(0, 480, 55)], [(0, 480, 50)], [(0, 480, 40)]]
+    name = "Meine Seel’ erhebt den Herren (BWV 10.7, Riemenschneider 358)"
+    assert demo.midi_bytes(parts, name) == mido_bytes(parts, name)
+
+
+def test_demo_midi_names_music21s_title_and_riemenschneider_number():
+    path = next(p for p in demo.chorale_paths() if p.name == "bwv279.mxl")
+    name = sequence_name(demo.render_chorale(path))
+    assert name == "Christ lag in Todesbanden (BWV 279, Riemenschneider 261)"
+
+
+def test_chorale_titles_match_music21s_chorale_lists():
+    from music21.corpus import chorales
+
+    titles = demo.chorale_titles(Path(chorales.__file__).read_text(encoding="utf-8"))
+    rk = chorales.ChoraleListRKBWV().byBWV
+    assert {k: (v["title"], v["riemenschneider"]) for k, v in rk.items()}.items() <= titles.items()

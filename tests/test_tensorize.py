@@ -69,7 +69,8 @@ def test_index_contract(corpus):
             arr = np.load(root / "tensors" / shard["file"], mmap_mode="r")
             assert arr.shape == (shard["n"], 4, rep.n_bars, rep.steps_per_bar,
                                  packed_width(rep.n_pitches))
-    assert {k: v["split"] for k, v in index["songs"].items()} == assign_splits(index["songs"], params)
+    assert {k: v["split"] for k, v in index["songs"].items()} == assign_splits(
+        {k: v["group"] for k, v in index["songs"].items()}, params)
 
 
 def test_split_is_a_pure_function_of_the_song_id():
@@ -196,7 +197,7 @@ def test_an_empty_split_is_an_error_saying_how_to_fix_it():
     message = str(err.value)
     assert message.startswith("tensorize out: the val and test splits are empty (train 2 songs / 30 phrases, "
                               "val 0 songs / 0 phrases, test 0 songs / 0 phrases; 2 accepted songs)")
-    assert "Ingest more songs (from 3 songs up" in message and "tensorize.train_fraction" in message
+    assert "Ingest more songs (from 3 song groups up" in message and "tensorize.train_fraction" in message
 
 
 def test_tensorize_of_a_tiny_corpus_reports_its_small_splits(tmp_path, caplog):

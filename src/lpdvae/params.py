@@ -72,6 +72,8 @@ class ValidateParams:
     max_empty_bar_ratio: float
     max_polyphony: int
     require_time_signature: str | None
+    tune_similarity: float  # melody n-gram Jaccard from which two songs are one tune (one group)
+    duplicate_similarity: float  # note-set Jaccard from which a song duplicates its group's twin
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "representation.lowest_pitch": (lambda v: 0 <= v < 128, "must be in 0..127"),
     "representation.n_bars": (lambda v: v > 0, "must be > 0"),
     "validate.max_bad_fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "validate.tune_similarity": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "validate.duplicate_similarity": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "validate.max_song_beats": (lambda v: v > 0, "must be > 0"),
     "drift.p_value": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "drift.min_distance": (lambda v: v >= 0, "must be >= 0"),

@@ -11,6 +11,11 @@ parse + stripTies and mido's per-message objects were nearly all of a demo inges
 docs/decisions.md). A file using anything the lean reader does not model is parsed by music21
 (`music21_parts`). music21 + mido stay the reference: tests/test_demo.py checks that the lean
 path gives the bytes music21 + mido give (tests/midi_reference.py).
+
+Each file carries music21's metadata for its chorale as the MIDI sequence name (the conductor
+track's name): "<title> (BWV <n>, Riemenschneider <n>)", from the chorale lists music21 ships in
+`corpus/chorales.py`, read as text (no music21 import in the ingest). validate groups songs of
+one title into one split (`lpdvae.validation.tune_groups`).
 """
 
 from __future__ import annotations
@@ -61,6 +66,48 @@ _XML_PART_NAME = re.compile(rb"<score-part\b.*?<part-name[^>]*>([^<]*)</part-nam
 _XML_METER = re.compile(rb"<time\b[^>]*>\s*<beats>([^<]*)</beats>\s*<beat-type>([^<]*)</beat-type>")
 
 
+_RKBWV_ROW = re.compile(r"^\s*(\d+)---\|\|---([^\n]*?)---\|\|---([^\n]*?)---\|\|---\d+\s*$", re.M)
+_WIKI_ROW = re.compile(r"^\s*\|([^|\n]+)\|\|(\d+)\|\|\d+\|\|\d+\|\|\d+\|\|(\d+)\|\|", re.M)
+
+
+def chorale_titles(source: str) -> dict[str, tuple[str, int]]:
+    """{BWV number as in the file names ("269", "248.12-2"): (title, Riemenschneider number)}
+    from the text of music21's `corpus/chorales.py` (its ChoraleListRKBWV and ChoraleList)."""
+    out = {bwv.strip(): (title.strip(), int(r)) for r, bwv, title in _RKBWV_ROW.findall(source)}
+    for title, bwv, r in _WIKI_ROW.findall(source):
+        out.setdefault(bwv, (title.strip(), int(r)))
+    return out
+
+
+def _music21_titles() -> dict[str, tuple[str, int]]:
+    spec = importlib.util.find_spec("music21")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(next(iter(spec.submodule_search_locations))) / "corpus" / "chorales.py"
+    return chorale_titles(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+_TITLES: dict[str, tuple[str, int]] | None = None
+
+
+def chorale_name(path: Path) -> str:
+    """The sequence name of a chorale's MIDI: "<title> (BWV <n>, Riemenschneider <n>)", or ""
+    when music21's lists do not have it. A variant file ("18.5-lz") takes its movement's entry
+    ("18.5-l", "18.5-w" or "18.5"): the same music under another source's reading."""
+    global _TITLES
+    if _TITLES is None:
+        _TITLES = _music21_titles()
+    bwv = path.name.removesuffix(".mxl").removeprefix("bwv")
+    found = _TITLES.get(bwv)
+    if found is None:
+        base = bwv.split("-")[0]
+        found = next((_TITLES[k] for k in sorted(_TITLES) if k.split("-")[0] == base), None)
+    if found is None:
+        return ""
+    title, riemenschneider = found
+    return f"{title} (BWV {bwv}, Riemenschneider {riemenschneider})"
+
+
 def clearly_not_satb_4_4(path: Path) -> bool:
     """True when the raw MusicXML already rules the chorale out (wrong voices or meter).
 
@@ -95,10 +142,10 @@ def render_chorale(path: Path) -> bytes | None:
     except Unsupported as exc:
         log.debug("%s: %s; reading it with music21", path.name, exc)
         parts = music21_parts(path)
-        return None if parts is None else midi_bytes(parts)
+        return None if parts is None else midi_bytes(parts, chorale_name(path))
     if not _is_satb_4_4(score.part_names, score.meters):
         return None
-    return midi_bytes([_lean_part_notes(part) for part in score.parts])
+    return midi_bytes([_lean_part_notes(part) for part in score.parts], chorale_name(path))
 
 
 def music21_parts(path: Path) -> list[list[tuple[int, int, int]]] | None:
@@ -147,11 +194,12 @@ def _part_notes(part) -> list[tuple[int, int, int]]:
     return sorted(notes)
 
 
-def midi_bytes(parts: list[list[tuple[int, int, int]]]) -> bytes:
-    """Type-1 MIDI: a conductor track (tempo, 4/4) plus one named track per voice."""
+def midi_bytes(parts: list[list[tuple[int, int, int]]], name: str = "") -> bytes:
+    """Type-1 MIDI: a conductor track (sequence name when given, tempo, 4/4) plus one named
+    track per voice."""
     return smf.smf_bytes([smf.Part(voice, channel, PROGRAM, notes, VELOCITY)
                           for channel, (voice, notes) in enumerate(zip(VOICES, parts, strict=True))],
-                         TICKS_PER_BEAT, smf.tempo_us(TEMPO_BPM))
+                         TICKS_PER_BEAT, smf.tempo_us(TEMPO_BPM), name=name)
 
 
 CACHED = b""  # marker: the file is already in out_dir

@@ -5,8 +5,9 @@ worker returns one song's phrases (packed bits), the parent feeds them to the Sh
 song-path order. At most a few songs per worker are in flight, so peak memory is bounded by the
 shard size, not by the corpus, and the output is byte-identical for any worker count.
 
-Split: song-level, from a salted hash of the song id (`lpdvae.data.splits`; a corpus of 3 songs or
-more never leaves a split empty). A split smaller than `tensorize.min_split_phrases` is a
+Split: by song group (accepted.jsonl's `group`, the songs of one tune), from a salted hash of
+the group name (`lpdvae.data.splits`; a corpus of 3 groups or more never leaves a split empty);
+index.json lists each song's group beside its split. A split smaller than `tensorize.min_split_phrases` is a
 warning in the log, the command's summary and index.json (`warnings`); an empty one is an error.
 A stale temp folder of a killed run is removed by `io.atomic_dir` on the next run.
 """
@@ -30,7 +31,7 @@ from lpdvae.data.music.song import SongError, song_format
 from lpdvae.params import Params
 from lpdvae.data.pool import map_songs, worker_state
 from lpdvae.data.shards import SPLITS, ShardWriter, pack, write_index
-from lpdvae.data.splits import assign_splits, split_of, split_report
+from lpdvae.data.splits import assign_splits, song_groups, split_of, split_report
 
 __all__ = ["TensorizeResult", "accepted_songs", "split_of", "tensor_params_digest", "tensorize"]
 
@@ -101,7 +102,7 @@ def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params,
         raise DataError(f"{Path(validated_dir) / 'accepted.jsonl'}: a chunk's rows must carry their "
                         "split (components.sharding.write_chunk writes them)")
     splits = ({r["song_id"]: r["split"] for r in rows} if part
-              else assign_splits((r["song_id"] for r in rows), params))
+              else assign_splits(song_groups(rows), params))
     rep = params.representation
     shape = (len(params.tracks), rep.n_bars, rep.steps_per_bar, rep.n_pitches)
     jobs = ((str(raw_dir / r["path"]), song_format(r["path"])) for r in rows)
@@ -112,15 +113,15 @@ def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params,
         results = map_songs(_song_job, jobs, len(rows), params.tensorize.workers, {"params": params})
         for row, (packed, reason, detail) in tqdm(zip(rows, results, strict=True), total=len(rows),
                                                   desc="tensorize", unit="song", disable=None):
-            split = splits[row["song_id"]]
+            split, group = splits[row["song_id"]], row.get("group") or row["song_id"]
             if packed is None:
                 log.warning("%s: skipped (%s: %s)", row["path"], reason, detail)
                 failed.append({"path": row["path"], "reason": reason, "detail": detail})
-                songs[row["song_id"]] = {"split": split, "n_phrases": 0, "error": reason}
+                songs[row["song_id"]] = {"split": split, "group": group, "n_phrases": 0, "error": reason}
                 continue
             if len(packed):
                 writer.add_packed(split, packed)
-            songs[row["song_id"]] = {"split": split, "n_phrases": int(len(packed))}
+            songs[row["song_id"]] = {"split": split, "group": group, "n_phrases": int(len(packed))}
         shards = writer.close()
         index = _index(params, shape, shards, songs)
         if not part:  # an empty split raises here, before the output is swapped in

@@ -6,8 +6,12 @@ table, one row per song; a GX 1.x suite (thresholds from `params.validate`) runs
 whole-dataframe batch, and each failed expectation's unexpected rows give the per-song
 quarantine reasons. Songs in another meter or too short are *excluded* (a quarantine row with
 kind "excluded"), and so are byte-identical copies of a song; unreadable and failing songs are
-kind "bad". As the contract says, every quarantined song (bad or excluded) counts toward
-`validate.max_bad_fraction`; summary.json reports both counts.
+kind "bad". Songs that share a tune get one `group` (`lpdvae.validation.tune_groups`: metadata
+title or top-line similarity; a `group` column in stats.csv and accepted.jsonl, which tensorize
+splits by), and a song whose notes nearly repeat another's of its group is excluded as its
+`duplicate`, the twin (the smaller path) named in the detail. As the contract says, every
+quarantined song (bad or excluded) counts toward `validate.max_bad_fraction`; summary.json
+reports both counts.
 
 The data folder (accepted/quarantine lists, stats, summary) depends on nothing but the input
 and the params: two runs on the same raw data give byte-identical files, so its DVC hash (the
@@ -46,6 +50,7 @@ from lpdvae.io import (
 from lpdvae.params import Params
 from lpdvae.validation.song_stats import collect_stats, printable_path, track_summary, track_warnings
 from lpdvae.validation.song_suite import run_suite
+from lpdvae.validation.tune_groups import SongContent, duplicates, song_groups
 
 log = logging.getLogger(__name__)
 EXCLUSIONS = ("time_signature", "too_short", "duplicate")  # out of scope or redundant, not bad
@@ -83,12 +88,17 @@ def validate(raw_dir: Path, out_dir: Path, params: Params, docs_dir: Path | None
     rows = read_manifest(raw_dir)
     if not rows:
         raise DataError(f"{raw_dir / 'manifest.jsonl'}: no songs")
-    table = collect_stats(raw_dir, rows, params)
+    content: dict[str, SongContent] = {}
+    table = collect_stats(raw_dir, rows, params, content)
+    groups = song_groups(list(content.values()), params.validate.tune_similarity)
+    table["group"] = [groups.get(path, song_id)  # unreadable songs: a group of their own
+                      for path, song_id in zip(table["path"], table["song_id"], strict=True)]
     loaded = table[table["load_error"].isna()].drop(columns=["load_error", "load_detail"]).reset_index(drop=True)
     # exits in reverse: the data folder is swapped in first, then its docs
     with atomic_dir(docs_dir) as docs_tmp, atomic_dir(out_dir) as tmp:
         gx_summary, failures = _suite_or_placeholder(loaded, params, docs_tmp)
         _first_duplicates_kept(loaded, failures)
+        _near_duplicates(content, groups, failures, params)
         quarantine = _quarantine_rows(table, failures)
         summary = _write_outputs(tmp, table, rows, quarantine, gx_summary, params)
         if summary["n_accepted"] == 0 or summary["bad_fraction"] > params.validate.max_bad_fraction:
@@ -177,6 +187,17 @@ def _first_duplicates_kept(table: pd.DataFrame, failures: dict[str, list[str]]) 
                           for d in failures.get(path, ["duplicate:"])]
 
 
+def _near_duplicates(content: dict[str, SongContent], groups: dict[str, str], failures: dict[str, list[str]],
+                     params: Params) -> None:
+    """Songs that nearly repeat another song of their group join the failures as `duplicate`;
+    only songs that pass every other check are compared, so the twin named is an accepted song."""
+    passing = [c for path, c in content.items() if path not in failures]
+    for path, (twin, score) in duplicates(passing, groups, params.validate.duplicate_similarity).items():
+        failures[path] = [f"duplicate: the notes of {twin} (note similarity {score:.3f} >= "
+                          f"validate.duplicate_similarity {params.validate.duplicate_similarity:g}, "
+                          "times from the first onset, best transposition)"]
+
+
 def _quarantine_rows(table: pd.DataFrame, failures: dict[str, list[str]]) -> list[dict[str, Any]]:
     out = []
     for row in table.itertuples(index=False):
@@ -196,8 +217,10 @@ def _quarantine_rows(table: pd.DataFrame, failures: dict[str, list[str]]) -> lis
 def _write_outputs(tmp: Path, table: pd.DataFrame, rows: list[dict[str, Any]], quarantine: list[dict[str, Any]],
                    gx_summary: dict[str, Any], params: Params) -> dict[str, Any]:
     quarantined = {q["path"] for q in quarantine}
-    accepted = [{"song_id": r["sha256"], "path": r["path"], "sha256": r["sha256"]} for r in rows
-                if printable_path(r["path"]) not in quarantined]
+    group = dict(zip(table["path"], table["group"], strict=True))
+    accepted = [{"song_id": r["sha256"], "path": r["path"], "sha256": r["sha256"],
+                 "group": group[printable_path(r["path"])]}
+                for r in rows if printable_path(r["path"]) not in quarantined]
     table.to_csv(tmp / "stats.csv", index=False)
     atomic_write_jsonl(tmp / "accepted.jsonl", accepted)
     atomic_write_jsonl(tmp / "quarantine.jsonl", quarantine)

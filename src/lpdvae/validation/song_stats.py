@@ -1,6 +1,8 @@
 """Validate's stats table: one row per manifest song (source tracks and where they went, meter,
-tempo, length, notes, pitch range, emptiness, polyphony, phrases), read in parallel worker
-processes; a song that cannot be read gets `load_error` / `load_detail` instead.
+tempo, length, notes, pitch range, emptiness, polyphony, phrases, metadata title), read in
+parallel worker processes; a song that cannot be read gets `load_error` / `load_detail` instead.
+The same workers give each readable song's top line and note keys (`lpdvae.validation.tune_groups`),
+which stay out of the table.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ from tqdm import tqdm
 
 from lpdvae.data.music.grid import run_starts, song_roll
 from lpdvae.data.music.load import read_song
+from lpdvae.data.music.midi import sequence_name
 from lpdvae.data.music.phrases import bar_activity, cut_phrases
 from lpdvae.data.music.song import Song, SongError, song_format
 from lpdvae.data.music.tracks import track_assignment, track_routing
 from lpdvae.params import Params
 from lpdvae.data.pool import map_songs, worker_state
+from lpdvae.validation.tune_groups import SongContent, note_keys, top_line
 
 log = logging.getLogger(__name__)
 
 
-def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params) -> pd.DataFrame:
-    """One stats row per manifest row (in parallel); unreadable files carry `load_error`."""
+def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
+                  content: dict[str, SongContent] | None = None) -> pd.DataFrame:
+    """One stats row per manifest row (in parallel); unreadable files carry `load_error`.
+    `content`, when given, receives each readable song's `SongContent` by path."""
     jobs, stats = [], {}
     for row in rows:
         rel, shown = row["path"], printable_path(row["path"])
@@ -40,7 +46,11 @@ def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params) -> 
     stats |= {j[1]: {"path": j[1], "load_error": "unsupported_format",
                      "load_detail": f"unsupported file type {Path(j[1]).suffix!r}"} for j in jobs if j not in readable}
     results = map_songs(_stats_job, readable, len(readable), params.tensorize.workers, {"params": params})
+    ids = {r["path"]: r["sha256"] for r in rows}
     for out in tqdm(results, total=len(readable), desc="validate", unit="song", disable=None):
+        melody, notes = out.pop("_melody", None), out.pop("_notes", None)
+        if content is not None and melody is not None:
+            content[out["path"]] = SongContent(out["path"], ids[out["path"]], out["title"], melody, notes)
         stats[out["path"]] = out
     table = pd.DataFrame([{"song_id": r["sha256"], "bytes": r.get("bytes"), **stats[r["path"]]} for r in rows])
     for col in ("load_error", "load_detail"):
@@ -98,7 +108,40 @@ def song_stats(song: Song, params: Params) -> dict[str, Any]:
         "max_velocity": song.max_velocity,
         "nan_cells": int(sum(np.isnan(t.pianoroll).sum() for t in mt.tracks if t.pianoroll.dtype.kind == "f")),
         "n_phrases": int(len(phrases)),
+        "title": song_title(song),
     }
+
+
+def song_title(song: Song) -> str:
+    """The title the file gives: a MIDI's sequence name, an npz's multitrack name; "" if none.
+
+    A name equal to one of the song's track names ("Piano") is an instrument's, and one equal to
+    the file's stem names the file, not the piece: neither is a title (the first would put
+    unrelated songs into one group)."""
+    if song.format == "midi":
+        try:
+            title = sequence_name(Path(song.path).read_bytes())
+        except OSError:
+            return ""
+    else:
+        title = str(song.multitrack.name or "").strip()
+    not_titles = {str(t.name or "").strip().casefold() for t in song.multitrack.tracks}
+    not_titles.add(Path(song.path).stem.casefold())
+    return "" if title.casefold() in not_titles else title
+
+
+def song_melody_notes(song: Song, params: Params) -> tuple[np.ndarray, np.ndarray]:
+    """(top line, note keys) over the song's non-drum tracks, by configured track (`tune_groups`),
+    so two files of one song compare alike whatever their source track order."""
+    mt = song.multitrack
+    assignment = track_assignment(mt, params.tracks)
+    by_track: list[list[np.ndarray]] = [[] for _ in params.tracks]
+    for k, a in enumerate(assignment):
+        if a is not None and params.tracks[a].kind != "drums":
+            starts = song.onsets[k] if song.onsets is not None else run_starts(mt.tracks[k].pianoroll)
+            by_track[a].append(starts)
+    onsets = [np.concatenate(o) if o else np.zeros((0, 2), np.int64) for o in by_track]
+    return top_line(onsets), note_keys(onsets, params.representation.beat_resolution / mt.resolution)
 
 
 TOP_TRACKS = 20  # distinct dropped/merged entries listed in summary.json (stats.csv has every song's)
@@ -146,7 +189,8 @@ def _stats_job(job: tuple[str, str, str]) -> dict[str, Any]:
     params: Params = worker_state("params")  # type: ignore[assignment]
     try:
         song = read_song(path, params.representation, fmt, max_beats=params.validate.max_song_beats)
-        return {"path": rel, **song_stats(song, params)}
+        melody, notes = song_melody_notes(song, params)
+        return {"path": rel, **song_stats(song, params), "_melody": melody, "_notes": notes}
     except SongError as exc:
         return {"path": rel, "load_error": exc.reason, "load_detail": _relative(exc.detail, path, rel)}
     except Exception as exc:  # noqa: BLE001 - a file no loader check anticipated must not stop the batch

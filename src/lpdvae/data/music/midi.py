@@ -130,3 +130,47 @@ def _last_event_tick(score, tracks) -> int:
     ticks += [int(x.time) for x in score.time_signatures] + [int(x.time) for x in score.key_signatures]
     ticks += [int(x.time) for x in score.tempos]
     return max(ticks)
+
+
+_DATA_BYTES = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}  # channel messages
+
+
+def _read_varlen(data: bytes, at: int) -> tuple[int, int]:
+    value = 0
+    for k in range(at, min(at + 4, len(data))):
+        value = (value << 7) | (data[k] & 0x7F)
+        if not data[k] & 0x80:
+            return value, k + 1
+    raise ValueError("bad variable-length quantity")
+
+
+def sequence_name(data: bytes) -> str:
+    """The sequence name of a Standard MIDI File (its first track's name, when that track holds
+    no notes: a type-1 conductor track or a type-0 file's one track), or "" when it has none.
+
+    Read from the bytes: neither pretty_midi nor symusic keep the name of a track without notes.
+    A malformed file gives "" (the loaders report what is wrong with it)."""
+    try:
+        if data[:4] != b"MThd" or data[14:18] != b"MTrk":
+            return ""
+        kind, end = int.from_bytes(data[8:10], "big"), 22 + int.from_bytes(data[18:22], "big")
+        at, name, status = 22, "", 0
+        while at < min(end, len(data)):
+            _, at = _read_varlen(data, at)
+            if data[at] == 0xFF:
+                meta, (length, at) = data[at + 1], _read_varlen(data, at + 2)
+                if meta == 0x03 and not name:
+                    name = data[at:at + length].decode("utf-8", "replace").strip()
+                at += length
+            elif data[at] in (0xF0, 0xF7):
+                length, at = _read_varlen(data, at + 1)
+                at += length
+            else:
+                status = data[at] if data[at] & 0x80 else status
+                at += 1 if data[at] & 0x80 else 0
+                if status & 0xF0 == 0x90 and kind != 0:  # a note: this is not a conductor track
+                    return ""
+                at += _DATA_BYTES.get(status & 0xF0, 0)
+        return name
+    except (IndexError, ValueError):
+        return ""

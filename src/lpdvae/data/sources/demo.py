@@ -34,7 +34,8 @@ def demo_entries(uri: str, out_dir: Path, params: Params) -> Iterator[Entry | Sk
         raise DataError(f"{uri}: unknown demo corpus (only demo://bach-chorales?songs=N|all)")
     songs = demo_song_count(uri)
     # One staging folder for every N: the selection is the first N in a fixed order, so a
-    # smaller corpus is a prefix of a larger one and reuses its renders.
-    staging = cache_dir(out_dir) / "demo-bach-chorales"
+    # smaller corpus is a prefix of a larger one and reuses its renders. "-named": renders
+    # from before the files carried their chorale's title are not reused.
+    staging = cache_dir(out_dir) / "demo-bach-chorales-named"
     files = render_demo_corpus(staging, songs)
     return local_entries(staging, params.data.max_file_bytes, files)
