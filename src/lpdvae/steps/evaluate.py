@@ -26,7 +26,14 @@ from lpdvae.data.shards import load_split, phrase_songs
 from lpdvae.errors import DataError, LpdvaeError
 from lpdvae.evaluation.baselines import baseline_counts, information_bits
 from lpdvae.evaluation.copy_check import copy_check
-from lpdvae.evaluation.evalset import METRIC_PHRASES, Measured, measure, phrase_statistics, reconstruct, write_per_phrase
+from lpdvae.evaluation.evalset import (
+    METRIC_PHRASES,
+    Measured,
+    measure,
+    phrase_statistics,
+    reconstruct,
+    write_per_phrase,
+)
 from lpdvae.evaluation.gate import bless
 from lpdvae.evaluation.intervals import (
     f1_draws,
