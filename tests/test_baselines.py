@@ -10,7 +10,13 @@ import pytest
 
 import lpdvae.data.shards as shards
 from lpdvae.data.codes import ONSET, SUSTAIN
-from lpdvae.evaluation.baselines import copy_predict, nearest, repeat_bar_predict, shift_pitches
+from lpdvae.evaluation.baselines import (
+    copy_predict,
+    information_bits,
+    nearest,
+    repeat_bar_predict,
+    shift_pitches,
+)
 from lpdvae.evaluation.copy_check import copy_check
 from lpdvae.evaluation.gate import baseline_reasons
 from lpdvae.evaluation.intervals import group_index, reconstruction_intervals, resample_weights
@@ -52,6 +58,13 @@ def test_repeat_bar_never_predicts_a_bar_from_itself():
     pred = repeat_bar_predict(x)
     played = [int(np.flatnonzero(pred[0, 0, bar].any(0))[0]) for bar in range(3)]
     assert played == [1, 0, 1]
+
+
+def test_information_bits_count_what_each_predictor_names():
+    x = np.zeros((2, 4, 4, 16, 84), dtype=np.uint8)
+    bits = information_bits(x, n_train=1000, transpose=2)
+    assert bits["average_cell"] == 0.0 and bits["repeat_bar"] == 0.0  # silence copies nothing
+    assert bits["copy"] == pytest.approx(np.log2(5000)) and bits["copy_per_voice"] == pytest.approx(4 * np.log2(5000))
 
 
 def test_the_song_bootstrap_draws_whole_songs():

@@ -158,7 +158,7 @@ def test_the_verdict_follows_the_gate_params(tmp_path, params, evaluated):
     """The same model, a gate with every limit open: blessed (the numbers come from params)."""
     model, tensors, result, _ = evaluated
     lenient = dataclasses.replace(params, evaluate=dataclasses.replace(
-        params.evaluate, min_note_f1=0.0, min_margin=-1.0, stat_rel_tolerance=1e9,
+        params.evaluate, min_note_f1=0.0, min_margin=-1.0, stat_rel_tolerance=1e9, stat_abs_floor=1e9,
         min_unique_fraction=0.0, copy_alpha=0.0, fidelity_quantile=0.0))
     assert not result.blessed
     assert evaluate(offline_copy(model, tmp_path / "model"), tensors, tmp_path / "lenient", lenient).blessed

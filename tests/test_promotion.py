@@ -115,6 +115,7 @@ def test_the_per_phrase_record_round_trips_and_a_missing_one_names_the_file(tmp_
 # --- register on a real MLflow server ------------------------------------------------------------
 
 OPEN_GATE = {"evaluate.min_note_f1": 0.0, "evaluate.min_margin": -1.0, "evaluate.stat_rel_tolerance": 1e9,
+             "evaluate.stat_abs_floor": 1e9,
              "evaluate.min_unique_fraction": 0.0, "evaluate.copy_alpha": 0.0, "evaluate.fidelity_quantile": 0.0,
              "evaluate.temperatures": [1.0], "register.bootstrap_resamples": 500}
 
