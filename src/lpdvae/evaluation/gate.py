@@ -27,10 +27,12 @@ def allowed_gap(reference: float, ev: EvaluateParams) -> float:
     return max(ev.stat_rel_tolerance * abs(reference), ev.stat_abs_floor)
 
 
-def statistic_reasons(metrics: dict[str, float], ev: EvaluateParams) -> list[str]:
-    """Each gated statistic whose (generated - data) interval reaches past the allowed gap."""
+def statistic_reasons(metrics: dict[str, float], ev: EvaluateParams,
+                      keys: tuple[str, ...] | None = None) -> list[str]:
+    """Each gated statistic (or each of `keys`) whose (generated - data) interval reaches past
+    the allowed gap."""
     reasons = []
-    for key in ev.statistics:
+    for key in ev.statistics if keys is None else keys:
         gen, ref = metrics.get(f"generated.{key}"), metrics.get(f"reference.{key}")
         if ref is None or metrics.get(f"constant.{key}") == 1.0:
             continue  # not defined for this data, or the same constant on both sides
