@@ -163,7 +163,7 @@ def render(c: CardInputs, samples: list[str]) -> str:
         lines += ["No samples were rendered.", ""]
 
     lines += ["## Limitations", "",
-              f"- Measured on {t.get('lpdvae.eval_set.n_phrases', '?')} test phrases of the same corpus it was "
+              f"- Measured on {_f(m.get('n_test_phrases'), 0)} test phrases of the same corpus it was "
               "trained on; music from other styles, meters or instrumentations is out of scope.",
               "- Phrases are 4/4 bars on a fixed grid; dynamics, tempo changes and expressive timing are not modelled.",
               "- The statistics compare averages of generated and real phrases (MuseGAN's metrics), not "
