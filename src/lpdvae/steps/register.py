@@ -191,7 +191,7 @@ def measure_champion(champion: Any, tensor_dir: Path, record: PerPhrase, params:
 
     here = tensor_set_id(tensor_dir)
     if here != record.set_id:
-        raise LpdvaeError(f"the evaluation was measured on evaluation phrases {record.set_id[:12]}… but {tensor_dir} "
+        raise LpdvaeError(f"the evaluation was measured on validation phrases {record.set_id[:12]}… but {tensor_dir} "
                           f"holds {here[:12]}… (evaluate and register on the same tensors)")
     with tempfile.TemporaryDirectory(prefix="lpdvae-champion-") as tmp:
         folder = model_folder(f"models:/{champion.name}/{champion.version}", Path(tmp))
