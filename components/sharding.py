@@ -19,7 +19,7 @@ import numpy as np
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_jsonl, read_jsonl
 from lpdvae.params import Params
-from lpdvae.data.shards import SPLITS, ShardWriter, open_shard, read_index, write_index
+from lpdvae.data.shards import SONG_ORDER, SPLITS, ShardWriter, open_shard, read_index, write_index
 from lpdvae.data.splits import assign_splits, song_groups, split_report
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ def merge_tensor_dirs(parts: Sequence[Path], out_dir: Path, params: Params) -> d
         merged["splits"] = {s: {"shards": shards.get(s, []), "n": sum(e["n"] for e in shards.get(s, []))}
                             for s in SPLITS}
         merged["songs"] = dict(sorted(songs.items()))
+        # the chunks' song orders end to end, as their phrases were copied (the song bootstrap reads it)
+        merged[SONG_ORDER] = {s: [sid for index in indexes for sid in index.get(SONG_ORDER, {}).get(s, [])]
+                              for s in SPLITS}
         merged["warnings"] = split_report(merged, params, f"merge {out_dir}")
         write_index(tmp, merged)
     for warning in merged["warnings"]:

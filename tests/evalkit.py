@@ -115,12 +115,12 @@ def write_eval(root: Path, blessed: bool, recon_f1: float, temperature: float = 
     from lpdvae.evaluation.evalset import PerPhrase, tensor_set_id, write_per_phrase
 
     root.mkdir(parents=True, exist_ok=True)
-    info = {"split": "test", "sha256": tensor_set_id(tensors) if tensors else "0" * 64, "n_phrases": 4,
+    info = {"split": "val", "sha256": tensor_set_id(tensors) if tensors else "0" * 64, "n_phrases": 4,
             "limit": 256, "seed": 7, "n_generated": 4, "temperature": temperature}
     stats = {"empty_bar_rate/soprano": np.full(4, 0.1)}
     write_per_phrase(root, PerPhrase(np.array([[1, 2, 2]] * 4), stats, stats, info))
     (root / "metrics.json").write_text(json.dumps({
-        "recon_note_f1": recon_f1, "baseline.recon_note_f1": 0.05, "neg_elbo": 100.0,
+        "recon_note_f1": recon_f1, "baseline.copy.recon_note_f1": 0.05, "neg_elbo": 100.0,
         "generated.empty_bar_rate": 0.1, "reference.empty_bar_rate": 0.1, **metrics}))
     reasons = [] if blessed else ["recon_note_f1 too low"]
     (root / "blessing.json").write_text(json.dumps({"blessed": blessed, "reasons": reasons,

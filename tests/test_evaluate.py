@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lpdvae.errors import DataError, LpdvaeError
+from lpdvae.evaluation.baselines import BASELINES
 from lpdvae.evaluation.gate import bless
 from lpdvae.evaluation.metrics import fit_cell_baseline, note_prf
 from lpdvae.registry.aliases import client
@@ -56,10 +57,13 @@ def test_evaluate_writes_metrics_blessing_samples_and_page(params, evaluated):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == pytest.approx(result.metrics)
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
-    for key in ("recon_note_precision", "recon_note_recall", "recon_note_f1", "recon_frame_f1",
-                "baseline.recon_note_f1", "train.recon_note_f1", "baseline.train.recon_note_f1",
-                "neg_elbo", "kl_nats", "active_units", "temperature",
-                "diversity.unique_fraction", "diversity.mean_pairwise_note_f1", "copy.nearest_train_note_f1",
+    baselines = [f"baseline.{b}.recon_note_f1{end}" for b in BASELINES for end in ("", ".lo", ".hi")]
+    for key in ("recon_note_precision", "recon_note_recall", "recon_note_f1", "recon_note_f1.lo", "recon_note_f1.hi",
+                "recon_note_f1/soprano", "recon_note_f1/soprano.lo", "recon_frame_f1", *baselines,
+                "margin.copy.lo", "baseline.copy.bits", "train.recon_note_f1",
+                "baseline.average_cell.train.recon_note_f1", "neg_elbo", "kl_nats", "kl_bits", "active_units",
+                "temperature", "diversity.unique_fraction", "diversity.mean_pairwise_note_f1",
+                "copy.nearest_train_note_f1", "copy.p_value", "copy.val_floor", "gap.empty_bar_rate.lo",
                 "reference.empty_bar_rate", "reference.n_pitch_classes_used",
                 "reference.empty_bar_rate/soprano", "reference.tonal_distance/soprano-bass",
                 "generated.empty_bar_rate"):
@@ -81,7 +85,7 @@ def test_evaluate_writes_metrics_blessing_samples_and_page(params, evaluated):
             assert (out / "samples" / f"{name}.{ext}").stat().st_size > 0
             assert f'"samples/{name}.{ext}"' in page
     assert ("<audio" in page) == HAVE_AUDIO
-    assert "average-cell baseline" in page and "Generated music vs the data" in page
+    assert "repeat_bar baseline" in page and "Generated music vs the data" in page
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".eval")]  # atomic: no temp dirs
 
 
@@ -90,16 +94,15 @@ def test_evaluate_writes_the_per_phrase_record_its_metrics_aggregate(params, eva
     from lpdvae.evaluation.metrics import aggregate_metrics, f1_from_counts
 
     _, tensors, result, out = evaluated
-    record = read_per_phrase(out)
-    assert record.set_id == tensor_set_id(tensors) and record.info["split"] == "test"
-    assert record.info["n_phrases"] == len(record.note_counts) == result.metrics["n_test_phrases"]
+    record = read_per_phrase(out)  # on validation: register compares champions there, never on test
+    assert record.set_id == tensor_set_id(tensors) and record.info["split"] == "val"
+    assert record.info["n_phrases"] == len(record.note_counts) == result.metrics["n_val_phrases"]
     assert record.info["temperature"] == result.metrics["temperature"]
-    assert f1_from_counts(record.note_counts) == pytest.approx(result.metrics["recon_note_f1"])
-    for side, per in (("generated", record.generated), ("reference", record.reference)):
-        assert all(len(v) == (params.evaluate.n_generated if side == "generated" else len(record.note_counts))
-                   for v in per.values())
-        for key, value in aggregate_metrics(per).items():
-            assert result.metrics[f"{side}.{key}"] == pytest.approx(value), key
+    assert f1_from_counts(record.note_counts) == pytest.approx(result.metrics["val.recon_note_f1"])
+    assert all(len(v) == params.evaluate.n_generated for v in record.generated.values())
+    assert all(len(v) == len(record.note_counts) for v in record.reference.values())
+    for key, value in aggregate_metrics(record.generated).items():
+        assert result.metrics[f"generated.{key}"] == pytest.approx(value), key
 
 
 def test_an_untrained_model_is_not_blessed(evaluated):
@@ -113,9 +116,11 @@ def test_the_baseline_is_fitted_on_train_and_val_and_scored_on_the_same_test_spl
     test, val, train = (load_split(tensors, s, limit=METRIC_PHRASES) for s in ("test", "val", "train"))
     baseline = fit_cell_baseline(load_split(tensors, "train", limit=COPY_PHRASES), val)
     m = result.metrics
-    assert m["baseline.threshold"] == pytest.approx(baseline.threshold)
-    assert m["baseline.recon_note_f1"] == pytest.approx(note_prf(baseline.predict(len(test)), test)["f1"])
-    assert m["baseline.train.recon_note_f1"] == pytest.approx(note_prf(baseline.predict(len(train)), train)["f1"])
+    assert m["baseline.average_cell.threshold"] == pytest.approx(baseline.threshold)
+    assert m["baseline.average_cell.recon_note_f1"] == pytest.approx(
+        note_prf(baseline.predict(len(test)), test)["f1"])
+    assert m["baseline.average_cell.train.recon_note_f1"] == pytest.approx(
+        note_prf(baseline.predict(len(train)), train)["f1"])
     assert m["n_test_phrases"] == len(test) and m["n_val_phrases"] == len(val)
 
 
@@ -136,7 +141,8 @@ def test_evaluate_logs_metrics_and_artifacts_to_the_train_run(params, evaluated)
     run_id = json.loads((model / "mlflow_run.json").read_text())["run_id"]
     run = client(params).get_run(run_id)
     assert run.data.metrics["eval.recon_note_f1"] == pytest.approx(result.metrics["recon_note_f1"])
-    assert run.data.metrics["eval.baseline.recon_note_f1"] == pytest.approx(result.metrics["baseline.recon_note_f1"])
+    assert run.data.metrics["eval.baseline.copy.recon_note_f1"] == pytest.approx(
+        result.metrics["baseline.copy.recon_note_f1"])
     assert run.data.tags["lpdvae.blessed"] == str(result.blessed).lower()
     logged = {a.path for a in client(params).list_artifacts(run_id, "evaluation")}
     assert {"evaluation/metrics.json", "evaluation/blessing.json", "evaluation/index.html"} <= logged
@@ -154,8 +160,8 @@ def test_the_verdict_follows_the_gate_params(tmp_path, params, evaluated):
     """The same model, a gate with every limit open: blessed (the numbers come from params)."""
     model, tensors, result, _ = evaluated
     lenient = dataclasses.replace(params, evaluate=dataclasses.replace(
-        params.evaluate, min_note_f1=0.0, baseline_factor=0.0, stat_rel_tolerance=1e9,
-        min_unique_fraction=0.0, max_copy_note_f1=1.0))
+        params.evaluate, min_note_f1=0.0, min_margin=-1.0, stat_rel_tolerance=1e9, stat_abs_floor=1e9,
+        min_unique_fraction=0.0, copy_alpha=0.0, fidelity_quantile=0.0))
     assert not result.blessed
     assert evaluate(offline_copy(model, tmp_path / "model"), tensors, tmp_path / "lenient", lenient).blessed
 

@@ -191,7 +191,8 @@ def test_set_without_an_equals_sign_is_a_params_error():
     ("evaluate.temperatures=[1.0, 0]", r"evaluate.temperatures: must be > 0"),
     ("evaluate.statistics=[loudness]", r"evaluate.statistics: unknown statistic 'loudness'"),
     ("evaluate.n_generated=1", r"evaluate.n_generated: must be >= 2"),
-    ("evaluate.max_copy_note_f1=1.5", r"evaluate.max_copy_note_f1: must be in \[0, 1\]"),
+    ("evaluate.copy_match=1.5", r"evaluate.copy_match: must be in \(0, 1\]"),
+    ("evaluate.min_margin=-2", r"evaluate.min_margin: must be in \[-1, 1\)"),
 ])
 def test_an_out_of_range_override_is_a_clear_params_error(override, message):
     with pytest.raises(ParamsError, match=message):

@@ -114,8 +114,9 @@ def test_the_per_phrase_record_round_trips_and_a_missing_one_names_the_file(tmp_
 
 # --- register on a real MLflow server ------------------------------------------------------------
 
-OPEN_GATE = {"evaluate.min_note_f1": 0.0, "evaluate.baseline_factor": 0.0, "evaluate.stat_rel_tolerance": 1e9,
-             "evaluate.min_unique_fraction": 0.0, "evaluate.max_copy_note_f1": 1.0,
+OPEN_GATE = {"evaluate.min_note_f1": 0.0, "evaluate.min_margin": -1.0, "evaluate.stat_rel_tolerance": 1e9,
+             "evaluate.stat_abs_floor": 1e9,
+             "evaluate.min_unique_fraction": 0.0, "evaluate.copy_alpha": 0.0, "evaluate.fidelity_quantile": 0.0,
              "evaluate.temperatures": [1.0], "register.bootstrap_resamples": 500}
 
 
@@ -225,7 +226,7 @@ def test_registry_describe_and_list_show_the_promotion_verdict(world, capsys):
     assert main([*base, "describe", "1"]) == 0
     out = capsys.readouterr().out
     assert "promotion: promoted: first version: no champion to compare with" in out
-    assert "evaluation set: test split, 24 phrases, sha256 " in out
+    assert "evaluation set: val split, 24 phrases, sha256 " in out  # test is sealed
     assert main([*base, "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any("promoted: first version" in line for line in lines)
@@ -245,7 +246,7 @@ def test_the_card_holds_the_lineage_the_intervals_and_the_audit_commands(world, 
     for text in ("## Intended use", "## Data", "`feedbeef.dir`", "`0ddba11.dir`", "`s3://***@bucket/chorales`",
                  "2 (too_short: 2)", "24 phrases, sha256", "## Training", "## Limitations",
                  f"lpdvae audit models:/{params.register.model_name}/{version}",
-                 "git checkout abc123 && dvc checkout data/tensors", "### Against the average-cell baseline",
+                 "git checkout abc123 && dvc checkout data/tensors", "### Against the baselines", "| copy_per_voice |",
                  "| recon note F1 (higher is better) |", "champion v1", "(samples/generated-00.mid)"):
         assert text in card, text
     diff = promo["champion"]["recon_note_f1"]["difference"]

@@ -54,7 +54,7 @@ def test_first_blessed_version_becomes_champion_and_challenger(tmp_path, params)
     assert tags["lpdvae.dvc.tensors"] == "abc.dir" and tags["lpdvae.git_revision"] == "deadbeef"
     assert tags["lpdvae.promotion.verdict"] == "promoted"  # the first run says why
     assert tags["lpdvae.promotion.summary"] == "promoted: first version: no champion to compare with"
-    assert tags["lpdvae.eval_set.split"] == "test" and len(tags["lpdvae.eval_set.sha256"]) == 64
+    assert tags["lpdvae.eval_set.split"] == "val" and len(tags["lpdvae.eval_set.sha256"]) == 64
     assert json.loads((tmp_path / "v1-report" / "promotion.json").read_text())["promoted"] is True
     for alias in ("challenger", "champion"):  # every alias change: who, when, why, previous
         assert tags[f"lpdvae.alias.{alias}.by"] and tags[f"lpdvae.alias.{alias}.at"].endswith("+00:00")

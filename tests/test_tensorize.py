@@ -15,7 +15,7 @@ import pytest
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_write_jsonl, read_jsonl
 from lpdvae.data.music.phrases import song_phrases
-from lpdvae.data.shards import SPLITS, PhraseDataset, load_split, packed_width, read_index
+from lpdvae.data.shards import SPLITS, PhraseDataset, load_split, packed_width, phrase_songs, read_index
 from lpdvae.data.splits import assign_splits, split_report
 from lpdvae.steps.tensorize import split_of, tensor_params_digest, tensorize
 from tests import songkit
@@ -51,6 +51,15 @@ def test_shard_round_trip(corpus):
         got = load_split(root / "tensors", split)
         assert got.dtype == np.uint8 and np.array_equal(got, want.astype(np.uint8)), split
     assert result.n_phrases == 36 and not result.failed
+
+
+def test_each_phrase_is_mapped_to_the_song_it_was_cut_from(corpus):
+    raw, root, rows, params, _ = corpus
+    splits = assign_splits([r["song_id"] for r in rows], params)
+    for split in SPLITS:
+        want = [r["song_id"] for r in sorted(rows, key=lambda r: r["path"]) if splits[r["song_id"]] == split
+                for _ in range(len(song_phrases(raw / r["path"], params)))]
+        assert list(phrase_songs(root / "tensors", split)) == want, split
 
 
 def test_index_contract(corpus):

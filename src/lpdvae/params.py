@@ -33,9 +33,10 @@ class DataParams:
 
 
 TRACK_KINDS = ("monophonic", "polyphonic", "drums")
-# The generated-vs-data statistics evaluation can gate on (computed in lpdvae.evaluation.metrics).
+# The generated-vs-data statistics evaluation can gate on (lpdvae.evaluation.metrics and .voices).
 STATISTICS = ("empty_bar_rate", "n_pitch_classes_used", "qualified_note_rate", "polyphonic_rate",
-              "tonal_distance", "drum_in_pattern_rate")
+              "tonal_distance", "drum_in_pattern_rate",
+              "voice_range_adherence", "voice_crossing_rate", "parallel_motion_rate")
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,13 @@ class EvaluateParams:
     stat_rel_tolerance: float
     stat_abs_floor: float
     min_note_f1: float
-    baseline_factor: float
+    min_margin: float
     min_unique_fraction: float
-    max_copy_note_f1: float
+    copy_match: float
+    copy_alpha: float
+    fidelity_quantile: float
+    bootstrap_resamples: int
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -238,9 +243,13 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "evaluate.temperatures": (lambda v: v != "[]", "must list at least one temperature"),
     "evaluate.stat_rel_tolerance": (lambda v: v >= 0, "must be >= 0"),
     "evaluate.stat_abs_floor": (lambda v: v >= 0, "must be >= 0"),
-    "evaluate.baseline_factor": (lambda v: v >= 0, "must be >= 0"),
+    "evaluate.min_margin": (lambda v: -1 <= v < 1, "must be in [-1, 1) (-1 opens the gate)"),
     "evaluate.min_unique_fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
-    "evaluate.max_copy_note_f1": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "evaluate.copy_match": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "evaluate.copy_alpha": (lambda v: 0 <= v < 1, "must be in [0, 1) (0: no copy test)"),
+    "evaluate.fidelity_quantile": (lambda v: 0 <= v < 1, "must be in [0, 1) (0: no fidelity floor)"),
+    "evaluate.bootstrap_resamples": (lambda v: v > 0, "must be > 0"),
+    "evaluate.confidence": (lambda v: 0 < v < 1, "must be in (0, 1)"),
     "register.bootstrap_resamples": (lambda v: v > 0, "must be > 0"),
     "register.confidence": (lambda v: 0 < v < 1, "must be in (0, 1)"),
 }

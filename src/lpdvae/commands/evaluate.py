@@ -15,7 +15,9 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
     result = evaluate(Path(args.model), Path(args.tensors), Path(args.out), params)
     verdict = "blessed" if result.blessed else "NOT blessed: " + "; ".join(result.reasons)
     m = result.metrics
-    print(f"evaluate: note F1 {m['recon_note_f1']:.3f} (baseline {m['baseline.recon_note_f1']:.3f}), "
+    best = max((k for k in m if k.startswith("baseline.") and k.endswith(".recon_note_f1") and k.count(".") == 2),
+               key=m.__getitem__)
+    print(f"evaluate: note F1 {m['recon_note_f1']:.3f} (best baseline {best.split('.')[1]} {m[best]:.3f}), "
           f"{verdict}; samples in {result.out_dir / 'index.html'}")
     return 0
 

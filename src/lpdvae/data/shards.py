@@ -22,6 +22,7 @@ from lpdvae.io import atomic_write_bytes, atomic_write_json
 INDEX = "index.json"
 SHARD_DIR = "shards"
 SPLITS = ("train", "val", "test")
+SONG_ORDER = "song_order"  # index key: per split, the song ids in the order their phrases were written
 
 
 def packed_width(n_pitches: int) -> int:
@@ -147,6 +148,21 @@ def load_split(tensor_dir: str | Path, split: str, limit: int | None = None) -> 
         return np.zeros((0, *shape), dtype=np.uint8)
     out = np.concatenate(parts)
     return out[:limit] if limit is not None else out
+
+
+def phrase_songs(tensor_dir: str | Path, split: str, limit: int | None = None) -> np.ndarray | None:
+    """The song id of each phrase of `split` (as `load_split` orders them, first `limit`), from
+    index.json's song order and per-song phrase counts; None for an index written without them."""
+    index = read_index(tensor_dir)
+    order = index.get(SONG_ORDER, {}).get(split)
+    if order is None:
+        return None
+    songs = index.get("songs", {})
+    ids = np.array([sid for sid in order for _ in range(int(songs[sid]["n_phrases"]))], dtype=object)
+    if len(ids) != index["splits"].get(split, {}).get("n", 0):
+        raise DataError(f"{Path(tensor_dir) / INDEX}: {SONG_ORDER} of {split!r} counts {len(ids)} phrases, "
+                        f"its shards {index['splits'].get(split, {}).get('n', 0)}")
+    return ids[:limit] if limit is not None else ids
 
 
 class PhraseDataset:

@@ -4,7 +4,9 @@ evaluate measures the challenger here and writes the per-phrase record (`per_phr
 `evaluation_set.json` naming the set by content hash); register measures the champion with the
 same function on the same phrases, the same generation seed and the same temperature rule, so
 the two can be compared pairwise (`lpdvae.registry.promotion`). The set is a bounded, deterministic prefix
-of the test split; its identity is the sha256 of those phrases' codes, independent of sharding.
+of the validation split (test is sealed: it only reports, it never chooses a temperature or a
+champion); its identity is the sha256 of those phrases' codes, independent of sharding. `measure`
+reads the validation and training splits only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +25,7 @@ from lpdvae.errors import DataError
 from lpdvae.evaluation.gate import closest_temperature
 from lpdvae.io import atomic_write_bytes, atomic_write_json
 from lpdvae.evaluation.metrics import aggregate_metrics, musegan_per_phrase, note_counts
+from lpdvae.evaluation.voices import is_voice_set, voice_per_phrase, voice_ranges
 from lpdvae.params import EvaluateParams, RepresentationParams
 from lpdvae.data.shards import load_split, read_index
 
@@ -29,15 +33,15 @@ if TYPE_CHECKING:  # torch is imported where a model runs: register's first run 
     from lpdvae.model.vae import MusicVAE
 
 METRIC_PHRASES = 256  # test / val / train phrases measured (a bounded, deterministic prefix)
-SPLIT = "test"
+SPLIT = "val"  # what the temperature and the champion comparison are chosen on
 PER_PHRASE_FILE = "per_phrase.npz"
 SET_FILE = "evaluation_set.json"
 
 
 @dataclass(frozen=True)
 class PerPhrase:
-    """One model on the evaluation set: note counts per test phrase `[N, 3]` (correct, predicted,
-    true), MuseGAN statistics per generated phrase and per test phrase (`{key: [n]}`, NaN where
+    """One model on the evaluation set: note counts per phrase `[N, 3]` (correct, predicted,
+    true), statistics per generated phrase and per evaluation-set phrase (`{key: [n]}`, NaN where
     undefined), and the set and generation it was measured with."""
 
     note_counts: np.ndarray
@@ -54,13 +58,12 @@ class PerPhrase:
 class Measured:
     """What `measure` computed, for evaluate's other metrics and its samples page."""
 
-    test: np.ndarray
     val: np.ndarray
     train: np.ndarray
-    recon: np.ndarray
     generated: np.ndarray
     temperature: float
     per_phrase: PerPhrase
+    voice_ranges: np.ndarray | None  # [T, 2] from train, for sets of monophonic voices
 
 
 def set_id(phrases: np.ndarray) -> str:
@@ -89,28 +92,43 @@ def check_shape(vae: MusicVAE, tensor_dir: Path) -> None:
                         f"{list(vae.shape)} (tracks, bars, steps, pitches)")
 
 
-def measure(vae: MusicVAE, tensor_dir: Path, ev: EvaluateParams) -> Measured:
-    """Reconstruct the evaluation set and generate `ev.n_generated` phrases (seed `ev.seed`) at
-    the temperature whose statistics sit closest to the validation split's (never test's)."""
-    tensor_dir = Path(tensor_dir)
-    check_shape(vae, tensor_dir)
-    test, val, train = (load_split(tensor_dir, s, limit=METRIC_PHRASES) for s in (SPLIT, "val", "train"))
-    if not len(test):
-        raise DataError(f"{tensor_dir}: the test split is empty: nothing to evaluate on "
-                        "(more songs, or a larger 1 - train_fraction - val_fraction)")
+def phrase_statistics(vae: MusicVAE, ranges: np.ndarray | None) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """Per-phrase statistics for this model's tracks: MuseGAN's, plus the voice statistics when
+    the tracks are monophonic voices (`lpdvae.evaluation.voices`, ranges fitted on train)."""
     rep = RepresentationParams(**vae.meta["representation"])
     names = [t["name"] for t in vae.meta["tracks"]]
     drums = [t["kind"] == "drums" for t in vae.meta["tracks"]]
-    per = lambda arr: musegan_per_phrase(arr, names, drums, rep)  # noqa: E731
-    recon = reconstruct(vae, test)
-    val_stats = aggregate_metrics(per(val if len(val) else train))
+
+    def per(arr: np.ndarray) -> dict[str, np.ndarray]:
+        out = musegan_per_phrase(arr, names, drums, rep)
+        if ranges is not None:
+            out.update(voice_per_phrase(arr, names, ranges))
+        return dict(sorted(out.items()))
+
+    return per
+
+
+def measure(vae: MusicVAE, tensor_dir: Path, ev: EvaluateParams) -> Measured:
+    """Reconstruct the evaluation set (validation) and generate `ev.n_generated` phrases (seed
+    `ev.seed`) at the temperature whose statistics sit closest to the validation split's."""
+    tensor_dir = Path(tensor_dir)
+    check_shape(vae, tensor_dir)
+    val, train = (load_split(tensor_dir, s, limit=METRIC_PHRASES) for s in (SPLIT, "train"))
+    if not len(val):
+        raise DataError(f"{tensor_dir}: the validation split is empty: nothing to choose the temperature "
+                        "and compare champions on (more songs, or a larger tensorize.val_fraction)")
+    kinds = [t["kind"] for t in vae.meta["tracks"]]
+    ranges = voice_ranges(train) if is_voice_set(kinds) and len(train) else None
+    per = phrase_statistics(vae, ranges)
+    val_per = per(val)
     tries = {t: vae.sample(ev.n_generated, ev.seed, t).numpy() for t in ev.temperatures}
     tried = {t: per(g) for t, g in tries.items()}
-    temperature = closest_temperature({t: aggregate_metrics(p) for t, p in tried.items()}, val_stats, ev)
-    info = {"split": SPLIT, "sha256": set_id(test), "n_phrases": len(test), "limit": METRIC_PHRASES,
+    temperature = closest_temperature({t: aggregate_metrics(p) for t, p in tried.items()},
+                                      aggregate_metrics(val_per), ev)
+    info = {"split": SPLIT, "sha256": set_id(val), "n_phrases": len(val), "limit": METRIC_PHRASES,
             "seed": ev.seed, "n_generated": ev.n_generated, "temperature": temperature}
-    record = PerPhrase(note_counts(recon, test), tried[temperature], per(test), info)
-    return Measured(test, val, train, recon, tries[temperature], temperature, record)
+    record = PerPhrase(note_counts(reconstruct(vae, val), val), tried[temperature], val_per, info)
+    return Measured(val, train, tries[temperature], temperature, record, ranges)
 
 
 def write_per_phrase(out_dir: Path, record: PerPhrase) -> None:

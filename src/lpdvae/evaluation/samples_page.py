@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lpdvae.evaluation.baselines import BASELINES
 from lpdvae.io import atomic_write_text
 from lpdvae.params import EvaluateParams, RepresentationParams
 from lpdvae.data.roll import plot_png, render_wav, write_midi
@@ -67,23 +68,18 @@ def _page(metrics: dict[str, float], blessing: dict[str, Any], cards: list[dict[
         items.append(f'<figure><img src="{s["png"]}" alt="{name}" loading="lazy">'
                      f'<figcaption>{name} {audio} <a href="{s["midi"]}" download>MIDI</a>'
                      "</figcaption></figure>")
-    quality = [
-        ["note F1 (test)", _fmt(metrics.get("recon_note_f1")), _fmt(metrics.get("baseline.recon_note_f1"))],
-        ["note F1 (train)", _fmt(metrics.get("train.recon_note_f1")),
-         _fmt(metrics.get("baseline.train.recon_note_f1"))],
-        ["frame F1 (test)", _fmt(metrics.get("recon_frame_f1")), "–"],
-    ]
+    quality = baseline_rows(metrics)
     others = [[k, _fmt(v)] for k, v in sorted(metrics.items())
               if k.split(".", 1)[0] in ("diversity", "copy") or k in
-              ("kl_nats", "active_units", "neg_elbo", "temperature", "n_test_phrases")]
+              ("kl_nats", "kl_bits", "active_units", "neg_elbo", "temperature", "n_test_phrases")]
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>lpdvae evaluation</title>"
         "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;margin:.6em;"
         "vertical-align:top}img{max-width:100%;display:block}td,th{padding:0 .8em;text-align:right}"
         "</style></head><body>"
         f"<h1>lpdvae evaluation</h1><p><b>{html.escape(verdict)}</b></p>"
-        f"<h2>Reconstruction vs the average-cell baseline</h2>"
-        f"{_table(['', 'model', 'baseline'], quality)}"
+        "<h2>Reconstruction vs the baselines (test split, 95% song-bootstrap intervals)</h2>"
+        f"{_table(['predictor', 'note F1', 'model - it', 'bits used'], quality)}"
         f"<h2>Generated music vs the data (test split)</h2>{_side_by_side(metrics)}"
         f"<h2>Diversity, copying, latent</h2>{_table(['metric', 'value'], others)}"
         f"<h2>Samples</h2>{''.join(items)}"
@@ -94,8 +90,10 @@ def _page(metrics: dict[str, float], blessing: dict[str, Any], cards: list[dict[
 def _side_by_side(metrics: dict[str, float]) -> str:
     names = sorted({k.split(".", 1)[1] for k in metrics if k.split(".", 1)[0] in SIDES
                     and "/" not in k})
-    rows = [[n, *(_fmt(metrics.get(f"{side}.{n}")) for side in SIDES)] for n in names]
-    return _table(["statistic", "generated", "data"], rows)
+    rows = [[n, *(_fmt(metrics.get(f"{side}.{n}")) for side in SIDES),
+             f"[{_fmt(metrics.get(f'gap.{n}.lo'))}, {_fmt(metrics.get(f'gap.{n}.hi'))}]",
+             "constant: not gated" if metrics.get(f"constant.{n}") == 1.0 else ""] for n in names]
+    return _table(["statistic", "generated", "data", "generated - data interval", ""], rows)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -106,3 +104,19 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
+
+
+def baseline_rows(metrics: dict[str, float]) -> list[list[str]]:
+    """The model, per track, and every baseline (the average-cell one included), with intervals."""
+    def ci(key: str) -> str:
+        return (f"{_fmt(metrics.get(key))} [{_fmt(metrics.get(key + '.lo'))}, "
+                f"{_fmt(metrics.get(key + '.hi'))}]")
+
+    rows = [["model", ci("recon_note_f1"), "–", f"KL {_fmt(metrics.get('kl_bits'))}"]]
+    rows += [[f"model, {k.split('/', 1)[1]}", ci(k), "–", "–"] for k in sorted(metrics)
+             if k.startswith("recon_note_f1/") and not k.endswith((".lo", ".hi"))]
+    for name in BASELINES:
+        rows.append([f"{name} baseline", ci(f"baseline.{name}.recon_note_f1"), ci(f"margin.{name}"),
+                     _fmt(metrics.get(f"baseline.{name}.bits"))])
+    rows.append(["frame F1 (model)", _fmt(metrics.get("recon_frame_f1")), "–", "–"])
+    return rows

@@ -2,8 +2,8 @@
 
 Both models were measured on the same frozen evaluation set (`lpdvae.evaluation.evalset`). A seeded paired
 bootstrap (`lpdvae.registry.significance`) gives the interval of challenger − champion for reconstruction
-note F1 (micro F1 over the resampled test phrases) and, for each gated statistic, for its
-distance to the data |generated − reference| (generated phrases and test phrases resampled;
+note F1 (micro F1 over the resampled evaluation-set (validation) phrases) and, for each gated statistic, for its
+distance to the data |generated − reference| (generated phrases and validation phrases resampled;
 lower is better). The rule:
 
 - not blessed by the gate (`lpdvae.evaluation.gate`): not promoted;

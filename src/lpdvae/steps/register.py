@@ -33,7 +33,7 @@ from lpdvae.data.shards import read_index
 
 log = logging.getLogger(__name__)
 TAGGED_METRICS = ("recon_note_f1", "recon_note_precision", "recon_note_recall", "recon_frame_f1",
-                  "baseline.recon_note_f1", "train.recon_note_f1", "neg_elbo", "kl_nats",
+                  "baseline.copy.recon_note_f1", "margin.copy.lo", "train.recon_note_f1", "neg_elbo", "kl_nats",
                   "active_units", "temperature", "diversity.unique_fraction",
                   "copy.nearest_train_note_f1")
 PROMOTION_FILE = "promotion.json"
@@ -254,7 +254,7 @@ def measure_champion(champion: Any, tensor_dir: Path, record: PerPhrase, params:
 
     here = tensor_set_id(tensor_dir)
     if here != record.set_id:
-        raise LpdvaeError(f"the evaluation was measured on test phrases {record.set_id[:12]}… but {tensor_dir} "
+        raise LpdvaeError(f"the evaluation was measured on validation phrases {record.set_id[:12]}… but {tensor_dir} "
                           f"holds {here[:12]}… (evaluate and register on the same tensors)")
     with tempfile.TemporaryDirectory(prefix="lpdvae-champion-") as tmp:
         folder = model_folder(f"models:/{champion.name}/{champion.version}", Path(tmp))

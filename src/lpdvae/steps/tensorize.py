@@ -30,7 +30,7 @@ from lpdvae.data.music.phrases import song_phrases
 from lpdvae.data.music.song import SongError, song_format
 from lpdvae.params import Params
 from lpdvae.data.pool import map_songs, worker_state
-from lpdvae.data.shards import SPLITS, ShardWriter, pack, write_index
+from lpdvae.data.shards import SONG_ORDER, SPLITS, ShardWriter, pack, write_index
 from lpdvae.data.splits import assign_splits, song_groups, split_of, split_report
 
 __all__ = ["TensorizeResult", "accepted_songs", "split_of", "tensor_params_digest", "tensorize"]
@@ -107,6 +107,7 @@ def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params,
     shape = (len(params.tracks), rep.n_bars, rep.steps_per_bar, rep.n_pitches)
     jobs = ((str(raw_dir / r["path"]), song_format(r["path"])) for r in rows)
     songs: dict[str, dict[str, Any]] = {}
+    order: dict[str, list[str]] = {s: [] for s in SPLITS}  # write order: evaluation maps phrases to songs
     failed: list[dict[str, str]] = []
     with atomic_dir(out_dir) as tmp:
         writer = ShardWriter(tmp, shape, params.tensorize.shard_size)
@@ -121,9 +122,11 @@ def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params,
                 continue
             if len(packed):
                 writer.add_packed(split, packed)
+                order[split].append(row["song_id"])
             songs[row["song_id"]] = {"split": split, "group": group, "n_phrases": int(len(packed))}
         shards = writer.close()
         index = _index(params, shape, shards, songs)
+        index[SONG_ORDER] = order
         if not part:  # an empty split raises here, before the output is swapped in
             index["warnings"] = split_report(index, params, f"tensorize {out_dir}")
         write_index(tmp, index)
