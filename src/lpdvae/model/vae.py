@@ -141,20 +141,18 @@ def sounding(classes: Tensor, n_pitches: int) -> tuple[Tensor, Tensor]:
 
 class VoiceChain(nn.Module):
     """Extra head logits `[N, V, B, S, 3 + P]` for V monophonic voices: voice v's from the decoder
-    feature of its step and an embedding of (sounding pitch, event) of every voice u < v at that
-    step, one table per (u, v) pair, summed over u (`mask`), through one GELU layer. The output
-    layer starts at zero, so an untrained chain is the independent model; voice 0 sees no other
-    voice and keeps its plain head."""
+    feature of its step and the sum, over the voices u < v, of an embedding of (u, its sounding
+    pitch, its event) at that step, through one GELU layer. The output layer starts at zero, so
+    an untrained chain is the independent model; voice 0 sees no other voice."""
 
     def __init__(self, voices: int, pitches: int, width: int, hidden: int) -> None:
         super().__init__()
         self.voices, self.pitches, self.hidden = voices, pitches, hidden
         self.states = (pitches + 1) * 3  # sounding pitch or silent, x event
-        self.embed = nn.Embedding(voices * self.states, voices * hidden)
+        self.embed = nn.Embedding(voices * self.states, hidden)
         self.feat = nn.Linear(width, voices * hidden)
         self.out = nn.Parameter(torch.zeros(voices, hidden, _EVENTS + pitches))
         self.bias = nn.Parameter(torch.zeros(voices, _EVENTS + pitches))
-        self.register_buffer("mask", torch.ones(voices, voices).triu(1), persistent=False)  # [u, v]: u < v
 
     def forward(self, feats: Tensor, classes: Tensor) -> Tensor:
         """`feats` `[N, B, S, F]`, `classes` `[N, V, B, S]` -> `[N, V, B, S, 3 + P]`; voice v's
@@ -162,8 +160,8 @@ class VoiceChain(nn.Module):
         n, v, b, s = classes.shape
         pitch, event = sounding(classes, self.pitches)
         voice = torch.arange(v, device=classes.device).view(1, v, 1, 1)
-        e = self.embed(voice * self.states + pitch * 3 + event).view(n, v, b, s, v, self.hidden)
-        upper = torch.einsum("nubswh,uw->nbswh", e, self.mask.to(e.dtype))
+        e = self.embed((voice * self.states + pitch * 3 + event).permute(0, 2, 3, 1))  # [N, B, S, V, H]
+        upper = e.cumsum(3) - e  # voices above each one (an exclusive sum)
         h = F.gelu(self.feat(feats).view(n, b, s, v, self.hidden) + upper)
         return torch.einsum("nbswh,whk->nwbsk", h, self.out.to(h.dtype)) + self.bias.view(1, v, 1, 1, -1)
 
