@@ -12,11 +12,10 @@ kind needs (`tracks[].kind` in params.yaml):
   every held step (`train.hold_pitch_weight`): the pitch a voice sounds changes slowly, so dense
   supervision teaches it faster than the onsets alone (measured on the chorales at 352 steps:
   val note F1 0.209 -> 0.238);
-  With `model.voice_chain` the monophonic voices are drawn jointly, step by step and in track
-  order within a step (soprano first for SATB), as BachBot serialises a step's voices top-down:
-  voice v's head also sees the sounding pitch and event of voices < v at the same step and of
-  every voice at the step before (`VoiceChain`). Training is teacher-forced (the true voices);
-  sampling draws and reconstruction decides in that order;
+  With `model.voice_chain` the monophonic voices are drawn jointly, in track order (soprano
+  first for SATB): voice v's head also sees the sounding pitch and event of voices < v at the same
+  step (`VoiceChain`), as BachBot serialises a step's voices top-down. Training is teacher-forced
+  (the true upper voices); sampling draws and reconstruction decides voice by voice;
 - polyphonic / drums: independent Bernoulli onset and sustain per cell.
 
 Decoding follows from the distribution (the most likely class / cell), never from a tuned
@@ -51,8 +50,7 @@ KINDS = ("monophonic", "polyphonic", "drums")
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
 
 Outputs = tuple[Tensor, Tensor]  # (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2])
-# (log-probs [N, ..., P+2] of voice v, v, step t or None for all steps) -> classes [N, ...]
-Pick = Callable[[Tensor, int, int | None], Tensor]
+Pick = Callable[[Tensor, int], Tensor]  # (log-probs [N, B, S, P+2] of voice v, v) -> its classes [N, B, S]
 _EVENTS = 3  # onset, hold, rest
 
 
@@ -142,53 +140,30 @@ def sounding(classes: Tensor, n_pitches: int) -> tuple[Tensor, Tensor]:
 
 
 class VoiceChain(nn.Module):
-    """Extra head logits for V monophonic voices, drawn step by step and voice by voice: voice v
-    at step t from the decoder feature of the step, the sum over voices u < v of an embedding of
-    (u, its sounding pitch, its event) at t, and the sum over all voices of another of their
-    states at t - 1, through one GELU layer. The voices above say which chord tone is free; the
-    step before says where each voice comes from (parallel fifths and octaves are a property of
-    two steps). The output layer starts at zero, so an untrained chain is the independent model."""
+    """Extra head logits `[N, V, B, S, 3 + P]` for V monophonic voices: voice v's from the decoder
+    feature of its step and the sum, over the voices u < v, of an embedding of (u, its sounding
+    pitch, its event) at that step, through one GELU layer. The output layer starts at zero, so
+    an untrained chain is the independent model; voice 0 sees no other voice."""
 
     def __init__(self, voices: int, pitches: int, width: int, hidden: int) -> None:
         super().__init__()
         self.voices, self.pitches, self.hidden = voices, pitches, hidden
         self.states = (pitches + 1) * 3  # sounding pitch or silent, x event
-        self.embed = nn.Embedding(voices * self.states, hidden)  # a voice above, same step
-        self.embed_prev = nn.Embedding(voices * self.states, hidden)  # every voice, the step before
+        self.embed = nn.Embedding(voices * self.states, hidden)
         self.feat = nn.Linear(width, voices * hidden)
         self.out = nn.Parameter(torch.zeros(voices, hidden, _EVENTS + pitches))
         self.bias = nn.Parameter(torch.zeros(voices, _EVENTS + pitches))
 
     def forward(self, feats: Tensor, classes: Tensor) -> Tensor:
-        """Teacher-forced: `feats` `[N, B, S, F]`, `classes` `[N, V, B, S]` -> `[N, V, B, S, 3 + P]`;
-        voice v's output at step t depends on the classes before (t, v) in the chain's order only."""
+        """`feats` `[N, B, S, F]`, `classes` `[N, V, B, S]` -> `[N, V, B, S, 3 + P]`; voice v's
+        output depends on `classes[:, :v]` only."""
         n, v, b, s = classes.shape
         pitch, event = sounding(classes, self.pitches)
-        keys = self.key(torch.arange(v, device=classes.device).view(1, v, 1, 1), pitch, event)
-        keys = keys.flatten(2).transpose(1, 2)  # [N, L, V]
-        e = self.embed(keys)
-        start = self.start_keys(n, classes.device).unsqueeze(1)
-        prev = self.embed_prev(torch.cat([start, keys[:, :-1]], 1)).sum(2, keepdim=True)
-        h = F.gelu(self.project(feats).flatten(1, 2) + e.cumsum(2) - e + prev)  # cumsum - e: voices above
-        return self.logits(h).view(n, b, s, v, -1).permute(0, 3, 1, 2, 4)
-
-    def project(self, feats: Tensor) -> Tensor:
-        """`[N, B, S, F]` -> `[N, B, S, V, H]`: each voice's share of the decoder feature."""
-        return self.feat(feats).view(*feats.shape[:-1], self.voices, self.hidden)
-
-    def logits(self, h: Tensor, voice: int | None = None) -> Tensor:
-        """`[..., V, H]` -> `[..., V, 3 + P]` (or one voice's `[..., H]` -> `[..., 3 + P]`)."""
-        if voice is not None:
-            return h @ self.out[voice].to(h.dtype) + self.bias[voice]
-        return torch.einsum("...wh,whk->...wk", h, self.out.to(h.dtype)) + self.bias
-
-    def key(self, voice: Tensor | int, pitch: Tensor, event: Tensor) -> Tensor:
-        return voice * self.states + pitch * 3 + event
-
-    def start_keys(self, n: int, device: torch.device) -> Tensor:
-        """`[N, V]`: every voice silent before the phrase."""
-        silent = torch.full((n, self.voices), self.pitches, dtype=torch.long, device=device)
-        return self.key(torch.arange(self.voices, device=device), silent, torch.full_like(silent, 2))
+        voice = torch.arange(v, device=classes.device).view(1, v, 1, 1)
+        e = self.embed((voice * self.states + pitch * 3 + event).permute(0, 2, 3, 1))  # [N, B, S, V, H]
+        upper = e.cumsum(3) - e  # voices above each one (an exclusive sum)
+        h = F.gelu(self.feat(feats).view(n, b, s, v, self.hidden) + upper)
+        return torch.einsum("nbswh,whk->nwbsk", h, self.out.to(h.dtype)) + self.bias.view(1, v, 1, 1, -1)
 
 
 class MusicVAE(nn.Module):
@@ -239,63 +214,32 @@ class MusicVAE(nn.Module):
     def decode(self, z: Tensor, x: Tensor | None = None) -> Outputs:
         """`[N, latent_dim]` -> (mono log-probs `[N, Tm, B, S, P+2]`, poly logits `[N, Tp, B, S, P, 2]`).
 
-        With the voice chain each voice's log-probs are conditioned on the voices above it and on
-        every voice at the step before: those of `x` (codes, teacher forcing: what `recon_nll` of
-        `x` needs), else the classes decided in the chain's order (so `to_codes` of the result is
-        the chain's in-order decision)."""
+        With the voice chain each voice's log-probs are conditioned on the voices above it: those
+        of `x` (codes, teacher forcing: what `recon_nll` of `x` needs), else the classes decided
+        voice by voice (so `to_codes` of the result is the chain's in-order decision)."""
         feats, poly = self._features(z)
         if self.chain is None:
             return self._mono_log_probs(feats, None), poly
         if x is not None:
             return self._mono_log_probs(feats, mono_classes(x[:, self.mono_tracks])), poly
-        return self._in_order(feats, poly, lambda logp, v, t: mono_decision(logp))[0]
+        return self._in_order(feats, poly, lambda logp, v: mono_decision(logp))[0]
 
     def decode_in_order(self, z: Tensor, pick: Pick) -> tuple[Outputs, Tensor]:
-        """(outputs, mono classes `[N, Tm, B, S]`): in the chain's order (step by step, voice by
-        voice; without the chain each voice whole), `pick` chooses the classes from their
-        log-probs given what is already chosen; the returned log-probs are those conditionals."""
+        """(outputs, mono classes `[N, Tm, B, S]`): voice by voice, `pick` chooses voice v's
+        classes from its log-probs given the voices already chosen; the returned log-probs are
+        each voice's given the choices above it."""
         return self._in_order(*self._features(z), pick)
 
     def _in_order(self, feats: Tensor, poly: Tensor, pick: Pick) -> tuple[Outputs, Tensor]:
-        if self.chain is None:  # independent voices: each decided or drawn whole
-            logp = self._mono_log_probs(feats, None)
-            classes = [pick(logp[:, v], v, None) for v in range(logp.shape[1])]
-            return (logp, poly), torch.stack(classes, 1) if classes else logp[..., 0].long()
-        logp, classes = self._chain_steps(feats, pick)
-        return (logp, poly), classes
-
-    def _chain_steps(self, feats: Tensor, pick: Pick) -> tuple[Tensor, Tensor]:
-        """The chain unrolled: step by step, voice by voice, `pick(log-probs [N, P+2], v, t)`
-        chooses each class. Returns the log-probs `[N, V, B, S, P+2]` and classes `[N, V, B, S]`."""
-        chain, p = self.chain, self.rep.n_pitches
         n, b, s, _ = feats.shape
-        v_all = len(self.mono_tracks)
-        raw = self.mono_head(feats).view(n, b * s, v_all, _EVENTS + p)
-        proj = chain.project(feats).flatten(1, 2)  # [N, L, V, H]
-        prev_keys = chain.start_keys(n, feats.device)
-        pitch = torch.full((n, v_all), p, dtype=torch.long, device=feats.device)  # sounding, P silent
-        logps, picked = [], []
-        for t in range(b * s):
-            prev = chain.embed_prev(prev_keys).sum(1)
-            upper = torch.zeros_like(prev)
-            keys, sounds, step_logp, step_classes = [], [], [], []
-            for v in range(v_all):
-                h = F.gelu(proj[:, t, v] + upper + prev)
-                lp = mono_log_probs(raw[:, t, v] + chain.logits(h, v))
-                c = pick(lp, v, t)
-                sound = torch.where(c < p, c, torch.where(c == p, pitch[:, v], p))
-                event = torch.where(c < p, 0, torch.where(sound < p, 1, 2))
-                keys.append(chain.key(v, sound, event))
-                sounds.append(sound)
-                upper = upper + chain.embed(keys[-1])
-                step_logp.append(lp)
-                step_classes.append(c)
-            prev_keys = torch.stack(keys, 1)
-            pitch = torch.stack(sounds, 1)
-            logps.append(torch.stack(step_logp, 1))
-            picked.append(torch.stack(step_classes, 1))
-        logp = torch.stack(logps, 2).view(n, v_all, b, s, p + 2)
-        return logp, torch.stack(picked, 2).view(n, v_all, b, s)
+        p = self.rep.n_pitches
+        classes = torch.full((n, len(self.mono_tracks), b, s), p + 1, dtype=torch.long, device=feats.device)
+        logp = self._mono_log_probs(feats, classes)
+        for v in range(len(self.mono_tracks)):
+            if v > 0 and self.chain is not None:  # voice v's row sees classes[:, :v], now chosen
+                logp = self._mono_log_probs(feats, classes)
+            classes[:, v] = pick(logp[:, v], v)
+        return (logp, poly), classes
 
     def _features(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Per-step decoder features `[N, B, S, F]` and the poly logits `[N, Tp, B, S, P, 2]`."""
@@ -378,7 +322,7 @@ class MusicVAE(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
 
-        def pick(logp: Tensor, v: int, t: int | None) -> Tensor:  # drawn on the CPU: one generator on any device
+        def pick(logp: Tensor, v: int) -> Tensor:  # drawn on the CPU: one generator on any device
             return mono_draw(logp.detach().float().cpu(), temperature, gen).to(logp.device)
 
         (_, poly), classes = self.decode_in_order(z, pick)
