@@ -11,11 +11,11 @@ kind needs (`tracks[].kind` in params.yaml):
   as an event (onset / hold / rest) times the onset's pitch. The pitch head is also trained on
   every held step (`train.hold_pitch_weight`): the pitch a voice sounds changes slowly, so dense
   supervision teaches it faster than the onsets alone (measured on the chorales at 352 steps:
-  val note F1 0.209 -> 0.238);
-  With `model.voice_chain` the monophonic voices are drawn jointly, in track order (soprano
-  first for SATB): voice v's head also sees the sounding pitch and event of voices < v at the same
-  step (`VoiceChain`), as BachBot serialises a step's voices top-down. Training is teacher-forced
-  (the true upper voices); sampling draws and reconstruction decides voice by voice;
+  val note F1 0.209 -> 0.238). With `model.voice_chain` the voices are drawn jointly, in track
+  order within each step (soprano first for SATB), as BachBot serialises a step's voices
+  top-down: voice v's head also sees the sounding pitch and event of voices < v at the same step
+  (`VoiceChain`). Training is teacher-forced (the true upper voices); sampling draws and
+  reconstruction decides voice by voice;
 - polyphonic / drums: independent Bernoulli onset and sustain per cell.
 
 Decoding follows from the distribution (the most likely class / cell), never from a tuned
@@ -200,7 +200,7 @@ class MusicVAE(nn.Module):
         if self.poly_head is not None:
             nn.init.constant_(self.poly_head.bias, _ONSET_BIAS)
         self.chain = (VoiceChain(len(self.mono_tracks), p, feat, feat // 2)
-                      if getattr(model, "voice_chain", False) and len(self.mono_tracks) > 1 else None)
+                      if model.voice_chain and len(self.mono_tracks) > 1 else None)
 
     # -- the two halves
 
