@@ -25,7 +25,12 @@ import numpy as np
 
 from lpdvae.data.shards import load_split
 from lpdvae.evaluation.evalset import measure
-from lpdvae.evaluation.metrics import aggregate_metrics, musegan_per_phrase, note_prf, pairwise_note_f1
+from lpdvae.evaluation.metrics import (
+    aggregate_metrics,
+    musegan_per_phrase,
+    note_prf,
+    pairwise_note_f1,
+)
 from lpdvae.params import EvaluateParams, RepresentationParams, load_params
 
 HERE = Path(__file__).resolve().parent
