@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from lpdvae.data.codes import ONSET, SUSTAIN
+from lpdvae.data.codes import ONSET, SUSTAIN, mono_classes
 from lpdvae.evaluation.metrics import note_prf
 from lpdvae.model.vae import (
     FORMAT_VERSION,
@@ -214,27 +214,78 @@ def test_recon_nll_prefers_the_truth_after_fitting_one_batch() -> None:
 
 
 def test_sample_is_deterministic_per_seed_and_keeps_mode() -> None:
-    params = small_params(dropout=0.3)
+    params = small_params(kinds=("monophonic", "monophonic", "polyphonic"), dropout=0.3)
     vae = make_vae(params)
     vae.train()
     a, b, c = vae.sample(3, seed=1), vae.sample(3, seed=1), vae.sample(3, seed=2)
-    assert a.shape == (3, 2, 2, 16, 24) and a.dtype == torch.uint8
+    assert a.shape == (3, 3, 2, 16, 24) and a.dtype == torch.uint8
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert set(a.unique().tolist()) <= {0, 1, 2}
     assert vae.training
 
 
 def test_sample_draws_from_the_decoder_and_cools_to_its_most_likely_codes() -> None:
-    vae = make_vae(small_params()).eval()
+    vae = chained_vae()
     z = torch.randn(4, vae.latent_dim, generator=torch.Generator().manual_seed(1))
-    out = vae.decode(z)
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    sharp = tuple(o * 1e6 for o in out)  # a confident decoder: every draw is its most likely value
-    assert torch.equal(vae.draw_codes(sharp, 1.0, gen()), vae.to_codes(sharp))
-    warm = [vae.draw_codes(out, 1.0, gen()), vae.draw_codes(out, 1.0, torch.Generator().manual_seed(9))]
+    with torch.no_grad():
+        assert torch.equal(vae.draw_codes(z, 1e-6, gen()), vae.to_codes(vae.decode(z)))
+        warm = [vae.draw_codes(z, 1.0, gen()), vae.draw_codes(z, 1.0, torch.Generator().manual_seed(9))]
     assert not torch.equal(warm[0], warm[1])  # same z, different draws
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        vae.draw_codes(out, 0.0, gen())
+        vae.draw_codes(z, 0.0, gen())
+
+
+def chained_vae(kinds: tuple[str, ...] = ("monophonic", "polyphonic", "monophonic", "monophonic")) -> MusicVAE:
+    """A voice-chained model whose chain already does something (its output layer starts at
+    zero, the independent model)."""
+    params = small_params(kinds=kinds)
+    vae = make_vae(params).eval()
+    assert vae.chain is not None
+    with torch.no_grad():
+        vae.chain.out.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(3))
+    return vae
+
+
+def test_teacher_forcing_gives_the_chains_own_factorisation() -> None:
+    vae = chained_vae()
+    x = note_phrases(3, small_params(kinds=vae.kinds))
+    z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(2))
+    truth = mono_classes(x[:, vae.mono_tracks])
+    with torch.no_grad():
+        (logp, _), picked = vae.decode_in_order(z, lambda lp, v: truth[:, v])  # voice by voice
+        forced, _ = vae.decode(z, x)  # all voices at once, the upper ones the truth
+    assert torch.equal(picked, truth)
+    torch.testing.assert_close(forced, logp)
+
+
+def test_a_drawn_voice_depends_on_the_voices_above_it() -> None:
+    vae = chained_vae(("monophonic",) * 3)
+    x = note_phrases(2, small_params(kinds=vae.kinds))
+    other = x.clone()
+    other[:, 0] = note_phrases(2, small_params(kinds=vae.kinds), seed=5)[:, 0]  # a new soprano
+    z = torch.zeros(2, vae.latent_dim)
+    with torch.no_grad():
+        a, b = vae.decode(z, x)[0], vae.decode(z, other)[0]
+    assert torch.equal(a[:, 0], b[:, 0])  # the top voice sees no other
+    assert not torch.allclose(a[:, 1], b[:, 1]) and not torch.allclose(a[:, 2], b[:, 2])
+
+
+def test_an_independent_model_has_no_chain() -> None:
+    params = load_params(REPO / "params.yaml", {"model.voice_chain": False})
+    assert build_model(params).chain is None
+
+
+def test_reconstruction_decides_the_voices_in_order() -> None:
+    """Each decided voice is the most likely given the voices decided above it: deciding again
+    with those voices teacher-forced changes nothing."""
+    vae = chained_vae()
+    z = torch.randn(4, vae.latent_dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        decided = vae.to_codes(vae.decode(z))
+        assert torch.equal(vae.to_codes(vae.decode(z, decided)), decided)
+        vae.chain = None  # the same network without the chain decides otherwise
+        assert not torch.equal(vae.to_codes(vae.decode(z)), decided)
 
 
 def test_interpolate_ends_at_the_two_phrases() -> None:
@@ -258,7 +309,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json"}
     loaded = load_model(tmp_path)
     assert not loaded.training
-    assert loaded.meta["format_version"] == FORMAT_VERSION == 6
+    assert loaded.meta["format_version"] == FORMAT_VERSION == 7
     assert loaded.meta["params_digest"] == params.digest()
     assert [(t["name"], t["kind"]) for t in loaded.meta["tracks"]] == [("t0", "drums"), ("t1", "monophonic")]
     assert loaded.kinds == ("drums", "monophonic")

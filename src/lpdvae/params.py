@@ -107,6 +107,7 @@ class ModelParams:
     conductor_hidden: int
     decoder_hidden: int
     dropout: float
+    voice_chain: bool
 
 
 @dataclass(frozen=True)

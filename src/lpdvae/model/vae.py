@@ -10,7 +10,11 @@ kind needs (`tracks[].kind` in params.yaml):
 - monophonic: a categorical per step over `onset at pitch p` (P classes), hold, rest, factorised
   as an event (onset / hold / rest) times the onset's pitch. The pitch head is also trained on
   every held step (`train.hold_pitch_weight`): the pitch a voice sounds changes slowly, so dense
-  supervision teaches it faster than the onsets alone (docs/decisions.md);
+  supervision teaches it faster than the onsets alone (docs/decisions.md). With
+  `model.voice_chain` the voices are drawn jointly, in track order within each step (soprano
+  first for SATB), as BachBot serialises a step's voices top-down: voice v's head also sees the
+  sounding pitch and event of voices < v at the same step (`VoiceChain`). Training is
+  teacher-forced (the true upper voices); sampling draws and reconstruction decides voice by voice;
 - polyphonic / drums: independent Bernoulli onset and sustain per cell.
 
 Decoding follows from the distribution (the most likely class / cell), never from a tuned
@@ -22,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +42,13 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 6  # 6: conv phrase encoder and bar decoder; 5: factorised monophonic head (event x pitch)
+FORMAT_VERSION = 7  # 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
 
 Outputs = tuple[Tensor, Tensor]  # (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2])
+Pick = Callable[[Tensor, int], Tensor]  # (log-probs [N, B, S, P+2] of voice v, v) -> its classes [N, B, S]
 _EVENTS = 3  # onset, hold, rest
 
 
@@ -116,6 +122,47 @@ class BarDecoder(nn.Module):
         return self.blocks(self.inp(bar).unsqueeze(1) + skip.unsqueeze(1) + self.position)
 
 
+def sounding(classes: Tensor, n_pitches: int) -> tuple[Tensor, Tensor]:
+    """Monophonic classes `[..., B, S]` -> (the pitch sounding at each step, P where silent; its
+    event: 0 onset, 1 held, 2 silent), both long `[..., B, S]`. A hold sounds its voice's last
+    onset; a hold after a rest (or at the start) is silent, as `mono_to_codes` reads it."""
+    p = n_pitches
+    flat = classes.flatten(-2)
+    steps = torch.arange(flat.shape[-1], device=flat.device)
+    last = torch.where(flat != p, steps, -1).cummax(-1).values  # the last step that is not a hold
+    origin = flat.gather(-1, last.clamp(min=0))
+    pitch = torch.where((last >= 0) & (origin < p), origin, p)
+    event = torch.where(flat < p, 0, torch.where(pitch < p, 1, 2))
+    return pitch.view(classes.shape), event.view(classes.shape)
+
+
+class VoiceChain(nn.Module):
+    """Extra head logits `[N, V, B, S, 3 + P]` for V monophonic voices: voice v's from the decoder
+    feature of its step and the sum, over the voices u < v, of an embedding of (u, its sounding
+    pitch, its event) at that step, through one GELU layer. The output layer starts at zero, so
+    an untrained chain is the independent model; voice 0 sees no other voice."""
+
+    def __init__(self, voices: int, pitches: int, width: int, hidden: int) -> None:
+        super().__init__()
+        self.voices, self.pitches, self.hidden = voices, pitches, hidden
+        self.states = (pitches + 1) * 3  # sounding pitch or silent, x event
+        self.embed = nn.Embedding(voices * self.states, hidden)
+        self.feat = nn.Linear(width, voices * hidden)
+        self.out = nn.Parameter(torch.zeros(voices, hidden, _EVENTS + pitches))
+        self.bias = nn.Parameter(torch.zeros(voices, _EVENTS + pitches))
+
+    def forward(self, feats: Tensor, classes: Tensor) -> Tensor:
+        """`feats` `[N, B, S, F]`, `classes` `[N, V, B, S]` -> `[N, V, B, S, 3 + P]`; voice v's
+        output depends on `classes[:, :v]` only."""
+        n, v, b, s = classes.shape
+        pitch, event = sounding(classes, self.pitches)
+        voice = torch.arange(v, device=classes.device).view(1, v, 1, 1)
+        e = self.embed((voice * self.states + pitch * 3 + event).permute(0, 2, 3, 1))  # [N, B, S, V, H]
+        upper = e.cumsum(3) - e  # voices above each one (an exclusive sum)
+        h = F.gelu(self.feat(feats).view(n, b, s, v, self.hidden) + upper)
+        return torch.einsum("nbswh,whk->nwbsk", h, self.out.to(h.dtype)) + self.bias.view(1, v, 1, 1, -1)
+
+
 class MusicVAE(nn.Module):
     """Hierarchical conv-recurrent VAE; see the module docstring and docs/architecture.md."""
 
@@ -149,6 +196,8 @@ class MusicVAE(nn.Module):
         self.poly_head = nn.Linear(feat, len(self.poly_tracks) * p * 2) if self.poly_tracks else None
         if self.poly_head is not None:
             nn.init.constant_(self.poly_head.bias, _ONSET_BIAS)
+        self.chain = (VoiceChain(len(self.mono_tracks), p, feat, feat // 2)
+                      if model.voice_chain and len(self.mono_tracks) > 1 else None)
 
     # -- the two halves
 
@@ -159,28 +208,68 @@ class MusicVAE(nn.Module):
         mu, logvar = self.to_stats(self.encoder(steps)).chunk(2, dim=-1)
         return mu, logvar
 
-    def decode(self, z: Tensor) -> Outputs:
-        """`[N, latent_dim]` -> (mono log-probs `[N, Tm, B, S, P+2]`, poly logits `[N, Tp, B, S, P, 2]`)."""
+    def decode(self, z: Tensor, x: Tensor | None = None) -> Outputs:
+        """`[N, latent_dim]` -> (mono log-probs `[N, Tm, B, S, P+2]`, poly logits `[N, Tp, B, S, P, 2]`).
+
+        With the voice chain each voice's log-probs are conditioned on the voices above it: those
+        of `x` (codes, teacher forcing: what `recon_nll` of `x` needs), else the classes decided
+        voice by voice (so `to_codes` of the result is the chain's in-order decision)."""
+        feats, poly = self._features(z)
+        if self.chain is None:
+            return self._mono_log_probs(feats, None), poly
+        if x is not None:
+            return self._mono_log_probs(feats, mono_classes(x[:, self.mono_tracks])), poly
+        return self._in_order(feats, poly, lambda logp, v: mono_decision(logp))[0]
+
+    def decode_in_order(self, z: Tensor, pick: Pick) -> tuple[Outputs, Tensor]:
+        """(outputs, mono classes `[N, Tm, B, S]`): voice by voice, `pick` chooses voice v's
+        classes from its log-probs given the voices already chosen; the returned log-probs are
+        each voice's given the choices above it."""
+        return self._in_order(*self._features(z), pick)
+
+    def _in_order(self, feats: Tensor, poly: Tensor, pick: Pick) -> tuple[Outputs, Tensor]:
+        n, b, s, _ = feats.shape
+        p = self.rep.n_pitches
+        classes = torch.full((n, len(self.mono_tracks), b, s), p + 1, dtype=torch.long, device=feats.device)
+        logp = self._mono_log_probs(feats, classes)
+        for v in range(len(self.mono_tracks)):
+            if v > 0 and self.chain is not None:  # voice v's row sees classes[:, :v], now chosen
+                logp = self._mono_log_probs(feats, classes)
+            classes[:, v] = pick(logp[:, v], v)
+        return (logp, poly), classes
+
+    def _features(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-step decoder features `[N, B, S, F]` and the poly logits `[N, Tp, B, S, P, 2]`."""
         _, b, s, p = self.shape
         n = z.shape[0]
         h0 = self.z_to_conductor(z).unsqueeze(0)
         per_bar, _ = self.conductor(z.unsqueeze(1).expand(n, b, z.shape[-1]).contiguous(), h0)
         skip = self.z_skip(z).repeat_interleave(b, dim=0)
         feats = self.bar_decoder(self.bar_head(per_bar).reshape(n * b, -1), skip)  # [N*B, S, F]
-        tm, tp = len(self.mono_tracks), len(self.poly_tracks)
-        mono = (mono_log_probs(self.mono_head(feats).view(n, b, s, tm, _EVENTS + p).permute(0, 3, 1, 2, 4))
-                if self.mono_head is not None else z.new_zeros(n, 0, b, s, p + 2))
+        tp = len(self.poly_tracks)
         poly = (self.poly_head(feats).view(n, b, s, tp, p, 2).permute(0, 3, 1, 2, 4, 5)
                 if self.poly_head is not None else z.new_zeros(n, 0, b, s, p, 2))
-        return mono, poly
+        return feats.view(n, b, s, -1), poly
+
+    def _mono_log_probs(self, feats: Tensor, classes: Tensor | None) -> Tensor:
+        """`[N, Tm, B, S, P+2]` log-probs of the monophonic tracks; with the chain, voice v's
+        given `classes[:, :v]`."""
+        n, b, s, _ = feats.shape
+        p, tm = self.rep.n_pitches, len(self.mono_tracks)
+        if self.mono_head is None:
+            return feats.new_zeros(n, 0, b, s, p + 2)
+        raw = self.mono_head(feats).view(n, b, s, tm, _EVENTS + p).permute(0, 3, 1, 2, 4)
+        if self.chain is not None and classes is not None:
+            raw = raw + self.chain(feats, classes)
+        return mono_log_probs(raw)
 
     def forward(self, x: Tensor, eps: Tensor | None = None) -> tuple[Outputs, Tensor, Tensor]:
-        """(outputs, mu, logvar); z = mu + sigma * eps, with eps ~ N(0, I) unless given."""
+        """(outputs teacher-forced on `x`, mu, logvar); z = mu + sigma * eps, eps ~ N(0, I) unless given."""
         mu, logvar = self.encode(x)
         if eps is None:
             eps = torch.randn_like(mu)
         z = mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)
-        return self.decode(z), mu, logvar
+        return self.decode(z, x), mu, logvar
 
     # -- the distribution
 
@@ -223,14 +312,19 @@ class MusicVAE(nn.Module):
             mu, _ = self.encode(x.to(self._device()))
             return self.to_codes(self.decode(mu))
 
-    def draw_codes(self, out: Outputs, temperature: float, gen: torch.Generator) -> Tensor:
-        """Codes `[N, T, B, S, P]` drawn from the decoder's distribution with its logits divided
-        by `temperature` (MusicVAE's sampling temperature; towards 0 it becomes `to_codes`)."""
+    def draw_codes(self, z: Tensor, temperature: float, gen: torch.Generator) -> Tensor:
+        """Codes `[N, T, B, S, P]` drawn from the decoder's distribution given z `[N, latent_dim]`
+        with its logits divided by `temperature` (MusicVAE's sampling temperature; towards 0 it
+        becomes `to_codes`), the monophonic voices one after another (the chain's order)."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        mono, poly = (o.detach().float().cpu() for o in out)
-        classes = mono_draw(mono, temperature, gen) if self.mono_tracks else mono[..., 0].long()
-        return self._codes(classes, torch.rand(poly.shape, generator=gen) < torch.sigmoid(poly / temperature))
+
+        def pick(logp: Tensor, v: int) -> Tensor:  # drawn on the CPU: one generator on any device
+            return mono_draw(logp.detach().float().cpu(), temperature, gen).to(logp.device)
+
+        (_, poly), classes = self.decode_in_order(z, pick)
+        poly = poly.detach().float().cpu()
+        return self._codes(classes.cpu(), torch.rand(poly.shape, generator=gen) < torch.sigmoid(poly / temperature))
 
     @torch.no_grad()
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> Tensor:
@@ -241,7 +335,7 @@ class MusicVAE(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.latent_dim, generator=gen)
         with _eval_mode(self):
-            return self.draw_codes(self.decode(z.to(self._device())), temperature, gen)
+            return self.draw_codes(z.to(self._device()), temperature, gen)
 
     @torch.no_grad()
     def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:

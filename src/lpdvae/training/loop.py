@@ -299,7 +299,7 @@ class Trainer:
             with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 mu, logvar = self.model.encode(x)
                 z = mu + torch.exp(0.5 * logvar) * eps_all[idx].to(env.device, mu.dtype)
-                decoded = self.model.decode(z)
+                decoded = self.model.decode(z, x)  # teacher-forced: the likelihood of x
             mu, logvar = mu.float(), logvar.float()
             kl = kl_per_sample_dim(mu, logvar)
             sums[0] += len(x)
