@@ -165,7 +165,9 @@ def statistics_metrics(vae: MusicVAE, test: np.ndarray, chosen: Choices, weights
          for k, v in aggregate_metrics(per).items()}
     gen_weights = resample_weights(np.arange(len(chosen.measured.generated)), len(weights), ev.seed + 1)
     for stat in sorted({k.split("/")[0] for k in reference}):
-        gen, ref = m.get(f"generated.{stat}"), m[f"reference.{stat}"]
+        gen, ref = m.get(f"generated.{stat}"), m.get(f"reference.{stat}")
+        if ref is None:
+            continue  # undefined on this data (e.g. no step where two voices both move): not gated
         values = [v for per in (generated, reference) for k, v in per.items() if k.split("/")[0] == stat]
         finite = np.concatenate([v[np.isfinite(v)] for v in values])
         m[f"constant.{stat}"] = float(finite.size > 0 and bool(np.all(finite == finite[0])))
