@@ -184,7 +184,7 @@ def test_set_without_an_equals_sign_is_a_params_error():
        ("model.conv_channels=[8, 0]", r"model.conv_channels: every layer needs > 0 channels")]
       if "conv_channels" in project_params()["model"] else []),  # only while the encoder has convs
     *[(f"model.{key}=0", rf"model.{key}: must be > 0") for key in project_params()["model"]
-      if key not in ("conv_channels", "dropout", "step_embedding")],
+      if key not in ("conv_channels", "dropout", "step_embedding", "voice_chain")],  # voice_chain: a bool
     ("model.step_embedding=1", r"model.step_embedding: must be >= 2 \(the encoder halves it"),
     ("train.warmup_steps=-5", r"train.warmup_steps: must be >= 0, got -5"),
     ("tensorize.train_fraction=-1", r"tensorize.train_fraction: must be in \(0, 1\), got -1"),
