@@ -25,8 +25,8 @@ import numpy as np
 
 from lpdvae.evaluation.evalset import PerPhrase
 from lpdvae.evaluation.metrics import aggregate_metrics, f1_from_counts
-from lpdvae.params import RegisterParams
 from lpdvae.evaluation.significance import Interval, paired_bootstrap
+from lpdvae.params import RegisterParams
 from lpdvae.registry.tracking import MAX_TAG_CHARS
 
 PROMOTED = "promoted"
