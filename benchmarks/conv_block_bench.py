@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.train_bench import make_tensors
+from lpdvae.data.shards import load_split
 from lpdvae.io import atomic_write_json
 from lpdvae.model.vae import ResidualConv, build_model, vae_loss
 from lpdvae.params import load_params
-from lpdvae.data.shards import load_split
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "conv_block.json"

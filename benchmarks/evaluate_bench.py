@@ -49,8 +49,8 @@ def phrases(n: int, seed: int = 0) -> np.ndarray:
 def child(n_phrases: int) -> dict[str, float]:
     """Time both parts in this process (the source tree is whatever PYTHONPATH gives)."""
     from lpdvae.evaluation.metrics import musegan_per_phrase
-    from lpdvae.params import RepresentationParams, load_params
     from lpdvae.evaluation.samples_page import write_page
+    from lpdvae.params import RepresentationParams, load_params
 
     rep = RepresentationParams(source_resolution=24, beat_resolution=4, beats_per_bar=4, lowest_pitch=24,
                                n_pitches=84, n_bars=4)

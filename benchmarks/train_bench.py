@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from lpdvae.data.shards import SPLITS, PhraseDataset, ShardWriter, write_index
 from lpdvae.io import atomic_write_json
 from lpdvae.params import Params, load_params
-from lpdvae.data.shards import SPLITS, PhraseDataset, ShardWriter, write_index
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

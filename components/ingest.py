@@ -16,8 +16,8 @@ def ingest_op(params_json: str, refresh_key: str, raw: Output[Dataset]):
     from pathlib import Path
 
     from components.runtime import step_params
-    from lpdvae.io import read_jsonl
     from lpdvae.data.redact import redact_uri
+    from lpdvae.io import read_jsonl
     from lpdvae.steps.ingest import ingest
 
     params = step_params(params_json)

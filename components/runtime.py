@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lpdvae.params import Params, params_from_dict
 from lpdvae.data.redact import redact_uri
+from lpdvae.params import Params, params_from_dict
 
 
 def step_params(params_json: str) -> Params:

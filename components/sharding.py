@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from lpdvae.data.shards import SONG_ORDER, SPLITS, ShardWriter, open_shard, read_index, write_index
+from lpdvae.data.splits import assign_splits, song_groups, split_report
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_jsonl, read_jsonl
 from lpdvae.params import Params
-from lpdvae.data.shards import SONG_ORDER, SPLITS, ShardWriter, open_shard, read_index, write_index
-from lpdvae.data.splits import assign_splits, song_groups, split_report
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset
     from pathlib import Path
 
     from components.runtime import step_params
-    from lpdvae.validation.drift_reference import champion_reference
     from lpdvae.evaluation.sandbox_page import sandbox_page
     from lpdvae.steps.validate import validate
+    from lpdvae.validation.drift_reference import champion_reference
 
     params = step_params(params_json)
     out = Path(validated.path)

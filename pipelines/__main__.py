@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lpdvae.registry.lineage import git_revision
 from lpdvae.params import Params, ParamsError, load_params, parse_override
+from lpdvae.registry.lineage import git_revision
 
 log = logging.getLogger("pipelines")
 WEEKLY = "0 0 3 * * 1"  # KFP cron (seconds first): Mondays 03:00

@@ -14,10 +14,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
+from lpdvae.data.shards import ShardWriter, write_index
 from lpdvae.io import atomic_write_json
 from lpdvae.model.vae import build_model, save_model
 from lpdvae.params import Params
-from lpdvae.data.shards import ShardWriter, write_index
 from lpdvae.registry.tracking import setup_mlflow, tracking_uri
 from tests.project import small_model_dotted
 

@@ -10,13 +10,13 @@ import uuid
 import pytest
 import yaml
 
-from lpdvae.registry.audit import lineage, versions_for_dataset
 from lpdvae.cli import main
 from lpdvae.errors import RegistryError
-from lpdvae.registry.lineage import dvc_hash, git_revision
-from lpdvae.registry.lineage import lineage as lineage_tags
 from lpdvae.params import params_from_dict
 from lpdvae.registry.aliases import client
+from lpdvae.registry.audit import lineage, versions_for_dataset
+from lpdvae.registry.lineage import dvc_hash, git_revision
+from lpdvae.registry.lineage import lineage as lineage_tags
 from lpdvae.steps.register import register
 from tests.conftest import BIN, REPO
 from tests.evalkit import make_model, make_tensors, write_eval

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lpdvae.validation import drift
 from lpdvae.errors import DataError
 from lpdvae.params import DriftParams
+from lpdvae.validation import drift
 
 PARAMS = DriftParams(p_value=0.01, min_distance=0.25, threshold=0.2, stop_on_drift=True)
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import mido
 import pytest
 
+from lpdvae.commands.run import run_all
 from lpdvae.data.demo import render_demo_corpus
-from lpdvae.validation.drift_reference import Reference, champion_reference
 from lpdvae.errors import DataError
 from lpdvae.layout import Layout
-from lpdvae.registry.lineage import dvc_hash
 from lpdvae.params import load_params
-from lpdvae.commands.run import run_all
+from lpdvae.registry.lineage import dvc_hash
 from lpdvae.steps.ingest import ingest
 from lpdvae.steps.register import register
 from lpdvae.steps.validate import validate
+from lpdvae.validation.drift_reference import Reference, champion_reference
 from tests.conftest import BIN
 from tests.evalkit import REPO, TINY, make_model, make_tensors, on_server, write_eval
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from lpdvae.data.shards import load_split
 from lpdvae.errors import DataError, LpdvaeError
 from lpdvae.evaluation.baselines import BASELINES
 from lpdvae.evaluation.gate import bless
 from lpdvae.evaluation.metrics import fit_cell_baseline, note_prf
 from lpdvae.registry.aliases import client
-from lpdvae.data.shards import load_split
 from lpdvae.steps.evaluate import COPY_PHRASES, METRIC_PHRASES, evaluate
 from tests.evalkit import REPO, make_model, make_tensors, random_codes, tiny_params, write_splits
 

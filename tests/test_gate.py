@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from lpdvae.data.codes import ONSET, SUSTAIN
+from lpdvae.data.shards import ShardWriter, write_index
 from lpdvae.evaluation.baselines import BASELINES
-from lpdvae.evaluation.gate import allowed_gap, bless, closest_temperature, statistic_reasons
 from lpdvae.evaluation.copy_check import copy_check
+from lpdvae.evaluation.gate import allowed_gap, bless, closest_temperature, statistic_reasons
 from lpdvae.model.vae import build_model, save_model, vae_loss
 from lpdvae.params import EvaluateParams, Params, load_params
-from lpdvae.data.shards import ShardWriter, write_index
 from lpdvae.steps.evaluate import evaluate
 from tests.project import small_model_dotted
 

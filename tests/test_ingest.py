@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from lpdvae.data.redact import redact_uri
+from lpdvae.data.sources import s3 as s3_source
 from lpdvae.errors import DataError
 from lpdvae.io import read_jsonl
 from lpdvae.params import Params, load_params
-from lpdvae.data.redact import redact_uri
-from lpdvae.data.sources import s3 as s3_source
 from lpdvae.steps import ingest as ingest_mod
 from lpdvae.steps.ingest import ingest
 

@@ -13,13 +13,13 @@ import numpy as np
 import pypianoroll
 import pytest
 
-from lpdvae.io import atomic_write_jsonl, read_jsonl
 from lpdvae.data.music.grid import ONSET, SUSTAIN, multitrack_roll, npz_roll, song_roll
 from lpdvae.data.music.load import read_song
 from lpdvae.data.music.midi import symusic_pretty_midi
 from lpdvae.data.music.phrases import cut_phrases, song_phrases
 from lpdvae.data.music.song import SongError, song_format
 from lpdvae.data.music.tracks import assign_track, track_assignment, track_routing
+from lpdvae.io import atomic_write_jsonl, read_jsonl
 from lpdvae.params import TrackSpec
 from tests import songkit
 

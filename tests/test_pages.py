@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 
 from lpdvae.data import roll
-from lpdvae.params import load_params
 from lpdvae.evaluation.samples_page import write_page
 from lpdvae.evaluation.sandbox_page import BUDGET, PREVIEW_RATE, audio_preview, sandbox_page
+from lpdvae.params import load_params
 from lpdvae.steps.validate import validate
 from tests import songkit
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lpdvae.data.shards import load_split
 from lpdvae.evaluation.evalset import PerPhrase, read_per_phrase, write_per_phrase
 from lpdvae.evaluation.metrics import musegan_per_phrase, note_counts
 from lpdvae.params import RegisterParams, RepresentationParams
-from lpdvae.registry.promotion import compare, decide
 from lpdvae.registry.aliases import CHAMPION, alias_version, client
-from lpdvae.data.shards import load_split
+from lpdvae.registry.promotion import compare, decide
 from lpdvae.steps.evaluate import evaluate
 from lpdvae.steps.register import register
 from tests.evalkit import make_model, make_tensors, tiny_params

@@ -16,8 +16,8 @@ import pytest
 
 from lpdvae.data import roll
 from lpdvae.data.codes import ONSET, SUSTAIN
-from lpdvae.params import RepresentationParams, TrackSpec
 from lpdvae.data.roll import midi_bytes, phrase_notes, plot_png, render_wav, write_midi
+from lpdvae.params import RepresentationParams, TrackSpec
 
 REP = RepresentationParams(source_resolution=4, beat_resolution=4, beats_per_bar=4, lowest_pitch=36,
                            n_pitches=48, n_bars=2)

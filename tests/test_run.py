@@ -10,8 +10,8 @@ import yaml
 
 from lpdvae.cli import main
 from lpdvae.io import read_jsonl, sha256_file
-from lpdvae.registry.lineage import dvc_hash
 from lpdvae.params import Params, load_params
+from lpdvae.registry.lineage import dvc_hash
 from tests.project import REPO, TINY, deep_merge
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from lpdvae.errors import DataError
 from lpdvae.data.shards import (
     PhraseDataset,
     ShardWriter,
@@ -17,6 +16,7 @@ from lpdvae.data.shards import (
     unpack,
     write_index,
 )
+from lpdvae.errors import DataError
 
 SHAPE = (2, 4, 48, 84)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lpdvae.registry.significance import paired_bootstrap
+from lpdvae.evaluation.significance import paired_bootstrap
 
 
 def mean_difference(a: np.ndarray, b: np.ndarray):

@@ -12,11 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lpdvae.data.music.phrases import song_phrases
+from lpdvae.data.shards import (
+    SPLITS,
+    PhraseDataset,
+    load_split,
+    packed_width,
+    phrase_songs,
+    read_index,
+)
+from lpdvae.data.splits import assign_splits, split_report
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_write_jsonl, read_jsonl
-from lpdvae.data.music.phrases import song_phrases
-from lpdvae.data.shards import SPLITS, PhraseDataset, load_split, packed_width, phrase_songs, read_index
-from lpdvae.data.splits import assign_splits, split_report
 from lpdvae.steps.tensorize import split_of, tensor_params_digest, tensorize
 from tests import songkit
 

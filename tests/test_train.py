@@ -20,12 +20,12 @@ import pytest
 import torch
 import yaml
 
-from lpdvae.registry import lineage
+from lpdvae.data.shards import ShardWriter, write_index
 from lpdvae.errors import LpdvaeError
 from lpdvae.io import read_csv
 from lpdvae.model.vae import load_model
 from lpdvae.params import Params, load_params
-from lpdvae.data.shards import ShardWriter, write_index
+from lpdvae.registry import lineage
 from lpdvae.steps.train import TrainResult, launch, train
 from lpdvae.training.checkpoints import checkpoint_dir
 from lpdvae.training.outputs import HISTORY_FILE

@@ -11,16 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lpdvae.validation import song_stats
 from lpdvae.commands import tensorize as tensorize_cli
 from lpdvae.commands import validate as validate_cli
+from lpdvae.data.music.midi import MIDI_PARSER
+from lpdvae.data.shards import load_split
 from lpdvae.errors import DataError, LpdvaeError, ValidationFailed
 from lpdvae.io import read_jsonl
 from lpdvae.registry.lineage import dvc_hash
-from lpdvae.data.music.midi import MIDI_PARSER
-from lpdvae.data.shards import load_split
 from lpdvae.steps.tensorize import tensorize
 from lpdvae.steps.validate import EXCLUSIONS, default_docs_dir, validate
+from lpdvae.validation import song_stats
 from tests import songkit
 
 

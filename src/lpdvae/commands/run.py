@@ -15,9 +15,9 @@ import json
 import logging
 from pathlib import Path
 
+from lpdvae.data.redact import redact_uri
 from lpdvae.layout import Layout
 from lpdvae.params import Params
-from lpdvae.data.redact import redact_uri
 from lpdvae.registry.tracking import pinned_store, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,14 @@ log = logging.getLogger(__name__)
 def run_all(params: Params, layout: Layout, source: str | None = None, run_id: str = "local") -> dict:
     """Run ingest → register under `layout.root` (MLflow store included); returns the register
     step's record. `run_id` is tagged as the model's `lpdvae.pipeline_run_id`."""
-    from lpdvae.validation.drift_reference import champion_reference
     from lpdvae.registry.lineage import git_revision, lineage
     from lpdvae.steps.evaluate import evaluate
     from lpdvae.steps.ingest import ingest
     from lpdvae.steps.register import register
     from lpdvae.steps.tensorize import tensorize
-    from lpdvae.steps.validate import validate
     from lpdvae.steps.train import launch
+    from lpdvae.steps.validate import validate
+    from lpdvae.validation.drift_reference import champion_reference
 
     def register_step() -> object:
         tags = lineage(layout.raw, layout.validated, layout.tensors, git_revision=git_revision(Path.cwd()),

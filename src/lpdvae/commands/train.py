@@ -13,8 +13,8 @@ from lpdvae.params import Params
 
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:
-    from lpdvae.training.distributed import under_torchrun
     from lpdvae.steps.train import launch
+    from lpdvae.training.distributed import under_torchrun
 
     if args.nproc is not None:
         if args.nproc < 1:

@@ -10,8 +10,8 @@ from lpdvae.params import Params
 
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:
-    from lpdvae.validation.drift_reference import champion_reference
     from lpdvae.steps.validate import validate
+    from lpdvae.validation.drift_reference import champion_reference
 
     reference = champion_reference(params) if args.drift == "champion" else None
     r = validate(Path(args.raw), Path(args.out), params, Path(args.docs) if args.docs else None, reference)

@@ -32,8 +32,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lpdvae.data import smf
-from lpdvae.io import atomic_write_bytes
 from lpdvae.data.musicxml import LeanPart, Unsupported, read_mxl
+from lpdvae.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

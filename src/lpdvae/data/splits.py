@@ -22,9 +22,9 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from lpdvae.data.shards import SPLITS
 from lpdvae.errors import DataError
 from lpdvae.params import Params
-from lpdvae.data.shards import SPLITS
 
 
 def unit(key: str, split_seed: str) -> float:

@@ -14,20 +14,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lpdvae.data.shards import load_split, read_index
 from lpdvae.errors import DataError
 from lpdvae.evaluation.gate import closest_temperature
-from lpdvae.io import atomic_write_bytes, atomic_write_json
 from lpdvae.evaluation.metrics import aggregate_metrics, musegan_per_phrase, note_counts
 from lpdvae.evaluation.voices import is_voice_set, voice_per_phrase, voice_ranges
+from lpdvae.io import atomic_write_bytes, atomic_write_json
 from lpdvae.params import EvaluateParams, RepresentationParams
-from lpdvae.data.shards import load_split, read_index
 
 if TYPE_CHECKING:  # torch is imported where a model runs: register's first run needs neither
     from lpdvae.model.vae import MusicVAE

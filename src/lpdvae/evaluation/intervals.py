@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from lpdvae.registry.significance import Interval
+from lpdvae.evaluation.significance import Interval
 
 
 def group_index(songs: np.ndarray | None, n: int) -> np.ndarray:

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from lpdvae.data.roll import plot_png, render_wav, write_midi
 from lpdvae.evaluation.baselines import BASELINES
 from lpdvae.io import atomic_write_text
 from lpdvae.params import EvaluateParams, RepresentationParams
-from lpdvae.data.roll import plot_png, render_wav, write_midi
 
 SIDES = ("generated", "reference")
 AUDIO_WORKERS = 2  # fluidsynth renders in flight while the PNGs are drawn (one core each)

@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from lpdvae.data.redact import redact_uri
 from lpdvae.errors import RegistryError
 from lpdvae.layout import Layout
 from lpdvae.params import Params
-from lpdvae.data.redact import redact_uri
 from lpdvae.registry.aliases import client
 
 LAYOUT = Layout(Path("."))  # restore commands run at the repository root

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from lpdvae.data.redact import redact_uri
 from lpdvae.errors import DataError
 from lpdvae.io import read_jsonl, sha256_file
-from lpdvae.data.redact import redact_uri
 
 
 def dvc_hash(path: str | Path) -> str:

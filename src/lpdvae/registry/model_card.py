@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lpdvae.data.redact import redact_uri
 from lpdvae.evaluation.baselines import BASELINES
 from lpdvae.evaluation.gate import allowed_gap, statistic_reasons
 from lpdvae.io import atomic_write_text
 from lpdvae.params import EvaluateParams
-from lpdvae.data.redact import redact_uri
 
 CARD_MD = "model_card.md"
 CARD_HTML = "model_card.html"

@@ -1,7 +1,7 @@
 """May a blessed challenger replace the champion? Only when the difference is not noise.
 
 Both models were measured on the same frozen evaluation set (`lpdvae.evaluation.evalset`). A seeded paired
-bootstrap (`lpdvae.registry.significance`) gives the interval of challenger − champion for reconstruction
+bootstrap (`lpdvae.evaluation.significance`) gives the interval of challenger − champion for reconstruction
 note F1 (micro F1 over the resampled evaluation-set (validation) phrases) and, for each gated statistic, for its
 distance to the data |generated − reference| (generated phrases and validation phrases resampled;
 lower is better). The rule:
@@ -25,8 +25,8 @@ import numpy as np
 
 from lpdvae.evaluation.evalset import PerPhrase
 from lpdvae.evaluation.metrics import aggregate_metrics, f1_from_counts
+from lpdvae.evaluation.significance import Interval, paired_bootstrap
 from lpdvae.params import RegisterParams
-from lpdvae.registry.significance import Interval, paired_bootstrap
 from lpdvae.registry.tracking import MAX_TAG_CHARS
 
 PROMOTED = "promoted"

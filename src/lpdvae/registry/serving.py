@@ -42,8 +42,8 @@ class MusicGenerator(mlflow.pyfunc.PythonModel):
 
     def generate(self, n: int, seed: int, temperature: float) -> list[dict[str, Any]]:
         """`n` phrases for one request: seed, index, note codes and base64 MIDI each."""
-        from lpdvae.params import RepresentationParams
         from lpdvae.data.roll import midi_bytes
+        from lpdvae.params import RepresentationParams
 
         meta = self.vae.meta
         rep = RepresentationParams(**meta["representation"])

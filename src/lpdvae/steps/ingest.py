@@ -23,13 +23,13 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from lpdvae.data.redact import redact_uri
+from lpdvae.data.sources import Entry, Skipped, open_source
+from lpdvae.data.sources.base import ingest_format, printable
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_jsonl, sha256_file
 from lpdvae.layout import CWD
 from lpdvae.params import Params
-from lpdvae.data.redact import redact_uri
-from lpdvae.data.sources import Entry, Skipped, open_source
-from lpdvae.data.sources.base import ingest_format, printable
 
 log = logging.getLogger(__name__)
 

@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lpdvae.registry import promotion
-from lpdvae.registry.drift_log import TAG_VERDICT, log_drift
+from lpdvae.data.shards import read_index
 from lpdvae.errors import LpdvaeError
 from lpdvae.evaluation.evalset import PerPhrase, measure, read_per_phrase, tensor_set_id
 from lpdvae.io import atomic_dir, atomic_write_json, atomic_write_text
-from lpdvae.registry.model_card import CARD_MD, CardInputs, write_card
 from lpdvae.params import Params
+from lpdvae.registry import promotion
 from lpdvae.registry.aliases import CHALLENGER, CHAMPION, alias_version, record_alias, set_champion
+from lpdvae.registry.drift_log import TAG_VERDICT, log_drift
+from lpdvae.registry.model_card import CARD_MD, CardInputs, write_card
 from lpdvae.registry.run_report import render_summary
 from lpdvae.registry.tracking import MAX_TAG_CHARS, blessing_tags
-from lpdvae.data.shards import read_index
 
 log = logging.getLogger(__name__)
 TAGGED_METRICS = ("recon_note_f1", "recon_note_precision", "recon_note_recall", "recon_frame_f1",
@@ -171,7 +171,13 @@ def _log_and_register(ev: _Evaluated, model_dir: Path, name: str, validated: Pat
     as a new version of `name` with `ev.tags`; returns (the ModelVersion, the logged model's URI)."""
     import mlflow
 
-    from lpdvae.registry.serving import ARTIFACT, MusicGenerator, code_paths, pip_requirements, signature
+    from lpdvae.registry.serving import (
+        ARTIFACT,
+        MusicGenerator,
+        code_paths,
+        pip_requirements,
+        signature,
+    )
 
     temperature = float(ev.blessing.get("temperature", 1.0))
     example, sig = signature(temperature)

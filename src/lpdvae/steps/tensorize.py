@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lpdvae.errors import DataError
-from lpdvae.io import atomic_dir, read_jsonl
 from lpdvae.data.music.phrases import song_phrases
 from lpdvae.data.music.song import SongError, song_format
-from lpdvae.params import Params
 from lpdvae.data.pool import map_songs, worker_state
 from lpdvae.data.shards import SONG_ORDER, SPLITS, ShardWriter, pack, write_index
 from lpdvae.data.splits import assign_splits, song_groups, split_of, split_report
+from lpdvae.errors import DataError
+from lpdvae.io import atomic_dir, read_jsonl
+from lpdvae.params import Params
 
 __all__ = ["TensorizeResult", "accepted_songs", "split_of", "tensor_params_digest", "tensorize"]
 

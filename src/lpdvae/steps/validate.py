@@ -37,8 +37,6 @@ from typing import Any
 
 import pandas as pd
 
-from lpdvae.validation import drift
-from lpdvae.validation.drift_reference import Reference, accepted_rows
 from lpdvae.errors import DataError, LpdvaeError, ValidationFailed
 from lpdvae.io import (
     atomic_dir,
@@ -48,7 +46,14 @@ from lpdvae.io import (
     read_jsonl,
 )
 from lpdvae.params import Params
-from lpdvae.validation.song_stats import collect_stats, printable_path, track_summary, track_warnings
+from lpdvae.validation import drift
+from lpdvae.validation.drift_reference import Reference, accepted_rows
+from lpdvae.validation.song_stats import (
+    collect_stats,
+    printable_path,
+    track_summary,
+    track_warnings,
+)
 from lpdvae.validation.song_suite import run_suite
 from lpdvae.validation.tune_groups import SongContent, duplicates, song_groups
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lpdvae.data.codes import transpose
+from lpdvae.data.shards import PhraseDataset
 from lpdvae.errors import DataError, LpdvaeError
 from lpdvae.io import atomic_dir, atomic_write_csv, atomic_write_json
 from lpdvae.model.vae import (
@@ -37,9 +38,14 @@ from lpdvae.model.vae import (
     vae_loss,
 )
 from lpdvae.params import Params
-from lpdvae.data.shards import PhraseDataset
 from lpdvae.training import checkpoints as ckpts
-from lpdvae.training.distributed import DistEnv, all_reduce_sum, gather_objects, init_distributed, shutdown
+from lpdvae.training.distributed import (
+    DistEnv,
+    all_reduce_sum,
+    gather_objects,
+    init_distributed,
+    shutdown,
+)
 from lpdvae.training.outputs import (
     EPOCH_COLUMNS,
     EPOCHS_FILE,

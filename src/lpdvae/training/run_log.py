@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lpdvae.registry import lineage
-from lpdvae.params import Params
 from lpdvae.data.redact import redact_uri
+from lpdvae.params import Params
+from lpdvae.registry import lineage
 
 log = logging.getLogger(__name__)
 

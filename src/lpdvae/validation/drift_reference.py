@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from lpdvae.registry.drift_log import ARTIFACT_DIR
 from lpdvae.io import read_jsonl
 from lpdvae.params import Params
+from lpdvae.registry.drift_log import ARTIFACT_DIR
 
 log = logging.getLogger(__name__)
 TAG = "lpdvae.dvc.validated"

@@ -22,8 +22,8 @@ from lpdvae.data.music.midi import sequence_name
 from lpdvae.data.music.phrases import bar_activity, cut_phrases
 from lpdvae.data.music.song import Song, SongError, song_format
 from lpdvae.data.music.tracks import track_assignment, track_routing
-from lpdvae.params import Params
 from lpdvae.data.pool import map_songs, worker_state
+from lpdvae.params import Params
 from lpdvae.validation.tune_groups import SongContent, note_keys, top_line
 
 log = logging.getLogger(__name__)

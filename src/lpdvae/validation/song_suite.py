@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lpdvae.validation import suite_page
 from lpdvae.params import Params
+from lpdvae.validation import suite_page
 
 
 @dataclass(frozen=True)

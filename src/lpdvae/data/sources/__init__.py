@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lpdvae.errors import DataError
-from lpdvae.params import Params
 from lpdvae.data.redact import redact_uri
 from lpdvae.data.sources.base import ARCHIVE_SUFFIXES, Entry, Skipped, cache_dir
+from lpdvae.errors import DataError
+from lpdvae.params import Params
 
 
 @contextlib.contextmanager

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from lpdvae.data.sources.base import Entry, Skipped, copy_capped, ingest_format, printable, safe_rel
 from lpdvae.errors import DataError
 from lpdvae.params import Params
-from lpdvae.data.sources.base import Entry, Skipped, copy_capped, ingest_format, printable, safe_rel
 
 ARCHIVE_READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)
 SKIP_REASONS = {"symlink": "symbolic link member: not followed", "hardlink": "hard link member: not followed",

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from lpdvae.errors import DataError
-from lpdvae.params import Params
 from lpdvae.data.sources.base import Entry, Skipped, cache_dir
 from lpdvae.data.sources.folder import local_entries
+from lpdvae.errors import DataError
+from lpdvae.params import Params
 
 
 def demo_song_count(uri: str) -> int | None:

@@ -9,9 +9,9 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from lpdvae.data.sources.base import LINK_REASON, Entry, Skipped, copy_capped
 from lpdvae.errors import DataError
 from lpdvae.io import sha256_file
-from lpdvae.data.sources.base import LINK_REASON, Entry, Skipped, copy_capped
 
 
 def _walk(root: Path) -> Iterator[Path]:

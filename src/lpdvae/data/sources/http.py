@@ -14,10 +14,10 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from lpdvae.errors import DataError
-from lpdvae.io import CHUNK, sha256_file
 from lpdvae.data.redact import redact_uri
 from lpdvae.data.sources.base import ARCHIVE_SUFFIXES
+from lpdvae.errors import DataError
+from lpdvae.io import CHUNK, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lpdvae.data.redact import redact_uri
+from lpdvae.data.sources.base import Entry, Skipped, cache_dir, copy_capped, safe_rel
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_write_json
 from lpdvae.params import Params
-from lpdvae.data.redact import redact_uri
-from lpdvae.data.sources.base import Entry, Skipped, cache_dir, copy_capped, safe_rel
 
 S3_PAGE_SIZE = 1000  # keys per ListObjectsV2 page (the S3 maximum)
 S3_MAX_ATTEMPTS = 5  # botocore "standard" retries: throttling, 5xx, connection errors
