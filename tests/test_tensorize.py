@@ -18,6 +18,7 @@ from lpdvae.data.shards import (
     PhraseDataset,
     load_split,
     packed_width,
+    phrase_groups,
     phrase_songs,
     read_index,
 )
@@ -67,6 +68,22 @@ def test_each_phrase_is_mapped_to_the_song_it_was_cut_from(corpus):
         want = [r["song_id"] for r in sorted(rows, key=lambda r: r["path"]) if splits[r["song_id"]] == split
                 for _ in range(len(song_phrases(raw / r["path"], params)))]
         assert list(phrase_songs(root / "tensors", split)) == want, split
+
+
+def test_phrases_of_songs_sharing_a_tune_map_to_one_resampling_group(tmp_path):
+    raw, validated = tmp_path / "raw", tmp_path / "validated"
+    songkit.good_corpus(raw, n_midi=2, n_npz=4)
+    rows = accept_all(raw, validated)
+    for row in rows[:3]:  # three harmonizations of one tune
+        row["group"] = "title:one tune"
+    atomic_write_jsonl(validated / "accepted.jsonl", rows)
+    tensorize(raw, validated, tmp_path / "tensors", songkit.params())
+    split = read_index(tmp_path / "tensors")["songs"][rows[0]["song_id"]]["split"]
+    songs, groups = phrase_songs(tmp_path / "tensors", split), phrase_groups(tmp_path / "tensors", split)
+    tune = {r["song_id"] for r in rows[:3]}
+    assert len(set(songs[np.isin(songs, list(tune))])) == 3  # three songs ...
+    assert set(groups[np.isin(songs, list(tune))]) == {"title:one tune"}  # ... one group to resample
+    assert all(g == s for s, g in zip(songs, groups) if s not in tune)  # a song alone is its own group
 
 
 def test_index_contract(corpus):

@@ -165,6 +165,17 @@ def phrase_songs(tensor_dir: str | Path, split: str, limit: int | None = None) -
     return ids[:limit] if limit is not None else ids
 
 
+def phrase_groups(tensor_dir: str | Path, split: str, limit: int | None = None) -> np.ndarray | None:
+    """`phrase_songs` with each song replaced by its tune group (index.json's `group`; the song
+    itself when it has none): songs of one tune are not independent samples, so intervals
+    resample groups."""
+    songs = phrase_songs(tensor_dir, split, limit)
+    if songs is None:
+        return None
+    meta = read_index(tensor_dir).get("songs", {})
+    return np.array([meta.get(s, {}).get("group") or s for s in songs], dtype=object)
+
+
 class PhraseDataset:
     """torch Dataset of uint8 code phrases `[T, B, S, P]` read lazily from memory-mapped shards."""
 

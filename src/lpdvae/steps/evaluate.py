@@ -6,7 +6,8 @@ the blessing tags and that folder into it.
 Everything chosen is chosen without the test split (`choose`: the sampling temperature, the
 average-cell threshold, the voice ranges and the copy check's calibration read validation and
 training phrases only). On the test split it then reports, each with a song-bootstrap interval
-(`lpdvae.evaluation.intervals`): reconstruction note F1 (overall and per track) beside every
+(`lpdvae.evaluation.intervals`; the songs of one tune resampled together, `phrase_groups`):
+reconstruction note F1 (overall and per track) beside every
 baseline of `lpdvae.evaluation.baselines` and the paired interval of the difference, the
 statistics of generated phrases beside the data's, diversity, the calibrated copy check, KL in
 nats and bits and active units. The gate (`lpdvae.evaluation.gate`) turns these into the
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lpdvae.data.shards import load_split, phrase_songs
+from lpdvae.data.shards import load_split, phrase_groups
 from lpdvae.errors import DataError, LpdvaeError
 from lpdvae.evaluation.baselines import baseline_counts, information_bits
 from lpdvae.evaluation.copy_check import copy_check
@@ -110,7 +111,7 @@ def evaluate(model_dir: Path, tensor_dir: Path, out_dir: Path, params: Params) -
     if not len(test):
         raise DataError(f"{tensor_dir}: the test split is empty: nothing to evaluate on "
                         "(more songs, or a larger 1 - train_fraction - val_fraction)")
-    weights = resample_weights(group_index(phrase_songs(tensor_dir, TEST, METRIC_PHRASES), len(test)),
+    weights = resample_weights(group_index(phrase_groups(tensor_dir, TEST, METRIC_PHRASES), len(test)),
                                ev.bootstrap_resamples, ev.seed)
     recon = reconstruct(vae, test)
     metrics = {"n_test_phrases": float(len(test)), "n_val_phrases": float(len(chosen.measured.val)),
