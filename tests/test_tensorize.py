@@ -83,7 +83,7 @@ def test_phrases_of_songs_sharing_a_tune_map_to_one_resampling_group(tmp_path):
     tune = {r["song_id"] for r in rows[:3]}
     assert len(set(songs[np.isin(songs, list(tune))])) == 3  # three songs ...
     assert set(groups[np.isin(songs, list(tune))]) == {"title:one tune"}  # ... one group to resample
-    assert all(g == s for s, g in zip(songs, groups) if s not in tune)  # a song alone is its own group
+    assert all(g == s for s, g in zip(songs, groups, strict=True) if s not in tune)  # alone: its own group
 
 
 def test_index_contract(corpus):
