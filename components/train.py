@@ -22,12 +22,15 @@ def train_op(params_json: str, tensors: Input[Dataset], model: Output[Model], me
 
 @step_component
 def train_trainjob_op(params_json: str, tensors: Input[Dataset], num_nodes: int, pipeline_run_id: str,
-                      image: str, runtime: str, timeout_s: int, model: Output[Model], metrics: Output[Metrics]):
+                      image: str, runtime: str, timeout_s: int, queue: str, model: Output[Model],
+                      metrics: Output[Metrics]):
     """Train on `num_nodes` nodes x `train.nproc` GPUs as a Kubeflow Trainer v2 TrainJob (runtime
-    `runtime`, image `image`) that reads this step's `tensors` from S3 and writes the model beside
-    this step's `model` artifact; waits at most `timeout_s` (the job's activeDeadlineSeconds too),
-    fails with the job's reason, and downloads the model so evaluate and register see what the
-    single-pod step writes. The TrainJob's namespace is this pod's (`POD_NAMESPACE`)."""
+    `runtime`, image `image`, Kueue LocalQueue `queue` unless empty) that reads this step's
+    `tensors` from S3 and writes the model beside this step's `model` artifact; waits at most
+    `timeout_s` (the job's activeDeadlineSeconds too), fails with the job's reason, and downloads
+    the model so evaluate and register see what the single-pod step writes. The TrainJob's
+    namespace is this pod's (`POD_NAMESPACE`), its owner the run's Argo Workflow
+    (`ARGO_WORKFLOW`, the pod's workflow label)."""
     import os
     from pathlib import Path
 
@@ -36,6 +39,7 @@ def train_trainjob_op(params_json: str, tensors: Input[Dataset], num_nodes: int,
 
     out = Path(model.path)
     req = train_on_trainjob(params_json, tensors.uri, model.uri, out, num_nodes=num_nodes, run_id=pipeline_run_id,
-                            image=image, runtime=runtime, timeout_s=timeout_s, namespace=os.environ["POD_NAMESPACE"])
+                            image=image, runtime=runtime, timeout_s=timeout_s, namespace=os.environ["POD_NAMESPACE"],
+                            queue=queue, workflow=os.environ.get("ARGO_WORKFLOW"))
     report_training(out, model, metrics)
     model.metadata.update({"trainjob": f"{req.namespace}/{req.name}", "nodes": num_nodes})

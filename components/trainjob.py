@@ -7,7 +7,8 @@ each fetch the pipeline's own tensors artifact from S3/MinIO, run `lpdvae train`
 reads), and node 0 uploads the model folder to a URI beside the step's model artifact. The step
 waits for the job (bounded by `activeDeadlineSeconds`, which the Trainer enforces too), reports a
 failure with the job's own reason, and downloads the model into its `Output[Model]`: evaluate and
-register see the same folder the single-pod path writes.
+register see the same folder the single-pod path writes. The job's lifecycle (a name per attempt,
+retries, deletion, ownership) is `components.trainjob_api`.
 
 Plain functions only (no kfp import): the component body and the TrainJob's container
 (`python -m components.trainjob node`) both run them inside the image.
@@ -15,26 +16,22 @@ Plain functions only (no kfp import): the component body and the TrainJob's cont
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from components.trainjob_api import GROUP, RUN_LABEL, VERSION, TrainJobFailed, run_label
+
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 RUNTIME = "lpdvae-torch-distributed"
 WORK = Path("/work")  # an emptyDir of the runtime's pod template
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 ENV_TENSORS, ENV_MODEL, ENV_PARAMS = "LPDVAE_TENSORS_URI", "LPDVAE_MODEL_URI", "LPDVAE_PARAMS_JSON"
-
-
-class TrainJobFailed(RuntimeError):
-    """The TrainJob ended Failed (or never ended in time); the message carries its reason."""
 
 
 @dataclass(frozen=True)
@@ -52,15 +49,12 @@ class TrainJobRequest:
     timeout_s: int
     runtime: str = RUNTIME
     gpus_per_node: int = 0
+    run_id: str = ""  # the pipeline run: label RUN_LABEL, how a retry finds this run's jobs
+    queue: str = ""  # Kueue LocalQueue ("": no queue label, the job is not Kueue's to admit)
+    owner: dict[str, Any] | None = None  # ownerReference (the run's Argo Workflow)
     config_map: str = "lpdvae-config"
     s3_secret: str = "lpdvae-s3"
     mlflow_secret: str = "lpdvae-mlflow-client"
-
-
-def job_name(run_id: str, task: str = "train") -> str:
-    """A DNS-1035 name that is the same for every retry of one run's task (so a retry resumes
-    waiting on the job it submitted instead of starting a second one)."""
-    return f"lpdvae-{task}-{hashlib.sha256(run_id.encode()).hexdigest()[:12]}"
 
 
 def s3_uri(artifact_uri: str) -> str:
@@ -76,6 +70,19 @@ def _env(name: str, key: str, kind: str) -> dict[str, Any]:
     ref = "secretKeyRef" if kind == "secret" else "configMapKeyRef"
     optional = {"optional": True} if kind == "config" else {}
     return {"name": name, "valueFrom": {ref: {"name": key, "key": name, **optional}}}
+
+
+def _metadata(req: TrainJobRequest) -> dict[str, Any]:
+    """Name, labels (part-of, the run, Kueue's queue) and the owner of the job."""
+    labels = {"app.kubernetes.io/part-of": "lpdvae", "app.kubernetes.io/component": "training"}
+    if req.run_id:
+        labels[RUN_LABEL] = run_label(req.run_id)
+    if req.queue:  # Kueue admits (and gang-admits: all nodes' quota at once) a job only with this label
+        labels[KUEUE_QUEUE_LABEL] = req.queue
+    meta: dict[str, Any] = {"name": req.name, "namespace": req.namespace, "labels": labels}
+    if req.owner:
+        meta["ownerReferences"] = [req.owner]
+    return meta
 
 
 def trainjob_manifest(req: TrainJobRequest) -> dict[str, Any]:
@@ -100,91 +107,50 @@ def trainjob_manifest(req: TrainJobRequest) -> dict[str, Any]:
         trainer["resourcesPerNode"] = resources
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainJob",
-        "metadata": {"name": req.name, "namespace": req.namespace,
-                     "labels": {"app.kubernetes.io/part-of": "lpdvae", "app.kubernetes.io/component": "training"}},
+        "metadata": _metadata(req),
         "spec": {"runtimeRef": {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": req.runtime},
                  "trainer": trainer, "activeDeadlineSeconds": req.timeout_s},
     }
 
 
-# --- the Kubernetes API ---------------------------------------------------------------------------
-
-def custom_objects_api():
-    """CustomObjectsApi of this pod's cluster (its service account), or of `$LPDVAE_KUBE_API`
-    (a `kubectl proxy` URL such as http://127.0.0.1:8001)."""
-    from kubernetes import client, config
-
-    if url := os.environ.get("LPDVAE_KUBE_API"):
-        conf = client.Configuration()
-        conf.host = url
-        return client.CustomObjectsApi(client.ApiClient(conf))
-    config.load_incluster_config()
-    return client.CustomObjectsApi()
-
-
-def submit(api: Any, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Create the TrainJob; one that already exists (a retried step) is reused, not duplicated."""
-    from kubernetes.client.exceptions import ApiException
-
-    ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
-    try:
-        created = api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
-        log.info("submitted TrainJob %s/%s (%d nodes)", ns, name, manifest["spec"]["trainer"]["numNodes"])
-        return created
-    except ApiException as exc:
-        if exc.status != 409:
-            raise TrainJobFailed(f"TrainJob {ns}/{name} was not created: HTTP {exc.status} {exc.reason}: "
-                                 f"{(exc.body or '')[:500]}") from exc
-        log.info("TrainJob %s/%s exists already (a retry): waiting on it", ns, name)
-        return api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-
-
-def condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    """The condition `kind` (Complete, Failed, ...) of a TrainJob when it is True."""
-    for c in job.get("status", {}).get("conditions", []) or []:
-        if c.get("type") == kind and c.get("status") == "True":
-            return c
-    return None
-
-
-def wait(api: Any, namespace: str, name: str, timeout_s: float, poll_s: float = 30.0) -> dict[str, Any]:
-    """Poll until the TrainJob is Complete; raise TrainJobFailed with its reason when it fails or
-    when `timeout_s` passes first."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        if condition(job, "Complete"):
-            log.info("TrainJob %s/%s is Complete", namespace, name)
-            return job
-        if failed := condition(job, "Failed"):
-            raise TrainJobFailed(f"TrainJob {namespace}/{name} failed: {failed.get('reason', 'no reason')}: "
-                                 f"{failed.get('message', '')}".rstrip(": "))
-        if time.monotonic() >= deadline:
-            raise TrainJobFailed(f"TrainJob {namespace}/{name} did not complete within {timeout_s:.0f} s "
-                                 f"(conditions: {[c.get('type') for c in job.get('status', {}).get('conditions', [])]})")
-        time.sleep(poll_s)
-
-
 def train_on_trainjob(params_json: str, tensors_uri: str, model_uri: str, out_dir: Path, *, num_nodes: int,
-                      run_id: str, image: str, runtime: str, timeout_s: int, namespace: str,
-                      api: Any = None, poll_s: float = 30.0) -> TrainJobRequest:
-    """The train step's multi-node path: submit, wait (deadline + 5 min), download into `out_dir`.
+                      run_id: str, image: str, runtime: str, timeout_s: int, namespace: str, queue: str = "",
+                      workflow: str | None = None, api: Any = None, poll_s: float = 30.0) -> TrainJobRequest:
+    """The train step's multi-node path: find or submit this attempt's job, wait (deadline +
+    5 min), download its model into `out_dir`.
 
     `tensors_uri`/`model_uri` are the step's KFP artifact URIs; the job writes the model to
-    `<model S3 URI>.trainjob` so the launcher's own upload of `out_dir` cannot clash with it."""
+    `<model S3 URI>.trainjob` so the launcher's own upload of `out_dir` cannot clash with it.
+    A retried step waits on (or takes the model of) the run's job that is still running or
+    completed; after a Failed one it submits a new job under a new name."""
+    from components import trainjob_api as k8s
     from components.runtime import step_params
 
     train = step_params(params_json).train
+    api = api or k8s.custom_objects_api()
     req = TrainJobRequest(
-        name=job_name(run_id), namespace=namespace, image=image, num_nodes=num_nodes,
+        name=k8s.attempt_name(run_id), namespace=namespace, image=image, num_nodes=num_nodes,
         procs_per_node=train.nproc, gpus_per_node=0 if train.device == "cpu" else train.nproc,
         tensors_uri=s3_uri(tensors_uri), model_uri=s3_uri(model_uri) + ".trainjob", params_json=params_json,
-        timeout_s=timeout_s, runtime=runtime)
-    api = api or custom_objects_api()
-    submit(api, trainjob_manifest(req))
-    wait(api, req.namespace, req.name, timeout_s + 300, poll_s=poll_s)
+        timeout_s=timeout_s, runtime=runtime, run_id=run_id, queue=queue)
+    if earlier := k8s.reusable(k8s.run_jobs(api, namespace, run_id)):
+        req = _adopted(req, earlier)
+    else:
+        req = replace(req, owner=k8s.workflow_owner(api, namespace, workflow))
+        k8s.create(api, trainjob_manifest(req))
+    k8s.wait(api, req.namespace, req.name, timeout_s + 300, poll_s=poll_s)
     log.info("downloaded %d model files from %s", download_dir(req.model_uri, out_dir), req.model_uri)
     return req
+
+
+def _adopted(req: TrainJobRequest, job: dict[str, Any]) -> TrainJobRequest:
+    """The request as the earlier attempt `job` made it: its name, and the model URI it writes to."""
+    from components.trainjob_api import state
+
+    env = {e["name"]: e.get("value") for e in job["spec"]["trainer"].get("env", [])}
+    log.info("TrainJob %s/%s of this run exists already (%s; a retried step): taking it over", req.namespace,
+             job["metadata"]["name"], state(job))
+    return replace(req, name=job["metadata"]["name"], model_uri=env.get(ENV_MODEL) or req.model_uri)
 
 
 # --- S3 folders ---------------------------------------------------------------------------------------

@@ -87,9 +87,11 @@ MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
 FANOUT_DEFAULTS = {"fanout_songs_per_chunk": 2000, "fanout_max_chunks": 16}
 FANOUT_PARALLELISM = 8  # tensorize chunk tasks running at once (the fan-out may be wider)
 # steps that talk to the network (S3/HTTP sources, MLflow, the Kubernetes API) retry with backoff;
-# train in its own pod does not (a rerun retrains from scratch; its TrainJob path is idempotent)
+# train in its own pod does not (a rerun retrains from scratch); its TrainJob path takes over the
+# run's running or completed job, and submits a new one after a Failed one (components.trainjob_api)
 RETRIES = {"ingest": 3, "trainjob": 2, "evaluate": 2, "register": 3}
 BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "1800s"}
+ARGO_WORKFLOW_LABEL = "workflows.argoproj.io/workflow"  # on every pod Argo starts: the TrainJob's owner
 TRAINJOB_GRACE_S = 900  # the TrainJob step waits this much past the job's own deadline
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"  # its comments describe the knobs
 RUN_DESCRIPTIONS = {
@@ -101,6 +103,8 @@ RUN_DESCRIPTIONS = {
     "fanout_max_chunks": "tensorize tasks at most (the fan-out's width)",
     "train_nodes": "nodes to train on: 1 trains in the train task's pod, more submit a Kubeflow Trainer v2 "
                    "TrainJob of that many nodes x train.nproc GPUs",
+    "train_queue": "Kueue LocalQueue of the TrainJob (label kueue.x-k8s.io/queue-name; Kueue admits all its "
+                   "nodes at once or none); empty: no queue label",
 }
 
 
@@ -131,6 +135,7 @@ def pipeline_signature(params: Params, git_revision: str, fanout: bool, trainjob
         parameters += [inspect.Parameter(n, kind, default=v, annotation=int) for n, v in FANOUT_DEFAULTS.items()]
     if trainjob:
         parameters.append(inspect.Parameter("train_nodes", kind, default=1, annotation=int))
+        parameters.append(inspect.Parameter("train_queue", kind, default="", annotation=str))
     return inspect.Signature(parameters)
 
 
@@ -158,8 +163,10 @@ def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterCo
         if cluster is None:  # kfp.local runs no exit handler
             tasks = _steps(args, knob_names, fanout, trainjob)
         else:
-            exit_task = record_status_op(experiment=args["mlflow__experiment"], tracking_uri=args["mlflow__tracking_uri"],
-                                         git_revision=args["git_revision"]).set_display_name("record status")
+            exit_task = record_status_op(
+                experiment=args["mlflow__experiment"], tracking_uri=args["mlflow__tracking_uri"],
+                git_revision=args["git_revision"], pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                delete_trainjobs=trainjob is not None).set_display_name("record status")
             with dsl.ExitHandler(exit_task, name="lpdvae"):
                 tasks = _steps(args, knob_names, fanout, trainjob)
             tasks["status"] = exit_task
@@ -223,7 +230,7 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
             t["trainjob"] = train_trainjob_op(
                 params_json=params_json, tensors=tensors, num_nodes=args["train_nodes"],
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, image=trainjob.image, runtime=trainjob.runtime,
-                timeout_s=trainjob.timeout_s).set_display_name("train (TrainJob)")
+                timeout_s=trainjob.timeout_s, queue=args["train_queue"]).set_display_name("train (TrainJob)")
         with dsl.Else(name="single-pod"):
             t["train"] = train_op(params_json=params_json, tensors=tensors).set_display_name("train")
         model = dsl.OneOf(t["trainjob"].outputs["model"], t["train"].outputs["model"])
@@ -261,6 +268,9 @@ def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, 
         kubernetes.use_secret_as_env(launcher, cfg.s3_secret, S3_SECRET_KEYS, optional=True)
         kubernetes.use_config_map_as_env(launcher, cfg.config_map, S3_CONFIG_KEYS, optional=True)
         kubernetes.use_field_path_as_env(launcher, "POD_NAMESPACE", "metadata.namespace")
+        kubernetes.use_field_path_as_env(launcher, "ARGO_WORKFLOW", f"metadata.labels['{ARGO_WORKFLOW_LABEL}']")
+        # the exit handler deletes the run's unfinished TrainJobs, in its own namespace
+        kubernetes.use_field_path_as_env(t["status"], "POD_NAMESPACE", "metadata.namespace")
         kubernetes.set_timeout(launcher, cfg.train_timeout_s + TRAINJOB_GRACE_S)
     kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
                                size_limit=cfg.shm_size)

@@ -69,8 +69,11 @@ def rules(role: dict[str, Any]) -> set[tuple[str, str, str, str]]:
 PIPELINE_RULES = {
     ("argoproj.io", "workflowtaskresults", "create", "*"),  # Argo >= 3.4 executor: step outputs
     ("argoproj.io", "workflowtaskresults", "patch", "*"),
-    ("trainer.kubeflow.org", "trainjobs", "create", "*"),  # multi-node train: submit, then poll
-    ("trainer.kubeflow.org", "trainjobs", "get", "*"),
+    ("trainer.kubeflow.org", "trainjobs", "create", "*"),  # multi-node train: one job per attempt
+    ("trainer.kubeflow.org", "trainjobs", "get", "*"),  # poll it
+    ("trainer.kubeflow.org", "trainjobs", "list", "*"),  # a retry finds the run's jobs
+    ("trainer.kubeflow.org", "trainjobs", "delete", "*"),  # timeout, and the exit handler of a failed run
+    ("argoproj.io", "workflows", "get", "*"),  # the run's Workflow owns its TrainJobs
     ("", "configmaps", "get", "kfp-launcher"),  # KFP launcher: pipeline root, object store
     ("", "configmaps", "get", "metadata-grpc-configmap"),
     ("", "secrets", "get", "mlpipeline-minio-artifact"),
@@ -186,7 +189,9 @@ def test_rbac_is_namespaced_and_least_privilege(k8s_tree, overlay):
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
             if "secrets" in rule["resources"] or "configmaps" in rule["resources"]:
                 assert rule.get("resourceNames"), "secret/configmap reads are limited to named objects"
-            assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"])
+            assert not {"deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"])
+            if "delete" in rule["verbs"]:  # only the pipeline's own TrainJobs (a cancelled run's GPUs)
+                assert rule["resources"] == ["trainjobs"], role["metadata"]["name"]
     sa = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
     for name in ("mlflow", "postgres", "lpdvae-scheduler"):
         assert sa[name].get("automountServiceAccountToken") is False, name

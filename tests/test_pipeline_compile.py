@@ -304,9 +304,24 @@ def test_more_than_one_train_node_trains_in_a_trainjob_and_evaluate_takes_either
     assert model["outputArtifactKey"].endswith("-oneof-1"), "dsl.OneOf(TrainJob model, single-pod model)"
     assert executor(spec, "train-trainjob-op")["image"] == "ghcr.io/lpdvae/lpdvae:0.1.0", "a small CPU pod"
     assert "accelerator" not in executor(spec, "train-trainjob-op").get("resources", {})
-    assert k8s["exec-train-trainjob-op"]["fieldPathAsEnv"] == [{"name": "POD_NAMESPACE",
-                                                                "fieldPath": "metadata.namespace"}]
+    assert k8s["exec-train-trainjob-op"]["fieldPathAsEnv"] == [
+        {"name": "POD_NAMESPACE", "fieldPath": "metadata.namespace"},
+        {"name": "ARGO_WORKFLOW", "fieldPath": "metadata.labels['workflows.argoproj.io/workflow']"}]
     assert {s["secretName"] for s in k8s["exec-train-trainjob-op"]["secretAsEnv"]} == {"lpdvae-s3"}
+
+
+def test_the_train_queue_parameter_reaches_the_trainjob_step(ir):
+    assert ir["spec"]["root"]["inputDefinitions"]["parameters"]["train_queue"]["defaultValue"] == ""
+    queue = all_tasks(ir["spec"])["train-trainjob-op"]["inputs"]["parameters"]["queue"]
+    assert queue["componentInputParameter"].endswith("train_queue")
+
+
+def test_the_exit_handler_deletes_the_runs_trainjobs_in_its_own_namespace(ir):
+    params = ir["spec"]["root"]["dag"]["tasks"]["record-status-op"]["inputs"]["parameters"]
+    assert params["delete_trainjobs"]["runtimeValue"]["constant"] is True
+    assert params["pipeline_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    env = ir["platform"]["deploymentSpec"]["executors"]["exec-record-status-op"]["fieldPathAsEnv"]
+    assert {"name": "POD_NAMESPACE", "fieldPath": "metadata.namespace"} in env
 
 
 def test_train_has_a_timeout_and_the_trainjob_step_outlives_the_jobs_deadline(ir):
