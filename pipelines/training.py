@@ -11,7 +11,8 @@ of artifacts to a task, so local runs use the single tensorize task (`fanout=Fal
 output is byte-identical.
 
 On a cluster (`cluster=ClusterConfig()`), each task gets only the config it needs, by reference:
-ingest the S3 Secret, train/evaluate/register the MLflow ConfigMap keys and client Secret; train
+ingest the S3 Secret, validate/train/evaluate/register the MLflow ConfigMap keys and client Secret
+(validate reads the champion's training statistics for the drift check); train
 asks for GPUs (`train.nproc` of them unless fixed), tolerates the GPU taint and selects GPU nodes.
 """
 
@@ -240,7 +241,9 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
         evaluation=t["evaluate"].outputs["evaluation"], raw=raw, validated=validated, tensors=tensors,
     ).set_display_name("register")
-    for role in ("train", "trainjob", "evaluate", "register"):  # side effects in MLflow: never from cache
+    # never from cache: side effects in MLflow (train, evaluate, register), or a result that depends
+    # on the registry as well as the inputs (validate's drift check against the current champion)
+    for role in ("validate", "train", "trainjob", "evaluate", "register"):
         if role in t:
             t[role].set_caching_options(False)
     for role, n in RETRIES.items():
@@ -253,7 +256,7 @@ def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, 
     """Kubernetes settings: config by reference, resources, and the GPUs and image of train."""
     kubernetes.use_secret_as_env(t["ingest"], cfg.s3_secret, S3_SECRET_KEYS, optional=True)
     kubernetes.use_config_map_as_env(t["ingest"], cfg.config_map, S3_CONFIG_KEYS, optional=True)
-    for role in ("train", "evaluate", "register", "status"):
+    for role in ("validate", "train", "evaluate", "register", "status"):  # validate: the drift reference
         kubernetes.use_config_map_as_env(t[role], cfg.config_map, MLFLOW_CONFIG_KEYS)
         kubernetes.use_secret_as_env(t[role], cfg.mlflow_secret, MLFLOW_SECRET_KEYS)
     for role, task in t.items():

@@ -281,3 +281,10 @@ def test_the_pipeline_role_grants_only_what_the_argo_executor_and_kfp_launcher_u
     granted = rules(role)
     assert not {r for r in granted if r[1] in ("pods", "pods/log")}, "the emissary executor needs no pod access"
     assert granted == PIPELINE_RULES
+
+
+@needs_kubectl
+def test_the_training_runtime_gang_schedules_its_nodes(k8s_tree):
+    runtime = next(d for d in render(k8s_tree, "gpu-cluster") if d["kind"] == "ClusterTrainingRuntime")
+    policy = runtime["spec"]["podGroupPolicy"]
+    assert list(policy) == ["coscheduling"] and policy["coscheduling"]["scheduleTimeoutSeconds"] > 0

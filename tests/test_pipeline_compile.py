@@ -169,11 +169,11 @@ def test_components_run_in_the_project_image_without_installing_anything(ir, tmp
     assert not any(v in env_ir["text"] for v in SECRETS.values())
 
 
-def test_data_steps_are_cached_and_side_effect_steps_are_not(ir):
+def test_data_steps_are_cached_and_steps_with_side_effects_or_registry_reads_are_not(ir):
     tasks = by_display_name(ir["spec"])
-    for step in ("params", "ingest", "validate", "plan tensorize chunks", "tensorize chunk", "tensorize"):
+    for step in ("params", "ingest", "plan tensorize chunks", "tensorize chunk", "tensorize"):
         assert tasks[step]["cachingOptions"].get("enableCache") is True, step
-    for step in ("train", "evaluate", "register"):
+    for step in ("validate", "train", "evaluate", "register"):  # validate: drift against today's champion
         assert not tasks[step]["cachingOptions"].get("enableCache"), step
 
 
@@ -206,12 +206,20 @@ def test_each_task_gets_only_the_config_and_secrets_it_needs_by_name(ir):
         return {s["secretName"] for s in k8s.get(exe, {}).get("secretAsEnv", [])}
 
     assert secrets("exec-ingest-op") == {"lpdvae-s3"}
-    for exe in ("exec-train-op", "exec-evaluate-op", "exec-register-op"):
+    for exe in ("exec-validate-op", "exec-train-op", "exec-evaluate-op", "exec-register-op"):
         assert secrets(exe) == {"lpdvae-mlflow-client"}, exe
         maps = {e["configMapKey"] for c in k8s[exe]["configMapAsEnv"] for e in c["keyToEnv"]}
         assert "MLFLOW_TRACKING_URI" in maps
-    for exe in ("exec-validate-op", "exec-tensorize-chunk-op", "exec-merge-tensors-op", "exec-make-params"):
+    for exe in ("exec-tensorize-chunk-op", "exec-merge-tensors-op", "exec-make-params"):
         assert not secrets(exe), exe
+
+
+def test_validate_gets_the_mlflow_configuration_so_drift_finds_the_champion(ir):
+    k8s = ir["platform"]["deploymentSpec"]["executors"]["exec-validate-op"]
+    env = {e["envVar"]: (c.get("configMapName") or c.get("secretName"))
+           for c in [*k8s["configMapAsEnv"], *k8s["secretAsEnv"]] for e in c["keyToEnv"]}
+    assert env == {"MLFLOW_TRACKING_URI": "lpdvae-config", "MLFLOW_TRACKING_USERNAME": "lpdvae-mlflow-client",
+                   "MLFLOW_TRACKING_PASSWORD": "lpdvae-mlflow-client"}
 
 
 def test_no_secret_value_reaches_the_compiled_yaml(ir):
