@@ -217,7 +217,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "drift.threshold": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     "tensorize.shard_size": (lambda v: v > 0, "must be > 0"),
     "tensorize.hop_bars": (lambda v: v > 0, "must be > 0"),
-    "tensorize.workers": (lambda v: v >= 0, "must be >= 0 (0 = one per core)"),
+    "tensorize.workers": (lambda v: v >= 0, "must be >= 0 (0 = one per usable CPU)"),
     "train.epochs": (lambda v: v > 0, "must be > 0"),
     "train.batch_size": (lambda v: v > 0, "must be > 0"),
     "train.lr": (lambda v: v > 0, "must be > 0"),

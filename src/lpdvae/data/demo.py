@@ -237,7 +237,9 @@ def render_demo_corpus(out_dir: Path, songs: int | None) -> list[Path]:
     paths = chorale_paths()
     cached = sum((out_dir / midi_name(p)).exists() for p in paths)
     wanted = len(paths) if songs is None else songs
-    workers = 2 if wanted - cached >= POOL_MIN_SONGS else 1
+    from lpdvae.cpus import available_cpus
+
+    workers = min(2, available_cpus()) if wanted - cached >= POOL_MIN_SONGS else 1  # never past the quota
     selected: list[Path] = []
     with tqdm(total=wanted, unit="song", desc="demo chorales") as bar:
         gen = _rendered([(p, out_dir) for p in paths], workers)

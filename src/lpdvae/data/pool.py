@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import sys
 import threading
 from collections import deque
@@ -26,7 +25,7 @@ _WORKER_STATE: dict[str, object] = {}
 
 def map_songs(fn: Callable[[T], R], jobs: Iterable[T], n_jobs: int, workers: int,
               state: dict[str, object], in_flight_per_worker: int = 4) -> Iterator[R]:
-    """`fn` over `jobs` in order, in `workers` processes (0 = one per core, 1 = in this process).
+    """`fn` over `jobs` in order, in `workers` processes (0 = one per usable CPU, 1 = in this process).
 
     `fn` must be a module-level function; it reads `state` through `worker_state`. The pool
     starts here, before the caller iterates (so a progress bar's thread does not change how
@@ -48,9 +47,11 @@ def worker_state(key: str):
 
 
 def n_workers(requested: int, n_jobs: int) -> int:
-    """`requested` workers (0 = one per core), never more than there are jobs, at least 1."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(requested or cores, n_jobs))
+    """`requested` workers (0 = one per CPU of the container's quota: `lpdvae.cpus`), never more
+    than there are jobs, at least 1."""
+    from lpdvae.cpus import available_cpus
+
+    return max(1, min(requested or available_cpus(), n_jobs))
 
 
 def _init_worker(state: dict[str, object], quiet: bool = True) -> None:

@@ -1,6 +1,6 @@
 """Tensorize: accepted songs -> packed phrase shards + index, with a song-level split.
 
-Songs are processed in parallel (`tensorize.workers`, 0 = one per core) and streamed: each
+Songs are processed in parallel (`tensorize.workers`, 0 = one per CPU of the quota) and streamed: each
 worker returns one song's phrases (packed bits), the parent feeds them to the ShardWriter in
 song-path order. At most a few songs per worker are in flight, so peak memory is bounded by the
 shard size, not by the corpus, and the output is byte-identical for any worker count.

@@ -19,9 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from lpdvae.training.loop import run_rank
+    from lpdvae.steps.train import train
 
-    run_rank(args.tensors, args.out, load_params(args.params), args.resume)
+    train(args.tensors, args.out, load_params(args.params), args.resume)  # run_rank, threads sized
     return 0
 
 
