@@ -19,9 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from lpdvae.steps.train import train
+    import os
 
-    train(args.tensors, args.out, load_params(args.params), args.resume)  # run_rank, threads sized
+    from lpdvae.cpus import torch_threads
+    from lpdvae.training.loop import run_rank
+
+    torch_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # this rank's share of the pod's CPU quota
+    run_rank(args.tensors, args.out, load_params(args.params), args.resume)
     return 0
 
 
