@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ def record_alias(c, name: str, alias: str, version: str, reason: str) -> str | N
     before = alias_version(c, name, alias)
     previous = before.version if before is not None else None
     c.set_registered_model_alias(name, alias, str(version))
-    tags = {"by": _who(), "at": _now(), "reason": reason, "previous": previous or ""}
+    tags = {"by": promoter(c.tracking_uri), "at": _now(), "reason": reason, "previous": previous or ""}
     for k, v in tags.items():
         c.set_model_version_tag(name, str(version), f"lpdvae.alias.{alias}.{k}", v)
     return previous
@@ -75,7 +75,7 @@ def set_champion(c, name: str, version: str, reason: str, forced: bool = False,
         history.append(prev)
     c.set_registered_model_tag(name, TAG_HISTORY, json.dumps(history))
     tags = {
-        "lpdvae.promoted_by": _who(),
+        "lpdvae.promoted_by": promoter(c.tracking_uri),
         "lpdvae.promoted_at": _now(),
         "lpdvae.promoted_reason": reason,
         "lpdvae.promoted_forced": str(forced).lower(),
@@ -207,11 +207,29 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _who() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+CURRENT_USER = "/api/2.0/mlflow/users/current"  # MLflow's auth app: who this request authenticated as
+
+
+def promoter(tracking_uri: str) -> str:
+    """Who promotes: the MLflow user the server authenticated these registry calls as (its auth
+    app's users/current), not the OS login, which in a pod or on a shared box names nobody. A
+    server without auth, or a local store, has no login to record: that is said instead. A
+    login the server refuses is a RegistryError (the promotion's own writes would fail too)."""
+    import requests
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return f"unauthenticated (local store {tracking_uri.split(':', 1)[0]})"
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token and not user else {}
+    resp = requests.get(tracking_uri.rstrip("/") + CURRENT_USER, auth=(user, password or "") if user else None,
+                        headers=headers, timeout=30)
+    if resp.status_code == 404:  # no auth app on this server: nobody is authenticated
+        return "unauthenticated (the MLflow server runs without auth)"
+    if resp.status_code != 200:
+        raise RegistryError(f"MLflow refused the login (HTTP {resp.status_code}): set MLFLOW_TRACKING_USERNAME "
+                            "and MLFLOW_TRACKING_PASSWORD to your MLflow user")
+    return str(resp.json()["user"]["username"])
 
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:
