@@ -14,9 +14,12 @@ from lpdvae.params import Params, params_from_dict
 def step_params(params_json: str) -> Params:
     """The validated params a step component receives as the JSON `make_params` wrote. A store
     URI's user:password@ (the pod's MLFLOW_TRACKING_URI) moves into MLflow's auth variables, so
-    no record the step writes carries it (`lpdvae.registry.tracking`)."""
+    no record the step writes carries it (`lpdvae.registry.tracking`). A secret still holding
+    the templates' `CHANGE_ME` stops the step here, naming the variable (`lpdvae.s3auth`)."""
     from lpdvae.registry.tracking import env_credentials_to_env
+    from lpdvae.s3auth import refuse_placeholders
 
+    refuse_placeholders()
     env_credentials_to_env()
     return params_from_dict(json.loads(params_json), source="params_json")
 

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from components.trainjob_api import GROUP, RUN_LABEL, VERSION, TrainJobFailed, run_label
+from lpdvae.s3auth import PREFIXES
+
+ARTIFACTS = PREFIXES["artifacts"]  # the env prefix of the pipeline root's S3 settings
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ class TrainJobRequest:
     queue: str = ""  # Kueue LocalQueue ("": no queue label, the job is not Kueue's to admit)
     owner: dict[str, Any] | None = None  # ownerReference (the run's Argo Workflow)
     config_map: str = "lpdvae-config"
-    s3_secret: str = "lpdvae-s3"
+    artifacts_secret: str = "lpdvae-artifacts-s3"  # the pipeline root's credentials, nothing else
     mlflow_secret: str = "lpdvae-mlflow-client"
 
 
@@ -95,9 +98,9 @@ def trainjob_manifest(req: TrainJobRequest) -> dict[str, Any]:
         {"name": ENV_TENSORS, "value": req.tensors_uri},
         {"name": ENV_MODEL, "value": req.model_uri},
         {"name": ENV_PARAMS, "value": req.params_json},
-        _env("AWS_ENDPOINT_URL", req.config_map, "config"), _env("AWS_DEFAULT_REGION", req.config_map, "config"),
+        *(_env(f"{ARTIFACTS}{k}", req.config_map, "config") for k in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")),
         _env("MLFLOW_TRACKING_URI", req.config_map, "config"),
-        _env("AWS_ACCESS_KEY_ID", req.s3_secret, "secret"), _env("AWS_SECRET_ACCESS_KEY", req.s3_secret, "secret"),
+        *(_env(f"{ARTIFACTS}{k}", req.artifacts_secret, "secret") for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
         _env("MLFLOW_TRACKING_USERNAME", req.mlflow_secret, "secret"),
         _env("MLFLOW_TRACKING_PASSWORD", req.mlflow_secret, "secret"),
     ]
@@ -162,9 +165,9 @@ def _split(uri: str) -> tuple[str, str]:
 
 def download_dir(uri: str, dest: Path) -> int:
     """Every object under `uri/` into `dest` (keys relative to it); returns the file count."""
-    import boto3
+    from lpdvae.s3auth import s3_client
 
-    s3, (bucket, prefix) = boto3.client("s3"), _split(uri)
+    s3, (bucket, prefix) = s3_client("artifacts"), _split(uri)
     n = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
         for obj in page.get("Contents", []):
@@ -179,9 +182,9 @@ def download_dir(uri: str, dest: Path) -> int:
 
 def upload_dir(src: Path, uri: str) -> int:
     """Every file under `src` to `uri/<relative path>`; returns the file count."""
-    import boto3
+    from lpdvae.s3auth import s3_client
 
-    s3, (bucket, prefix) = boto3.client("s3"), _split(uri)
+    s3, (bucket, prefix) = s3_client("artifacts"), _split(uri)
     files = sorted(p for p in Path(src).rglob("*") if p.is_file())
     for path in files:
         s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(src).as_posix()}")
@@ -192,7 +195,10 @@ def upload_dir(src: Path, uri: str) -> int:
 
 def node_main(work: Path = WORK) -> int:
     """One TrainJob node: fetch the tensors, train under torchrun, node 0 uploads the model."""
+    from lpdvae.s3auth import refuse_placeholders
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    refuse_placeholders()
     tensors, out, params_file = work / "tensors", work / "model", work / "params.json"
     params_file.parent.mkdir(parents=True, exist_ok=True)
     params_file.write_text(os.environ[ENV_PARAMS], encoding="utf-8")  # JSON is YAML: lpdvae --params reads it

@@ -11,7 +11,8 @@ of artifacts to a task, so local runs use the single tensorize task (`fanout=Fal
 output is byte-identical.
 
 On a cluster (`cluster=ClusterConfig()`), each task gets only the config it needs, by reference:
-ingest the S3 Secret, validate/train/evaluate/register the MLflow ConfigMap keys and client Secret
+ingest the data source's S3 Secret (env `LPDVAE_DATA_*`), the TrainJob step the pipeline root's
+(`LPDVAE_ARTIFACTS_*`), validate/train/evaluate/register the MLflow ConfigMap keys and client Secret
 (validate reads the champion's training statistics for the drift check); train
 asks for GPUs (`train.nproc` of them unless fixed), tolerates the GPU taint and selects GPU nodes.
 """
@@ -43,6 +44,7 @@ from components import (
 from components.image import IMAGE, cuda_image
 from components.knobs import knob_descriptions, knobs
 from lpdvae.params import Params
+from lpdvae.s3auth import PREFIXES
 
 PIPELINE_NAME = "lpdvae-training"
 DESCRIPTION = ("lpdvae: ingest, validate, tensorize, train, evaluate and register a "
@@ -62,7 +64,8 @@ class ClusterConfig:
     """Kubernetes settings of the tasks: names of a ConfigMap/Secrets, never their values."""
 
     config_map: str = "lpdvae-config"
-    s3_secret: str = "lpdvae-s3"
+    data_secret: str = "lpdvae-data-s3"  # the data source's S3 keys: ingest only
+    artifacts_secret: str = "lpdvae-artifacts-s3"  # the pipeline root's S3 keys: the TrainJob step only
     mlflow_secret: str = "lpdvae-mlflow-client"
     accelerator: str = "nvidia.com/gpu"
     gpus: int | None = None  # None: train.nproc GPUs, decided per run
@@ -80,8 +83,16 @@ class ClusterConfig:
 
 
 MLFLOW_CONFIG_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
-S3_CONFIG_KEYS = {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"}
-S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+
+
+def _prefixed(purpose: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """Secret/ConfigMap key -> env var of one S3 purpose: the same prefixed name on both sides,
+    so a pod of one purpose never holds a variable another purpose's client reads."""
+    return {PREFIXES[purpose] + k: PREFIXES[purpose] + k for k in keys}
+
+
+S3_CONFIG = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+S3_SECRET = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
                       "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
 
@@ -92,6 +103,7 @@ FANOUT_PARALLELISM = 8  # tensorize chunk tasks running at once (the fan-out may
 # run's running or completed job, and submits a new one after a Failed one (components.trainjob_api)
 RETRIES = {"ingest": 3, "trainjob": 2, "evaluate": 2, "register": 3}
 BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "1800s"}
+RUN_AS_USER = 10001  # the image's user (infra/docker/Dockerfile)
 ARGO_WORKFLOW_LABEL = "workflows.argoproj.io/workflow"  # on every pod Argo starts: the TrainJob's owner
 TRAINJOB_GRACE_S = 900  # the TrainJob step waits this much past the job's own deadline
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"  # its comments describe the knobs
@@ -254,12 +266,13 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
 
 def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, image: str) -> None:
     """Kubernetes settings: config by reference, resources, and the GPUs and image of train."""
-    kubernetes.use_secret_as_env(t["ingest"], cfg.s3_secret, S3_SECRET_KEYS, optional=True)
-    kubernetes.use_config_map_as_env(t["ingest"], cfg.config_map, S3_CONFIG_KEYS, optional=True)
+    kubernetes.use_secret_as_env(t["ingest"], cfg.data_secret, _prefixed("data", S3_SECRET), optional=True)
+    kubernetes.use_config_map_as_env(t["ingest"], cfg.config_map, _prefixed("data", S3_CONFIG), optional=True)
     for role in ("validate", "train", "evaluate", "register", "status"):  # validate: the drift reference
         kubernetes.use_config_map_as_env(t[role], cfg.config_map, MLFLOW_CONFIG_KEYS)
         kubernetes.use_secret_as_env(t[role], cfg.mlflow_secret, MLFLOW_SECRET_KEYS)
-    for role, task in t.items():
+    for role, task in t.items():  # the image's uid; the kubelet refuses to start it as root
+        kubernetes.set_security_context(task, run_as_user=RUN_AS_USER, run_as_group=0, run_as_non_root=True)
         res = {"tensorize": cfg.tensorize, "tensorize_chunk": cfg.tensorize, "train": cfg.train,
                "evaluate": cfg.evaluate}.get(role, cfg.step)
         task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
@@ -268,8 +281,8 @@ def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, 
     kubernetes.set_timeout(train, cfg.train_timeout_s)
     if "trainjob" in t:  # a small CPU pod that submits, waits and downloads: S3 env, its namespace
         launcher = t["trainjob"]
-        kubernetes.use_secret_as_env(launcher, cfg.s3_secret, S3_SECRET_KEYS, optional=True)
-        kubernetes.use_config_map_as_env(launcher, cfg.config_map, S3_CONFIG_KEYS, optional=True)
+        kubernetes.use_secret_as_env(launcher, cfg.artifacts_secret, _prefixed("artifacts", S3_SECRET), optional=True)
+        kubernetes.use_config_map_as_env(launcher, cfg.config_map, _prefixed("artifacts", S3_CONFIG), optional=True)
         kubernetes.use_field_path_as_env(launcher, "POD_NAMESPACE", "metadata.namespace")
         kubernetes.use_field_path_as_env(launcher, "ARGO_WORKFLOW", f"metadata.labels['{ARGO_WORKFLOW_LABEL}']")
         # the exit handler deletes the run's unfinished TrainJobs, in its own namespace

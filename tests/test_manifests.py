@@ -207,9 +207,11 @@ def test_the_pipeline_config_and_secrets_exist_where_runs_execute(k8s_tree, over
     runner_ns = next(d for d in docs if d["kind"] == "ServiceAccount"
                      and d["metadata"]["name"] == "lpdvae-pipeline")["metadata"]["namespace"]
     here = {(d["kind"], d["metadata"]["name"]) for d in docs if d["metadata"].get("namespace") == runner_ns}
-    # the names pipelines/training.py ClusterConfig refers to
-    for obj in [("ConfigMap", "lpdvae-config"), ("Secret", "lpdvae-s3"), ("Secret", "lpdvae-mlflow-client"),
-                ("CronJob", "lpdvae-retrain")]:
+    from pipelines.training import ClusterConfig
+
+    cfg = ClusterConfig()  # the names the compiled pipeline refers to
+    for obj in [("ConfigMap", cfg.config_map), ("Secret", cfg.data_secret), ("Secret", cfg.artifacts_secret),
+                ("Secret", cfg.mlflow_secret), ("CronJob", "lpdvae-retrain")]:
         assert obj in here, (obj, runner_ns)
     config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "lpdvae-config")
     assert config["data"]["MLFLOW_TRACKING_URI"].startswith("http://mlflow.lpdvae.svc")
@@ -288,3 +290,57 @@ def test_the_training_runtime_gang_schedules_its_nodes(k8s_tree):
     runtime = next(d for d in render(k8s_tree, "gpu-cluster") if d["kind"] == "ClusterTrainingRuntime")
     policy = runtime["spec"]["podGroupPolicy"]
     assert list(policy) == ["coscheduling"] and policy["coscheduling"]["scheduleTimeoutSeconds"] > 0
+
+
+def secret_refs(pod: dict[str, Any]) -> set[str]:
+    """Names of the Secrets a pod's containers read (env and envFrom)."""
+    out = set()
+    for c in containers(pod):
+        out |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+        out |= {e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e}
+    return out
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mlflows_artifact_store_key_stays_in_the_mlflow_namespace(k8s_tree, overlay):
+    docs = render(k8s_tree, overlay)
+    where = {d["metadata"]["name"]: d["metadata"].get("namespace") for d in docs if d["kind"] == "Secret"}
+    assert where["lpdvae-mlflow-s3"] == "lpdvae"
+    assert where["lpdvae-data-s3"] == where["lpdvae-artifacts-s3"] != "lpdvae", "the pipeline's keys: runner only"
+    mlflow = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow")
+    assert secret_refs(pod_specs(mlflow)[0]) == {"lpdvae-postgres", "lpdvae-mlflow-admin", "lpdvae-mlflow-s3"}
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mlflow_admits_only_lpdvae_pods_of_the_runner_namespace_and_its_own(k8s_tree, overlay):
+    docs = render(k8s_tree, overlay)
+    runner_ns = next(d for d in docs if d["kind"] == "ServiceAccount"
+                     and d["metadata"]["name"] == "lpdvae-pipeline")["metadata"]["namespace"]
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "mlflow-from-pipeline")
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "mlflow"}}
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5000}]
+    lpdvae = {"matchLabels": {"app.kubernetes.io/part-of": "lpdvae"}}
+    assert rule["from"] == [{"podSelector": lpdvae},
+                            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": runner_ns}},
+                             "podSelector": lpdvae}]
+    user_job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "mlflow-pipeline-user")
+    assert user_job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "lpdvae"
+
+
+@needs_kubectl
+def test_mlflow_refuses_to_start_with_a_placeholder_secret(k8s_tree, tmp_path):
+    mlflow = next(d for d in render(k8s_tree, "gpu-cluster")
+                  if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow")
+    script = pod_specs(mlflow)[0]["containers"][0]["args"][0]
+    for tool in ("env", "sed", "tr"):  # PATH: the image's tools, but no mlflow to start past the check
+        (tmp_path / tool).symlink_to(shutil.which(tool))
+    env = {"PATH": str(tmp_path), "POSTGRES_PASSWORD": "CHANGE_ME", "POSTGRES_USER": "u", "POSTGRES_DB": "d",
+           "MLFLOW_ARTIFACTS_DESTINATION": "s3://b/a"}
+    refused = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True)
+    assert refused.returncode == 1 and "CHANGE_ME" in refused.stderr and "POSTGRES_PASSWORD" in refused.stderr
+    started = subprocess.run(["/bin/sh", "-c", script], env={**env, "POSTGRES_PASSWORD": "a-real-one"},
+                             capture_output=True, text=True)
+    assert started.returncode == 127, "past the check: it tried to exec mlflow"

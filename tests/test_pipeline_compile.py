@@ -205,7 +205,7 @@ def test_each_task_gets_only_the_config_and_secrets_it_needs_by_name(ir):
     def secrets(exe: str) -> set[str]:
         return {s["secretName"] for s in k8s.get(exe, {}).get("secretAsEnv", [])}
 
-    assert secrets("exec-ingest-op") == {"lpdvae-s3"}
+    assert secrets("exec-ingest-op") == {"lpdvae-data-s3"}
     for exe in ("exec-validate-op", "exec-train-op", "exec-evaluate-op", "exec-register-op"):
         assert secrets(exe) == {"lpdvae-mlflow-client"}, exe
         maps = {e["configMapKey"] for c in k8s[exe]["configMapAsEnv"] for e in c["keyToEnv"]}
@@ -220,6 +220,48 @@ def test_validate_gets_the_mlflow_configuration_so_drift_finds_the_champion(ir):
            for c in [*k8s["configMapAsEnv"], *k8s["secretAsEnv"]] for e in c["keyToEnv"]}
     assert env == {"MLFLOW_TRACKING_URI": "lpdvae-config", "MLFLOW_TRACKING_USERNAME": "lpdvae-mlflow-client",
                    "MLFLOW_TRACKING_PASSWORD": "lpdvae-mlflow-client"}
+
+
+# which Secret serves which purpose (infra/k8s: runner/secrets, shared-secrets)
+PURPOSE_SECRETS = {"data": "lpdvae-data-s3", "artifacts": "lpdvae-artifacts-s3", "mlflow": "lpdvae-mlflow-client"}
+PURPOSE_TASKS = {"data": {"exec-ingest-op"}, "artifacts": {"exec-train-trainjob-op"},
+                 "mlflow": {"exec-validate-op", "exec-train-op", "exec-evaluate-op", "exec-register-op",
+                            "exec-record-status-op"}}
+
+
+def pod_env(executor_config: dict[str, Any], secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The env a task's pod gets from its secretAsEnv, the Secrets holding `secrets`."""
+    return {e["envVar"]: secrets[ref["secretName"]][e["secretKey"]]
+            for ref in executor_config.get("secretAsEnv", []) for e in ref["keyToEnv"]}
+
+
+def test_a_planted_key_of_one_purpose_reaches_only_that_purposes_pods(ir):
+    from lpdvae.s3auth import PREFIXES
+
+    keys = [*(p + k for p in PREFIXES.values() for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
+            "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
+    planted = {secret: {k: f"PLANTED-{purpose}-{k}" for k in keys} for purpose, secret in PURPOSE_SECRETS.items()}
+    for exe, config in ir["platform"]["deploymentSpec"]["executors"].items():
+        env = pod_env(config, planted)
+        for purpose in PURPOSE_SECRETS:
+            seen = [k for k, v in env.items() if v.startswith(f"PLANTED-{purpose}-")]
+            assert bool(seen) == (exe in PURPOSE_TASKS[purpose]), (exe, purpose, seen)
+            assert all(k.startswith(PREFIXES[purpose]) for k in seen if purpose in PREFIXES), (exe, seen)
+
+
+def test_the_trainjobs_pods_get_the_pipeline_roots_key_and_no_other(ir):
+    from components.trainjob import TrainJobRequest, trainjob_manifest
+
+    env = trainjob_manifest(TrainJobRequest("j", "ns", "img", 2, 1, "s3://b/t", "s3://b/m", "{}", 60))
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in env["spec"]["trainer"]["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})}
+    assert refs == {PURPOSE_SECRETS["artifacts"], PURPOSE_SECRETS["mlflow"]}
+
+
+def test_every_task_runs_as_the_images_non_root_user(ir):
+    for exe, config in ir["platform"]["deploymentSpec"]["executors"].items():
+        assert config["securityContext"] == {"runAsUser": "10001", "runAsGroup": "0", "runAsNonRoot": True}, exe
+    assert len(ir["platform"]["deploymentSpec"]["executors"]) == len(ir["spec"]["deploymentSpec"]["executors"])
 
 
 def test_no_secret_value_reaches_the_compiled_yaml(ir):
@@ -315,7 +357,7 @@ def test_more_than_one_train_node_trains_in_a_trainjob_and_evaluate_takes_either
     assert k8s["exec-train-trainjob-op"]["fieldPathAsEnv"] == [
         {"name": "POD_NAMESPACE", "fieldPath": "metadata.namespace"},
         {"name": "ARGO_WORKFLOW", "fieldPath": "metadata.labels['workflows.argoproj.io/workflow']"}]
-    assert {s["secretName"] for s in k8s["exec-train-trainjob-op"]["secretAsEnv"]} == {"lpdvae-s3"}
+    assert {s["secretName"] for s in k8s["exec-train-trainjob-op"]["secretAsEnv"]} == {"lpdvae-artifacts-s3"}
 
 
 def test_the_train_queue_parameter_reaches_the_trainjob_step(ir):

@@ -1,4 +1,5 @@
-"""`s3://bucket/prefix`: objects under a prefix (boto3; AWS_ENDPOINT_URL for MinIO or moto).
+"""`s3://bucket/prefix`: objects under a prefix (boto3; `LPDVAE_DATA_AWS_*` or `AWS_*` settings,
+AWS_ENDPOINT_URL for MinIO or moto).
 
 A per-source index {key: {token: etag:size, sha256}} from the last successful run lets
 unchanged objects skip the download; it is rewritten only after the output was swapped in, so
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,16 +26,13 @@ S3_MAX_ATTEMPTS = 5  # botocore "standard" retries: throttling, 5xx, connection 
 
 
 def s3_client():
-    """boto3 S3 client: endpoint/region/credentials from the environment, transient errors
-    retried with exponential backoff by botocore."""
-    import boto3
+    """boto3 S3 client with the data source's credentials (`LPDVAE_DATA_AWS_*`, else boto3's
+    defaults: `lpdvae.s3auth`), transient errors retried with exponential backoff by botocore."""
     from botocore.config import Config
 
-    return boto3.client(
-        "s3",
-        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-        config=Config(retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}),
-    )
+    from lpdvae.s3auth import s3_client as purpose_client
+
+    return purpose_client("data", Config(retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}))
 
 
 def _load_index(path: Path) -> dict[str, dict[str, str]]:
