@@ -39,12 +39,12 @@ def _changed_knobs(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in new.items() if base[k] != v}
 
 
-def _build(args: argparse.Namespace, params: Params, cache_ingest: bool = True):
+def _build(args: argparse.Namespace, params: Params):
     from pipelines.training import ClusterConfig, build_pipeline, parameter_descriptions
 
     cluster = ClusterConfig(gpus=args.gpus, use_gpu=not args.no_gpu, train_image=args.train_image)
     return build_pipeline(params, git_revision=_revision(args), cluster=cluster, fanout=not args.no_fanout,
-                          cache_ingest=cache_ingest, image=args.image,
+                          image=args.image,
                           descriptions=parameter_descriptions(Path(args.params)))
 
 
@@ -57,13 +57,13 @@ def _warn_if_mutable(args: argparse.Namespace) -> None:
                         "build with `make image` and compile against its tag or digest", image)
 
 
-def _compile_to(args: argparse.Namespace, params: Params, out: Path, cache_ingest: bool = True) -> Path:
+def _compile_to(args: argparse.Namespace, params: Params, out: Path) -> Path:
     from kfp import compiler
 
     _warn_if_mutable(args)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(_build(args, params, cache_ingest), package_path=str(out))
+    compiler.Compiler().compile(_build(args, params), package_path=str(out))
     return out
 
 
@@ -73,19 +73,21 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _uploaded(args: argparse.Namespace, client, cache_ingest: bool = True):
-    """The version to run or schedule: `--version` (a name or `latest`), else this revision uploaded."""
+def _uploaded(args: argparse.Namespace, client):
+    """The version to run or schedule: `--version` (a name or `latest`), else this revision
+    uploaded (after checking the backend can run it: `remote.check_server`)."""
     import tempfile
 
     from pipelines import remote
 
     if args.version:
-        return remote.find_version(client, args.name, args.version)
+        return remote.find_version(client, args.name, args.version, args.namespace)
+    remote.check_server(client, args.host, args.namespace)
     with tempfile.TemporaryDirectory() as tmp:
-        package = _compile_to(args, _params(args, False), Path(tmp) / "pipeline.yaml", cache_ingest)
+        package = _compile_to(args, _params(args, False), Path(tmp) / "pipeline.yaml")
         rev = _revision(args)
         up = remote.upload(client, str(package), args.name, remote.version_name(rev, remote.package_digest(package)),
-                           f"lpdvae training pipeline, git revision {rev or 'unknown'}")
+                           f"lpdvae training pipeline, git revision {rev or 'unknown'}", args.namespace)
     print(f"{'uploaded' if up.created else 'found'} pipeline {args.name} ({up.pipeline_id}) "
           f"version {up.version_name} ({up.version_id})")
     return up
@@ -125,7 +127,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
     cron = remote.cron_with_seconds(args.cron)
     client = remote.connect(args.host, args.namespace)
-    up = _uploaded(args, client, cache_ingest=False)  # each scheduled run re-reads the source
+    up = _uploaded(args, client)  # each scheduled run re-reads the source: ingest_refresh_key=[[ScheduledTime]]
     job_id = remote.schedule(client, up, args.experiment, args.job_name, cron, _changed_knobs(args),
                              args.namespace, args.service_account)
     print(f"scheduled recurring run {args.job_name} ({job_id}): {up.version_name}, cron '{cron}', "

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,13 +68,63 @@ def _name_filter(name: str) -> str:
     return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
 
 
-def upload(client, package_path: str, pipeline_name: str, version: str, description: str) -> Uploaded:
-    """Create the pipeline when it is new, and the version `version` unless it exists."""
-    pipeline_id = client.get_pipeline_id(pipeline_name)
+# Minimum Kubeflow Pipelines backend (docs/kubeflow.md, "Versions"): dsl.Collected, the fan-in of
+# the tensorize chunks, runs from 2.14; [[ScheduledTime]] in recurring-run parameters from 2.16.
+MIN_KFP = (2, 16)
+SCHEDULED_TIME = "[[ScheduledTime]]"
+
+
+def reported_version(host: str) -> tuple[int, ...] | None:
+    """The backend's version where its API reports one: `tag_name` of /apis/v1beta1/healthz
+    (older servers; the v2beta1 healthz has no version field, and KFP 2.x servers may omit it)."""
+    import requests
+
+    url = (host if "://" in host else f"http://{host}").rstrip("/") + "/apis/v1beta1/healthz"
+    token = bearer_token()
+    try:
+        resp = requests.get(url, headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=30)
+        tag = resp.json().get("tag_name", "") if resp.ok else ""
+    except (requests.RequestException, ValueError):
+        return None
+    numbers = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", str(tag))
+    return tuple(int(n) for n in numbers.groups() if n is not None) if numbers else None
+
+
+def check_server(client, host: str, namespace: str | None) -> None:
+    """Refuse a backend this pipeline cannot run on, before anything is uploaded: one older than
+    MIN_KFP (when it says its version), or a multi-user one without --namespace (from 2.17 an
+    upload outside a namespace needs rights in the KFP system namespace: 403 for a profile user)."""
+    if client.get_kfp_healthz().multi_user and not namespace:
+        raise ValueError("this Kubeflow Pipelines is multi-user: pass --namespace <your profile namespace> "
+                         "(the pipeline, its versions, experiments and runs live there)")
+    version = reported_version(host)
+    if version is None:
+        log.warning("the KFP API did not report its version: this pipeline needs a backend >= %s "
+                    "(docs/kubeflow.md, Versions); check it by hand", ".".join(map(str, MIN_KFP)))
+    elif version[:2] < MIN_KFP:
+        raise ValueError(f"Kubeflow Pipelines {'.'.join(map(str, version))} is older than "
+                         f"{'.'.join(map(str, MIN_KFP))}: dsl.Collected (the tensorize fan-in, >= 2.14) and "
+                         "[[ScheduledTime]] (the weekly run's fresh ingest, >= 2.16) would not work")
+
+
+def find_pipeline(client, pipeline_name: str, namespace: str | None = None) -> str | None:
+    """The id of the pipeline named `pipeline_name` in `namespace` (None: the shared ones)."""
+    found = client.list_pipelines(page_size=2, filter=_name_filter(pipeline_name), namespace=namespace)
+    pipelines = found.pipelines or []
+    if len(pipelines) > 1:
+        raise LookupError(f"{len(pipelines)} pipelines are named {pipeline_name!r}: the name must be unique")
+    return pipelines[0].pipeline_id if pipelines else None
+
+
+def upload(client, package_path: str, pipeline_name: str, version: str, description: str,
+           namespace: str | None = None) -> Uploaded:
+    """Create the pipeline when it is new (in `namespace`: a namespaced pipeline), and the
+    version `version` unless it exists."""
+    pipeline_id = find_pipeline(client, pipeline_name, namespace)
     if pipeline_id is None:
         pipeline_id = client.upload_pipeline(package_path, pipeline_name=pipeline_name,
-                                             description=description).pipeline_id
-        log.info("created pipeline %s (%s)", pipeline_name, pipeline_id)
+                                             description=description, namespace=namespace).pipeline_id
+        log.info("created pipeline %s (%s) in %s", pipeline_name, pipeline_id, namespace or "the shared namespace")
     existing = client.list_pipeline_versions(pipeline_id, page_size=1, filter=_name_filter(version))
     if existing.pipeline_versions:
         return Uploaded(pipeline_id, existing.pipeline_versions[0].pipeline_version_id, version, False)
@@ -82,9 +133,9 @@ def upload(client, package_path: str, pipeline_name: str, version: str, descript
     return Uploaded(pipeline_id, created.pipeline_version_id, version, True)
 
 
-def find_version(client, pipeline_name: str, version: str) -> Uploaded:
+def find_version(client, pipeline_name: str, version: str, namespace: str | None = None) -> Uploaded:
     """An uploaded version by name, or the newest one for `latest`."""
-    pipeline_id = client.get_pipeline_id(pipeline_name)
+    pipeline_id = find_pipeline(client, pipeline_name, namespace)
     if pipeline_id is None:
         raise LookupError(f"no pipeline named {pipeline_name!r}: upload it first")
     if version == "latest":
@@ -103,9 +154,9 @@ def schedule(client, uploaded: Uploaded, experiment: str, job_name: str, cron: s
 
     An older recurring run of the same name in the experiment is deleted first, so the schedule
     always points at the version just uploaded. Runs never overlap and missed ones are not
-    caught up. Schedule a version compiled with `cache_ingest=False`: KFP v2 does not expand
-    `[[ScheduledTime]]` in recurring-run parameters (kubeflow/pipelines#12494), so nothing else
-    would make a weekly run re-read its source.
+    caught up. `ingest_refresh_key` is `[[ScheduledTime]]` (expanded per run from KFP 2.16,
+    kubeflow/pipelines#12494), so each weekly run re-reads its source while a rerun or clone of
+    one week's run can still reuse that week's ingest from cache.
     """
     exp = client.create_experiment(experiment, namespace=namespace)
     old = client.list_recurring_runs(experiment_id=exp.experiment_id, filter=_name_filter(job_name))
@@ -115,7 +166,7 @@ def schedule(client, uploaded: Uploaded, experiment: str, job_name: str, cron: s
     job = client.create_recurring_run(
         experiment_id=exp.experiment_id, job_name=job_name, cron_expression=cron,
         pipeline_id=uploaded.pipeline_id, version_id=uploaded.version_id,
-        params=params, enabled=True, max_concurrency=1,
+        params={"ingest_refresh_key": SCHEDULED_TIME, **params}, enabled=True, max_concurrency=1,
         no_catchup=True, service_account=service_account,
         description=f"lpdvae retraining of {uploaded.version_name} ({cron})",
     )

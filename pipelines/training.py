@@ -153,15 +153,14 @@ def pipeline_signature(params: Params, git_revision: str, fanout: bool, trainjob
 
 
 def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterConfig | None = None,
-                   fanout: bool = True, cache_ingest: bool = True,
+                   fanout: bool = True,
                    image: str | None = None, descriptions: Mapping[str, str] | None = None) -> Callable[..., Any]:
     """The KFP pipeline (a GraphComponent) with defaults from `params`.
 
     `cluster=None` leaves out every Kubernetes setting (kfp.local). `image` replaces the
     components' image on every task; on a GPU cluster train runs in `<image>-cuda` (the CUDA
-    build) unless `cluster.train_image` names one. Ingest is cached on (params, refresh key) so
-    that a run with unchanged inputs reuses every data step; `cache_ingest=False` makes every run
-    re-read the source (recurring runs, whose parameters cannot change from run to run).
+    build) unless `cluster.train_image` names one. Ingest is cached on (params, refresh key): a
+    new key (`run --host`: the time; recurring runs: `[[ScheduledTime]]`) re-reads the source.
     `descriptions` (default: `parameter_descriptions()`) become the parameters' descriptions in the IR.
     """
     trainjob = None
@@ -184,7 +183,7 @@ def build_pipeline(params: Params, *, git_revision: str = "", cluster: ClusterCo
                 tasks = _steps(args, knob_names, fanout, trainjob)
             tasks["status"] = exit_task
             exit_task.set_caching_options(False).set_retry(3, **BACKOFF)
-        tasks["ingest"].set_caching_options(cache_ingest)
+        tasks["ingest"].set_caching_options(True)
         for task in tasks.values():
             if image:
                 task.set_container_image(image)

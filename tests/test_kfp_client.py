@@ -29,7 +29,7 @@ from pipelines.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACTS = Path(__file__).parent / "contracts" / "kfp-handwritten"
-SCENARIOS = sorted(p.stem for p in CONTRACTS.glob("*.json") if p.stem != "healthz")
+SCENARIOS = sorted(p.stem for p in CONTRACTS.glob("*.json") if not p.stem.startswith("healthz"))
 SECRET = "SUPER-SECRET-VALUE-123"
 pytestmark = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
 
@@ -81,7 +81,7 @@ def interactions(name: str) -> list[dict[str, Any]]:
     return doc.get("interactions", [doc])
 
 
-@pytest.mark.parametrize("name", [*SCENARIOS, "healthz"])
+@pytest.mark.parametrize("name", [*SCENARIOS, "healthz", "healthz_v1beta1"])
 def test_contract_says_it_is_hand_written(name):
     assert "hand-written" in load(name)["provenance"] and "not recorded" in load(name)["provenance"]
 
@@ -91,6 +91,8 @@ def test_contract_matches_the_generated_kfp_client(name):
     """The hand-written requests and responses use only operations, fields and types of kfp_server_api."""
     ops = api_operations()
     assert len(ops) > 20, "kfp_server_api operations were not found"
+    if name != "healthz" and "healthz" in load(name):  # a scenario's own v2beta1 healthz answer
+        assert not conformance_errors(load(name)["healthz"], "V2beta1GetHealthzResponse", f"{name}.healthz")
     for i, it in enumerate(interactions(name)):
         req, resp = it["request"], it["response"]
         assert any(m == req["method"] and p.match(req["path"]) for m, p in ops), f"{name}[{i}]: {req}"
@@ -107,6 +109,10 @@ class Replay:
     expected: list[dict[str, Any]]
     got: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # the probes answered at any time: the v2beta1 healthz (kfp.Client's, multi_user) and the
+    # v1beta1 one (the server's version); a scenario may give its own bodies
+    healthz: dict[str, Any] = field(default_factory=lambda: load("healthz")["response"]["body"])
+    healthz_v1beta1: dict[str, Any] = field(default_factory=lambda: load("healthz_v1beta1")["response"]["body"])
 
     def answer(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         url = urlparse(raw_path)
@@ -114,7 +120,9 @@ class Replay:
         headers = {k.lower(): v for k, v in headers.items()}
         self.got.append({"method": method, "path": url.path, "query": query, "headers": headers, "body": body})
         if (method, url.path) == ("GET", "/apis/v2beta1/healthz"):
-            return 200, load("healthz")["response"]["body"]
+            return 200, self.healthz
+        if (method, url.path) == ("GET", "/apis/v1beta1/healthz"):
+            return 200, self.healthz_v1beta1
         if not self.expected:
             return self._reject(f"unexpected extra request {method} {url.path}")
         want = self.expected.pop(0)
@@ -184,7 +192,9 @@ def kfp_api(monkeypatch, tmp_path) -> Iterator[Any]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
     def arm(scenario: str) -> tuple[str, Replay]:
-        state["replay"] = Replay([it for it in interactions(scenario)])
+        doc = load(scenario)
+        state["replay"] = Replay([it for it in interactions(scenario)],
+                                 **{k: doc[k] for k in ("healthz", "healthz_v1beta1") if k in doc})
         return f"http://127.0.0.1:{server.server_address[1]}", state["replay"]
 
     yield arm
@@ -248,10 +258,36 @@ def test_schedule_replaces_the_weekly_recurring_run_with_one_of_the_new_version(
     assert rc == 0
     done(replay)
     params = json.loads(replay.got[-1]["body"])["runtime_config"]["parameters"]
-    assert params == {"train__epochs": 20}, "only what --set changed"
-    uploaded = next(r for r in replay.got if r["path"].endswith("upload_version"))
-    ingest = re.search(rb"ingest-op:\s+cachingOptions: \{\}", uploaded["body"])
-    assert ingest, "the scheduled version re-reads the source on every run (ingest not cached)"
+    assert params == {"ingest_refresh_key": "[[ScheduledTime]]", "train__epochs": 20}, \
+        "what --set changed, and a refresh key KFP sets to each run's scheduled time (each week re-reads the source)"
+
+
+@pytest.mark.slow
+def test_upload_with_a_namespace_creates_a_namespaced_pipeline(kfp_api, clean_revision):
+    host, replay = kfp_api("upload_namespaced")
+    assert main(["upload", "--host", host, "--params", str(REPO / "params.yaml"),
+                 "--namespace", "kubeflow-user-example-com"]) == 0
+    done(replay)
+
+
+def test_upload_to_a_backend_older_than_the_minimum_is_refused_before_uploading(kfp_api, clean_revision, capsys):
+    host, replay = kfp_api("upload_refused_old_backend")
+    assert main(["upload", "--host", host, "--params", str(REPO / "params.yaml")]) == 1
+    done(replay)
+    assert "Kubeflow Pipelines 2.5.0 is older than 2.16" in capsys.readouterr().err
+
+
+def test_upload_to_a_multi_user_backend_without_a_namespace_is_refused(kfp_api, clean_revision, capsys):
+    host, replay = kfp_api("upload_refused_without_namespace")
+    assert main(["upload", "--host", host, "--params", str(REPO / "params.yaml")]) == 1
+    done(replay)
+    assert "pass --namespace" in capsys.readouterr().err
+
+
+def test_a_backend_that_reports_no_version_is_not_refused_on_a_guess(kfp_api):
+    host, replay = kfp_api("upload_refused_old_backend")
+    replay.healthz_v1beta1 = {"commit_sha": "unknown", "tag_name": "unknown", "multi_user": False}
+    assert remote.reported_version(host) is None
 
 
 def test_run_latest_starts_one_run_of_the_newest_version_without_uploading(kfp_api):
