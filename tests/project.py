@@ -14,8 +14,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-SMALL_MODEL = {"step_embedding": 16, "encoder_hidden": 16, "latent_dim": 4, "conductor_hidden": 16,
-               "decoder_hidden": 16}
+SMALL_MODEL = {"step_embedding": 16, "encoder_hidden": 16, "latent_dim": 4, "bar_latent_dim": 0, "prior_components": 0,
+               "conductor_hidden": 16, "decoder_hidden": 16}
 
 
 def small_model(**sizes: Any) -> dict[str, Any]:

@@ -82,6 +82,22 @@ def test_a_statistic_constant_on_both_sides_is_reported_but_not_gated():
     assert len(statistic_reasons(varying, strict)) == 1
 
 
+def test_real_held_out_music_passes_however_far_its_split_sits_from_the_test_split():
+    """The validation phrases posing as generated music: their gap to the test split is exactly
+    the splits' own distance, which the allowed gap includes; 10 % beyond it still fails."""
+    strict = ev(statistics=("n_pitch_classes_used",), stat_rel_tolerance=0.1, stat_abs_floor=0.0)
+    base = {"reference.n_pitch_classes_used": 3.47, "split_gap.n_pitch_classes_used": 3.15 - 3.47,
+            "constant.n_pitch_classes_used": 0.0}
+
+    def posing(value: float, spread: float = 0.1) -> dict[str, float]:
+        return {**base, "generated.n_pitch_classes_used": value,
+                "gap.n_pitch_classes_used.lo": value - 3.47 - spread, "gap.n_pitch_classes_used.hi": value - 3.47 + spread}
+
+    assert statistic_reasons(posing(3.15), strict) == []
+    assert statistic_reasons({k: v for k, v in posing(3.15).items() if not k.startswith("split_gap")}, strict)
+    assert statistic_reasons(posing(3.15 - 0.347), strict)  # 10 % of the data beyond the splits' distance
+
+
 def test_the_relative_tolerance_applies_to_the_whole_interval():
     m = {**good_metrics(), "generated.n_pitch_classes_used": 3.2, "reference.n_pitch_classes_used": 3.0,
          "gap.n_pitch_classes_used.lo": 0.05, "gap.n_pitch_classes_used.hi": 0.35}

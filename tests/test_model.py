@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 
 from lpdvae.data.codes import ONSET, SUSTAIN, mono_classes
 from lpdvae.evaluation.metrics import note_prf
+from lpdvae.evaluation.voices import voice_per_phrase
 from lpdvae.model.vae import (
     FORMAT_VERSION,
     MusicVAE,
@@ -91,7 +93,7 @@ def test_decoder_heads_fit_each_track_kind(kinds: tuple[str, ...]) -> None:
     params = small_params(kinds=kinds)
     vae = make_vae(params)
     n_mono = sum(k == "monophonic" for k in kinds)
-    mono, poly = vae.decode(torch.zeros(2, 4))
+    mono, poly = vae.decode(torch.zeros(2, vae.latent_dim))
     assert mono.shape == (2, n_mono, 2, 16, 24 + 2)  # a categorical: pitches + hold + rest
     assert poly.shape == (2, len(kinds) - n_mono, 2, 16, 24, 2)  # Bernoulli onset + sustain per cell
     assert (vae.mono_head is None) == (n_mono == 0)
@@ -144,7 +146,7 @@ def test_loss_on_a_tiny_batch() -> None:
 def test_mono_head_is_one_normalised_categorical_over_onset_pitches_hold_and_rest() -> None:
     params = small_params(kinds=("monophonic",))
     vae = make_vae(params)
-    mono, _ = vae.decode(torch.randn(3, 4))
+    mono, _ = vae.decode(torch.randn(3, vae.latent_dim))
     assert mono.shape[-1] == 24 + 2
     assert torch.allclose(mono.exp().sum(-1), torch.ones(mono.shape[:-1]), atol=1e-5)
 
@@ -243,7 +245,9 @@ def chained_vae(kinds: tuple[str, ...] = ("monophonic", "polyphonic", "monophoni
     vae = make_vae(params).eval()
     assert vae.chain is not None
     with torch.no_grad():
-        vae.chain.out.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(3))
+        for k, table in enumerate((vae.chain.out, vae.chain.harmonic, vae.chain.melodic, vae.chain.parallel,
+                                   vae.chain.duration)):
+            table.normal_(0.0, 1.0 if k == 0 else 0.1, generator=torch.Generator().manual_seed(3 + k))
     return vae
 
 
@@ -253,7 +257,7 @@ def test_teacher_forcing_gives_the_chains_own_factorisation() -> None:
     z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(2))
     truth = mono_classes(x[:, vae.mono_tracks])
     with torch.no_grad():
-        (logp, _), picked = vae.decode_in_order(z, lambda lp, v: truth[:, v])  # voice by voice
+        (logp, _), picked = vae.decode_in_order(z, lambda lp, v, t: truth[:, v].flatten(1)[:, t])  # in order
         forced, _ = vae.decode(z, x)  # all voices at once, the upper ones the truth
     assert torch.equal(picked, truth)
     torch.testing.assert_close(forced, logp)
@@ -262,13 +266,62 @@ def test_teacher_forcing_gives_the_chains_own_factorisation() -> None:
 def test_a_drawn_voice_depends_on_the_voices_above_it() -> None:
     vae = chained_vae(("monophonic",) * 3)
     x = note_phrases(2, small_params(kinds=vae.kinds))
-    other = x.clone()
-    other[:, 0] = note_phrases(2, small_params(kinds=vae.kinds), seed=5)[:, 0]  # a new soprano
+    new = note_phrases(2, small_params(kinds=vae.kinds), seed=5)
+    soprano, alto = x.clone(), x.clone()
+    soprano[:, 0], alto[:, 1] = new[:, 0], new[:, 1]
     z = torch.zeros(2, vae.latent_dim)
     with torch.no_grad():
-        a, b = vae.decode(z, x)[0], vae.decode(z, other)[0]
-    assert torch.equal(a[:, 0], b[:, 0])  # the top voice sees no other
-    assert not torch.allclose(a[:, 1], b[:, 1]) and not torch.allclose(a[:, 2], b[:, 2])
+        a, b, c = (vae.decode(z, v)[0] for v in (x, soprano, alto))
+    assert torch.equal(a[:, 0], c[:, 0])  # the top voice sees no other (only its own past)
+    assert not torch.allclose(a[:, 1], b[:, 1]) and not torch.allclose(a[:, 2], c[:, 2])
+
+
+def test_a_voice_sees_every_voice_one_step_back_and_nothing_later() -> None:
+    vae = chained_vae(("monophonic",) * 3)
+    x = note_phrases(2, small_params(kinds=vae.kinds))
+    later = x.clone()
+    later[:, :, 1, 8:] = note_phrases(2, small_params(kinds=vae.kinds), seed=6)[:, :, 1, 8:]  # bar 1 from step 8 on
+    z = torch.zeros(2, vae.latent_dim)
+    with torch.no_grad():
+        a, b = vae.decode(z, x)[0], vae.decode(z, later)[0]
+    assert torch.equal(a[:, :, 0], b[:, :, 0]) and torch.equal(a[:, :, 1, :8], b[:, :, 1, :8])
+    assert not torch.allclose(a[:, 0, 1, 9:], b[:, 0, 1, 9:])  # the top voice sees the step before
+
+
+def test_voice_leading_terms_can_forbid_parallel_fifths_and_octaves() -> None:
+    """The pair table indexed by (interval before, interval after, similar motion) is enough to
+    rule out what `parallel_motion_rate` counts, in drawn phrases."""
+    vae = chained_vae(("monophonic",) * 3)
+    z = torch.randn(64, vae.latent_dim, generator=torch.Generator().manual_seed(6))
+    names = ["s", "a", "b"]
+
+    def parallel_rate() -> float:
+        with torch.no_grad():
+            x = vae.draw_codes(z, 1.0, torch.Generator().manual_seed(0)).numpy()
+        stats = voice_per_phrase(x, names, np.array([[0, 23]] * 3))
+        return float(np.nanmean([np.nanmean(v) for k, v in stats.items() if k.startswith("parallel")]))
+
+    assert parallel_rate() > 0.05  # random voices move in parallel perfect intervals often
+    perfect = torch.zeros(12, 12, 2, dtype=torch.bool)
+    perfect[0, 0, 1] = perfect[7, 7, 1] = True  # upper - lower intervals, mod 12, both sides
+    with torch.no_grad():
+        vae.chain.parallel[:, :, perfect.flatten()] = -1e4
+    assert parallel_rate() == 0.0
+
+
+def test_each_bars_own_z_reaches_that_bar_only() -> None:
+    params = small_params(bars=3, kinds=("monophonic",) * 2, bar_latent_dim=2)
+    vae = make_vae(params).eval()
+    assert vae.latent_dim == 4 + 3 * 2  # the phrase's z, then each bar's
+    x = note_phrases(2, params)
+    mu, _ = vae.encode(x)
+    assert mu.shape == (2, 10)
+    moved = mu.clone()
+    moved[:, 4 + 2:4 + 4] += 1.0  # bar 1's z
+    with torch.no_grad():
+        a, b = vae.decode(mu, x)[0], vae.decode(moved, x)[0]  # teacher-forced: the same voices
+    assert torch.equal(a[:, :, 0], b[:, :, 0]) and torch.equal(a[:, :, 2], b[:, :, 2])
+    assert not torch.allclose(a[:, :, 1], b[:, :, 1])
 
 
 def test_an_independent_model_has_no_chain() -> None:
@@ -309,7 +362,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json"}
     loaded = load_model(tmp_path)
     assert not loaded.training
-    assert loaded.meta["format_version"] == FORMAT_VERSION == 7
+    assert loaded.meta["format_version"] == FORMAT_VERSION == 8
     assert loaded.meta["params_digest"] == params.digest()
     assert [(t["name"], t["kind"]) for t in loaded.meta["tracks"]] == [("t0", "drums"), ("t1", "monophonic")]
     assert loaded.kinds == ("drums", "monophonic")

@@ -104,6 +104,8 @@ class ModelParams:
     step_embedding: int
     encoder_hidden: int
     latent_dim: int
+    bar_latent_dim: int
+    prior_components: int
     conductor_hidden: int
     decoder_hidden: int
     dropout: float
@@ -231,6 +233,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.hold_pitch_weight": (lambda v: v >= 0, "must be >= 0"),
     "train.transpose": (lambda v: 0 <= v <= 12, "must be in 0..12 semitones"),
     "model.latent_dim": (lambda v: v > 0, "must be > 0"),
+    "model.bar_latent_dim": (lambda v: v >= 0, "must be >= 0 (0 = no per-bar latent)"),
+    "model.prior_components": (lambda v: v >= 0, "must be >= 0 (0 = z ~ N(0, I))"),
     "model.step_embedding": (lambda v: v >= 2, "must be >= 2 (the encoder halves it before flattening)"),
     "model.encoder_hidden": (lambda v: v > 0, "must be > 0"),
     "model.conductor_hidden": (lambda v: v > 0, "must be > 0"),

@@ -2,19 +2,21 @@
 
 Phrases are uint8 codes `[N, T, B, S, P]` (tracks, bars, steps per bar, pitches): 0 silent,
 1 sustain, 2 onset (`lpdvae.data.codes`). Encoder: dilated convolutions read the phrase step by step
-(each track's activity and onset planes side by side), flattened into mu and log sigma^2 of z.
-Decoder: a "conductor" GRU unrolls z into one embedding per bar; dilated convolutions over the
-bar's steps turn each into per-step features, and each track gets the output distribution its
-kind needs (`tracks[].kind` in params.yaml):
+(each track's activity and onset planes side by side), flattened into mu and log sigma^2 of the
+phrase's z, and per bar, from that bar's merged steps, of the bar's own z (`model.bar_latent_dim`).
+Decoder: a "conductor" GRU unrolls the phrase's z into one embedding per bar; with the bar's own z,
+dilated convolutions over the bar's steps turn each into per-step features, and each track gets
+the output distribution its kind needs (`tracks[].kind` in params.yaml):
 
 - monophonic: a categorical per step over `onset at pitch p` (P classes), hold, rest, factorised
   as an event (onset / hold / rest) times the onset's pitch. The pitch head is also trained on
   every held step (`train.hold_pitch_weight`): the pitch a voice sounds changes slowly, so dense
   supervision teaches it faster than the onsets alone (docs/decisions.md). With
   `model.voice_chain` the voices are drawn jointly, in track order within each step (soprano
-  first for SATB), as BachBot serialises a step's voices top-down: voice v's head also sees the
-  sounding pitch and event of voices < v at the same step (`VoiceChain`). Training is
-  teacher-forced (the true upper voices); sampling draws and reconstruction decides voice by voice;
+  first for SATB), as BachBot serialises a step's voices top-down, and step by step: voice v's
+  head also sees the voices < v at the same step and every voice at the step before, through
+  interval tables (`VoiceChain`). Training is teacher-forced (the true voices); sampling draws
+  and reconstruction decides step by step, voice by voice;
 - polyphonic / drums: independent Bernoulli onset and sustain per cell.
 
 Decoding follows from the distribution (the most likely class / cell), never from a tuned
@@ -36,19 +38,22 @@ from torch import Tensor, nn
 
 from lpdvae.data.codes import highest_pitch, mono_classes, mono_to_codes, planes
 from lpdvae.io import atomic_write_bytes, atomic_write_json
+from lpdvae.model.prior import LatentPrior
 from lpdvae.params import TRACK_KINDS, ModelParams, Params, RepresentationParams
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 7  # 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
+FORMAT_VERSION = 8  # 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
 
 Outputs = tuple[Tensor, Tensor]  # (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2])
-Pick = Callable[[Tensor, int], Tensor]  # (log-probs [N, B, S, P+2] of voice v, v) -> its classes [N, B, S]
+# (log-probs [N, P+2] of voice v at step t, v, t) -> its classes [N]; t None: every step at once
+# ([N, L, P+2] -> [N, L]), when the voices are independent given z
+Pick = Callable[[Tensor, int, int | None], Tensor]
 _EVENTS = 3  # onset, hold, rest
 
 
@@ -73,10 +78,12 @@ class ResidualConv(nn.Module):
 
 
 class PhraseEncoder(nn.Module):
-    """`[N, L, features]` steps of a phrase -> `[N, 2 * hidden]`: each step's tracks x
-    (activity, onset) x pitches embedded, two dilated residual convs over the steps, every
-    `pool` steps merged into one, two more over the merged steps (receptive field ~30 steps), all
-    flattened into one position-aware vector (the CNN view).
+    """`[N, L, features]` steps of a phrase -> (`[N, 2 * hidden]`, `[N, L / pool, embedding]`):
+    each step's tracks x (activity, onset) x pitches embedded, two dilated residual convs over
+    the steps, every `pool` steps merged into one, two more over the merged steps (receptive
+    field ~30 steps), all flattened into one position-aware vector (the CNN view); the merged
+    steps are returned too, for the per-bar latents. `pool` divides a bar's steps, so each bar
+    owns whole merged steps.
 
     Chosen over a bidirectional GRU over the steps (MusicVAE's encoder) and the design's GRU over
     bars, whose codes barely depend on the phrase; merging after two blocks instead of four is
@@ -85,9 +92,10 @@ class PhraseEncoder(nn.Module):
 
     DILATIONS = (1, 2)  # of the blocks before the merge, and of those after it
 
-    def __init__(self, steps: int, features: int, embedding: int, hidden: int, dropout: float) -> None:
+    def __init__(self, steps: int, bar_steps: int, features: int, embedding: int, hidden: int,
+                 dropout: float) -> None:
         super().__init__()
-        self.pool = next(k for k in (4, 2, 1) if steps % k == 0)
+        self.pool = next(k for k in (4, 2, 1) if bar_steps % k == 0)
         self.inp = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, embedding),
                                  nn.LayerNorm(embedding), nn.GELU())
         self.fine = nn.Sequential(*(ResidualConv(embedding, d) for d in self.DILATIONS))
@@ -96,11 +104,11 @@ class PhraseEncoder(nn.Module):
         self.down = nn.Linear(embedding, embedding // 2)
         self.out = nn.Sequential(nn.Linear(steps // self.pool * (embedding // 2), 2 * hidden), nn.GELU())
 
-    def forward(self, steps: Tensor) -> Tensor:
+    def forward(self, steps: Tensor) -> tuple[Tensor, Tensor]:
         h = self.fine(self.inp(steps))
         n, length, width = h.shape
         h = self.coarse(self.merge(h.reshape(n, length // self.pool, self.pool * width)))
-        return self.out(self.down(h).flatten(1))
+        return self.out(self.down(h).flatten(1)), h
 
 
 class BarDecoder(nn.Module):
@@ -137,10 +145,31 @@ def sounding(classes: Tensor, n_pitches: int) -> tuple[Tensor, Tensor]:
 
 
 class VoiceChain(nn.Module):
-    """Extra head logits `[N, V, B, S, 3 + P]` for V monophonic voices: voice v's from the decoder
-    feature of its step and the sum, over the voices u < v, of an embedding of (u, its sounding
-    pitch, its event) at that step, through one GELU layer. The output layer starts at zero, so
-    an untrained chain is the independent model; voice 0 sees no other voice."""
+    """Extra head logits `[N, V, B, S, 3 + P]` for V monophonic voices drawn jointly: step by
+    step, and within a step voice by voice (BachBot's top-down order). Voice v at step t sees:
+
+    - the voices u < v at t: the sum of an embedding of (u, its sounding pitch, its event),
+      added to a projection of the decoder feature, through one GELU layer (events and pitches);
+    - voice-leading terms on its onset pitch p, learned tables indexed by intervals (so they hold
+      in every key): the harmonic interval from each upper voice's pitch at t, its own melodic
+      interval from t - 1, and per upper voice the pair (interval at t - 1, interval at t), split
+      by whether the two move in the same direction: what can learn Bach's avoidance of parallel
+      fifths and octaves, which no per-step draw given z alone can (docs/decisions.md);
+    - a duration term on its event (onset / hold / rest): a table indexed by whether it sounded
+      at t - 1 and for how many steps since its last onset or rest (`AGE` steps or more share an
+      entry): the note lengths a per-step draw otherwise gets wrong.
+
+    Every table and the output layer start at zero: an untrained chain is the independent model.
+    `forward` is teacher-forced (all steps at once, from the true classes); `step` is the same
+    function for one step of a decoding that goes in order."""
+
+    HARMONIC = 36  # harmonic intervals beyond +-3 octaves share their end entry
+    MELODIC = 12   # melodic leaps beyond an octave likewise
+    AGE = 16       # steps since a voice's last onset or rest: 0 before the first step, then 1..AGE
+    # The tables are read times this gain: Adam moves a parameter by about lr a step, so without
+    # it an entry cannot reach the logits (-5 and below) that rule a motion out within a short
+    # run; measured on the demo, every parallel-fifth entry stopped at -1.9 after 880 steps.
+    GAIN = 10.0
 
     def __init__(self, voices: int, pitches: int, width: int, hidden: int) -> None:
         super().__init__()
@@ -150,17 +179,78 @@ class VoiceChain(nn.Module):
         self.feat = nn.Linear(width, voices * hidden)
         self.out = nn.Parameter(torch.zeros(voices, hidden, _EVENTS + pitches))
         self.bias = nn.Parameter(torch.zeros(voices, _EVENTS + pitches))
+        self.harmonic = nn.Parameter(torch.zeros(voices, voices, 2 * self.HARMONIC + 1))
+        self.melodic = nn.Parameter(torch.zeros(voices, 2 * self.MELODIC + 1))
+        self.parallel = nn.Parameter(torch.zeros(voices, voices, 12 * 12 * 2))
+        self.duration = nn.Parameter(torch.zeros(voices, 2 * (self.AGE + 1), _EVENTS))
 
     def forward(self, feats: Tensor, classes: Tensor) -> Tensor:
         """`feats` `[N, B, S, F]`, `classes` `[N, V, B, S]` -> `[N, V, B, S, 3 + P]`; voice v's
-        output depends on `classes[:, :v]` only."""
+        output at step t depends on `classes[:, :v]` at t and on every voice before t only."""
         n, v, b, s = classes.shape
-        pitch, event = sounding(classes, self.pitches)
-        voice = torch.arange(v, device=classes.device).view(1, v, 1, 1)
-        e = self.embed((voice * self.states + pitch * 3 + event).permute(0, 2, 3, 1))  # [N, B, S, V, H]
-        upper = e.cumsum(3) - e  # voices above each one (an exclusive sum)
-        h = F.gelu(self.feat(feats).view(n, b, s, v, self.hidden) + upper)
-        return torch.einsum("nbswh,whk->nwbsk", h, self.out.to(h.dtype)) + self.bias.view(1, v, 1, 1, -1)
+        pitch, event = (a.flatten(2).transpose(1, 2) for a in sounding(classes, self.pitches))  # [N, L, V]
+        prev = torch.cat([torch.full_like(pitch[:, :1], self.pitches), pitch[:, :-1]], 1)
+        age = note_age(pitch.transpose(1, 2), event.transpose(1, 2), self.pitches, self.AGE).transpose(1, 2)
+        age = torch.cat([torch.zeros_like(age[:, :1]), age[:, :-1]], 1)  # at the step before
+        proj = self.projected(feats.reshape(n, b * s, -1))
+        upper, rows = torch.zeros_like(proj[..., 0, :]), []
+        for voice in range(v):
+            rows.append(self.voice_logits(proj[..., voice, :], upper, (pitch, prev, age), voice))
+            upper = upper + self.state_embedding(voice, pitch[..., voice], event[..., voice])
+        return torch.stack(rows, 1).view(n, v, b, s, -1)
+
+    def projected(self, feats: Tensor) -> Tensor:
+        """Decoder features `[..., F]` -> each voice's projection `[..., V, H]`."""
+        return self.feat(feats).view(*feats.shape[:-1], self.voices, self.hidden)
+
+    def state_embedding(self, voice: int, pitch: Tensor, event: Tensor) -> Tensor:
+        return self.embed(voice * self.states + pitch * 3 + event)
+
+    def voice_logits(self, proj: Tensor, upper: Tensor, state: tuple[Tensor, Tensor, Tensor], v: int) -> Tensor:
+        """Voice v's extra logits `[..., 3 + P]` from its projection and the upper voices'
+        embedding sum `[..., H]`, and `state`: the sounding pitches at this step (voices < v
+        read) and at the step before (all read), P where silent, and each voice's age at the
+        step before (`note_age`), each `[..., V]`."""
+        pitch, prev, age = state
+        h = F.gelu(proj + upper)
+        out = h @ self.out[v].to(h.dtype) + self.bias[v]
+        duration = self.GAIN * self.duration[v][(prev[..., v] < self.pitches).long() * (self.AGE + 1) + age[..., v]]
+        return out + torch.cat([duration, self.leading(pitch, prev, v)], -1)
+
+    def leading(self, pitch: Tensor, prev: Tensor, v: int) -> Tensor:
+        """The voice-leading terms `[..., P]` on voice v's onset pitch (see the class docstring)."""
+        big = self.pitches
+        p = torch.arange(big, device=pitch.device)
+        pv = prev[..., v, None]
+        melodic, harmonic, parallel = (self.GAIN * t for t in (self.melodic, self.harmonic, self.parallel))
+        out = torch.where(pv < big, melodic[v][(p - pv).clamp(-self.MELODIC, self.MELODIC) + self.MELODIC], 0.0)
+        for u in range(v):
+            cu, pu = pitch[..., u, None], prev[..., u, None]
+            out = out + torch.where(cu < big, harmonic[u, v][(cu - p).clamp(-self.HARMONIC, self.HARMONIC)
+                                                              + self.HARMONIC], 0.0)
+            similar = (torch.sign(p - pv) == torch.sign(cu - pu)) & (cu != pu)
+            pair = ((pu - pv) % 12 * 12 + (cu - p) % 12) * 2 + similar.long()
+            out = out + torch.where((cu < big) & (pu < big) & (pv < big), parallel[u, v][pair], 0.0)
+        return out
+
+
+def note_age(pitch: Tensor, event: Tensor, n_pitches: int, most: int) -> Tensor:
+    """A voice's sounding pitch and event `[..., L]` (`sounding`) -> at each step the steps its
+    current note or silence has lasted, that step counted, at most `most` (long `[..., L]`). Read
+    from what sounds, so a hold after a rest (silent) continues the silence as a rest does."""
+    steps = torch.arange(pitch.shape[-1], device=pitch.device)
+    before = torch.cat([torch.full_like(pitch[..., :1], n_pitches), pitch[..., :-1]], -1)
+    starts = (event == 0) | ((event == 2) & (before < n_pitches)) | (steps == 0)
+    last = torch.where(starts, steps, -1).cummax(-1).values
+    return (steps - last + 1).clamp(max=most)
+
+
+def next_state(picked: Tensor, before: Tensor, n_pitches: int) -> tuple[Tensor, Tensor]:
+    """A voice's (sounding pitch, event) after it takes class `picked` `[N]`, from the pitch it
+    sounded the step before (P: silent), as `sounding` reads a whole voice."""
+    p = n_pitches
+    pitch = torch.where(picked < p, picked, torch.where(picked == p, before, p))
+    return pitch, torch.where(picked < p, 0, torch.where(pitch < p, 1, 2))
 
 
 class MusicVAE(nn.Module):
@@ -177,12 +267,17 @@ class MusicVAE(nn.Module):
         self.mono_tracks = [k for k, kind in enumerate(kinds) if kind == MONO]
         self.poly_tracks = [k for k, kind in enumerate(kinds) if kind != MONO]
         self.shape = (self.n_tracks, rep.n_bars, rep.steps_per_bar, rep.n_pitches)
-        self.latent_dim = model.latent_dim
-        self.meta: dict[str, Any] = {}
         _, b, s, p = self.shape
-        self.encoder = PhraseEncoder(b * s, 2 * self.n_tracks * p, model.step_embedding,
+        self.phrase_dim, self.bar_dim = model.latent_dim, model.bar_latent_dim
+        self.latent_dim = model.latent_dim + b * model.bar_latent_dim  # z = [phrase z, bar 0's z, ...]
+        self.meta: dict[str, Any] = {}
+        self.prior = LatentPrior(self.latent_dim, model.prior_components)
+        self.encoder = PhraseEncoder(b * s, s, 2 * self.n_tracks * p, model.step_embedding,
                                      model.encoder_hidden, model.dropout)
         self.to_stats = nn.Linear(2 * model.encoder_hidden, 2 * model.latent_dim)
+        self.to_bar_stats = (nn.Linear(s // self.encoder.pool * model.step_embedding, 2 * self.bar_dim)
+                             if self.bar_dim else None)
+        self.z_bar = nn.Linear(self.bar_dim, model.decoder_hidden) if self.bar_dim else None
         self.z_to_conductor = nn.Sequential(nn.Linear(model.latent_dim, model.conductor_hidden),
                                             nn.Tanh())
         self.conductor = nn.GRU(model.latent_dim, model.conductor_hidden, batch_first=True)
@@ -205,8 +300,12 @@ class MusicVAE(nn.Module):
         """Codes `[N, T, B, S, P]` -> (mu, logvar), each `[N, latent_dim]`."""
         n, t, b, s, p = x.shape
         steps = planes(x).reshape(n, 2 * t, b * s, p).transpose(1, 2).reshape(n, b * s, 2 * t * p)
-        mu, logvar = self.to_stats(self.encoder(steps)).chunk(2, dim=-1)
-        return mu, logvar
+        phrase, merged = self.encoder(steps)
+        mu, logvar = self.to_stats(phrase).chunk(2, dim=-1)
+        if self.to_bar_stats is None:
+            return mu, logvar
+        bar_mu, bar_logvar = self.to_bar_stats(merged.reshape(n, b, -1)).chunk(2, dim=-1)  # [N, B, bar_dim]
+        return torch.cat([mu, bar_mu.flatten(1)], -1), torch.cat([logvar, bar_logvar.flatten(1)], -1)
 
     def decode(self, z: Tensor, x: Tensor | None = None) -> Outputs:
         """`[N, latent_dim]` -> (mono log-probs `[N, Tm, B, S, P+2]`, poly logits `[N, Tp, B, S, P, 2]`).
@@ -219,32 +318,60 @@ class MusicVAE(nn.Module):
             return self._mono_log_probs(feats, None), poly
         if x is not None:
             return self._mono_log_probs(feats, mono_classes(x[:, self.mono_tracks])), poly
-        return self._in_order(feats, poly, lambda logp, v: mono_decision(logp))[0]
+        return self._in_order(feats, poly, lambda logp, v, t: mono_decision(logp))[0]
 
     def decode_in_order(self, z: Tensor, pick: Pick) -> tuple[Outputs, Tensor]:
-        """(outputs, mono classes `[N, Tm, B, S]`): voice by voice, `pick` chooses voice v's
-        classes from its log-probs given the voices already chosen; the returned log-probs are
-        each voice's given the choices above it."""
+        """(outputs, mono classes `[N, Tm, B, S]`): step by step and voice by voice, `pick`
+        chooses voice v's class at step t from its log-probs given what is already chosen (the
+        voices above it at t, every voice before t); the returned log-probs are each voice's
+        given those choices."""
         return self._in_order(*self._features(z), pick)
 
     def _in_order(self, feats: Tensor, poly: Tensor, pick: Pick) -> tuple[Outputs, Tensor]:
         n, b, s, _ = feats.shape
-        p = self.rep.n_pitches
-        classes = torch.full((n, len(self.mono_tracks), b, s), p + 1, dtype=torch.long, device=feats.device)
-        logp = self._mono_log_probs(feats, classes)
-        for v in range(len(self.mono_tracks)):
-            if v > 0 and self.chain is not None:  # voice v's row sees classes[:, :v], now chosen
-                logp = self._mono_log_probs(feats, classes)
-            classes[:, v] = pick(logp[:, v], v)
-        return (logp, poly), classes
+        p, tm = self.rep.n_pitches, len(self.mono_tracks)
+        if self.chain is None or tm == 0:  # the voices are independent given z: one pick each
+            logp = self._mono_log_probs(feats, None)
+            picked = [pick(logp[:, v].flatten(1, 2), v, None).view(n, b, s) for v in range(tm)]
+            classes = torch.stack(picked, 1) if picked else feats.new_zeros(n, 0, b, s, dtype=torch.long)
+            return (logp, poly), classes
+        logp, classes = self._chained(feats.view(n, b * s, -1), pick)
+        return (logp.view(n, tm, b, s, p + 2), poly), classes.view(n, tm, b, s)
+
+    def _chained(self, feats: Tensor, pick: Pick) -> tuple[Tensor, Tensor]:
+        """Step by step, voice by voice: (log-probs `[N, Tm, L, P+2]`, classes `[N, Tm, L]`)."""
+        assert self.chain is not None and self.mono_head is not None
+        n, length, _ = feats.shape
+        p, tm = self.rep.n_pitches, len(self.mono_tracks)
+        raw = self.mono_head(feats).view(n, length, tm, _EVENTS + p)
+        proj = self.chain.projected(feats)
+        logp = feats.new_empty(n, tm, length, p + 2, dtype=torch.float32)
+        classes = torch.empty(n, tm, length, dtype=torch.long, device=feats.device)
+        prev = torch.full((n, tm), p, dtype=torch.long, device=feats.device)
+        age = torch.zeros_like(prev)
+        for t in range(length):
+            pitch, upper = prev.clone(), torch.zeros_like(proj[:, t, 0])
+            for v in range(tm):
+                extra = self.chain.voice_logits(proj[:, t, v], upper, (pitch, prev, age), v)
+                logp[:, v, t] = mono_log_probs(raw[:, t, v] + extra)
+                classes[:, v, t] = pick(logp[:, v, t], v, t)
+                pitch[:, v], event = next_state(classes[:, v, t], prev[:, v], p)
+                starts = (event == 0) | ((event == 2) & (prev[:, v] < p))
+                age[:, v] = torch.where(starts, 1, age[:, v] + 1).clamp(max=self.chain.AGE)
+                upper = upper + self.chain.state_embedding(v, pitch[:, v], event)
+            prev = pitch
+        return logp, classes
 
     def _features(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Per-step decoder features `[N, B, S, F]` and the poly logits `[N, Tp, B, S, P, 2]`."""
         _, b, s, p = self.shape
         n = z.shape[0]
+        z, z_bars = z[:, :self.phrase_dim], z[:, self.phrase_dim:]
         h0 = self.z_to_conductor(z).unsqueeze(0)
         per_bar, _ = self.conductor(z.unsqueeze(1).expand(n, b, z.shape[-1]).contiguous(), h0)
         skip = self.z_skip(z).repeat_interleave(b, dim=0)
+        if self.z_bar is not None:  # each bar's own z reaches that bar's decoder only
+            skip = skip + self.z_bar(z_bars.reshape(n * b, self.bar_dim))
         feats = self.bar_decoder(self.bar_head(per_bar).reshape(n * b, -1), skip)  # [N*B, S, F]
         tp = len(self.poly_tracks)
         poly = (self.poly_head(feats).view(n, b, s, tp, p, 2).permute(0, 3, 1, 2, 4, 5)
@@ -319,7 +446,7 @@ class MusicVAE(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
 
-        def pick(logp: Tensor, v: int) -> Tensor:  # drawn on the CPU: one generator on any device
+        def pick(logp: Tensor, v: int, t: int | None) -> Tensor:  # drawn on the CPU: one generator on any device
             return mono_draw(logp.detach().float().cpu(), temperature, gen).to(logp.device)
 
         (_, poly), classes = self.decode_in_order(z, pick)
@@ -328,12 +455,13 @@ class MusicVAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> Tensor:
-        """Codes `[n, T, B, S, P]`: z ~ N(0, I), then the phrase drawn from the decoder's
+        """Codes `[n, T, B, S, P]`: z from the latent prior (`lpdvae.model.prior`: N(0, I) until
+        fitted), then the phrase drawn from the decoder's
         distribution at `temperature`. Drawn, not its most likely value: the argmax of a
         non-autoregressive decoder repeats each voice's likeliest pitch, sampling keeps the data's
         variety of pitches (docs/decisions.md)."""
         gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.latent_dim, generator=gen)
+        z = self.prior.sample(n, gen)
         with _eval_mode(self):
             return self.draw_codes(z.to(self._device()), temperature, gen)
 

@@ -148,7 +148,7 @@ def _statistic_rows(m: dict[str, float], ev: EvaluateParams) -> list[tuple[str, 
         gen, ref = m.get(f"generated.{key}"), m.get(f"reference.{key}")
         if ref is None:
             continue
-        gap = allowed_gap(ref, ev)
+        gap = allowed_gap(ref, ev, m.get(f"split_gap.{key}", 0.0))
         rows.append((key, _f(gen), _f(ref), _f(None if gen is None else abs(gen - ref)), _f(gap),
                      statistic_verdict(m, ev, key)))
     return rows

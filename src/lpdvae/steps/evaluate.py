@@ -163,7 +163,7 @@ def statistics_metrics(vae: MusicVAE, test: np.ndarray, chosen: Choices, weights
     """Generated vs test statistics: each side's values, and for every statistic the interval of
     (generated - data), generated phrases and test songs resampled independently. `constant.X`
     is 1 when X takes one value on both sides (nothing to gate)."""
-    generated = chosen.measured.per_phrase.generated
+    generated, val = chosen.measured.per_phrase.generated, aggregate_metrics(chosen.measured.per_phrase.reference)
     reference = phrase_statistics(vae, chosen.measured.voice_ranges)(test)
     m = {f"{side}.{k}": v for side, per in (("generated", generated), ("reference", reference))
          for k, v in aggregate_metrics(per).items()}
@@ -175,6 +175,8 @@ def statistics_metrics(vae: MusicVAE, test: np.ndarray, chosen: Choices, weights
         values = [v for per in (generated, reference) for k, v in per.items() if k.split("/")[0] == stat]
         finite = np.concatenate([v[np.isfinite(v)] for v in values])
         m[f"constant.{stat}"] = float(finite.size > 0 and bool(np.all(finite == finite[0])))
+        if stat in val:  # real held-out music's own distance to the data: part of the allowed gap
+            m[f"split_gap.{stat}"] = val[stat] - ref
         if gen is not None:
             draws = stat_draws(generated, stat, gen_weights) - stat_draws(reference, stat, weights)
             put_interval(m, f"gap.{stat}", interval(gen - ref, draws, ev.confidence))

@@ -27,6 +27,7 @@ from lpdvae.data.codes import transpose
 from lpdvae.data.shards import PhraseDataset
 from lpdvae.errors import DataError, LpdvaeError
 from lpdvae.io import atomic_dir, atomic_write_csv, atomic_write_json
+from lpdvae.model.prior import FIT_PHRASES, posterior_samples
 from lpdvae.model.vae import (
     FORMAT_VERSION,
     MusicVAE,
@@ -385,6 +386,17 @@ class Trainer:
             vae.load_state_dict(self.best_state)
         return vae
 
+    def _fit_prior(self, vae: MusicVAE) -> None:
+        """Fit generation's latent prior to the training phrases' posteriors (`lpdvae.model.prior`;
+        a seeded subset of at most FIT_PHRASES), unaugmented, with the final weights."""
+        if vae.prior.components == 0:
+            return
+        n = len(self.train_ds)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.tp.seed))[:FIT_PHRASES]
+        chosen = order.sort().values.tolist()
+        batches = (torch.stack([self.train_ds[i] for i in chosen[k:k + 256]]) for k in range(0, len(chosen), 256))
+        vae.prior.fit(posterior_samples(vae.encode, batches, self.tp.seed), self.tp.seed)
+
     def _metrics(self) -> dict[str, Any]:
         st = self.state
         best = next((e for e in st.epochs_log if e["epoch"] == st.best_epoch), None)
@@ -410,6 +422,7 @@ class Trainer:
         if self.run_log is None:
             return make_result(self.out_dir, metrics, None)
         vae = self._final_model()
+        self._fit_prior(vae)
         with atomic_dir(self.out_dir) as tmp:
             save_model(vae, tmp, self.params)
             atomic_write_json(tmp / METRICS_FILE, metrics)
