@@ -51,7 +51,7 @@ def report(root: Path, profile: str) -> dict:
     stats = sorted({k.split(".", 1)[1] for k in ev if k.startswith("generated.") and "/" not in k})
     for s in stats:
         gen, ref = ev[f"generated.{s}"], ev.get(f"reference.{s}")
-        ok = None if ref is None else abs(gen - ref) <= allowed_gap(ref, gate)
+        ok = None if ref is None else abs(gen - ref) <= allowed_gap(ref, gate, ev.get(f"split_gap.{s}", 0.0))
         rows[f"{s} (generated vs data)"] = [gen, ref, ok]
     rows["unique samples"] = [ev["diversity.unique_fraction"], None,
                               ev["diversity.unique_fraction"] >= gate.min_unique_fraction]
