@@ -15,9 +15,9 @@ def step_params(params_json: str) -> Params:
     """The validated params a step component receives as the JSON `make_params` wrote. A store
     URI's user:password@ (the pod's MLFLOW_TRACKING_URI) moves into MLflow's auth variables, so
     no record the step writes carries it (`lpdvae.registry.tracking`). A secret still holding
-    the templates' `CHANGE_ME` stops the step here, naming the variable (`lpdvae.s3auth`)."""
+    the templates' `CHANGE_ME` stops the step here, naming the variable (`lpdvae.host.s3auth`)."""
+    from lpdvae.host.s3auth import refuse_placeholders
     from lpdvae.registry.tracking import env_credentials_to_env
-    from lpdvae.s3auth import refuse_placeholders
 
     refuse_placeholders()
     env_credentials_to_env()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from components.trainjob_api import GROUP, RUN_LABEL, VERSION, TrainJobFailed, run_label
-from lpdvae.s3auth import PREFIXES
+from lpdvae.host.s3auth import PREFIXES
 
 ARTIFACTS = PREFIXES["artifacts"]  # the env prefix of the pipeline root's S3 settings
 
@@ -165,7 +165,7 @@ def _split(uri: str) -> tuple[str, str]:
 
 def download_dir(uri: str, dest: Path) -> int:
     """Every object under `uri/` into `dest` (keys relative to it); returns the file count."""
-    from lpdvae.s3auth import s3_client
+    from lpdvae.host.s3auth import s3_client
 
     s3, (bucket, prefix) = s3_client("artifacts"), _split(uri)
     n = 0
@@ -182,7 +182,7 @@ def download_dir(uri: str, dest: Path) -> int:
 
 def upload_dir(src: Path, uri: str) -> int:
     """Every file under `src` to `uri/<relative path>`; returns the file count."""
-    from lpdvae.s3auth import s3_client
+    from lpdvae.host.s3auth import s3_client
 
     s3, (bucket, prefix) = s3_client("artifacts"), _split(uri)
     files = sorted(p for p in Path(src).rglob("*") if p.is_file())
@@ -195,7 +195,7 @@ def upload_dir(src: Path, uri: str) -> int:
 
 def node_main(work: Path = WORK) -> int:
     """One TrainJob node: fetch the tensors, train under torchrun, node 0 uploads the model."""
-    from lpdvae.s3auth import refuse_placeholders
+    from lpdvae.host.s3auth import refuse_placeholders
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     refuse_placeholders()

@@ -43,8 +43,8 @@ from components import (
 )
 from components.image import IMAGE, cuda_image
 from components.knobs import knob_descriptions, knobs
+from lpdvae.host.s3auth import PREFIXES
 from lpdvae.params import Params
-from lpdvae.s3auth import PREFIXES
 
 PIPELINE_NAME = "lpdvae-training"
 DESCRIPTION = ("lpdvae: ingest, validate, tensorize, train, evaluate and register a "

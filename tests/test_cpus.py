@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lpdvae.cpus import available_cpus, cpu_quota, torch_threads
+from lpdvae.host.cpus import available_cpus, cpu_quota, torch_threads
 
 AFFINITY = len(os.sched_getaffinity(0))
 
@@ -57,10 +57,10 @@ def test_a_quota_above_the_cores_leaves_the_affinity_mask(tmp_path):
 
 
 def test_the_song_pool_takes_one_worker_per_cpu_of_the_quota(tmp_path, monkeypatch):
-    import lpdvae.cpus
+    import lpdvae.host.cpus
     from lpdvae.data.pool import n_workers
 
-    monkeypatch.setattr(lpdvae.cpus, "CGROUP_ROOT", cgroup_v2(tmp_path, "100000 100000"))
+    monkeypatch.setattr(lpdvae.host.cpus, "CGROUP_ROOT", cgroup_v2(tmp_path, "100000 100000"))
     assert n_workers(0, 1000) == 1, "workers: 0 means one per CPU of the quota, not of the node"
     assert n_workers(3, 1000) == 3, "an explicit count is kept"
 

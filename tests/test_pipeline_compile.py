@@ -236,7 +236,7 @@ def pod_env(executor_config: dict[str, Any], secrets: dict[str, dict[str, str]])
 
 
 def test_a_planted_key_of_one_purpose_reaches_only_that_purposes_pods(ir):
-    from lpdvae.s3auth import PREFIXES
+    from lpdvae.host.s3auth import PREFIXES
 
     keys = [*(p + k for p in PREFIXES.values() for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
             "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]

@@ -1,4 +1,4 @@
-"""S3 credentials per purpose (lpdvae.s3auth): each client reads its own prefix only, and the
+"""S3 credentials per purpose (lpdvae.host.s3auth): each client reads its own prefix only, and the
 templates' placeholder is refused before anything connects."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lpdvae.errors import LpdvaeError
-from lpdvae.s3auth import purpose_env, refuse_placeholders, s3_client
+from lpdvae.host.s3auth import purpose_env, refuse_placeholders, s3_client
 
 PLANTED = {"LPDVAE_DATA_AWS_ACCESS_KEY_ID": "AKIA-DATA", "LPDVAE_DATA_AWS_SECRET_ACCESS_KEY": "data-secret",
            "LPDVAE_ARTIFACTS_AWS_ACCESS_KEY_ID": "AKIA-ARTIFACTS",

@@ -237,7 +237,7 @@ def render_demo_corpus(out_dir: Path, songs: int | None) -> list[Path]:
     paths = chorale_paths()
     cached = sum((out_dir / midi_name(p)).exists() for p in paths)
     wanted = len(paths) if songs is None else songs
-    from lpdvae.cpus import available_cpus
+    from lpdvae.host.cpus import available_cpus
 
     workers = min(2, available_cpus()) if wanted - cached >= POOL_MIN_SONGS else 1  # never past the quota
     selected: list[Path] = []

@@ -47,9 +47,9 @@ def worker_state(key: str):
 
 
 def n_workers(requested: int, n_jobs: int) -> int:
-    """`requested` workers (0 = one per CPU of the container's quota: `lpdvae.cpus`), never more
+    """`requested` workers (0 = one per CPU of the container's quota: `lpdvae.host.cpus`), never more
     than there are jobs, at least 1."""
-    from lpdvae.cpus import available_cpus
+    from lpdvae.host.cpus import available_cpus
 
     return max(1, min(requested or available_cpus(), n_jobs))
 

@@ -100,7 +100,7 @@ def choose(vae: MusicVAE, tensor_dir: Path, params: Params) -> Choices:
 
 def evaluate(model_dir: Path, tensor_dir: Path, out_dir: Path, params: Params) -> EvaluateResult:
     """Measure, render and bless the model in `model_dir` against the tensors in `tensor_dir`."""
-    from lpdvae.cpus import torch_threads
+    from lpdvae.host.cpus import torch_threads
 
     model_dir, tensor_dir, out_dir = Path(model_dir), Path(tensor_dir), Path(out_dir)
     torch_threads()  # the pod's CPU quota, not the node's cores

@@ -38,7 +38,7 @@ def launch(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False
 def train(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False) -> TrainResult:
     """Train a MusicVAE on `tensor_dir`'s train split in this process (one rank); torch's threads
     are this rank's share of the container's CPU quota (torchrun's LOCAL_WORLD_SIZE ranks share it)."""
-    from lpdvae.cpus import torch_threads
+    from lpdvae.host.cpus import torch_threads
     from lpdvae.training.loop import run_rank
 
     torch_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

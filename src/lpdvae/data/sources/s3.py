@@ -27,10 +27,10 @@ S3_MAX_ATTEMPTS = 5  # botocore "standard" retries: throttling, 5xx, connection 
 
 def s3_client():
     """boto3 S3 client with the data source's credentials (`LPDVAE_DATA_AWS_*`, else boto3's
-    defaults: `lpdvae.s3auth`), transient errors retried with exponential backoff by botocore."""
+    defaults: `lpdvae.host.s3auth`), transient errors retried with exponential backoff by botocore."""
     from botocore.config import Config
 
-    from lpdvae.s3auth import s3_client as purpose_client
+    from lpdvae.host.s3auth import s3_client as purpose_client
 
     return purpose_client("data", Config(retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}))
 
