@@ -237,7 +237,7 @@ def test_resume_refuses_checkpoints_of_another_model_format(reference: Run, tmp_
     params = tiny_params(reference.params.mlflow.tracking_uri, **{"train.epochs": 1})
     train(tensors, tmp_path / "model", params)
     newest = sorted(checkpoint_dir(tmp_path / "model").glob("*.pt"))[-1]
-    ckpt = torch.load(newest, weights_only=False)
+    ckpt = torch.load(newest, weights_only=True)
     ckpt["model_format"] = 1  # written by an lpdvae whose network had other layers
     torch.save(ckpt, newest)
     with pytest.raises(LpdvaeError, match=r"model format 1, .* without --resume"):
