@@ -23,10 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     from lpdvae.cpus import torch_threads
+    from lpdvae.errors import LpdvaeError
     from lpdvae.training.loop import run_rank
 
     torch_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # this rank's share of the pod's CPU quota
-    run_rank(args.tensors, args.out, load_params(args.params), args.resume, args.checkpoints)
+    try:
+        run_rank(args.tensors, args.out, load_params(args.params), args.resume, args.checkpoints)
+    except LpdvaeError as exc:  # e.g. a refused checkpoint: one line, as `lpdvae train` prints it
+        print(f"lpdvae train (rank {os.environ.get('RANK', '0')}): {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
