@@ -4,7 +4,11 @@ The pipeline's train step, asked for more than one node, does not train itself: 
 TrainJob on the `lpdvae-torch-distributed` ClusterTrainingRuntime (infra/k8s/trainer) whose nodes
 each fetch the pipeline's own tensors artifact from S3/MinIO, run `lpdvae train` under torchrun
 (the Trainer's torch plugin sets PET_NNODES/PET_NODE_RANK/PET_MASTER_ADDR/..., which torchrun
-reads), and node 0 uploads the model folder to a URI beside the step's model artifact. The step
+reads), and node 0 uploads the model folder to a URI beside the step's model artifact. Global
+rank 0 writes checkpoints to `<model S3 URI>.checkpoints` (every `train.checkpoint_every_steps`),
+and every node starts with `--resume`: when the runtime's JobSet restarts the job after a lost
+node or a crash (`failurePolicy.maxRestarts`), all ranks continue from the newest complete
+checkpoint there instead of from step 0. The step
 waits for the job (bounded by `activeDeadlineSeconds`, which the Trainer enforces too), reports a
 failure with the job's own reason, and downloads the model into its `Output[Model]`: evaluate and
 register see the same folder the single-pod path writes. The job's lifecycle (a name per attempt,
@@ -35,6 +39,7 @@ RUNTIME = "lpdvae-torch-distributed"
 WORK = Path("/work")  # an emptyDir of the runtime's pod template
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 ENV_TENSORS, ENV_MODEL, ENV_PARAMS = "LPDVAE_TENSORS_URI", "LPDVAE_MODEL_URI", "LPDVAE_PARAMS_JSON"
+ENV_CHECKPOINTS = "LPDVAE_CHECKPOINTS_URI"
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class TrainJobRequest:
     model_uri: str
     params_json: str
     timeout_s: int
+    checkpoints_uri: str = ""  # "": beside the model, `<model_uri without .trainjob>.checkpoints`
     runtime: str = RUNTIME
     gpus_per_node: int = 0
     run_id: str = ""  # the pipeline run: label RUN_LABEL, how a retry finds this run's jobs
@@ -75,6 +81,12 @@ def _env(name: str, key: str, kind: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {ref: {"name": key, "key": name, **optional}}}
 
 
+def checkpoints_uri(model_uri: str) -> str:
+    """Where a job's checkpoints go: beside its model, under the step's artifact prefix, so a
+    restarted job (same env) and a taken-over one find them."""
+    return model_uri.removesuffix(".trainjob") + ".checkpoints"
+
+
 def _metadata(req: TrainJobRequest) -> dict[str, Any]:
     """Name, labels (part-of, the run, Kueue's queue) and the owner of the job."""
     labels = {"app.kubernetes.io/part-of": "lpdvae", "app.kubernetes.io/component": "training"}
@@ -97,6 +109,7 @@ def trainjob_manifest(req: TrainJobRequest) -> dict[str, Any]:
     env = [
         {"name": ENV_TENSORS, "value": req.tensors_uri},
         {"name": ENV_MODEL, "value": req.model_uri},
+        {"name": ENV_CHECKPOINTS, "value": req.checkpoints_uri or checkpoints_uri(req.model_uri)},
         {"name": ENV_PARAMS, "value": req.params_json},
         *(_env(f"{ARTIFACTS}{k}", req.config_map, "config") for k in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")),
         _env("MLFLOW_TRACKING_URI", req.config_map, "config"),
@@ -193,6 +206,13 @@ def upload_dir(src: Path, uri: str) -> int:
 
 # --- inside the TrainJob ------------------------------------------------------------------------------
 
+def node_command(params_file: Path, tensors: Path, out: Path, checkpoints: str) -> list[str]:
+    """`lpdvae train` under torchrun (nnodes/nproc/rank/master from the PET_* variables), always
+    with `--resume`: a first start finds no checkpoint and starts fresh, a restart continues."""
+    return ["torchrun", "-m", "lpdvae", "--params", str(params_file), "train", "--tensors", str(tensors),
+            "--out", str(out), "--checkpoints", checkpoints, "--resume"]
+
+
 def node_main(work: Path = WORK) -> int:
     """One TrainJob node: fetch the tensors, train under torchrun, node 0 uploads the model."""
     from lpdvae.host.s3auth import refuse_placeholders
@@ -204,9 +224,7 @@ def node_main(work: Path = WORK) -> int:
     params_file.write_text(os.environ[ENV_PARAMS], encoding="utf-8")  # JSON is YAML: lpdvae --params reads it
     log.info("fetched %d tensor files from %s", download_dir(os.environ[ENV_TENSORS], tensors),
              os.environ[ENV_TENSORS])
-    cmd = ["torchrun", "-m", "lpdvae", "--params", str(params_file), "train", "--tensors", str(tensors),
-           "--out", str(out)]
-    rc = subprocess.call(cmd)  # torchrun takes nnodes/nproc/rank/master from the PET_* variables
+    rc = subprocess.call(node_command(params_file, tensors, out, os.environ[ENV_CHECKPOINTS]))
     if rc != 0:
         return rc
     if os.environ.get("PET_NODE_RANK", "0") == "0":  # global rank 0 lives here and wrote the model

@@ -6,6 +6,7 @@ its pod templates are validated as batch/v1 Jobs."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,6 +24,7 @@ CRD_GROUPS = ("trainer.kubeflow.org/",)
 CLUSTER_SCOPED_CRDS = {"ClusterTrainingRuntime"}
 POD_KINDS = {"Deployment": ("spec", "template"), "StatefulSet": ("spec", "template"), "Job": ("spec", "template"),
              "CronJob": ("spec", "jobTemplate", "spec", "template")}
+FAILURE_POLICY_SCHEMA = REPO / "tests" / "contracts" / "trainer" / "clustertrainingruntime-failurepolicy-v1alpha1.schema.json"
 KUBECTL = shutil.which("kubectl")
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed here (CI installs it): "
                                    "`kubectl kustomize` renders the overlays these tests check")
@@ -290,6 +292,30 @@ def test_the_training_runtime_gang_schedules_its_nodes(k8s_tree):
     runtime = next(d for d in render(k8s_tree, "gpu-cluster") if d["kind"] == "ClusterTrainingRuntime")
     policy = runtime["spec"]["podGroupPolicy"]
     assert list(policy) == ["coscheduling"] and policy["coscheduling"]["scheduleTimeoutSeconds"] > 0
+
+
+@needs_kubectl
+def test_the_training_runtime_restarts_every_node_of_a_failed_job_so_they_resume(k8s_tree):
+    import jsonschema
+
+    runtime = next(d for d in render(k8s_tree, "gpu-cluster") if d["kind"] == "ClusterTrainingRuntime")
+    jobset = runtime["spec"]["template"]["spec"]
+    policy = jobset["failurePolicy"]
+    jsonschema.validate(policy, json.loads(FAILURE_POLICY_SCHEMA.read_text()))
+    assert policy["maxRestarts"] >= 1 and policy["restartStrategy"] == "Recreate", "all ranks restart together"
+    [job] = jobset["replicatedJobs"]
+    assert job["template"]["spec"]["backoffLimit"] == 0, "a failed pod fails its Job; JobSet restarts them all"
+
+
+def test_the_vendored_failure_policy_schema_rejects_what_the_api_server_would():
+    import jsonschema
+
+    schema = json.loads(FAILURE_POLICY_SCHEMA.read_text())
+    jsonschema.validate({"maxRestarts": 3, "restartStrategy": "Recreate"}, schema)
+    for bad in ({"maxRestart": 3}, {"maxRestarts": "3"}, {"restartStrategy": "Always"},
+                {"maxRestarts": 2**31}, {"rules": [{"action": "Retry", "name": "r"}]}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
 
 
 def secret_refs(pod: dict[str, Any]) -> set[str]:

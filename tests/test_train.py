@@ -155,21 +155,78 @@ def test_outputs_and_mlflow_run(reference: Run, mlflow_server: str) -> None:
     np.testing.assert_array_equal(recon, vae.reconstruct(torch.from_numpy(x).to(torch.uint8)).numpy())
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_follow_the_single_process_curve(reference: Run, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def ddp_reference(reference: Run, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One uninterrupted run of 2 gloo processes under torchrun, on the reference's tensors."""
+    root = tmp_path_factory.mktemp("train-ddp")
     params = tiny_params(reference.params.mlflow.tracking_uri, **{"train.nproc": 2})
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    result = launch(reference.tensors, tmp_path / "model", params)
+    return Run(reference.tensors, root / "model", params, launch(reference.tensors, root / "model", params))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_follow_the_single_process_curve(reference: Run, ddp_reference: Run) -> None:
+    result = ddp_reference.result
     assert result.metrics["world_size"] == 2 and result.steps == reference.result.steps
-    ddp, single = read_csv(tmp_path / "model" / HISTORY_FILE), read_csv(reference.out / HISTORY_FILE)
+    ddp, single = read_csv(ddp_reference.out / HISTORY_FILE), read_csv(reference.out / HISTORY_FILE)
     assert [r["step"] for r in ddp] == [r["step"] for r in single]
     for key in ("loss", "recon", "kl"):
         np.testing.assert_allclose([r[key] for r in ddp], [r[key] for r in single],
                                    rtol=1e-4, atol=1e-4, err_msg=key)
     assert result.val_loss == pytest.approx(reference.result.val_loss, rel=1e-4)
-    ref, got = state_dict(reference.out), state_dict(tmp_path / "model")
+    ref, got = state_dict(reference.out), state_dict(ddp_reference.out)
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], atol=1e-4, rtol=1e-3)
+
+
+DYING_RANK = textwrap.dedent("""
+    import os, sys, torch
+    from lpdvae.training import worker
+    step, calls = torch.optim.AdamW.step, [0]
+    def dying_step(self, *a, **k):  # the test's fault: rank 1 dies before its Kth update
+        calls[0] += 1
+        if os.environ["RANK"] == "1" and calls[0] == int(os.environ["DIE_AT_STEP"]):
+            os._exit(17)
+        return step(self, *a, **k)
+    torch.optim.AdamW.step = dying_step
+    sys.exit(worker.main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_epoch_resumes_from_s3_checkpoints_to_identical_weights(
+        ddp_reference: Run, tmp_path: Path, s3_bucket: str, capfd: pytest.CaptureFixture[str]) -> None:
+    """What a TrainJob restart does: 2 gloo ranks checkpoint to S3 (moto on loopback), rank 1 dies
+    at step 10 (epoch 2 of 3, after the step-8 checkpoint), torchrun ends the job, and a relaunch
+    with --resume continues from S3 to the weights of the uninterrupted run, bit for bit."""
+    import boto3
+
+    uri, out, driver = f"s3://{s3_bucket}/run-1/model.checkpoints", tmp_path / "model", tmp_path / "die.py"
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(ddp_reference.params.to_dict()))
+    driver.write_text(DYING_RANK)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(driver),
+           "--params", str(params_file), "--tensors", str(ddp_reference.tensors), "--out", str(out),
+           "--checkpoints", uri]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "DIE_AT_STEP": "10"}
+    died = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert died.returncode != 0 and "exitcode: 17" in died.stderr, died.stderr[-3000:]
+    s3 = boto3.client("s3")
+    listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix="run-1/model.checkpoints/")["Contents"]
+    assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed) == ["latest", "step-00000004.pt", "step-00000008.pt"]
+    assert not out.exists(), "died mid-run: no final output yet"
+
+    capfd.readouterr()
+    result = launch(ddp_reference.tensors, out, ddp_reference.params, resume=True, checkpoints=uri)
+    assert "resumed from step 8 (epoch 2, batch 2)" in capfd.readouterr().err, "not a fresh start"
+    assert result.steps == ddp_reference.result.steps
+    ref, got = state_dict(ddp_reference.out), state_dict(out)
+    assert ref.keys() == got.keys()
+    assert not [k for k in ref if not torch.equal(ref[k], got[k])], "weights differ after the relaunch"
+    resumed, straight = read_csv(out / HISTORY_FILE), read_csv(ddp_reference.out / HISTORY_FILE)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
+    latest = s3.get_object(Bucket=s3_bucket, Key="run-1/model.checkpoints/latest")["Body"].read()
+    assert latest == b"step-00000018.pt", "the relaunch kept checkpointing to S3"
 
 
 DRIVER = textwrap.dedent("""
@@ -237,7 +294,7 @@ def test_resume_refuses_checkpoints_of_another_model_format(reference: Run, tmp_
     params = tiny_params(reference.params.mlflow.tracking_uri, **{"train.epochs": 1})
     train(tensors, tmp_path / "model", params)
     newest = sorted(checkpoint_dir(tmp_path / "model").glob("*.pt"))[-1]
-    ckpt = torch.load(newest, weights_only=False)
+    ckpt = torch.load(newest, weights_only=True)
     ckpt["model_format"] = 1  # written by an lpdvae whose network had other layers
     torch.save(ckpt, newest)
     with pytest.raises(LpdvaeError, match=r"model format 1, .* without --resume"):
@@ -261,3 +318,17 @@ def test_nothing_under_training_imports_the_steps() -> None:
             upward += [f"{path.name}: {n}" for n in names if n == "lpdvae.steps" or n.startswith("lpdvae.steps.")]
     assert upward == []
 
+
+
+@pytest.mark.slow
+def test_an_s3_checkpoint_newer_than_the_latest_pointer_is_not_offered(s3_bucket: str, tmp_path: Path) -> None:
+    import boto3
+
+    from lpdvae.training.checkpoint_store import S3Store
+
+    store = S3Store(f"s3://{s3_bucket}/run-1/model.checkpoints", tmp_path)
+    store.put("step-00000004.pt", b"a")
+    store.put("step-00000008.pt", b"b")
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="run-1/model.checkpoints/step-00000012.pt",
+                                  Body=b"c")  # a writer killed after the upload, before the pointer
+    assert store.names() == ["step-00000004.pt", "step-00000008.pt"]

@@ -94,6 +94,7 @@ def test_the_trainjob_the_train_step_submits_validates_against_the_trainer_v2_sc
     env = {e["name"]: e for e in trainer["env"]}
     assert env["LPDVAE_TENSORS_URI"]["value"] == tensors_artifact, "the pipeline's own tensors artifact"
     assert env["LPDVAE_MODEL_URI"]["value"].endswith("/train-trainjob-op/model.trainjob")
+    assert env["LPDVAE_CHECKPOINTS_URI"]["value"].endswith("/train-trainjob-op/model.checkpoints")
     assert json.loads(env["LPDVAE_PARAMS_JSON"]["value"])["train"]["nproc"] == 4
     for name, var in env.items():
         if "SECRET" in name or "PASSWORD" in name:
@@ -112,6 +113,20 @@ def test_the_vendored_trainjob_schema_rejects_what_the_api_server_would():
                 {**good, "spec": {**good["spec"], "activeDeadlineSeconds": 0}}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_every_trainjob_node_resumes_from_the_jobs_checkpoints_on_s3():
+    from components.trainjob import node_command
+    from lpdvae.cli import build_parser
+
+    job = trainjob_manifest(request(model_uri="s3://b/v2/artifacts/run-1/train-trainjob-op/model.trainjob"))
+    env = {e["name"]: e.get("value") for e in job["spec"]["trainer"]["env"]}
+    uri = env["LPDVAE_CHECKPOINTS_URI"]
+    assert uri == "s3://b/v2/artifacts/run-1/train-trainjob-op/model.checkpoints", "beside the model, per step"
+    cmd = node_command(Path("/work/params.json"), Path("/work/tensors"), Path("/work/model"), uri)
+    assert cmd[:3] == ["torchrun", "-m", "lpdvae"]
+    args = build_parser("train").parse_args(cmd[3:])  # what `lpdvae` makes of it under torchrun
+    assert args.resume and args.checkpoints == uri and args.out == Path("/work/model")
 
 
 def test_the_trainjob_carries_the_kueue_queue_label_of_the_train_queue_parameter():

@@ -21,7 +21,7 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
             raise LpdvaeError(f"--nproc must be >= 1, got {args.nproc}")
         params = dataclasses.replace(params, train=dataclasses.replace(params.train,
                                                                        nproc=args.nproc))
-    result = launch(args.tensors, args.out, params, resume=args.resume)
+    result = launch(args.tensors, args.out, params, resume=args.resume, checkpoints=args.checkpoints)
     if under_torchrun() and int(os.environ.get("RANK", "0")) != 0:
         return 0
     m = result.metrics
@@ -40,6 +40,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    help="model output folder; checkpoints go to <out>.checkpoints/ "
                    "(default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--checkpoints", default=None, metavar="DIR|s3://BUCKET/PREFIX",
+                   help="where checkpoints go (default: <out>.checkpoints/); s3:// uses the pipeline "
+                   "root's credentials (LPDVAE_ARTIFACTS_*), what a TrainJob's nodes resume from")
     p.add_argument("--nproc", type=int, default=None,
                    help="processes (overrides train.nproc; >1 launches torchrun)")
     p.set_defaults(func=_cmd)

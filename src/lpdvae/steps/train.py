@@ -27,15 +27,25 @@ from lpdvae.training.outputs import TrainResult, read_result
 log = logging.getLogger(__name__)
 
 
-def launch(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False) -> TrainResult:
-    """Train with `params.train.nproc` processes; returns rank 0's result."""
+def launch(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False,
+           checkpoints: str | None = None) -> TrainResult:
+    """Train with `params.train.nproc` processes; returns rank 0's result. `checkpoints`: a folder
+    or `s3://bucket/prefix` (default `<out_dir>.checkpoints/`)."""
     tensor_dir, out_dir = Path(tensor_dir).resolve(), Path(out_dir).resolve()
+    checkpoints = _absolute(checkpoints)
     if params.train.nproc == 1 or under_torchrun():
-        return train(tensor_dir, out_dir, params, resume)
-    return _torchrun(tensor_dir, out_dir, params, resume)
+        return train(tensor_dir, out_dir, params, resume, checkpoints)
+    return _torchrun(tensor_dir, out_dir, params, resume, checkpoints)
 
 
-def train(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False) -> TrainResult:
+def _absolute(checkpoints: str | None) -> str | None:
+    if checkpoints is None or "://" in checkpoints:
+        return checkpoints
+    return str(Path(checkpoints).resolve())
+
+
+def train(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False,
+          checkpoints: str | None = None) -> TrainResult:
     """Train a MusicVAE on `tensor_dir`'s train split in this process (one rank); torch's threads
     are this rank's share of the container's CPU quota (torchrun's LOCAL_WORLD_SIZE ranks share it)."""
     from lpdvae.host.cpus import torch_threads
@@ -43,24 +53,26 @@ def train(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False)
 
     torch_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
-    return run_rank(tensor_dir, out_dir, params, resume)
+    return run_rank(tensor_dir, out_dir, params, resume, checkpoints)
 
 
 def worker_command(tensor_dir: Path, out_dir: Path, params_file: Path, nproc: int,
-                   resume: bool) -> list[str]:
+                   resume: bool, checkpoints: str | None = None) -> list[str]:
     """The torchrun command line whose `nproc` ranks each run `lpdvae.training.worker`."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", "-m", "lpdvae.training.worker",
            "--params", str(params_file), "--tensors", str(tensor_dir), "--out", str(out_dir)]
+    cmd += ["--checkpoints", checkpoints] if checkpoints else []
     return cmd + (["--resume"] if resume else [])
 
 
-def _torchrun(tensor_dir: Path, out_dir: Path, params: Params, resume: bool) -> TrainResult:
+def _torchrun(tensor_dir: Path, out_dir: Path, params: Params, resume: bool,
+              checkpoints: str | None) -> TrainResult:
     n = params.train.nproc
     with tempfile.TemporaryDirectory(prefix="lpdvae-train-") as tmp:
         params_file = Path(tmp) / "params.yaml"
         params_file.write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
-        cmd = worker_command(tensor_dir, out_dir, params_file, n, resume)
+        cmd = worker_command(tensor_dir, out_dir, params_file, n, resume, checkpoints)
         env = dict(os.environ)
         import torch
 

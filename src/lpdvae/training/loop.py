@@ -43,6 +43,7 @@ from lpdvae.training import checkpoints as ckpts
 from lpdvae.training.distributed import (
     DistEnv,
     all_reduce_sum,
+    broadcast_object,
     gather_objects,
     init_distributed,
     shutdown,
@@ -74,10 +75,12 @@ LOG_EVERY = 10  # steps between metric flushes (one small all-reduce each)
 
 
 class Trainer:
-    def __init__(self, tensor_dir: Path, out_dir: Path, params: Params, env: DistEnv) -> None:
+    def __init__(self, tensor_dir: Path, out_dir: Path, params: Params, env: DistEnv,
+                 checkpoints: str | Path | None = None) -> None:
         self.tensor_dir, self.out_dir, self.params, self.env = tensor_dir, out_dir, params, env
         self.tp = params.train
-        self.ckpt_dir = ckpts.checkpoint_dir(out_dir)
+        # `<out>.checkpoints/`, or an S3 prefix that outlives the pod (a TrainJob's nodes)
+        self.store = ckpts.open_store(checkpoints or ckpts.checkpoint_dir(out_dir), scratch=out_dir.parent)
         self.train_ds = PhraseDataset(tensor_dir, "train")
         self.val_ds = PhraseDataset(tensor_dir, "val")
         self._check_data()
@@ -150,7 +153,7 @@ class Trainer:
         if resume:
             self._load_checkpoint()
         elif self.env.main:
-            ckpts.clear_checkpoints(self.ckpt_dir)
+            ckpts.clear_checkpoints(self.store)
         if self.run_log is not None:
             self.state.run_id = self.run_log.start(self.state.run_id, self._run_params())
         try:
@@ -351,14 +354,25 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "noise": self.noise.get_state(),
             "rng": rng, "world_size": self.env.world, **self._compat(),
         }
-        ckpts.write_checkpoint(self.ckpt_dir, self.state.step, payload)
+        ckpts.write_checkpoint(self.store, self.state.step, payload)
+
+    def _read_chosen(self) -> tuple[str, dict[str, Any]] | None:
+        """Rank 0 picks the newest readable checkpoint and every rank loads that one (a
+        collective): ranks never resume from different steps, whatever each would list."""
+        cap = ckpts.size_cap(self.model, self.total_steps)
+        found = ckpts.read_newest(self.store, cap) if self.env.main else None
+        name = broadcast_object(found[0] if found else None, self.env)
+        if name is None or found is not None:
+            return found
+        return name, ckpts.read_checkpoint(self.store, name, cap)
 
     def _load_checkpoint(self) -> None:
-        ckpt = ckpts.read_newest(self.ckpt_dir)
-        if ckpt is None:
-            log.info("no checkpoint in %s: starting from scratch", self.ckpt_dir)
+        chosen = self._read_chosen()
+        if chosen is None:
+            log.info("no checkpoint in %s: starting from scratch", self.store)
             return
-        ckpts.check_compatible(ckpt, self._compat(), self.ckpt_dir)
+        name, ckpt = chosen
+        ckpts.check_compatible(ckpt, self._compat(), f"{self.store}/{name}")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -438,14 +452,16 @@ class Trainer:
         return make_result(self.out_dir, metrics, run)
 
 
-def run_rank(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False) -> TrainResult:
+def run_rank(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False,
+             checkpoints: str | Path | None = None) -> TrainResult:
     """Join the process group (if under torchrun), run the loop, leave the group; the
-    deterministic-algorithms switch the loop turns on is restored for the caller."""
+    deterministic-algorithms switch the loop turns on is restored for the caller. `checkpoints`:
+    a folder or `s3://bucket/prefix` (default `<out_dir>.checkpoints/`)."""
     tensor_dir, out_dir = Path(tensor_dir).resolve(), Path(out_dir).resolve()
     env = init_distributed(params.train.device)
     prev_det = torch.are_deterministic_algorithms_enabled()
     try:
-        return Trainer(tensor_dir, out_dir, params, env).run(resume)
+        return Trainer(tensor_dir, out_dir, params, env, checkpoints).run(resume)
     finally:
         torch.use_deterministic_algorithms(prev_det)
         shutdown(env)

@@ -17,15 +17,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tensors", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--checkpoints", default=None, help="folder or s3://bucket/prefix")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import os
 
     from lpdvae.host.cpus import torch_threads
+    from lpdvae.errors import LpdvaeError
     from lpdvae.training.loop import run_rank
 
     torch_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # this rank's share of the pod's CPU quota
-    run_rank(args.tensors, args.out, load_params(args.params), args.resume)
+    try:
+        run_rank(args.tensors, args.out, load_params(args.params), args.resume, args.checkpoints)
+    except LpdvaeError as exc:  # e.g. a refused checkpoint: one line, as `lpdvae train` prints it
+        print(f"lpdvae train (rank {os.environ.get('RANK', '0')}): {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
