@@ -318,6 +318,10 @@ SERVE_CASES: dict[str, tuple[object, str, int, str]] = {
                         "temperature=nan)"),
     "temperature_zero": (records({"n": 1, "temperature": 0}), "application/json", 400, "temperature=0.0)"),
     "temperature_negative": (records({"n": 1, "temperature": -0.5}), "application/json", 400, "temperature=-0.5)"),
+    "n_of_4000_digits_not_echoed": (b'{"dataframe_records": [{"n": ' + b"9" * 4000 + b"}]}", "application/json",
+                                    400, "bad request row 0 (n=9999999999...(4000 digits), seed=0"),
+    "temperature_past_any_float": (records({"n": 1, "temperature": 10**400}), "application/json", 400,
+                                   "temperature=inf)"),
     "n_a_string": (records({"n": "64"}), "application/json", 400, "bad request row 0: n must be an integer, got a str"),
     "a_row_not_an_object": (records(5), "application/json", 400, "each request row must be an object"),
 }

@@ -120,9 +120,16 @@ def _request(i: int, rec: dict[str, Any], default_temperature: float) -> Request
                   temperature=_number(i, rec, "temperature", default_temperature))
     if not (1 <= req.n <= MAX_PHRASES and 0 <= req.seed <= MAX_SEED and math.isfinite(req.temperature)
             and req.temperature > 0):
-        raise BadRequest(f"bad request row {i} (n={req.n}, seed={req.seed}, temperature={req.temperature}): "
+        raise BadRequest(f"bad request row {i} (n={_short(req.n)}, seed={_short(req.seed)}, "
+                         f"temperature={req.temperature}): "
                          f"n must be in 1..{MAX_PHRASES}, seed in 0..2**63-1, temperature finite and > 0")
     return req
+
+
+def _short(value: int) -> str:
+    """A number as the reply shows it: a 4000-digit one is not echoed whole."""
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
 
 
 def _frame_records(frame: Any) -> list[dict[str, Any]]:
@@ -149,16 +156,23 @@ def _number(i: int, rec: dict[str, Any], key: str, default: float) -> float:
     value = _field(rec, key, default)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise BadRequest(f"bad request row {i}: {key} must be a number, got a {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer past any float: as out of range as infinity
+        return math.inf
 
 
 def read_temperature(path: Path) -> float:
     """`generator.json`'s temperature: a small regular JSON file holding a finite number > 0."""
     data = _read_small_json(path)
     value = data.get("temperature") if isinstance(data, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+    try:
+        temperature = float(value) if isinstance(value, float | int) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer past any float
+        temperature = math.inf
+    if not 0 < temperature < math.inf:
         raise ModelFileError(f"{path}: not a generator config: needs {{\"temperature\": a finite number > 0}}")
-    return float(value)
+    return temperature
 
 
 def _read_small_json(path: Path) -> Any:
