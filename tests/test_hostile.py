@@ -327,6 +327,7 @@ SERVE_CASES: dict[str, tuple[object, str, int, str]] = {
 }
 
 
+@pytest.mark.slow  # serves a model (uvicorn on loopback)
 @pytest.mark.parametrize("case", list(SERVE_CASES))
 def test_a_hostile_request_gets_its_status_and_reason(case, served):
     url, _ = served
@@ -338,6 +339,7 @@ def test_a_hostile_request_gets_its_status_and_reason(case, served):
     assert CANARY.decode() not in reply.text and len(reply.content) < 1000
 
 
+@pytest.mark.slow  # serves a model (uvicorn on loopback)
 def test_a_request_within_bounds_gets_the_generators_phrases(served):
     url, gen = served
     reply = requests.post(f"{url}/invocations", data=records({"n": 2, "seed": 5}, {"n": 1, "seed": 6, "temperature": 0.5}),
