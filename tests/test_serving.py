@@ -102,7 +102,7 @@ def test_served_bad_requests_are_400_with_the_reason(served):
 def test_generator_accepts_a_plain_dict(champion):
     gen = MusicGenerator(temperature=EVALUATED_TEMPERATURE)
     gen.vae = load_model(champion[1])
-    out = gen.predict(None, {"n": 2, "seed": 1})
+    out = gen.predict({"n": 2, "seed": 1})  # a plain object now, not a PythonModel: no context
     assert list(out.columns) == ["seed", "index", "pianoroll", "midi_base64"] and len(out) == 2
     np.testing.assert_array_equal(np.array(out["pianoroll"].tolist()),
                                   gen.vae.sample(2, 1, EVALUATED_TEMPERATURE).numpy())
@@ -116,3 +116,43 @@ def test_generate_cli_samples_from_the_registry_champion(champion, tmp_path):
     assert main(args) == 0
     names = sorted(p.name for p in (tmp_path / "samples").iterdir())
     assert names == ["sample-4-00.mid", "sample-4-00.png", "sample-4-01.mid", "sample-4-01.png"]
+
+
+def test_served_phrases_are_capped_per_request_not_per_row(served):
+    bad = invoke(served, [{"n": 40, "seed": 1}, {"n": 40, "seed": 2}])
+    assert bad.status_code == 400 and "80 phrases asked for in 2 rows" in bad.text
+
+
+def test_the_registered_generator_holds_no_pickle(champion, tmp_path):
+    """A loader-module pyfunc: weights, model.json and generator.json; nothing unpickled to load it."""
+    import yaml
+    from mlflow.artifacts import download_artifacts
+
+    params, _ = champion
+    local = Path(download_artifacts(artifact_uri=f"models:/{params.register.model_name}@champion",
+                                    dst_path=str(tmp_path)))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["loader_module"] == "lpdvae.registry.serving" and "python_model" not in flavor
+    assert sorted(p.name for p in (local / flavor["data"]).iterdir()) == ["generator.json", "model.json", "model.pt"]
+    assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle")]
+
+
+def test_serve_app_serves_the_registry_champion_within_bounds(champion, tmp_path):
+    params, model = champion
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": params.mlflow.tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen([str(BIN / "python"), "-m", "lpdvae.registry.serve_app", "--model",
+                                 f"models:/{params.register.model_name}@champion", "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        try:
+            wait_for_port(port, proc, f"serve_app (log: {tmp_path / 'serve.log'})", timeout=120)
+            url = f"http://127.0.0.1:{port}"
+            reply = invoke(url, [{"n": 2, "seed": 11}])
+            assert reply.status_code == 200, reply.text
+            codes = np.array([r["pianoroll"] for r in reply.json()["predictions"]])
+            np.testing.assert_array_equal(codes, load_model(model).sample(2, 11, EVALUATED_TEMPERATURE).numpy())
+            assert invoke(url, [{"n": 1, "seed": 1, "pad": "x" * 70_000}]).status_code == 413
+        finally:
+            stop(proc)

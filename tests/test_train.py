@@ -155,6 +155,22 @@ def test_outputs_and_mlflow_run(reference: Run, mlflow_server: str) -> None:
     np.testing.assert_array_equal(recon, vae.reconstruct(torch.from_numpy(x).to(torch.uint8)).numpy())
 
 
+@pytest.mark.slow
+def test_the_runs_logged_model_holds_no_pickle(reference: Run, mlflow_server: str, tmp_path: Path) -> None:
+    """A loader-module pyfunc over model.pt + model.json: loading it unpickles nothing (issue 24)."""
+    import mlflow
+    import yaml
+    from mlflow.artifacts import download_artifacts
+
+    mlflow.set_tracking_uri(mlflow_server)
+    model_uri = json.loads((reference.out / "mlflow_run.json").read_text())["model_uri"]
+    local = Path(download_artifacts(artifact_uri=model_uri, dst_path=str(tmp_path)))
+    flavors = yaml.safe_load((local / "MLmodel").read_text())["flavors"]
+    assert list(flavors) == ["python_function"] and flavors["python_function"]["loader_module"] == "lpdvae.training.run_log"
+    assert sorted(p.name for p in (local / flavors["python_function"]["data"]).iterdir()) == ["model.json", "model.pt"]
+    assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".pth")]
+
+
 @pytest.fixture(scope="module")
 def ddp_reference(reference: Run, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """One uninterrupted run of 2 gloo processes under torchrun, on the reference's tensors."""

@@ -15,3 +15,8 @@ class ValidationFailed(LpdvaeError):
 
 class RegistryError(LpdvaeError):
     """A registry action that is refused (unblessed promotion, unknown version, ...)."""
+
+
+class ModelFileError(DataError, ValueError):
+    """A model file (`model.pt`, `model.json`, a logged model's `MLmodel`) that cannot be used; a
+    ValueError too, so callers that caught the loader's ValueError keep catching it."""

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lpdvae.data.codes import highest_pitch, mono_classes, mono_to_codes, planes
+from lpdvae.errors import ModelFileError
 from lpdvae.io import atomic_write_bytes, atomic_write_json
 from lpdvae.model.prior import LatentPrior
 from lpdvae.params import TRACK_KINDS, ModelParams, Params, RepresentationParams
@@ -649,28 +650,108 @@ def save_model(model: nn.Module, out_dir: str | Path, params: Params) -> Path:
 def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") -> MusicVAE:
     """Rebuild a saved MusicVAE (eval mode) from `model.pt` + `model.json`; `.meta` holds the meta.
 
-    Every failure names the folder and the reason (a missing folder, a meta that does not match
-    the weights), as a ValueError/FileNotFoundError the CLI reports in one line."""
+    Nothing in either file is run: the weights go through torch's weights-only unpickler, the
+    meta is plain JSON. Every failure names the file and the reason in one line: a missing file
+    is a FileNotFoundError, anything else a `ModelFileError` (a ValueError)."""
     model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    state = read_weights(model_dir / MODEL_FILE)
     try:
-        meta = json.loads((model_dir / META_FILE).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{model_dir / META_FILE}: no model here (run `lpdvae train`)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{model_dir / META_FILE}: unreadable model meta: {exc}") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{model_dir / META_FILE}: model format {meta.get('format_version')}, this "
-                         f"lpdvae reads format {FORMAT_VERSION}: retrain it (`lpdvae train`)")
-    try:
-        mp = dict(meta["model"])
-        vae = MusicVAE(ModelParams(**mp), RepresentationParams(**meta["representation"]),
-                       [t["kind"] for t in meta["tracks"]])
-        state = torch.load(model_dir / MODEL_FILE, map_location=map_location, weights_only=True)
-        vae.load_state_dict(state)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{model_dir / MODEL_FILE}: no weights beside model.json") from None
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise ValueError(f"{model_dir}: model.json does not match model.pt: {exc}") from None
+        args = (ModelParams(**dict(meta["model"])), RepresentationParams(**meta["representation"]),
+                [t["kind"] for t in meta["tracks"]])
+        with torch.device("meta"):  # shapes only: a meta asking for a huge network allocates nothing
+            expected = {k: tuple(v.shape) for k, v in MusicVAE(*args).state_dict().items()}
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise ModelFileError(f"{model_dir / META_FILE}: not this lpdvae's model meta: "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+    mismatch = _state_mismatch(expected, {k: tuple(v.shape) for k, v in state.items()})
+    if mismatch:
+        raise ModelFileError(f"{model_dir}: model.json does not match model.pt: {mismatch}")
+    vae = MusicVAE(*args)
+    vae.load_state_dict(state)
     vae.to(map_location)
     vae.meta = meta
     return vae.eval()
+
+
+META_MAX_BYTES = 1 << 20  # a model.json is a few kB: anything near this is not one
+_JSON_KIND = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def read_meta(model_dir: Path) -> dict[str, Any]:
+    """`model.json` as a dict of this format, read only when it is a regular file of sane size."""
+    path = model_dir / META_FILE
+    try:
+        _check_regular(path, META_MAX_BYTES)
+        meta = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no model here (run `lpdvae train`)") from None
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
+        raise ModelFileError(f"{path}: unreadable model meta: {_first_line(exc)}") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: not a model meta: a JSON {_JSON_KIND.get(type(meta), 'value')}, "
+                             "not an object")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format {meta.get('format_version')!r}, this lpdvae reads "
+                             f"format {FORMAT_VERSION}: retrain it (`lpdvae train`)")
+    return meta
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """`model.pt` as a state dict, through the weights-only unpickler (a pickled object is refused
+    before anything in it runs)."""
+    import pickle
+    import warnings
+
+    try:
+        size = _check_regular(path, None)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no weights beside model.json") from None
+    if size == 0:
+        raise ModelFileError(f"{path}: empty file, not model weights")
+    try:
+        with warnings.catch_warnings():  # garbage can make torch warn too: the error below is the one line
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelFileError(f"{path}: not model weights, refused by torch's weights-only loader "
+                             f"before anything in it ran ({_unpickler_reason(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - parsing outside bytes: any parser error means "not weights"
+        raise ModelFileError(f"{path}: not model weights ({type(exc).__name__}: "
+                             f"{_first_line(exc)})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ModelFileError(f"{path}: not a state dict (names to tensors) but a {type(state).__name__}")
+    return state
+
+
+def _check_regular(path: Path, max_bytes: int | None) -> int:
+    """The size of `path`, refused unless a regular file (a FIFO would block, a device never end)."""
+    import stat
+
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFileError(f"{path}: not a regular file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise ModelFileError(f"{path}: {st.st_size} bytes, more than the {max_bytes} a model meta can be")
+    return st.st_size
+
+
+def _state_mismatch(expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]]) -> str:
+    """'' when the names and shapes agree, else the first difference and how many there are."""
+    diffs = [f"size mismatch for {k}: {list(got[k])} in model.pt, {list(v)} from model.json"
+             for k, v in expected.items() if k in got and got[k] != v]
+    diffs += [f"{k} missing from model.pt" for k in expected if k not in got]
+    diffs += [f"unexpected {k} in model.pt" for k in got if k not in expected]
+    return "" if not diffs else diffs[0] + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """torch's weights-only refusal is a page of advice; the line that says what it met is the reason."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    found = [line for line in lines if line.startswith(("Unsupported", "Trying to"))]
+    return (found or [_first_line(exc)])[0][:200]

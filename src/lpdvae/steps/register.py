@@ -1,6 +1,7 @@
 """Register: the evaluated model becomes a version in the MLflow registry, with its lineage.
 
-The registered artifact is the generator pyfunc (lpdvae.registry.serving), logged into the train run so
+The registered artifact is the generator pyfunc (lpdvae.registry.serving: a loader-module pyfunc, no
+pickled object), logged into the train run so
 run, metrics, samples and model stay one record. Every evaluated model becomes a version, under
 every runner: an unblessed one gets no alias (nothing serves it, `registry promote` refuses it
 without --force) but stays in the registry with its lineage and the evaluation's reasons.
@@ -172,18 +173,19 @@ def _log_and_register(ev: _Evaluated, model_dir: Path, name: str, validated: Pat
     import mlflow
 
     from lpdvae.registry.serving import (
-        ARTIFACT,
-        MusicGenerator,
+        LOADER_MODULE,
         code_paths,
         pip_requirements,
+        save_generator,
         signature,
     )
 
     temperature = float(ev.blessing.get("temperature", 1.0))
     example, sig = signature(temperature)
-    with mlflow.start_run(run_id=ev.run["run_id"]):
+    with mlflow.start_run(run_id=ev.run["run_id"]), tempfile.TemporaryDirectory(prefix="lpdvae-generator-") as tmp:
+        # a loader-module pyfunc: weights, model.json and generator.json, no pickled Python object
         info = mlflow.pyfunc.log_model(
-            name="generator", python_model=MusicGenerator(temperature), artifacts={ARTIFACT: str(model_dir)},
+            name="generator", loader_module=LOADER_MODULE, data_path=str(save_generator(model_dir, temperature, Path(tmp))),
             signature=sig, input_example=example, pip_requirements=pip_requirements(),
             code_paths=code_paths(),
         )

@@ -442,7 +442,7 @@ class Trainer:
             atomic_write_json(tmp / METRICS_FILE, metrics)
             atomic_write_csv(tmp / HISTORY_FILE, self.state.history, HISTORY_COLUMNS)
             atomic_write_csv(tmp / EPOCHS_FILE, self.state.epochs_log, EPOCH_COLUMNS)
-            info = self.run_log.log_model(vae, self.train_ds[0].numpy()[None])
+            info = self.run_log.log_model(vae, self.train_ds[0].numpy()[None], tmp)
             run = {"tracking_uri": self.run_log.tracking_uri,
                    "experiment_id": self.run_log.experiment_id,
                    "run_id": self.state.run_id, "model_uri": info.model_uri}

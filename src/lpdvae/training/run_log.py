@@ -109,27 +109,33 @@ class RunLog:
         log.info("epoch %d/%d: %s", row["epoch"] + 1, epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith("val_")))
 
-    def log_model(self, vae: torch.nn.Module, example: np.ndarray) -> Any:
+    def log_model(self, vae: torch.nn.Module, example: np.ndarray, model_dir: Path) -> Any:
         """Log the reconstruction view of `vae` (note codes -> reconstructed codes) to the run.
 
-        Pickled with lpdvae as code_paths, not `pt2`: `mlflow.pytorch.load_model` then returns
-        the `Reconstructor` whose `.vae` still has `sample`/`interpolate`, and logging takes a
-        second instead of a much slower `torch.export` trace."""
-        import mlflow.pytorch
+        A loader-module pyfunc over the saved `model.pt` + `model.json` in `model_dir` (this
+        module's `_load_pyfunc`): no pickled object, so loading it runs nothing from the store.
+        Not `pt2`: a `torch.export` trace is much slower (docs/decisions.md)."""
+        import shutil
+        import tempfile
+
+        import mlflow.pyfunc
         from mlflow.models import infer_signature
 
-        from lpdvae.model.vae import Reconstructor
+        from lpdvae.model.vae import META_FILE, MODEL_FILE
         from lpdvae.registry.serving import code_paths, pip_requirements
 
-        wrapper = Reconstructor(vae).eval()
         example = example.astype(np.float32)
-        with torch.no_grad():
-            output = wrapper(torch.from_numpy(example)).numpy()
-        return mlflow.pytorch.log_model(
-            wrapper, name="model", signature=infer_signature(example, output),
-            input_example=example, code_paths=code_paths(), pip_requirements=pip_requirements(),
-            serialization_format="pickle",
-        )
+        output = ReconstructionView(vae).predict(example)
+        with tempfile.TemporaryDirectory(prefix="lpdvae-logged-") as tmp:
+            data = Path(tmp) / "vae"
+            data.mkdir()
+            for name in (MODEL_FILE, META_FILE):
+                shutil.copyfile(model_dir / name, data / name)
+            return mlflow.pyfunc.log_model(
+                name="model", loader_module=__name__, data_path=str(data),
+                signature=infer_signature(example, output), input_example=example,
+                code_paths=code_paths(), pip_requirements=pip_requirements(),
+            )
 
     def finish(self, step: int, final_metrics: dict[str, Any]) -> None:
         import mlflow
@@ -159,3 +165,24 @@ def _run_exists(run_id: str | None) -> bool:
         return True
     except Exception:
         return False
+
+
+class ReconstructionView:
+    """The run's logged model: note codes `[N, T, B, S, P]` (as floats) -> the codes decoded from
+    mu, as MLflow's pyfunc `predict` calls it."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        from lpdvae.model.vae import Reconstructor, unwrap
+
+        self.module = Reconstructor(unwrap(vae)).eval()
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+        with torch.no_grad():
+            return self.module(torch.as_tensor(np.asarray(model_input, dtype=np.float32))).numpy()
+
+
+def _load_pyfunc(data_path: str) -> ReconstructionView:
+    """MLflow's entry point for the run's logged model: the weights through the weights-only loader."""
+    from lpdvae.model.vae import load_model
+
+    return ReconstructionView(load_model(Path(data_path)))
