@@ -27,6 +27,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from lpdvae.errors import LpdvaeError
+
 T = TypeVar("T")
 R = TypeVar("R")
 # imported once in the forkserver, so workers start with the song readers loaded
@@ -116,6 +118,7 @@ def _start_method() -> str:
 def _run_one(fn: Callable[[T], R], job: T, state: dict[str, object], parent: int, conn: Any) -> None:
     """One job in a process of its own (after a crash): ("ok", result) or ("error", exception)."""
     _init_worker(state, parent=parent)
+    conn.send(("started", None))  # from here a death is the job's doing, not the process's start
     try:
         conn.send(("ok", fn(job)))
     except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it as the pool would
@@ -185,18 +188,32 @@ class _Ordered:
         proc.start()
         send.close()
         try:
-            kind, value = recv.recv()
-        except EOFError:  # the process died without answering
-            proc.join()
-            why = f"the worker process reading it died ({death(proc.exitcode)})"
-            log.warning("a job's worker process died (%s): the job is answered as crashed", death(proc.exitcode))
-            return self.crashed(job, why)
+            kind, value = _answer(recv, proc)
         finally:
             recv.close()
+        if kind == "crashed":
+            log.warning("a job's worker process died (%s): the job is answered as crashed", value)
+            return self.crashed(job, f"the worker process reading it died ({value})")
         proc.join()
         if kind == "error":
             raise value
         return value
+
+
+def _answer(recv: Any, proc: Any) -> tuple[str, Any]:
+    """What a `_run_one` process answered, ("crashed", how it died) when it died on its job; a
+    process that dies before it starts the job (a broken environment, not a song) is an error."""
+    try:
+        recv.recv()  # ("started", None)
+    except EOFError:
+        proc.join()
+        raise LpdvaeError(f"a worker process died before it could start ({death(proc.exitcode)}): "
+                          "its error is in the log above") from None
+    try:
+        return recv.recv()
+    except EOFError:
+        proc.join()
+        return "crashed", death(proc.exitcode)
 
 
 def _broke(fut: Future[Any]) -> bool:
