@@ -272,8 +272,8 @@ def test_a_killed_runs_temp_folder_is_removed_by_the_next_run(corpus, tmp_path):
         "    (tmp / 'half.npy').write_bytes(b'x' * 1000)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(out)])
     assert killed.returncode == -9
-    stale = [p.name for p in tmp_path.iterdir() if p.name.startswith(".tensors.")]
-    assert len(stale) == 1 and stale[0].endswith(".tmp")
+    stale = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tensors."))
+    assert len(stale) == 2 and stale[0].endswith(".tmp") and stale[1] == stale[0] + ".owner"  # folder + its owner
     (tmp_path / ".tensors-notes.tmp").mkdir()  # not this step's temp pattern: left alone
     tensorize(raw, root / "validated", out, params)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tensors-notes.tmp", "tensors"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -105,6 +106,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LpdvaeError as exc:
         print(f"lpdvae {args.command}: {_one_line(str(exc), args.verbose)}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if args.verbose or not _database_error(exc):
+            raise
+        # the store broke past what check_store reads up front (a page it did not scan)
+        from lpdvae.registry.tracking import ENV, store_problem, tracking_uri
+
+        uri = tracking_uri(params) if params is not None else os.environ.get(ENV, "")
+        print(f"lpdvae {args.command}: {store_problem(uri, (str(exc).splitlines() or [''])[0])}", file=sys.stderr)
+        return 1
+
+
+def _database_error(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) is SQLite's or SQLAlchemy's DatabaseError: a store that
+    is not a database or is corrupted (not a locked or busy one, which subclass it)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if type(exc).__name__ == "DatabaseError" and type(exc).__module__ in ("sqlite3", "sqlalchemy.exc"):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _one_line(message: str, verbose: bool) -> str:

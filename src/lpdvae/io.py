@@ -5,7 +5,10 @@ files go through temp file + fsync + rename, whole output folders through a sibl
 folder that is swapped in only when the step returns. A run killed outright (SIGKILL, OOM)
 cannot clean up its temp folder, so each run first removes its step's stale ones: a temp folder
 is locked (flock) for as long as its run lives, so an unlocked one is stale, and one a
-concurrent live run is writing is left alone.
+concurrent live run is writing is left alone. A forked child inherits the lock, so a child that
+outlived its killed run would keep the folder "live" forever: the folder's owner file
+(`<folder>.owner`: host, pid, start time) names the run, and a folder whose owner on this host
+is gone is stale whoever holds its lock.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -113,25 +117,80 @@ def _try_lock(folder: Path) -> int | None:
     return fd
 
 
+OWNER_SUFFIX = ".owner"  # beside a temp folder: which process is writing it
+
+
+def process_owner() -> dict[str, Any]:
+    """This process as an owner record: host, pid and start time (a reused pid has another)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_started(os.getpid())}
+
+
+def process_started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat), "unknown" where
+    there is no /proc but the pid is in use, None when no such process is running."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "unknown"
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return None if fields[0] in ("Z", "X") else fields[19]  # zombie or dead: gone; field 22 = starttime
+
+
+def owner_gone(owner: dict[str, Any]) -> bool:
+    """Whether the process an owner record names has ended: known on its own host only."""
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    started = process_started(owner["pid"])
+    return started is None or started not in (owner.get("started"), "unknown")
+
+
+def _owner_file(folder: Path) -> Path:
+    return folder.with_name(folder.name + OWNER_SUFFIX)
+
+
+def _owner_gone(folder: Path) -> bool:
+    """Whether `folder`'s owner file names a process that has ended (no or bad file: not known)."""
+    try:
+        owner = json.loads(_owner_file(folder).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(owner, dict) and owner_gone(owner)
+
+
 def remove_stale_temp_dirs(final: str | Path) -> list[Path]:
     """Remove the temp folders `atomic_dir(final)` left behind in runs that were killed: only
     folders named like its own (`.<name>.<8 random chars>.tmp`, beside `final`) that no live
-    run holds locked. Returns what was removed."""
+    run holds locked or whose owner is gone (see the module doc), and their owner files.
+    Returns the folders removed."""
     final = Path(final)
     pattern = re.compile(rf"\.{re.escape(final.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in final.parent.iterdir():
+            if entry.name.endswith(OWNER_SUFFIX) and pattern.fullmatch(entry.name[:-len(OWNER_SUFFIX)]):
+                if not entry.with_name(entry.name[:-len(OWNER_SUFFIX)]).exists():  # its folder went
+                    entry.unlink(missing_ok=True)
+                continue
             if not pattern.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
                 continue
             fd = _try_lock(entry)
-            if fd is None:
+            if fd is None and not _owner_gone(entry):
                 continue
             try:
                 shutil.rmtree(entry, ignore_errors=True)
+                _owner_file(entry).unlink(missing_ok=True)
                 removed.append(entry)
             finally:
-                os.close(fd)
+                if fd is not None:
+                    os.close(fd)
     return removed
 
 
@@ -148,6 +207,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
         log.warning("removed %s, the temp folder of an earlier run that was killed", stale)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     lock = _try_lock(tmp)  # held until this run ends: released by the kernel if it is killed
+    _owner_file(tmp).write_text(json.dumps(process_owner()))
     try:
         try:
             yield tmp
@@ -163,5 +223,6 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
+        _owner_file(tmp).unlink(missing_ok=True)
         if lock is not None:
             os.close(lock)

@@ -20,6 +20,9 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
     r = register(Path(args.model), Path(args.eval), Path(args.out), params, tags,
                  tensor_dir=Path(args.tensors), report_dir=Path(args.report_dir),
                  validated=Path(args.validated), data_docs=Path(args.data_docs))
+    if r.reused:
+        print(f"training run {r.run_id} is already registered as {r.name} version {r.version}: reused it, "
+              "no new version")
     print(f"registered {r.name} version {r.version} (aliases: {', '.join(r.aliases) or 'none'}; "
           f"blessed: {r.blessed})\n{r.verdict}")
     return 0

@@ -16,9 +16,10 @@ import logging
 from pathlib import Path
 
 from lpdvae.data.redact import redact_uri
+from lpdvae.errors import RegistryError
 from lpdvae.layout import Layout
 from lpdvae.params import Params
-from lpdvae.registry.tracking import pinned_store, tracking_uri
+from lpdvae.registry.tracking import check_store, pinned_store, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,10 @@ def status_lines(params: Params, layout: Layout) -> list[str]:
         b = json.loads(blessing.read_text())
         lines.append(f"blessed: {b.get('blessed')}" + (f" ({'; '.join(b.get('reasons', []))})" if b.get("reasons") else ""))
     uri = tracking_uri(params, layout.root)
-    if uri.startswith("sqlite:"):
+    problem = store_broken(uri)
+    if problem:
+        lines.append(problem)
+    elif uri.startswith("sqlite:"):
         lines.append(
             f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} "
             "--port 5000, then open http://127.0.0.1:5000"
@@ -107,6 +111,15 @@ def registry_lines(params: Params, layout: Layout) -> list[str]:
     return [f"registry ({redact_uri(uri)}): {name} aliases: {aliases}"]
 
 
+def store_broken(uri: str) -> str:
+    """`check_store`'s one line when the store is unusable, else ""."""
+    try:
+        check_store(uri)
+    except RegistryError as exc:
+        return str(exc)
+    return ""
+
+
 def _cmd_run(args: argparse.Namespace, params: Params) -> int:
     layout = Layout(Path(args.root).resolve())
     run_all(params, layout, args.source, args.run_id)
@@ -119,9 +132,10 @@ def _cmd_run(args: argparse.Namespace, params: Params) -> int:
 
 def _cmd_status(args: argparse.Namespace, params: Params) -> int:
     layout = Layout(Path(args.root).resolve())
-    lines = status_lines(params, layout) + (registry_lines(params, layout) if args.registry else [])
+    broken = store_broken(tracking_uri(params, layout.root))  # status_lines says so in one line
+    lines = status_lines(params, layout) + (registry_lines(params, layout) if args.registry and not broken else [])
     print("\n".join(lines))
-    return 0
+    return 1 if broken else 0
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:

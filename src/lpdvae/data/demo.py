@@ -24,6 +24,7 @@ import argparse
 import importlib.util
 import logging
 import multiprocessing
+import os
 import re
 import zipfile
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from lpdvae.data import smf
 from lpdvae.data.musicxml import LeanPart, Unsupported, read_mxl
+from lpdvae.data.pool import die_with_parent
 from lpdvae.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -219,7 +221,7 @@ def _rendered(jobs: list[tuple[Path, Path]], workers: int) -> Iterator[tuple[Pat
         return
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ctx.Pool(workers) as pool:  # leaving the block terminates work past the N-th song
+    with ctx.Pool(workers, die_with_parent, (os.getpid(),)) as pool:  # leaving the block terminates work past the N-th song
         yield from pool.imap(_render, jobs, chunksize=2)
 
 

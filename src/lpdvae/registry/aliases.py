@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 def client(params: Params):
     from mlflow import MlflowClient
 
-    from lpdvae.registry.tracking import tracking_uri
+    from lpdvae.registry.tracking import check_store, tracking_uri
 
     uri = tracking_uri(params)
+    check_store(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -71,7 +72,9 @@ def set_champion(c, name: str, version: str, reason: str, forced: bool = False,
     """
     history = _history(c, name)
     prev = record_alias(c, name, CHAMPION, str(version), reason)
-    if remember_previous and prev is not None and prev != str(version):
+    if prev == str(version):  # already champion: it replaced nothing
+        prev = None
+    if remember_previous and prev is not None:
         history.append(prev)
     c.set_registered_model_tag(name, TAG_HISTORY, json.dumps(history))
     tags = {
@@ -97,6 +100,9 @@ def promote(params: Params, version: str, force: bool = False, reason: str | Non
     name = params.register.model_name
     c = client(params)
     mv = _get_version(c, name, version)
+    current = alias_version(c, name, CHAMPION)
+    if current is not None and str(current.version) == str(mv.version):
+        raise RegistryError(f"{name} version {mv.version} is already champion: nothing to promote")
     if not is_blessed(mv):
         if not force:
             raise RegistryError(
@@ -115,10 +121,11 @@ def rollback(params: Params, reason: str | None = None) -> tuple[str, str]:
     c = client(params)
     current = alias_version(c, name, CHAMPION)
     if current is None:
-        raise RegistryError(f"{name} has no champion to roll back")
-    history = _history(c, name)
+        raise RegistryError(f"{name} has no champion: nothing to roll back")
+    history = [v for v in _history(c, name) if v != str(current.version)]  # never "back" onto itself
     if not history:
-        raise RegistryError(f"{name} version {current.version} is champion with no previous champion recorded")
+        raise RegistryError(f"{name} version {current.version} is the only champion there has been "
+                            "(no previous champion recorded): nothing to roll back")
     previous = history.pop()
     c.set_registered_model_tag(name, TAG_HISTORY, json.dumps(history))
     set_champion(c, name, previous, reason or f"rollback from version {current.version}",
@@ -190,8 +197,21 @@ def card_folder(params: Params, version: str, dest: Path) -> Path:
     uri = mv.tags.get(TAG_CARD)
     if not uri:
         raise RegistryError(f"{name} version {version} has no model card (registered before register wrote cards)")
-    return Path(download_artifacts(artifact_uri=uri.rsplit("/", 1)[0], dst_path=str(dest),
-                                   tracking_uri=tracking_uri(params)))
+    from mlflow.exceptions import MlflowException
+
+    try:
+        folder = Path(download_artifacts(artifact_uri=uri.rsplit("/", 1)[0], dst_path=str(dest),
+                                         tracking_uri=tracking_uri(params)))
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(_card_gone(name, version, uri, (str(exc).splitlines() or [type(exc).__name__])[0])) from None
+    if not (folder / "model_card.md").is_file():
+        raise RegistryError(_card_gone(name, version, uri, "model_card.md is not in the downloaded folder"))
+    return folder
+
+
+def _card_gone(name: str, version: str, uri: str, detail: str) -> str:
+    return (f"{name} version {version}: its model card {uri} cannot be read from the artifact store ({detail}): "
+            "the run's artifacts are gone; restore the artifact store (mlartifacts/ beside a local mlflow.db)")
 
 
 def _get_version(c, name: str, version: str):

@@ -88,10 +88,8 @@ def pinned_store(params: Params, root: str | Path) -> Iterator[str]:
 def artifact_root(uri: str) -> Path | None:
     """Where a local sqlite store keeps its artifacts: `mlartifacts/` beside the db file (not a
     cwd-relative ./mlruns); None for other stores, whose server decides."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    db = uri.removeprefix("sqlite:///").split("?", 1)[0]  # SQLAlchemy: ////abs, ///relative
-    return Path(db).resolve().parent / DEFAULT_ARTIFACTS
+    db = sqlite_path(uri)
+    return None if db is None else db.resolve().parent / DEFAULT_ARTIFACTS
 
 
 def setup_mlflow(params: Params, root: str | Path = ".") -> str:
@@ -99,6 +97,7 @@ def setup_mlflow(params: Params, root: str | Path = ".") -> str:
     import mlflow
 
     uri = tracking_uri(params, root)
+    check_store(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     exp = mlflow.get_experiment_by_name(params.mlflow.experiment)
@@ -110,3 +109,94 @@ def setup_mlflow(params: Params, root: str | Path = ".") -> str:
                                       artifact_location=artifacts.as_uri() if artifacts else None)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+# --- the store's health and the runs a killed process left open
+
+TAG_OWNER = "lpdvae.owner"  # host:pid of the process writing a run
+TAG_OWNER_STARTED = "lpdvae.owner_started"  # its start time: a reused pid is another process
+SQLITE_HEADER = b"SQLite format 3\x00"
+QUICK_CHECK_MAX_BYTES = 256 << 20  # a larger store gets the header and schema read, not a full scan
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process as the one writing a run (`mark_killed_runs` reads them)."""
+    from lpdvae.io import process_owner
+
+    me = process_owner()
+    return {TAG_OWNER: f"{me['host']}:{me['pid']}", TAG_OWNER_STARTED: str(me["started"])}
+
+
+def _owner(tags: dict[str, str]) -> dict[str, Any] | None:
+    host, _, pid = tags.get(TAG_OWNER, "").rpartition(":")
+    if not host or not pid.isdigit():
+        return None
+    return {"host": host, "pid": int(pid), "started": tags.get(TAG_OWNER_STARTED)}
+
+
+def mark_killed_runs(client: Any, experiment_id: str) -> list[str]:
+    """RUNNING runs of the experiment whose owner process (on this host) is gone: a train,
+    evaluate or register killed outright, which could not end its run. They become KILLED, with
+    a tag saying why; returns their ids. Runs of live processes or other hosts are left alone."""
+    import logging
+
+    from lpdvae.io import owner_gone
+
+    killed = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        owner = _owner(run.data.tags)
+        if owner is None or not owner_gone(owner):
+            continue
+        client.set_terminated(run.info.run_id, status="KILLED")
+        client.set_tag(run.info.run_id, "lpdvae.killed_reason",
+                       f"process {owner['host']}:{owner['pid']} ended without closing the run; "
+                       f"marked KILLED by {owner_tags()[TAG_OWNER]}")
+        logging.getLogger(__name__).warning("MLflow run %s was left RUNNING by process %s:%s, which is gone: "
+                                            "marked KILLED", run.info.run_id, owner["host"], owner["pid"])
+        killed.append(run.info.run_id)
+    return killed
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` store URI; None for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])  # SQLAlchemy: ////abs, ///relative
+
+
+def store_problem(uri: str, detail: str) -> str:
+    """One line: which store is broken, why, and what to do."""
+    path = sqlite_path(uri)
+    where = f"MLflow store {path}" if path else f"MLflow store {uri.split('://', 1)[0]}://…"
+    todo = (f"restore it from a backup, or move it aside (mv {path} {path}.broken) to start an empty "
+            "registry; or point mlflow.tracking_uri / $MLFLOW_TRACKING_URI at a working store") if path else \
+        "check the tracking server's database"
+    return f"{where} is unusable ({detail}): {todo}"
+
+
+def check_store(uri: str) -> None:
+    """Refuse, in one line (`store_problem`), a local store that is not a readable SQLite
+    database (a corrupted or foreign `mlflow.db`), before MLflow prints a traceback. A missing
+    or empty file is fine: MLflow creates the tables."""
+    import sqlite3
+
+    from lpdvae.errors import RegistryError
+
+    path = sqlite_path(uri)
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise RegistryError(store_problem(uri, "not an SQLite database"))
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            check = "PRAGMA quick_check(3)" if path.stat().st_size <= QUICK_CHECK_MAX_BYTES else \
+                "SELECT 'ok' FROM sqlite_master LIMIT 1"
+            bad = [r[0] for r in con.execute(check) if r[0] != "ok"]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise RegistryError(store_problem(uri, f"SQLite: {exc}")) from None
+    if bad:
+        raise RegistryError(store_problem(uri, f"SQLite integrity check: {'; '.join(bad)}"))

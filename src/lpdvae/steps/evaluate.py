@@ -62,7 +62,7 @@ from lpdvae.evaluation.samples_page import write_page
 from lpdvae.io import atomic_dir, atomic_write_json
 from lpdvae.model.vae import MusicVAE, active_units, kl_per_sample_dim, load_model
 from lpdvae.params import EvaluateParams, Params, RepresentationParams
-from lpdvae.registry.tracking import blessing_tags
+from lpdvae.registry.tracking import blessing_tags, owner_tags
 
 log = logging.getLogger(__name__)
 COPY_PHRASES = 4096  # training phrases the copies search (and the copy check compares with)
@@ -225,6 +225,7 @@ def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict[str, float], bl
     run = json.loads(run_file.read_text())
     mlflow.set_tracking_uri(run["tracking_uri"])
     with mlflow.start_run(run_id=run["run_id"]):
+        mlflow.set_tags(owner_tags())  # this process writes the run now (tracking.mark_killed_runs)
         mlflow.log_metrics({f"eval.{k}".replace("/", "."): v for k, v in metrics.items()})
         mlflow.set_tags(blessing_tags(blessing))
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")

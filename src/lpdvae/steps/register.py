@@ -9,12 +9,20 @@ Blessed versions get `challenger`. When a champion exists, register measures it 
 frozen evaluation set as the challenger (`lpdvae.evaluation.evalset`) and, with `register.auto_promote`,
 promotes the challenger only when it is significantly better (`lpdvae.registry.promotion`); the verdict
 and its reasons are `lpdvae.registry.promotion.*` tags and `promotion.json` in the report folder.
+
+Register is idempotent per training run: a run that already has a version (a rerun after
+validate changed, or after a killed register) makes no second one. A complete version is reused
+as it is (its record and report folder written again); one a killed register left unfinished
+(no model card yet) is finished. Opening, it marks KILLED the runs of its experiment that a
+killed process left RUNNING (`lpdvae.registry.tracking.mark_killed_runs`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +34,24 @@ from lpdvae.evaluation.evalset import PerPhrase, measure, read_per_phrase, tenso
 from lpdvae.io import atomic_dir, atomic_write_json, atomic_write_text
 from lpdvae.params import Params
 from lpdvae.registry import promotion
-from lpdvae.registry.aliases import CHALLENGER, CHAMPION, alias_version, record_alias, set_champion
+from lpdvae.registry.aliases import (
+    CHALLENGER,
+    CHAMPION,
+    TAG_CARD,
+    alias_version,
+    record_alias,
+    set_champion,
+)
 from lpdvae.registry.drift_log import TAG_VERDICT, log_drift
 from lpdvae.registry.model_card import CARD_MD, CardInputs, write_card
 from lpdvae.registry.run_report import render_summary
-from lpdvae.registry.tracking import MAX_TAG_CHARS, blessing_tags
+from lpdvae.registry.tracking import (
+    MAX_TAG_CHARS,
+    blessing_tags,
+    check_store,
+    mark_killed_runs,
+    owner_tags,
+)
 
 log = logging.getLogger(__name__)
 TAGGED_METRICS = ("recon_note_f1", "recon_note_precision", "recon_note_recall", "recon_frame_f1",
@@ -40,6 +61,7 @@ TAGGED_METRICS = ("recon_note_f1", "recon_note_precision", "recon_note_recall", 
 PROMOTION_FILE = "promotion.json"
 SUMMARY_FILE = "summary.md"
 CARD_ARTIFACT = "model_card"  # the train run's artifact folder holding the report folder
+RUN_ID = re.compile(r"[A-Za-z0-9_-]+")  # MLflow's are 32 hex digits; no quote reaches a search filter
 
 
 @dataclass(frozen=True)
@@ -52,6 +74,7 @@ class RegisterResult:
     blessed: bool = False
     promoted: bool = False
     verdict: str = ""
+    reused: bool = False  # the training run was registered before: that version, no new one
 
 
 def version_tags(metrics: dict[str, float], blessing: dict[str, Any], lineage: dict[str, str]) -> dict[str, str]:
@@ -106,8 +129,16 @@ def register(model_dir: Path, eval_dir: Path, out_path: Path, params: Params,
     tensor_dir, report_dir = Path(tensor_dir), Path(report_dir)
     ev = _read_evaluated(model_dir, eval_dir, params, lineage)
     client = _client(ev.run["tracking_uri"])
-    decision = _measure_and_decide(client, ev, tensor_dir, params)
-    mv, model_uri = _log_and_register(ev, model_dir, params.register.model_name, validated, data_docs)
+    if ev.run.get("experiment_id"):
+        mark_killed_runs(client, str(ev.run["experiment_id"]))
+    existing = registered_version(client, params.register.model_name, ev.run["run_id"])
+    if existing is not None and existing.tags.get(TAG_CARD):  # registered before, completely
+        return _reuse(existing, ev, out_path, report_dir)
+    decision = _measure_and_decide(client, ev, tensor_dir, params, existing)
+    if existing is None:
+        mv, model_uri = _log_and_register(ev, model_dir, params.register.model_name, validated, data_docs)
+    else:
+        mv, model_uri = _finish(client, existing, ev), existing.source
     aliases = _set_aliases(client, ev, decision, mv)
     _report(client, ev, decision, mv, aliases, model_dir=model_dir, eval_dir=eval_dir,
             tensor_dir=tensor_dir, report_dir=report_dir, params=params)
@@ -133,20 +164,75 @@ def _read_evaluated(model_dir: Path, eval_dir: Path, params: Params, lineage: di
     return _Evaluated(run, metrics, blessing, record, tags)
 
 
+def registered_version(client: Any, name: str, run_id: str) -> Any:
+    """The version of `name` registered from training run `run_id` (the newest, should older
+    code have made several), with its tags and aliases; None when the run has none."""
+    if not RUN_ID.fullmatch(run_id):
+        raise LpdvaeError(f"mlflow_run.json: run_id {run_id!r} is not an MLflow run id")
+    found = [mv for mv in client.search_model_versions(f"run_id = '{run_id}'") if mv.name == name]
+    if not found:
+        return None
+    return client.get_model_version(name, str(max(int(mv.version) for mv in found)))
+
+
+def _finish(client: Any, mv: Any, ev: _Evaluated) -> Any:
+    """This run's version that an earlier register left unfinished (killed after registering it):
+    its tags set again; aliases and report follow as for a new version."""
+    log.warning("training run %s is already %s version %s, left unfinished by an earlier register: "
+                "finishing it (no new version)", ev.run["run_id"], mv.name, mv.version)
+    for k, v in ev.tags.items():
+        client.set_model_version_tag(mv.name, str(mv.version), k, v)
+    return mv
+
+
+def _reuse(mv: Any, ev: _Evaluated, out_path: Path, report_dir: Path) -> RegisterResult:
+    """A training run registered before: nothing new in the registry; its version's record and
+    report folder (the card logged with the run) are written again, as a rerun's outputs."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    run_id, tags = ev.run["run_id"], dict(mv.tags)
+    with tempfile.TemporaryDirectory(prefix="lpdvae-report-") as scratch:
+        try:
+            got = download_artifacts(artifact_uri=f"runs:/{run_id}/{CARD_ARTIFACT}", dst_path=scratch,
+                                     tracking_uri=ev.run["tracking_uri"])
+        except (MlflowException, OSError) as exc:
+            raise LpdvaeError(f"{mv.name} version {mv.version} (run {run_id}): its report folder cannot be read "
+                              f"from the artifact store ({(str(exc).splitlines() or [''])[0]})") from None
+        with atomic_dir(report_dir) as tmp:
+            shutil.copytree(got, tmp, dirs_exist_ok=True)
+    result = RegisterResult(mv.name, str(mv.version), [a for a in (CHALLENGER, CHAMPION) if a in mv.aliases],
+                            run_id, mv.source, tags.get("lpdvae.blessed") == "true",
+                            tags.get(f"{promotion.TAG}.verdict") == promotion.PROMOTED,
+                            tags.get(f"{promotion.TAG}.summary", ""), reused=True)
+    atomic_write_json(out_path, {**result.__dict__, "tags": tags})
+    log.warning("training run %s is already registered as %s version %s: reused it, no new version",
+                run_id, mv.name, mv.version)
+    return result
+
+
 def _client(tracking_uri: str) -> Any:
     """An MlflowClient on the train run's store, which is also the registry (and mlflow's default)."""
     import mlflow
     from mlflow import MlflowClient
 
+    check_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def _measure_and_decide(client: Any, ev: _Evaluated, tensor_dir: Path, params: Params) -> _Decision:
+def _measure_and_decide(client: Any, ev: _Evaluated, tensor_dir: Path, params: Params,
+                        existing: Any = None) -> _Decision:
     """Measure the champion (if any) on the challenger's evaluation set, compare, decide; the
-    verdict's tags join `ev.tags`. A champion that cannot be measured is reported, not fatal."""
+    verdict's tags join `ev.tags`. A champion that cannot be measured is reported, not fatal.
+    `existing`: this run's version, when an earlier register left it unfinished."""
     champion = alias_version(client, params.register.model_name, CHAMPION)
+    if existing is not None and champion is not None and str(champion.version) == str(existing.version):
+        verdict = promotion.Verdict(True, f"{promotion.PROMOTED}: already champion (an earlier register of "
+                                    "this training run promoted it)", [])
+        ev.tags.update(promotion.tags(verdict, None, params.register))
+        return _Decision(None, None, None, verdict)
     comparison, not_compared, champion_record = None, None, None
     if champion is not None:
         try:
@@ -183,6 +269,7 @@ def _log_and_register(ev: _Evaluated, model_dir: Path, name: str, validated: Pat
     temperature = float(ev.blessing.get("temperature", 1.0))
     example, sig = signature(temperature)
     with mlflow.start_run(run_id=ev.run["run_id"]), tempfile.TemporaryDirectory(prefix="lpdvae-generator-") as tmp:
+        mlflow.set_tags(owner_tags())  # this process writes the run now (mark_killed_runs)
         # a loader-module pyfunc: weights, model.json and generator.json, no pickled Python object
         info = mlflow.pyfunc.log_model(
             name="generator", loader_module=LOADER_MODULE, data_path=str(save_generator(model_dir, temperature, Path(tmp))),
@@ -203,7 +290,7 @@ def _set_aliases(client: Any, ev: _Evaluated, decision: _Decision, mv: Any) -> l
     if ev.blessing["blessed"]:
         record_alias(client, mv.name, CHALLENGER, mv.version, "blessed by evaluation")
         aliases.append(CHALLENGER)
-    if decision.verdict.promote:
+    if decision.verdict.promote and (decision.champion is not None or not _is_champion(client, mv)):
         set_champion(client, mv.name, mv.version, f"auto_promote: {decision.verdict.summary}"[:MAX_TAG_CHARS])
         aliases.append(CHAMPION)
     champion, comparison = decision.champion, decision.comparison
@@ -212,6 +299,11 @@ def _set_aliases(client: Any, ev: _Evaluated, decision: _Decision, mv: Any) -> l
             client.set_model_version_tag(mv.name, str(champion.version), f"lpdvae.compared.v{mv.version}.{k}", v)
     log.info("%s v%s: %s", mv.name, mv.version, decision.verdict.summary)
     return aliases
+
+
+def _is_champion(client: Any, mv: Any) -> bool:
+    champion = alias_version(client, mv.name, CHAMPION)
+    return champion is not None and str(champion.version) == str(mv.version)
 
 
 def _report(client: Any, ev: _Evaluated, decision: _Decision, mv: Any, aliases: list[str], *,
@@ -229,6 +321,7 @@ def _report(client: Any, ev: _Evaluated, decision: _Decision, mv: Any, aliases: 
         index=read_index(tensor_dir), evaluate=params.evaluate), eval_dir,
         None if champion is None else str(champion.version), None if champion_now is None else str(champion_now.version))
     with mlflow.start_run(run_id=run_id):
+        mlflow.set_tags(owner_tags())
         mlflow.log_artifacts(str(report_dir), artifact_path=CARD_ARTIFACT)
     card_uri = f"runs:/{run_id}/{CARD_ARTIFACT}/{CARD_MD}"
     client.update_model_version(name, version, description=(

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from lpdvae.data.music.phrases import song_phrases
 from lpdvae.data.music.song import SongError, song_format
-from lpdvae.data.pool import map_songs, worker_state
+from lpdvae.data.pool import WORKER_CRASHED, map_songs, worker_state
 from lpdvae.data.shards import SONG_ORDER, SPLITS, ShardWriter, pack, write_index
 from lpdvae.data.splits import assign_splits, song_groups, split_of, split_report
 from lpdvae.errors import DataError
@@ -90,6 +90,11 @@ def _song_job(job: tuple[str, str]) -> tuple[np.ndarray | None, str, str]:
     return pack(phrases), "", ""
 
 
+def _song_crashed(job: tuple[str, str], why: str) -> tuple[None, str, str]:
+    """A song whose worker process died reading it: skipped with that reason, the rest go on."""
+    return None, WORKER_CRASHED, why
+
+
 def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params, *,
               part: bool = False) -> TensorizeResult:
     """Cut every accepted song into phrases and write shards + index.json (see docs/architecture.md).
@@ -111,7 +116,8 @@ def tensorize(raw_dir: Path, validated_dir: Path, out_dir: Path, params: Params,
     failed: list[dict[str, str]] = []
     with atomic_dir(out_dir) as tmp:
         writer = ShardWriter(tmp, shape, params.tensorize.shard_size)
-        results = map_songs(_song_job, jobs, len(rows), params.tensorize.workers, {"params": params})
+        results = map_songs(_song_job, jobs, len(rows), params.tensorize.workers, {"params": params},
+                            crashed=_song_crashed)
         for row, (packed, reason, detail) in tqdm(zip(rows, results, strict=True), total=len(rows),
                                                   desc="tensorize", unit="song", disable=None):
             split, group = splits[row["song_id"]], row.get("group") or row["song_id"]

@@ -41,10 +41,11 @@ class RunLog:
         """Start (or continue, when `run_id` still exists) the run; returns its id."""
         import mlflow
 
-        from lpdvae.registry.tracking import setup_mlflow, tracking_uri
+        from lpdvae.registry.tracking import mark_killed_runs, setup_mlflow, tracking_uri
 
         self.experiment_id = setup_mlflow(self.params)
         self.tracking_uri = tracking_uri(self.params)
+        mark_killed_runs(mlflow.MlflowClient(), self.experiment_id)  # a killed train's run, left RUNNING
         system = importlib.util.find_spec("psutil") is not None
         if system:
             mlflow.set_system_metrics_sampling_interval(5)
@@ -64,7 +65,10 @@ class RunLog:
         return self.run_id
 
     def _tags(self) -> dict[str, str]:
+        from lpdvae.registry.tracking import owner_tags
+
         return {
+            **owner_tags(),  # this process writes the run: the next start marks it KILLED if it dies
             "lpdvae.step": "train",
             "lpdvae.dataset_dvc_hash": lineage.dvc_hash(self.tensor_dir),
             "lpdvae.params_digest": self.params.digest(),

@@ -22,7 +22,7 @@ from lpdvae.data.music.midi import sequence_name
 from lpdvae.data.music.phrases import bar_activity, cut_phrases
 from lpdvae.data.music.song import Song, SongError, song_format
 from lpdvae.data.music.tracks import track_assignment, track_routing
-from lpdvae.data.pool import map_songs, worker_state
+from lpdvae.data.pool import WORKER_CRASHED, map_songs, worker_state
 from lpdvae.params import Params
 from lpdvae.validation.tune_groups import SongContent, note_keys, top_line
 
@@ -45,7 +45,8 @@ def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
     readable = [j for j in jobs if j[2] in ("midi", "npz")]
     stats |= {j[1]: {"path": j[1], "load_error": "unsupported_format",
                      "load_detail": f"unsupported file type {Path(j[1]).suffix!r}"} for j in jobs if j not in readable}
-    results = map_songs(_stats_job, readable, len(readable), params.tensorize.workers, {"params": params})
+    results = map_songs(_stats_job, readable, len(readable), params.tensorize.workers, {"params": params},
+                        crashed=_stats_crashed)
     ids = {r["path"]: r["sha256"] for r in rows}
     for out in tqdm(results, total=len(readable), desc="validate", unit="song", disable=None):
         melody, notes = out.pop("_melody", None), out.pop("_notes", None)
@@ -197,6 +198,12 @@ def _stats_job(job: tuple[str, str, str]) -> dict[str, Any]:
         log.warning("%s: unexpected error while reading: %r", rel, exc)
         return {"path": rel, "load_error": "unreadable",
                 "load_detail": _relative(f"{type(exc).__name__}: {exc}", path, rel)}
+
+
+def _stats_crashed(job: tuple[str, str, str], why: str) -> dict[str, Any]:
+    """The stats row of a song whose worker process died reading it (a parser's segfault, the
+    OOM killer): quarantined for that, the batch goes on."""
+    return {"path": job[1], "load_error": WORKER_CRASHED, "load_detail": why}
 
 
 def _relative(detail: str, path: str, rel: str) -> str:
