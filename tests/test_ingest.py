@@ -526,7 +526,7 @@ def test_credentials_in_the_source_uri_reach_no_record(tmp_path, served_tarball,
     caplog.set_level(logging.DEBUG)
     result = ingest(url, tmp_path / "raw", params(data__sha256=sha))
     rows = read_jsonl(result.manifest)
-    assert rows[0]["source"] == (f"http://***@{host}?X-Amz-Credential=***&X-Amz-Date=20260101"
+    assert rows[0]["source"] == (f"http://***@{host}?X-Amz-Credential=***&X-Amz-Date=***"
                                  "&X-Amz-Signature=***&token=***")
     records = [p.read_text() for p in (tmp_path / "raw").glob("*.jsonl")] + [caplog.text]
     assert not [s for s in SECRETS for text in records if s in text]

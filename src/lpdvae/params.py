@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
+import stat
 import types
 import typing
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ class DataParams:
     max_file_bytes: int
     max_archive_bytes: int
     max_archive_members: int
+    max_archive_ratio: float
 
 
 TRACK_KINDS = ("monophonic", "polyphonic", "drums")
@@ -271,6 +275,11 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
 
 def params_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Params:
     params = _build(Params, raw, source, "")
+    flat = params.flat()  # ranges first: the cross-key checks below divide by some of them
+    for key, (ok, reason) in {**_CHECKS, **_INPUT_BOUNDS}.items():
+        if not ok(flat[key]):
+            raise ParamsError(f"{source}: {key}: {reason}, got {flat[key]!r}")
+    refuse_credentials(params.data.source, f"{source}: data.source")
     if not params.tracks:
         raise ParamsError(f"{source}: tracks: at least one track is required")
     names = params.track_names
@@ -278,8 +287,8 @@ def params_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Params:
         if t.kind not in TRACK_KINDS:
             raise ParamsError(f"{source}: tracks: {t.name}: kind must be one of "
                               f"{', '.join(TRACK_KINDS)}, got {t.kind!r}")
-    if any(v <= 0 for v in params.evaluate.temperatures):
-        raise ParamsError(f"{source}: evaluate.temperatures: must be > 0, "
+    if not all(math.isfinite(v) and v > 0 for v in params.evaluate.temperatures):
+        raise ParamsError(f"{source}: evaluate.temperatures: must be > 0 and finite, "
                           f"got {list(params.evaluate.temperatures)}")
     unknown = sorted(set(params.evaluate.statistics) - set(STATISTICS))
     if unknown:
@@ -301,10 +310,6 @@ def params_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Params:
             f"{source}: representation.beat_resolution ({r.beat_resolution}) must divide "
             f"source_resolution ({r.source_resolution})"
         )
-    flat = params.flat()
-    for key, (ok, reason) in _CHECKS.items():
-        if not ok(flat[key]):
-            raise ParamsError(f"{source}: {key}: {reason}, got {flat[key]!r}")
     return params
 
 
@@ -379,9 +384,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: Path) -> Non
 def _read_mapping(path: Path) -> dict[str, Any]:
     """A YAML file whose top level is a mapping (empty: {}); every failure names the file."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: file not found") from None
+        raw = yaml.safe_load(read_small_text(path))
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     if raw is None:
@@ -389,6 +392,35 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     return raw
+
+
+MAX_PARAMS_FILE_BYTES = 1 << 20  # a params or profile file: the project's is ~10 KB
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_small_text(path: Path, limit: int = MAX_PARAMS_FILE_BYTES) -> str:
+    """A file named on the command line, read only when it is a regular UTF-8 file of at most
+    `limit` bytes: `/dev/zero`, a FIFO or a folder would block, exhaust memory or traceback."""
+    try:
+        st = os.stat(path)
+        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), None)
+        if kind or not stat.S_ISREG(st.st_mode):
+            raise ParamsError(f"{path}: not a regular file ({kind or 'unknown type'})")
+        if st.st_size > limit:
+            raise ParamsError(f"{path}: larger than a params file may be ({st.st_size} bytes, limit {limit})")
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)  # the file may have grown since stat
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ParamsError(f"{path}: larger than a params file may be (limit {limit} bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def profile_overrides(path: str | Path) -> dict[str, Any]:
@@ -439,3 +471,41 @@ def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+# Hostile-input bounds (issue 24): the ints that a zero or negative value turns into a division
+# by zero, an endless loop or a refused archive, and the seeds numpy and torch accept.
+SEED_MAX = 2**32 - 1
+_INPUT_BOUNDS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "data.max_file_bytes": (lambda v: v > 0, "must be > 0"),
+    "data.max_archive_bytes": (lambda v: v > 0, "must be > 0"),
+    "data.max_archive_members": (lambda v: v > 0, "must be > 0"),
+    "data.max_archive_ratio": (lambda v: math.isfinite(v) and v >= 1, "must be a finite number >= 1"),
+    "validate.min_bars": (lambda v: v >= 0, "must be >= 0"),
+    "validate.min_notes": (lambda v: v >= 0, "must be >= 0"),
+    "validate.max_polyphony": (lambda v: v > 0, "must be > 0"),
+    "tensorize.max_empty_bars": (lambda v: v >= 0, "must be >= 0"),
+    "train.beta_warmup_steps": (lambda v: v >= 0, "must be >= 0"),
+    "train.checkpoint_every_steps": (lambda v: v >= 0, "must be >= 0 (0 = none)"),
+    "train.early_stopping_patience": (lambda v: v >= 0, "must be >= 0"),
+    "train.num_workers": (lambda v: v >= 0, "must be >= 0"),
+    "train.grad_clip": (lambda v: math.isfinite(v) and v >= 0, "must be finite and >= 0"),
+    "train.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "must be finite and >= 0"),
+    **{f"{step}.seed": (lambda v: 0 <= v <= SEED_MAX, f"must be in 0..{SEED_MAX}")
+       for step in ("train", "evaluate", "register")},
+}
+
+
+def refuse_credentials(uri: str, where: str) -> None:
+    """Refuse a source URI that carries a secret: params are recorded in dvc.lock (committed),
+    MLflow and KFP, so credentials come from the environment instead. Names the parts, never
+    their values."""
+    from lpdvae.data.redact import credential_parts, redact_uri
+
+    parts = credential_parts(uri)
+    if parts:
+        raise ParamsError(
+            f"{where}: {redact_uri(uri)!r} carries a credential ({', '.join(parts)}); params are recorded "
+            "in dvc.lock, so keep secrets out of them: s3:// sources take their keys from "
+            "LPDVAE_DATA_AWS_ACCESS_KEY_ID/LPDVAE_DATA_AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, a named "
+            "~/.aws profile), http(s):// sources a ~/.netrc entry for the host (NETRC names another file)")

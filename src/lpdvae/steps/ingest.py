@@ -6,8 +6,8 @@ the end, so a crash or a refused file leaves the previous ingest untouched. File
 did not change are hard-linked from the previous output instead of rewritten: same inode, same
 mtime, so DVC and downstream caches see them as unchanged.
 
-A member that cannot be placed safely (a symlink, a name that is not UTF-8, a path that is both
-a file and a folder) is not copied: it is listed with its reason in `skipped.jsonl` and the
+A member that cannot be placed safely (a symlink, a name that is not UTF-8 or longer than the
+file system allows, a path that is both a file and a folder) is not copied: it is listed with its reason in `skipped.jsonl` and the
 rest of the source is ingested. The source URI is recorded with its credentials redacted.
 Staging data that is not part of the output lives in `<out_dir>.cache/`, beside it.
 """
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from lpdvae.data.redact import redact_uri
 from lpdvae.data.sources import Entry, Skipped, open_source
-from lpdvae.data.sources.base import ingest_format, printable
+from lpdvae.data.sources.base import ingest_format, name_too_long, printable
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_jsonl, sha256_file
 from lpdvae.layout import CWD
@@ -101,6 +101,8 @@ def select(items: list[Entry | Skipped]) -> tuple[list[tuple[Entry, str]], list[
             n_ignored += 1
         elif printable(entry.rel) != entry.rel:
             skipped.append(Skipped(printable(entry.rel), "file name is not valid UTF-8"))
+        elif too_long := name_too_long(entry.rel):
+            skipped.append(Skipped(entry.rel, too_long))
         else:
             chosen[entry.rel] = (entry, fmt)
     folded: dict[str, str] = {}

@@ -39,7 +39,7 @@ def read_song(path: str | Path, rep: RepresentationParams, fmt: str | None = Non
     if size == 0:
         raise SongError(path, "empty_file", "file is empty (0 bytes)")
     if fmt == "npz":
-        return _load_npz_song(path, max_beats)
+        return _load_npz_song(path, max_beats, rep.source_resolution)
     if fmt == "midi":
         return _load_midi_song(path, rep.source_resolution, max_beats)
     raise SongError(path, "unsupported_format", f"unsupported file type {path.suffix!r} (expected .mid, .midi or .npz)")
@@ -53,8 +53,8 @@ def _too_long(path: Path, n_beats: float, max_beats: float, what: str) -> SongEr
 # ---------------------------------------------------------------------------------------- npz
 
 
-def _load_npz_song(path: Path, max_beats: float) -> Song:
-    check_npz_size(path, max_beats)
+def _load_npz_song(path: Path, max_beats: float, source_resolution: int) -> Song:
+    check_npz_size(path, max_beats, source_resolution)
     try:
         mt = pypianoroll.load(path)
     except KeyError as exc:
@@ -69,10 +69,26 @@ def _load_npz_song(path: Path, max_beats: float) -> Song:
     return Song(path, "npz", mt, ts, "downbeat" if ts else "none", "pypianoroll", lo, hi)
 
 
-def check_npz_size(path: Path, max_beats: float) -> None:
+def check_npz_size(path: Path, max_beats: float, source_resolution: int) -> None:
     """Refuse, from the declared shapes and the zip's uncompressed sizes, an npz whose rolls
-    would not fit `max_beats` (`too_long`) or whose members unpack to more than those shapes
-    allow (a zip bomb), before anything is allocated."""
+    would not fit `max_beats` (`too_long`) or `max_beats x source_resolution` time steps
+    (`too_large`: a huge declared resolution makes few beats of many steps), or whose members
+    unpack to more than those shapes allow (a zip bomb), before anything is allocated; then
+    check the sparse arrays, so no out-of-range index reaches scipy or numpy."""
+    sizes = _npz_member_sizes(path)
+    res, shapes = _npz_header(path, sizes)
+    max_steps = int(max_beats * source_resolution)
+    _check_shapes(path, res, shapes, max_beats, max_steps)
+    cap = 8 * max_steps * 128 + HEADER_MAX_BYTES  # at most one 8-byte value per cell of the longest roll
+    big = next((k for k, n in sizes.items() if n > cap), None)
+    if big:
+        raise SongError(path, "npz_invalid", f"{big} unpacks to {sizes[big]} bytes, more than a "
+                        f"{max_steps}-step roll can hold ({cap})")
+    _check_sparse(path, shapes)
+
+
+def _npz_member_sizes(path: Path) -> dict[str, int]:
+    """Uncompressed size per array name, with info.json present and the header arrays small."""
     try:
         with zipfile.ZipFile(path) as zf:
             sizes = {i.filename.removesuffix(".npy"): i.file_size for i in zf.infolist()}
@@ -85,27 +101,73 @@ def check_npz_size(path: Path, max_beats: float) -> None:
     big = next((k for k, n in small.items() if n > HEADER_MAX_BYTES), None)
     if big:
         raise SongError(path, "npz_invalid", f"{big} unpacks to {small[big]} bytes (limit {HEADER_MAX_BYTES})")
+    return sizes
+
+
+def _npz_header(path: Path, sizes: dict[str, int]) -> tuple[int, dict[str, list[int]]]:
+    """The resolution and each sparse roll's declared shape (`pianoroll_0_csc` -> [time, pitches])."""
     try:
         with np.load(path, allow_pickle=False) as z:
             info = json.loads(_text(z["info.json"]))
             res = int(info.get("resolution") or info.get("beat_resolution") or 0)
             shapes = {k.removesuffix("_shape"): [int(x) for x in np.asarray(z[k]).reshape(-1)]
-                      for k in small if k != "info.json"}
+                      for k in sizes if k.endswith("_csc_shape")}
     except Exception as exc:  # noqa: BLE001 - untrusted file: any failure is a SongError
         raise SongError(path, "npz_invalid", f"cannot read npz header arrays: {exc}") from None
     if res <= 0:
         raise SongError(path, "npz_invalid", f"resolution must be a positive integer, got {res!r}")
+    return res, shapes
+
+
+def _check_shapes(path: Path, res: int, shapes: dict[str, list[int]], max_beats: float, max_steps: int) -> None:
     for key, shape in shapes.items():
         if len(shape) != 2 or shape[1] != 128 or shape[0] < 0:
             raise SongError(path, "npz_invalid", f"{key} declares shape {tuple(shape)}, expected (time, 128)")
         if shape[0] / res > max_beats:
             raise _too_long(path, shape[0] / res, max_beats, f"{key} declares")
-    rows = max([shape[0] for shape in shapes.values()] + [int(max_beats * res)])
-    cap = 8 * rows * 128 + HEADER_MAX_BYTES  # at most one 8-byte value per cell of the longest roll
-    big = next((k for k, n in sizes.items() if n > cap), None)
-    if big:
-        raise SongError(path, "npz_invalid", f"{big} unpacks to {sizes[big]} bytes, more than a "
-                        f"{rows}-step roll can hold ({cap})")
+        if shape[0] > max_steps:
+            raise SongError(path, "too_large", f"{key} declares {shape[0]} time steps x 128 pitches at "
+                            f"resolution {res} (limit validate.max_song_beats x representation."
+                            f"source_resolution = {max_steps} steps)")
+    total = sum(shape[0] for shape in shapes.values())
+    if total > MAX_TRACKS_AT_LIMIT * max_steps:
+        raise SongError(path, "too_large", f"{len(shapes)} tracks declare {total} time steps in all "
+                        f"(limit {MAX_TRACKS_AT_LIMIT} tracks of {max_steps} steps)")
+
+
+def _check_sparse(path: Path, shapes: dict[str, list[int]]) -> None:
+    """Each CSC roll's arrays consistent with its shape (scipy's `toarray` trusts them: an
+    out-of-range index writes outside the array and kills the process)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key, (n_rows, n_cols) in shapes.items():
+                problem = csc_problem(z[f"{key}_data"], z[f"{key}_indices"], z[f"{key}_indptr"], n_rows, n_cols)
+                if problem:
+                    raise SongError(path, "npz_invalid", f"{key}: {problem}")
+    except SongError:
+        raise
+    except KeyError as exc:
+        raise SongError(path, "npz_missing_keys", f"npz misses array {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - untrusted file: any failure is a SongError
+        raise SongError(path, "corrupt_npz", f"cannot read npz piano rolls: {exc}") from None
+
+
+def csc_problem(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_rows: int, n_cols: int) -> str | None:
+    """What makes (data, indices, indptr) not a valid `[n_rows, n_cols]` CSC matrix, or None."""
+    if data.ndim != 1 or indices.ndim != 1 or indptr.ndim != 1:
+        return "data, indices and indptr must be 1-D arrays"
+    if indices.dtype.kind not in "iu" or indptr.dtype.kind not in "iu":
+        return f"indices ({indices.dtype}) and indptr ({indptr.dtype}) must be integers"
+    if len(indptr) != n_cols + 1:
+        return f"indptr has {len(indptr)} entries, expected {n_cols + 1} (the declared shape)"
+    if indptr[0] != 0 or (np.diff(indptr.astype(np.int64)) < 0).any():
+        return "indptr must start at 0 and never decrease"
+    if int(indptr[-1]) != len(indices) or len(data) != len(indices):
+        return f"indptr ends at {int(indptr[-1])}, with {len(indices)} indices and {len(data)} values"
+    if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= n_rows):
+        bad = int(indices.min()) if int(indices.min()) < 0 else int(indices.max())
+        return f"row index {bad} is outside 0..{n_rows - 1} (the declared shape)"
+    return None
 
 
 def _text(value: bytes | np.ndarray) -> str:

@@ -20,7 +20,7 @@ def song_phrases(path: str | Path, params: Params, fmt: str | None = None) -> np
     fmt = fmt or song_format(path.name)
     rep, max_beats = params.representation, params.validate.max_song_beats
     if fmt == "npz":
-        check_npz_size(path, max_beats)
+        check_npz_size(path, max_beats, rep.source_resolution)
         roll, _ = npz_roll(path, params.tracks, rep)
     else:
         roll, _ = song_roll(read_song(path, rep, fmt, max_beats=max_beats), params.tracks, rep)

@@ -2,7 +2,8 @@
 
 Members are streamed out by hand (never `extractall`), so nothing in an archive decides where a
 file lands. What makes the whole archive untrustworthy is refused (absolute or `..` paths,
-too many members, too many bytes, an oversized song, a name twice); a link or device member is
+too many members, too many bytes, more than `data.max_archive_ratio` times the archive's own
+size, an oversized song, a name twice); a link or device member is
 skipped with a reason; folder members (`.` and `./x/` from `tar -C dir .` included) are not
 needed and ignored.
 """
@@ -27,11 +28,12 @@ SKIP_REASONS = {"symlink": "symbolic link member: not followed", "hardlink": "ha
                 "device": "device or FIFO member: not a file"}
 
 
-def check_members(archive: str, members: list[tuple[str, str, int]],
-                  params: Params) -> tuple[list[int], list[Skipped]]:
+def check_members(archive: str, members: list[tuple[str, str, int]], params: Params,
+                  archive_bytes: int) -> tuple[list[int], list[Skipped]]:
     """Indexes of the members to extract and the members skipped, or DataError for the whole
     archive. `members` are (name, kind, size), kind in file/dir/symlink/hardlink/device/other;
-    the size caps use declared sizes here and are enforced again while streaming."""
+    the size caps use declared sizes here and are enforced again while streaming (zipfile and
+    tarfile read no more than a member declares, so the ratio cap holds too)."""
     d = params.data
     if len(members) > d.max_archive_members:
         raise DataError(f"{archive}: more than data.max_archive_members={d.max_archive_members} members")
@@ -56,6 +58,10 @@ def check_members(archive: str, members: list[tuple[str, str, int]],
         if total > d.max_archive_bytes:
             raise DataError(f"{archive}: unpacked size is larger than data.max_archive_bytes={d.max_archive_bytes}")
         keep.append(i)
+    ratio = total / max(archive_bytes, 1)
+    if ratio > d.max_archive_ratio:
+        raise DataError(f"{archive}: unpacks to {total} bytes, {ratio:.0f}x its {archive_bytes} bytes "
+                        f"(limit data.max_archive_ratio={d.max_archive_ratio:g}): a compression bomb?")
     return keep, skipped
 
 
@@ -103,7 +109,7 @@ def archive_entries(path: Path, label: str, params: Params) -> Iterator[Iterator
                 opener = tf.extractfile
         except ARCHIVE_READ_ERRORS as exc:
             raise DataError(f"{label}: not a readable archive: {exc}") from None
-        keep, skipped = check_members(label, listed, params)
+        keep, skipped = check_members(label, listed, params, path.stat().st_size)
         files = [(safe_rel(listed[i][0], label), members[i], listed[i][2]) for i in keep]
         yield _member_entries(label, files, skipped, opener, limit)
 

@@ -8,6 +8,7 @@ size bombs) is a DataError instead.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from lpdvae.io import CHUNK
 
 FORMATS = {".mid": "midi", ".midi": "midi", ".npz": "npz"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+NAME_MAX = 255  # bytes per path component on Linux file systems (ext4, xfs, btrfs, tmpfs)
 LINK_REASON = "symbolic link: not followed (links could point outside the source)"
 
 
@@ -63,6 +65,15 @@ def ingest_format(rel: str) -> str | None:
 def printable(rel: str) -> str:
     """rel as valid UTF-8 text: undecodable bytes (surrogate-escaped) shown as \\xNN."""
     return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def name_too_long(rel: str) -> str | None:
+    """Why `rel` cannot be a file here (a component over NAME_MAX bytes: an archive or S3 key
+    may hold one, open() would fail), or None."""
+    sizes = [len(os.fsencode(part)) for part in rel.split("/")]
+    if max(sizes, default=0) <= NAME_MAX:
+        return None
+    return f"a path component is {max(sizes)} bytes, longer than the file system allows (NAME_MAX {NAME_MAX})"
 
 
 def safe_rel(name: str, where: str) -> str:
