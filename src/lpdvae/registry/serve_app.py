@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
     from mlflow.exceptions import MlflowException
 
-    from lpdvae.cpus import torch_threads
+    from lpdvae.host.cpus import torch_threads
     from lpdvae.registry.serving import load_generator
     from lpdvae.registry.tracking import env_credentials_to_env
 

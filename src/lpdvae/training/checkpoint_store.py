@@ -75,7 +75,7 @@ class LocalStore:
 
 class S3Store:
     """`step-XXXXXXXX.pt` objects and a `latest` pointer under `s3://bucket/prefix`, with the
-    pipeline root's credentials (`LPDVAE_ARTIFACTS_*`, `lpdvae.s3auth`). Downloads go to a
+    pipeline root's credentials (`LPDVAE_ARTIFACTS_*`, `lpdvae.host.s3auth`). Downloads go to a
     private temp file in `scratch` (disk, not memory: checkpoints can be large)."""
 
     def __init__(self, uri: str, scratch: Path, client: Any = None) -> None:
@@ -164,7 +164,7 @@ class S3Store:
 def _client() -> Any:
     from botocore.config import Config
 
-    from lpdvae.s3auth import s3_client
+    from lpdvae.host.s3auth import s3_client
 
     # a lost connection mid-run is retried, not a failed job
     return s3_client("artifacts", config=Config(retries={"mode": "standard", "max_attempts": 10}))

@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import os
 
-    from lpdvae.host.cpus import torch_threads
     from lpdvae.errors import LpdvaeError
+    from lpdvae.host.cpus import torch_threads
     from lpdvae.training.loop import run_rank
 
     torch_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # this rank's share of the pod's CPU quota
