@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -31,6 +32,36 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+
+
+# What a path that is not a regular file is: reading one blocks (a FIFO), never ends (/dev/zero)
+# or fails with a traceback (a folder); every reader of a named outside file checks first.
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+class NotRegularFile(ValueError):
+    """The path exists but is not a regular file; `kind` says what it is ("a FIFO", ...)."""
+
+    def __init__(self, path: str | Path, kind: str) -> None:
+        super().__init__(f"{path}: not a regular file ({kind})")
+        self.kind = kind
+
+
+def regular_file_size(path: str | Path) -> int:
+    """The size of `path` from one stat, or NotRegularFile; FileNotFoundError/OSError pass through."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "unknown type")
+        raise NotRegularFile(path, kind)
+    return st.st_size
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first non-blank message line (at most 200 characters), else its type's name:
+    library errors can be pages long, and a refusal is one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def sha256_file(path: str | Path) -> str:

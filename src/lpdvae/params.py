@@ -11,8 +11,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import stat
 import types
 import typing
 from dataclasses import dataclass
@@ -20,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from lpdvae.io import NotRegularFile, regular_file_size
 
 
 class ParamsError(ValueError):
@@ -395,22 +395,19 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 
 
 MAX_PARAMS_FILE_BYTES = 1 << 20  # a params or profile file: the project's is ~10 KB
-_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 def read_small_text(path: Path, limit: int = MAX_PARAMS_FILE_BYTES) -> str:
     """A file named on the command line, read only when it is a regular UTF-8 file of at most
     `limit` bytes: `/dev/zero`, a FIFO or a folder would block, exhaust memory or traceback."""
     try:
-        st = os.stat(path)
-        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), None)
-        if kind or not stat.S_ISREG(st.st_mode):
-            raise ParamsError(f"{path}: not a regular file ({kind or 'unknown type'})")
-        if st.st_size > limit:
-            raise ParamsError(f"{path}: larger than a params file may be ({st.st_size} bytes, limit {limit})")
+        size = regular_file_size(path)
+        if size > limit:
+            raise ParamsError(f"{path}: larger than a params file may be ({size} bytes, limit {limit})")
         with open(path, "rb") as f:
             data = f.read(limit + 1)  # the file may have grown since stat
+    except NotRegularFile as exc:
+        raise ParamsError(str(exc)) from None
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
     except OSError as exc:

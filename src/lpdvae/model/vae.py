@@ -38,7 +38,13 @@ from torch import Tensor, nn
 
 from lpdvae.data.codes import highest_pitch, mono_classes, mono_to_codes, planes
 from lpdvae.errors import ModelFileError
-from lpdvae.io import atomic_write_bytes, atomic_write_json
+from lpdvae.io import (
+    NotRegularFile,
+    atomic_write_bytes,
+    atomic_write_json,
+    first_line,
+    regular_file_size,
+)
 from lpdvae.model.prior import LatentPrior
 from lpdvae.params import TRACK_KINDS, ModelParams, Params, RepresentationParams
 
@@ -663,7 +669,7 @@ def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") 
             expected = {k: tuple(v.shape) for k, v in MusicVAE(*args).state_dict().items()}
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise ModelFileError(f"{model_dir / META_FILE}: not this lpdvae's model meta: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+                             f"{type(exc).__name__}: {first_line(exc)}") from None
     mismatch = _state_mismatch(expected, {k: tuple(v.shape) for k, v in state.items()})
     if mismatch:
         raise ModelFileError(f"{model_dir}: model.json does not match model.pt: {mismatch}")
@@ -687,7 +693,7 @@ def read_meta(model_dir: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no model here (run `lpdvae train`)") from None
     except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
-        raise ModelFileError(f"{path}: unreadable model meta: {_first_line(exc)}") from None
+        raise ModelFileError(f"{path}: unreadable model meta: {first_line(exc)}") from None
     if not isinstance(meta, dict):
         raise ModelFileError(f"{path}: not a model meta: a JSON {_JSON_KIND.get(type(meta), 'value')}, "
                              "not an object")
@@ -718,7 +724,7 @@ def read_weights(path: Path) -> dict[str, Tensor]:
                              f"before anything in it ran ({_unpickler_reason(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - parsing outside bytes: any parser error means "not weights"
         raise ModelFileError(f"{path}: not model weights ({type(exc).__name__}: "
-                             f"{_first_line(exc)})") from None
+                             f"{first_line(exc)})") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ModelFileError(f"{path}: not a state dict (names to tensors) but a {type(state).__name__}")
     return state
@@ -726,14 +732,13 @@ def read_weights(path: Path) -> dict[str, Tensor]:
 
 def _check_regular(path: Path, max_bytes: int | None) -> int:
     """The size of `path`, refused unless a regular file (a FIFO would block, a device never end)."""
-    import stat
-
-    st = path.stat()
-    if not stat.S_ISREG(st.st_mode):
-        raise ModelFileError(f"{path}: not a regular file")
-    if max_bytes is not None and st.st_size > max_bytes:
-        raise ModelFileError(f"{path}: {st.st_size} bytes, more than the {max_bytes} a model meta can be")
-    return st.st_size
+    try:
+        size = regular_file_size(path)
+    except NotRegularFile:
+        raise ModelFileError(f"{path}: not a regular file") from None
+    if max_bytes is not None and size > max_bytes:
+        raise ModelFileError(f"{path}: {size} bytes, more than the {max_bytes} a model meta can be")
+    return size
 
 
 def _state_mismatch(expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]]) -> str:
@@ -745,13 +750,8 @@ def _state_mismatch(expected: dict[str, tuple[int, ...]], got: dict[str, tuple[i
     return "" if not diffs else diffs[0] + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else "")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0][:200] if lines else type(exc).__name__
-
-
 def _unpickler_reason(exc: BaseException) -> str:
     """torch's weights-only refusal is a page of advice; the line that says what it met is the reason."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     found = [line for line in lines if line.startswith(("Unsupported", "Trying to"))]
-    return (found or [_first_line(exc)])[0][:200]
+    return (found or [first_line(exc)])[0][:200]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lpdvae.errors import LpdvaeError, ModelFileError
+from lpdvae.io import NotRegularFile, first_line, regular_file_size
 
 LOADER_MODULE = "lpdvae.registry.serving"  # MLflow imports it and calls `_load_pyfunc`
 DATA = "vae"  # the data folder inside the logged model
@@ -185,21 +186,22 @@ def _read_small_json(path: Path) -> Any:
 
 def _check_small_file(path: Path, what: str) -> None:
     """Refuse anything but a regular file of at most `MLMODEL_MAX_BYTES` before reading it."""
-    import stat
-
+    size: int | None = None  # None: not a regular file
     try:
-        st = path.stat()
+        size = regular_file_size(path)
     except FileNotFoundError:
         raise ModelFileError(f"{path}: missing: not {what}") from None
+    except NotRegularFile:
+        pass
     except OSError as exc:
         raise ModelFileError(f"{path}: unreadable ({_reason(exc)}): not {what}") from None
-    if not stat.S_ISREG(st.st_mode) or st.st_size > MLMODEL_MAX_BYTES:
+    if size is None or size > MLMODEL_MAX_BYTES:
         raise ModelFileError(f"{path}: not a regular file of at most {MLMODEL_MAX_BYTES} bytes: not {what}")
 
 
 def _reason(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    """The exception's type and first line: "PermissionError: ..." says more than the line alone."""
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def save_generator(model_dir: Path, temperature: float, dst: Path) -> Path:
