@@ -7,7 +7,9 @@ model's test note F1 and every baseline's with their 95 % intervals, the lower b
 margin, per-track F1, every gated statistic generated vs data with its gap interval and allowed
 gap, the copy check, KL bits, the temperature chosen on val, the wall time and the verdict. It
 measures nothing itself and is not a test: `python -m benchmarks.seed_report --root DIR[=WALL_S]
-[--root ...] [--name demo]` (WALL_S: the measured `make run` time of that root, if known).
+[--root ...] [--name demo] [--profile FILE]` (WALL_S: the measured `make run` time of that root,
+if known; FILE: the profile the roots ran with, laid over each root's params.yaml, or over this
+checkout's when an `lpdvae run --root` folder has none).
 """
 
 from __future__ import annotations
@@ -20,17 +22,18 @@ from typing import Any
 
 from lpdvae.evaluation.baselines import BASELINES
 from lpdvae.evaluation.gate import allowed_gap
-from lpdvae.params import load_params
+from lpdvae.params import load_params, profile_overrides
 
 HERE = Path(__file__).resolve().parent
 
 
-def seed_row(root: Path, wall_s: float | None) -> dict[str, Any]:
+def seed_row(root: Path, wall_s: float | None, profile: Path | None = None) -> dict[str, Any]:
     """One run's figures, read from its reports/eval and models/vae folders."""
     m = json.loads((root / "reports/eval/metrics.json").read_text())
     blessing = json.loads((root / "reports/eval/blessing.json").read_text())
     train = json.loads((root / "models/vae/train_metrics.json").read_text())
-    params = load_params(root / "params.yaml")
+    base = root / "params.yaml" if (root / "params.yaml").exists() or profile is None else HERE.parent / "params.yaml"
+    params = load_params(base, profile_overrides(profile) if profile else None)
     span = lambda k: [m.get(k), m.get(f"{k}.lo"), m.get(f"{k}.hi")]  # noqa: E731
     stats = {}
     for key in params.evaluate.statistics:
@@ -87,12 +90,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="a finished run's project root, optionally with its measured wall time")
     parser.add_argument("--name", default="demo", help="report name: benchmarks/results/seeds-NAME.json")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--profile", type=Path, default=None, help="the profile the roots ran with (e.g. profiles/full.yaml)")
     args = parser.parse_args(argv)
     rows = []
     for spec in args.root:
         root, _, wall = spec.partition("=")
         try:
-            rows.append(seed_row(Path(root), float(wall) if wall else None))
+            rows.append(seed_row(Path(root), float(wall) if wall else None, args.profile))
         except FileNotFoundError as exc:
             print(f"seed_report: {exc.filename}: missing (run `make run` there first)", file=sys.stderr)
             return 1

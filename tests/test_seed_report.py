@@ -42,3 +42,12 @@ def test_each_seed_is_a_row_with_its_verdict_and_the_allowed_gap_includes_the_sp
 def test_a_root_without_a_finished_run_is_one_line_naming_the_file(tmp_path: Path, capsys) -> None:
     assert main(["--root", str(tmp_path), "--out-dir", str(tmp_path / "out")]) == 1
     assert "metrics.json: missing" in capsys.readouterr().err
+
+
+def test_a_profile_run_without_its_own_params_file_is_read_with_the_profile(tmp_path: Path) -> None:
+    root = fake_run(tmp_path / "full", 1234, True)
+    (root / "params.yaml").unlink()  # `lpdvae --profile ... run --root DIR` leaves none
+    profile = tmp_path / "p.yaml"
+    profile.write_text("train:\n  seed: 99\n")
+    assert main(["--root", str(root), "--profile", str(profile), "--name", "full", "--out-dir", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out/seeds-full.json").read_text())[0]["seed"] == 99
