@@ -109,3 +109,44 @@ def test_a_perturbed_loss_curve_fails_the_check(tiny_curve: tuple, perturb) -> N
     check = tb.compare_curves(ref, [perturb(i, v) for i, v in enumerate(ref)])
     assert not check["passed"]
 
+
+# --- voice_chain_report (issue 20): it rotted once (measure() stopped reading test); run it here.
+
+@pytest.mark.slow
+def test_voice_chain_report_runs_at_a_tiny_size(tmp_path: Path, tiny_params) -> None:
+    """Two untrained models (chain and independent voices) of the tiny params on synthetic
+    train/val/test shards, with the copy baseline: every path of the report, no training."""
+    import dataclasses
+
+    import numpy as np
+    import yaml
+
+    from benchmarks.train_bench import phrase_shape, synthetic_rolls
+    from lpdvae.data.shards import SPLITS, ShardWriter, write_index
+    from lpdvae.io import atomic_write_json
+    from lpdvae.model.vae import build_model, save_model
+
+    shape, rng = phrase_shape(tiny_params), np.random.default_rng(0)
+    writer = ShardWriter(tmp_path / "tensors", shape, shard_size=16)
+    for split in SPLITS:
+        writer.add(split, synthetic_rolls(rng, 12, shape))
+    shards = writer.close()
+    write_index(tmp_path / "tensors", {"shape": list(shape), "tracks": tiny_params.track_names, "packed": True,
+                                       "songs": {}, "splits": {s: {"shards": shards[s], "n": 12} for s in SPLITS}})
+    models = []
+    for chain in (True, False):
+        params = dataclasses.replace(tiny_params, model=dataclasses.replace(tiny_params.model, voice_chain=chain))
+        folder = save_model(build_model(params), tmp_path / f"chain-{chain}", params)
+        atomic_write_json(folder / "train_metrics.json", {"steps": 0, "train_time_s": 0.0, "val_recon": 1.0})
+        models += ["--model", f"{'chain' if chain else 'independent'}={folder}"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params.to_dict(), sort_keys=False))
+    out = tmp_path / "voice_chain.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.voice_chain_report", "--tensors", str(tmp_path / "tensors"),
+                          *models, "--copy", "--params", str(tmp_path / "params.yaml"), "--out", str(out)],
+                         cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert {m: result["models"][m]["voice_chain"] for m in result["models"]} == {"chain": True, "independent": False}
+    assert set(result["copy_baseline"]) == {"transpose", "val_note_f1", "test_note_f1"}
+    assert "parallel_5_8_rate" in result["models"]["chain"]["data_test"]
