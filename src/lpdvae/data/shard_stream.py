@@ -27,6 +27,7 @@ from lpdvae.errors import DataError
 KEEP = 2  # shards held in memory: the one being read and the one before (a batch may straddle them)
 MAX_INDEX_BYTES = 64 << 20  # index.json of 21,000 songs is a few MB
 NPY_HEADER_BYTES = 4096  # np.save's header is at most a few hundred bytes for these arrays
+MAX_SHARD_BYTES = 1 << 30  # an index may lie about `n` too: a 2,048-phrase LPD-5 shard is ~20 MiB
 
 
 def is_s3(where: str | Path) -> bool:
@@ -81,6 +82,9 @@ class S3Shards:
     def shard(self, entry: dict[str, Any], shape: list[int]) -> np.ndarray:
         """One packed shard, whole, in memory; checked against the index."""
         want = int(entry["n"]) * int(np.prod(shape[:3])) * packed_width(shape[3])
+        if want > MAX_SHARD_BYTES:
+            raise DataError(f"{self.uri}/{INDEX}: {entry['file']} would hold {want} bytes ({entry['n']} phrases), "
+                            f"more than a shard may ({MAX_SHARD_BYTES})")
         raw = self._get(entry["file"], want + NPY_HEADER_BYTES)
         try:
             arr = np.load(io.BytesIO(raw), allow_pickle=False)
