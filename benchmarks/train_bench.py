@@ -348,27 +348,28 @@ def sweep_config(params: Params, device: torch.device, config: tuple[str, bool, 
 
 
 def sweep(args: argparse.Namespace, params: Params, out: Path) -> dict[str, Any]:
-    """Every config on `args.device`, then the CPU figure and the loss-curve check; the JSON is
-    rewritten after each part, so a run cut short by its time limit leaves what it measured."""
+    """The loss-curve check and the CPU figure first (short, and the check is the verdict), then
+    every config on `args.device`; the JSON is rewritten after each part, so a run cut short by its
+    time limit leaves what it measured."""
     device, began = check_device(args.device), time.perf_counter()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # as the Trainer runs on CUDA
     torch.use_deterministic_algorithms(True, warn_only=True)
-    result: dict[str, Any] = {"config": sweep_setup(args, params, device), "configs": {}, "complete": False}
-    configs = CONFIGS if device.type == "cuda" else CONFIGS[:1]  # bf16/compile are GPU settings
-    for config in configs:
+    result: dict[str, Any] = {"config": sweep_setup(args, params, device), "complete": False}
+    bf16 = device.type == "cuda"  # bf16 against fp32 on the GPU; fp32 against itself on CPU
+    ref = loss_curve(params, device, False, args.curve_steps, args.batch)
+    result["loss_check"] = {"ref": "fp32", "other": "bf16" if bf16 else "fp32",
+                            **compare_curves(ref, loss_curve(params, device, bf16, args.curve_steps, args.batch))}
+    result["cpu_fp32"] = timed(params, torch.device("cpu"), CONFIGS[0], args.batch, args.cpu_steps, 1)
+    result["configs"] = {}
+    atomic_write_json(out, result)
+    for config in CONFIGS if device.type == "cuda" else CONFIGS[:1]:  # bf16/compile are GPU settings
         largest = None
         if config[2]:
             largest = ((result["configs"].get("bf16") or {}).get("largest") or {}).get("batch")
         result["configs"][config[0]] = sweep_config(params, device, config, args, largest)
         log.info("%s on %s: %s", config[0], device, result["configs"][config[0]])
+        result["summary"] = summary(result, args.batch)
         atomic_write_json(out, result)
-    result["cpu_fp32"] = (timed(params, torch.device("cpu"), CONFIGS[0], args.batch, args.cpu_steps, 1)
-                          if device.type == "cuda" else result["configs"]["fp32"][f"batch_{args.batch}"])
-    result["summary"] = summary(result, args.batch)
-    bf16 = device.type == "cuda"  # bf16 against fp32 on the GPU; fp32 against itself on CPU
-    ref = loss_curve(params, device, False, args.curve_steps, args.batch)
-    result["loss_check"] = {"ref": "fp32", "other": "bf16" if bf16 else "fp32",
-                            **compare_curves(ref, loss_curve(params, device, bf16, args.curve_steps, args.batch))}
     result.update(elapsed_s=round(time.perf_counter() - began, 1), complete=True)
     atomic_write_json(out, result)
     return result

@@ -45,7 +45,8 @@ def test_benchmark_runs_at_a_tiny_size_and_writes_json(name: str, tmp_path: Path
 # --- train_bench's device sweep (issue 23): the GPU path runs on a GPU machine only
 # (benchmarks/gpu_check.sh); every other part of it runs here on CPU at a tiny size.
 
-SWEEP_TINY = ["--device", "cpu", "--small", "--batch", "4", "--steps", "1", "--warmup", "1", "--curve-steps", "4"]
+SWEEP_TINY = ["--device", "cpu", "--small", "--batch", "4", "--steps", "1", "--warmup", "1", "--cpu-steps", "1",
+              "--curve-steps", "4"]
 
 
 @pytest.mark.slow
