@@ -1,5 +1,6 @@
 """Run every benchmark (`python -m benchmarks [NAME ...]`: every `*_bench.py` here, e.g.
-startup_bench, tensorize_bench); each writes JSON to benchmarks/results/."""
+startup_bench, tensorize_bench); each writes JSON to benchmarks/results/. Options after a single
+name go to that benchmark: `python -m benchmarks train_bench --device cuda`."""
 
 from __future__ import annotations
 
@@ -16,15 +17,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("names", nargs="*",
                         help=f"benchmarks to run (default: all of {', '.join(names)})")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()
     chosen = args.names or names
+    if extra and len(chosen) != 1:
+        parser.error(f"options {' '.join(extra)} go to one benchmark: name exactly one")
     unknown = sorted(set(chosen) - set(names))
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(names)}")
     failed = 0
     for name in chosen:
         print(f"== {name}", flush=True)
-        failed += subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], cwd=HERE.parent).returncode != 0
+        failed += subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *extra], cwd=HERE.parent).returncode != 0
     return 1 if failed else 0
 
 

@@ -31,6 +31,7 @@ from lpdvae.evaluation.metrics import (
     note_prf,
     pairwise_note_f1,
 )
+from lpdvae.io import atomic_write_json
 from lpdvae.params import EvaluateParams, RepresentationParams, load_params
 
 HERE = Path(__file__).resolve().parent
@@ -154,8 +155,7 @@ def main() -> int:
         result["copy_baseline"] = {"transpose": k, **{
             f"{split}_note_f1": copy_baseline(load_split(args.tensors, split), train, k) for split in ("val", "test")}}
         print("copy", json.dumps(result["copy_baseline"]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    atomic_write_json(args.out, result)
     return 0
 
 

@@ -2,9 +2,9 @@
 
 The pipeline's train step, asked for more than one node, does not train itself: it submits a
 TrainJob on the `lpdvae-torch-distributed` ClusterTrainingRuntime (infra/k8s/trainer) whose nodes
-each fetch the pipeline's own tensors artifact from S3/MinIO, run `lpdvae train` under torchrun
-(the Trainer's torch plugin sets PET_NNODES/PET_NODE_RANK/PET_MASTER_ADDR/..., which torchrun
-reads), and node 0 uploads the model folder to a URI beside the step's model artifact. Global
+run `lpdvae train` under torchrun on the pipeline's own tensors artifact on S3/MinIO (each rank
+streams only its own shards, `lpdvae.data.shard_stream`: no node copies the corpus; the Trainer's
+torch plugin sets PET_NNODES/PET_NODE_RANK/PET_MASTER_ADDR/..., which torchrun reads), and node 0 uploads the model folder to a URI beside the step's model artifact. Global
 rank 0 writes checkpoints to `<model S3 URI>.checkpoints` (every `train.checkpoint_every_steps`),
 and every node starts with `--resume`: when the runtime's JobSet restarts the job after a lost
 node or a crash (`failurePolicy.maxRestarts`), all ranks continue from the newest complete
@@ -206,7 +206,7 @@ def upload_dir(src: Path, uri: str) -> int:
 
 # --- inside the TrainJob ------------------------------------------------------------------------------
 
-def node_command(params_file: Path, tensors: Path, out: Path, checkpoints: str) -> list[str]:
+def node_command(params_file: Path, tensors: str | Path, out: Path, checkpoints: str) -> list[str]:
     """`lpdvae train` under torchrun (nnodes/nproc/rank/master from the PET_* variables), always
     with `--resume`: a first start finds no checkpoint and starts fresh, a restart continues."""
     return ["torchrun", "-m", "lpdvae", "--params", str(params_file), "train", "--tensors", str(tensors),
@@ -214,17 +214,16 @@ def node_command(params_file: Path, tensors: Path, out: Path, checkpoints: str) 
 
 
 def node_main(work: Path = WORK) -> int:
-    """One TrainJob node: fetch the tensors, train under torchrun, node 0 uploads the model."""
+    """One TrainJob node: train under torchrun on the tensors' S3 prefix (each rank fetches its own
+    shards), node 0 uploads the model."""
     from lpdvae.host.s3auth import refuse_placeholders
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     refuse_placeholders()
-    tensors, out, params_file = work / "tensors", work / "model", work / "params.json"
+    out, params_file = work / "model", work / "params.json"
     params_file.parent.mkdir(parents=True, exist_ok=True)
     params_file.write_text(os.environ[ENV_PARAMS], encoding="utf-8")  # JSON is YAML: lpdvae --params reads it
-    log.info("fetched %d tensor files from %s", download_dir(os.environ[ENV_TENSORS], tensors),
-             os.environ[ENV_TENSORS])
-    rc = subprocess.call(node_command(params_file, tensors, out, os.environ[ENV_CHECKPOINTS]))
+    rc = subprocess.call(node_command(params_file, os.environ[ENV_TENSORS], out, os.environ[ENV_CHECKPOINTS]))
     if rc != 0:
         return rc
     if os.environ.get("PET_NODE_RANK", "0") == "0":  # global rank 0 lives here and wrote the model

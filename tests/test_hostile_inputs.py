@@ -321,3 +321,47 @@ def test_validate_quarantines_an_npz_with_out_of_range_indices_with_its_reason(t
     assert rows["files/bad/index.npz"]["reason"] == "npz_invalid"
     assert "row index 1000000 is outside 0..95" in rows["files/bad/index.npz"]["detail"]
     assert result.n_accepted == 3
+
+
+# --- tensor shards streamed from S3 (issue 23) -----------------------------------------------
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+SHARD_SHAPE = [1, 1, 4, 8]  # tracks, bars, steps, pitches: 2 packed bytes per step
+SHARD_N = 3
+# what lies under the prefix (and the phrase count index.json gives its shard) -> the one line that
+# refuses it: nothing larger than the index allows is read, and no index may allow more than 1 GiB
+S3_TENSOR_CASES: dict[str, tuple[dict[str, bytes], int, str]] = {
+    "no_index": ({}, SHARD_N, "index.json: cannot read: NoSuchKey"),
+    "index_not_json": ({"index.json": b"{not json"}, SHARD_N, "index.json: not valid JSON"),
+    "index_claiming_a_huge_shard": ({}, 10**9, "index.json: shards/train-00000.npy would hold 8000000000 bytes"),
+    "shard_larger_than_its_index_says": (
+        {"shards/train-00000.npy": _npy(np.zeros((SHARD_N * 1000, 1, 1, 4, 2), np.uint8))}, SHARD_N,
+        "shards/train-00000.npy: 24128 bytes, more than the 4120 it may hold"),
+    "shard_not_npy": ({"shards/train-00000.npy": b"\x00" * 64}, SHARD_N, "shards/train-00000.npy: unreadable shard"),
+    "shard_of_another_shape": ({"shards/train-00000.npy": _npy(np.zeros((SHARD_N, 1, 1, 4, 1), np.uint8))}, SHARD_N,
+                               "shards/train-00000.npy: shard has shape (3, 1, 1, 4, 1) uint8, index says"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(S3_TENSOR_CASES))
+def test_a_hostile_s3_tensor_prefix_is_refused_in_one_line(case, s3_bucket):
+    import boto3
+
+    from lpdvae.data.shard_stream import S3PhraseDataset
+
+    objects, n, message = S3_TENSOR_CASES[case]
+    index = {"shape": SHARD_SHAPE, "tracks": ["a"],
+             "splits": {"train": {"shards": [{"file": "shards/train-00000.npy", "n": n}], "n": n}}}
+    if case != "no_index":
+        objects = {"index.json": json.dumps(index).encode(), **objects}
+    for key, body in objects.items():
+        boto3.client("s3").put_object(Bucket=s3_bucket, Key=f"{case}/{key}", Body=body)
+    with pytest.raises(DataError) as err:
+        S3PhraseDataset(f"s3://{s3_bucket}/{case}", "train")[0]
+    assert f"s3://{s3_bucket}/{case}/{message}" in str(err.value) and "\n" not in str(err.value)

@@ -123,10 +123,12 @@ def test_every_trainjob_node_resumes_from_the_jobs_checkpoints_on_s3():
     env = {e["name"]: e.get("value") for e in job["spec"]["trainer"]["env"]}
     uri = env["LPDVAE_CHECKPOINTS_URI"]
     assert uri == "s3://b/v2/artifacts/run-1/train-trainjob-op/model.checkpoints", "beside the model, per step"
-    cmd = node_command(Path("/work/params.json"), Path("/work/tensors"), Path("/work/model"), uri)
+    tensors = env["LPDVAE_TENSORS_URI"]
+    cmd = node_command(Path("/work/params.json"), tensors, Path("/work/model"), uri)
     assert cmd[:3] == ["torchrun", "-m", "lpdvae"]
     args = build_parser("train").parse_args(cmd[3:])  # what `lpdvae` makes of it under torchrun
     assert args.resume and args.checkpoints == uri and args.out == Path("/work/model")
+    assert args.tensors == tensors and tensors.startswith("s3://"), "the ranks stream the tensors from S3"
 
 
 def test_the_trainjob_carries_the_kueue_queue_label_of_the_train_queue_parameter():

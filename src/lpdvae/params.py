@@ -138,6 +138,7 @@ class TrainParams:
     precision: str
     compile: bool
     num_workers: int
+    data_order: str
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.lr_schedule": (lambda v: v in ("cosine", "constant"), "must be cosine or constant"),
     "train.device": (lambda v: v in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
     "train.precision": (lambda v: v in ("fp32", "bf16"), "must be fp32 or bf16"),
+    "train.data_order": (lambda v: v in ("global", "shards"), "must be global or shards"),
     "train.warmup_steps": (lambda v: v >= 0, "must be >= 0"),
     "train.beta_max": (lambda v: v >= 0, "must be >= 0"),
     "train.free_nats": (lambda v: v >= 0, "must be >= 0"),

@@ -31,11 +31,16 @@ def _cmd(args: argparse.Namespace, params: Params) -> int:
     return 0
 
 
+def _tensors(value: str) -> str | Path:
+    return value if value.startswith("s3://") else Path(value)  # Path() would fold s3:// into s3:/
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the VAE on tensor shards (DDP with --nproc > 1)",
                        description="train: phrase shards -> MusicVAE, checkpoints and an MLflow run.")
-    p.add_argument("--tensors", type=Path, default=CWD.tensors,
-                   help="tensorize output folder (default: %(default)s)")
+    p.add_argument("--tensors", type=_tensors, default=CWD.tensors, metavar="DIR|s3://BUCKET/PREFIX",
+                   help="tensorize output folder, or its copy on S3 read shard by shard with the pipeline "
+                   "root's credentials, each rank fetching only its own shards (default: %(default)s)")
     p.add_argument("--out", type=Path, default=CWD.model,
                    help="model output folder; checkpoints go to <out>.checkpoints/ "
                    "(default: %(default)s)")

@@ -124,10 +124,15 @@ def open_shard(tensor_dir: Path, entry: dict[str, Any], shape: list[int]) -> np.
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: unreadable shard: {exc}") from None
+    return check_shard(arr, entry, shape, str(path))
+
+
+def check_shard(arr: np.ndarray, entry: dict[str, Any], shape: list[int], where: str) -> np.ndarray:
+    """`arr` when it is the packed shard the index describes, else DataError naming `where`."""
     packed_p = packed_width(shape[3])
     if arr.shape != (entry["n"], *shape[:3], packed_p) or arr.dtype != np.uint8:
         raise DataError(
-            f"{path}: shard has shape {arr.shape} {arr.dtype}, index says "
+            f"{where}: shard has shape {arr.shape} {arr.dtype}, index says "
             f"{(entry['n'], *shape[:3], packed_p)} uint8"
         )
     return arr

@@ -27,15 +27,21 @@ from lpdvae.training.outputs import TrainResult, read_result
 log = logging.getLogger(__name__)
 
 
-def launch(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False,
+def launch(tensor_dir: str | Path, out_dir: Path, params: Params, resume: bool = False,
            checkpoints: str | None = None) -> TrainResult:
-    """Train with `params.train.nproc` processes; returns rank 0's result. `checkpoints`: a folder
-    or `s3://bucket/prefix` (default `<out_dir>.checkpoints/`)."""
-    tensor_dir, out_dir = Path(tensor_dir).resolve(), Path(out_dir).resolve()
+    """Train with `params.train.nproc` processes; returns rank 0's result. `tensor_dir`: a tensor
+    folder or `s3://bucket/prefix` (streamed shard by shard, `lpdvae.data.shard_stream`).
+    `checkpoints`: a folder or `s3://bucket/prefix` (default `<out_dir>.checkpoints/`)."""
+    tensor_dir, out_dir = tensor_location(tensor_dir), Path(out_dir).resolve()
     checkpoints = _absolute(checkpoints)
     if params.train.nproc == 1 or under_torchrun():
         return train(tensor_dir, out_dir, params, resume, checkpoints)
     return _torchrun(tensor_dir, out_dir, params, resume, checkpoints)
+
+
+def tensor_location(where: str | Path) -> str | Path:
+    """An s3:// prefix as it is, a folder made absolute (torchrun's ranks may start elsewhere)."""
+    return str(where).rstrip("/") if str(where).startswith("s3://") else Path(where).resolve()
 
 
 def _absolute(checkpoints: str | None) -> str | None:
@@ -44,7 +50,7 @@ def _absolute(checkpoints: str | None) -> str | None:
     return str(Path(checkpoints).resolve())
 
 
-def train(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False,
+def train(tensor_dir: str | Path, out_dir: Path, params: Params, resume: bool = False,
           checkpoints: str | None = None) -> TrainResult:
     """Train a MusicVAE on `tensor_dir`'s train split in this process (one rank); torch's threads
     are this rank's share of the container's CPU quota (torchrun's LOCAL_WORLD_SIZE ranks share it)."""
@@ -56,7 +62,7 @@ def train(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False,
     return run_rank(tensor_dir, out_dir, params, resume, checkpoints)
 
 
-def worker_command(tensor_dir: Path, out_dir: Path, params_file: Path, nproc: int,
+def worker_command(tensor_dir: str | Path, out_dir: Path, params_file: Path, nproc: int,
                    resume: bool, checkpoints: str | None = None) -> list[str]:
     """The torchrun command line whose `nproc` ranks each run `lpdvae.training.worker`."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -66,7 +72,7 @@ def worker_command(tensor_dir: Path, out_dir: Path, params_file: Path, nproc: in
     return cmd + (["--resume"] if resume else [])
 
 
-def _torchrun(tensor_dir: Path, out_dir: Path, params: Params, resume: bool,
+def _torchrun(tensor_dir: str | Path, out_dir: Path, params: Params, resume: bool,
               checkpoints: str | None) -> TrainResult:
     n = params.train.nproc
     with tempfile.TemporaryDirectory(prefix="lpdvae-train-") as tmp:

@@ -1,7 +1,9 @@
 """The training loop, one instance per process.
 
 Determinism: `train.batch_size` is the *global* batch. Data order comes from
-`DistributedSampler(seed, epoch)`; the reparameterisation noise of a global batch is drawn from
+`DistributedSampler(seed, epoch)` (`train.data_order: global`), or from `shard_stream.shard_order`
+(`shards`, and always for s3:// tensors: each rank reads its own shards only, so its order, and
+the curve, depend on the number of processes); the reparameterisation noise of a global batch is drawn from
 one seeded generator and sliced per rank; the free-bits floor clamps each sample's KL on its
 own rank (`free_nats_kl`), so no KL is all-reduced and a global batch's mean is the same however
 it is split. So N processes follow the same loss curve as one (up to float reduction order), and a run killed
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lpdvae.data.codes import transpose
-from lpdvae.data.shards import PhraseDataset
+from lpdvae.data.shard_stream import is_s3, open_phrases, rank_phrases, shard_order
 from lpdvae.errors import DataError, LpdvaeError
 from lpdvae.io import atomic_dir, atomic_write_csv, atomic_write_json
 from lpdvae.model.prior import FIT_PHRASES, posterior_samples
@@ -75,20 +77,21 @@ LOG_EVERY = 10  # steps between metric flushes (one small all-reduce each)
 
 
 class Trainer:
-    def __init__(self, tensor_dir: Path, out_dir: Path, params: Params, env: DistEnv,
+    def __init__(self, tensor_dir: str | Path, out_dir: Path, params: Params, env: DistEnv,
                  checkpoints: str | Path | None = None) -> None:
         self.tensor_dir, self.out_dir, self.params, self.env = tensor_dir, out_dir, params, env
         self.tp = params.train
         # `<out>.checkpoints/`, or an S3 prefix that outlives the pod (a TrainJob's nodes)
         self.store = ckpts.open_store(checkpoints or ckpts.checkpoint_dir(out_dir), scratch=out_dir.parent)
-        self.train_ds = PhraseDataset(tensor_dir, "train")
-        self.val_ds = PhraseDataset(tensor_dir, "val")
+        self.train_ds = open_phrases(tensor_dir, "train")
+        self.val_ds = open_phrases(tensor_dir, "val")
+        self.by_shard = is_s3(tensor_dir) or self.tp.data_order == "shards"
         self._check_data()
         if self.tp.batch_size % env.world:
             raise LpdvaeError(f"train.batch_size ({self.tp.batch_size}, the global batch) must be "
                               f"divisible by the number of processes ({env.world})")
         self.local_batch = self.tp.batch_size // env.world
-        self.batches_per_epoch = len(self.train_ds) // self.tp.batch_size
+        self.batches_per_epoch = self._batches_per_epoch()
         self.total_steps = self.batches_per_epoch * self.tp.epochs
         self.amp = self._amp_enabled()
         self._build_model()
@@ -105,7 +108,7 @@ class Trainer:
         p = self.params
         want = (len(p.tracks), p.representation.n_bars, p.representation.steps_per_bar,
                 p.representation.n_pitches)
-        where = self.tensor_dir / "index.json"
+        where = f"{self.tensor_dir}/index.json"
         if tuple(self.train_ds.shape) != want:
             raise DataError(f"{where}: phrase shape {list(self.train_ds.shape)} does not match "
                             f"params (tracks, n_bars, steps_per_bar, n_pitches) = {list(want)}")
@@ -115,6 +118,19 @@ class Trainer:
         if len(self.train_ds) < self.tp.batch_size:
             raise DataError(f"{where}: the train split has {len(self.train_ds)} phrases, fewer "
                             f"than one batch (train.batch_size = {self.tp.batch_size})")
+
+    def _batches_per_epoch(self) -> int:
+        """Global batches per epoch; by shard, what the rank with the fewest phrases can fill (every
+        rank takes as many steps; the others leave their surplus, a different part each epoch)."""
+        if not self.by_shard:
+            return len(self.train_ds) // self.tp.batch_size
+        offsets, world = self.train_ds.offsets, self.env.world
+        fewest = min(rank_phrases(offsets, r, world) for r in range(world))
+        if fewest < self.local_batch:
+            raise DataError(f"{self.tensor_dir}/index.json: read by shard, {world} processes need a batch "
+                            f"({self.local_batch} phrases) from every process's shards; the train split has "
+                            f"{len(offsets) - 1} shards and the fewest any process gets hold {fewest} phrases")
+        return fewest // self.local_batch
 
     def _amp_enabled(self) -> bool:
         if self.tp.precision == "bf16" and self.env.device.type != "cuda":
@@ -179,15 +195,25 @@ class Trainer:
         self.state.done = True
         self._save_checkpoint()
 
-    def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
+    def _epoch_order(self, epoch: int) -> list[int]:
+        if self.by_shard:
+            order = shard_order(self.train_ds.offsets, self.env.rank, self.env.world, self.tp.seed, epoch)
+            return order[:self.batches_per_epoch * self.local_batch]
         sampler = DistributedSampler(self.train_ds, num_replicas=self.env.world,
                                      rank=self.env.rank, shuffle=True, seed=self.tp.seed,
                                      drop_last=True)
         sampler.set_epoch(epoch)
-        indices = list(sampler)[skip_batches * self.local_batch:]
+        return list(sampler)
+
+    def _workers(self) -> int:
+        # a DataLoader worker holds its own dataset copy: from S3 each would GET every shard again
+        return 0 if is_s3(self.tensor_dir) else self.tp.num_workers
+
+    def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
+        indices = self._epoch_order(epoch)[skip_batches * self.local_batch:]
         return DataLoader(
             self.train_ds, batch_size=self.local_batch, sampler=indices, drop_last=True,
-            num_workers=self.tp.num_workers, pin_memory=self.env.device.type == "cuda",
+            num_workers=self._workers(), pin_memory=self.env.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.tp.seed + epoch),
         )
 
@@ -296,9 +322,10 @@ class Trainer:
         env, d = self.env, self.model.latent_dim
         gen = torch.Generator().manual_seed((self.tp.seed * 1_000_003 + epoch + 7) % 2**63)
         eps_all = torch.randn(n, d, generator=gen)
-        indices = list(range(env.rank, n, env.world))
+        indices = (shard_order(self.val_ds.offsets, env.rank, env.world, None) if self.by_shard
+                   else list(range(env.rank, n, env.world)))
         loader = DataLoader(self.val_ds, batch_size=self.local_batch, sampler=indices,
-                            num_workers=self.tp.num_workers)
+                            num_workers=self._workers())
         sums = torch.zeros(3 + 3 * d, dtype=torch.float64)  # count, recon, hinge, kl, mu, mu^2
         self.model.eval()
         pos = 0
@@ -392,6 +419,7 @@ class Trainer:
     def _run_params(self) -> dict[str, Any]:
         return {"run.world_size": self.env.world, "run.per_rank_batch": self.local_batch,
                 "run.device": str(self.env.device), "run.n_train": len(self.train_ds),
+                "run.data_order": "shards" if self.by_shard else "global",
                 "run.n_val": len(self.val_ds), "run.steps_per_epoch": self.batches_per_epoch}
 
     def _final_model(self) -> MusicVAE:
@@ -405,9 +433,11 @@ class Trainer:
         a seeded subset of at most FIT_PHRASES), unaugmented, with the final weights."""
         if vae.prior.components == 0:
             return
-        n = len(self.train_ds)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.tp.seed))[:FIT_PHRASES]
-        chosen = order.sort().values.tolist()
+        # by shard: from rank 0's own shards (the ones it fetched), else from the whole split
+        pool = (shard_order(self.train_ds.offsets, 0, self.env.world, None) if self.by_shard
+                else list(range(len(self.train_ds))))
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.tp.seed))[:FIT_PHRASES]
+        chosen = [pool[i] for i in order.sort().values.tolist()]
         batches = (torch.stack([self.train_ds[i] for i in chosen[k:k + 256]]) for k in range(0, len(chosen), 256))
         vae.prior.fit(posterior_samples(vae.encode, batches, self.tp.seed), self.tp.seed)
 
@@ -452,12 +482,13 @@ class Trainer:
         return make_result(self.out_dir, metrics, run)
 
 
-def run_rank(tensor_dir: Path, out_dir: Path, params: Params, resume: bool = False,
+def run_rank(tensor_dir: str | Path, out_dir: Path, params: Params, resume: bool = False,
              checkpoints: str | Path | None = None) -> TrainResult:
     """Join the process group (if under torchrun), run the loop, leave the group; the
     deterministic-algorithms switch the loop turns on is restored for the caller. `checkpoints`:
     a folder or `s3://bucket/prefix` (default `<out_dir>.checkpoints/`)."""
-    tensor_dir, out_dir = Path(tensor_dir).resolve(), Path(out_dir).resolve()
+    tensor_dir = str(tensor_dir).rstrip("/") if is_s3(tensor_dir) else Path(tensor_dir).resolve()
+    out_dir = Path(out_dir).resolve()
     env = init_distributed(params.train.device)
     prev_det = torch.are_deterministic_algorithms_enabled()
     try:

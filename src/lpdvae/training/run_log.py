@@ -28,7 +28,7 @@ MLFLOW_BATCH_LIMIT = 1000  # metrics per log_batch request (MLflow's limit)
 class RunLog:
     """One MLflow run, resumable by id; every method is a no-op-free call on rank 0 only."""
 
-    def __init__(self, params: Params, tensor_dir: Path) -> None:
+    def __init__(self, params: Params, tensor_dir: str | Path) -> None:
         self.params, self.tensor_dir = params, tensor_dir
         self.active = False
         self.run_id: str | None = None
@@ -70,7 +70,9 @@ class RunLog:
         return {
             **owner_tags(),  # this process writes the run: the next start marks it KILLED if it dies
             "lpdvae.step": "train",
-            "lpdvae.dataset_dvc_hash": lineage.dvc_hash(self.tensor_dir),
+            # an s3:// prefix is not hashed here (that would read every shard): its KFP artifact records it
+            **({} if str(self.tensor_dir).startswith("s3://")
+               else {"lpdvae.dataset_dvc_hash": lineage.dvc_hash(self.tensor_dir)}),
             "lpdvae.params_digest": self.params.digest(),
             "lpdvae.git_revision": lineage.git_revision() or "unknown",
             "lpdvae.tensor_dir": str(self.tensor_dir),

@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lpdvae.training.worker",
                                      description="one rank of a torchrun training job")
     parser.add_argument("--params", type=Path, required=True)
-    parser.add_argument("--tensors", type=Path, required=True)
+    parser.add_argument("--tensors", required=True, help="folder or s3://bucket/prefix")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--checkpoints", default=None, help="folder or s3://bucket/prefix")
