@@ -58,6 +58,21 @@ def write_chunk(validated_dir: Path, chunk: int, chunks: int, out_dir: Path, par
     return len(rows)
 
 
+def tensorize_chunk(raw_uri: str, validated_dir: Path, chunk: int, chunks: int, out_dir: Path,
+                    params: Params, work: Path) -> int:
+    """Tensorize chunk `chunk` of `chunks` reading only its own songs from `raw_uri` (ingest's
+    output where it is stored: `lpdvae.data.store`) into `work`; returns the number of songs.
+    Same tensors as `tensorize` over the whole raw folder with this chunk's accepted rows."""
+    from lpdvae.data.store import fetch_songs, locate
+    from lpdvae.steps.tensorize import tensorize
+
+    n = write_chunk(validated_dir, chunk, chunks, work / "validated", params)
+    rows = [{"path": r["path"], "sha256": r["sha256"]} for r in read_jsonl(work / "validated" / ACCEPTED)]
+    fetch_songs(locate(raw_uri), rows, work / "raw", params.data.max_file_bytes)
+    tensorize(work / "raw", work / "validated", out_dir, params, part=True)
+    return n
+
+
 def merge_tensor_dirs(parts: Sequence[Path], out_dir: Path, params: Params) -> dict[str, Any]:
     """One tensor folder (shards + index.json) from chunk folders given in chunk order; the
     split sizes of the whole are checked here (`split_report`), as one tensorize does."""

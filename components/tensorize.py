@@ -36,20 +36,21 @@ def plan_chunks_op(validated: Input[Dataset], songs_per_chunk: int, max_chunks: 
 
 
 @step_component
-def tensorize_chunk_op(params_json: str, raw: Input[Dataset], validated: Input[Dataset], chunk: int,
+def tensorize_chunk_op(params_json: str, raw_uri: str, validated: Input[Dataset], chunk: int,
                        n_chunks: int, tensors: Output[Dataset]):
-    """tensorize over chunk `chunk` of `n_chunks` contiguous runs of the accepted songs."""
+    """tensorize over chunk `chunk` of `n_chunks` contiguous runs of the accepted songs, fetching
+    only those songs' files from `raw_uri` (ingest's output as stored: the pipeline root's S3
+    prefix), not the whole raw artifact."""
     import tempfile
     from pathlib import Path
 
     from components.runtime import step_params
-    from components.sharding import write_chunk
-    from lpdvae.steps.tensorize import tensorize
+    from components.sharding import tensorize_chunk
 
     params = step_params(params_json)
-    with tempfile.TemporaryDirectory() as subset:
-        songs = write_chunk(Path(validated.path), chunk, n_chunks, Path(subset), params)
-        tensorize(Path(raw.path), Path(subset), Path(tensors.path), params, part=True)
+    with tempfile.TemporaryDirectory() as work:
+        songs = tensorize_chunk(raw_uri, Path(validated.path), chunk, n_chunks, Path(tensors.path), params,
+                                Path(work))
     tensors.metadata.update({"chunk": chunk, "n_chunks": n_chunks, "songs": songs})
 
 

@@ -11,8 +11,9 @@ of artifacts to a task, so local runs use the single tensorize task (`fanout=Fal
 output is byte-identical.
 
 On a cluster (`cluster=ClusterConfig()`), each task gets only the config it needs, by reference:
-ingest the data source's S3 Secret (env `LPDVAE_DATA_*`), the TrainJob step the pipeline root's
-(`LPDVAE_ARTIFACTS_*`), validate/train/evaluate/register the MLflow ConfigMap keys and client Secret
+ingest the data source's S3 Secret (env `LPDVAE_DATA_*`), the tasks that read ingest's output
+where it is stored (tensorize chunks, register: `raw_uri`, not a downloaded copy) and the TrainJob
+step the pipeline root's (`LPDVAE_ARTIFACTS_*`), validate/train/evaluate/register the MLflow ConfigMap keys and client Secret
 (validate reads the champion's training statistics for the drift check); train
 asks for GPUs (`train.nproc` of them unless fixed), tolerates the GPU taint and selects GPU nodes.
 """
@@ -65,7 +66,7 @@ class ClusterConfig:
 
     config_map: str = "lpdvae-config"
     data_secret: str = "lpdvae-data-s3"  # the data source's S3 keys: ingest only
-    artifacts_secret: str = "lpdvae-artifacts-s3"  # the pipeline root's S3 keys: the TrainJob step only
+    artifacts_secret: str = "lpdvae-artifacts-s3"  # the pipeline root's S3 keys: tasks reading raw_uri, TrainJob
     mlflow_secret: str = "lpdvae-mlflow-client"
     accelerator: str = "nvidia.com/gpu"
     gpus: int | None = None  # None: train.nproc GPUs, decided per run
@@ -218,6 +219,7 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
     params_json = t["params"].output
     t["ingest"] = ingest_op(params_json=params_json, refresh_key=args["ingest_refresh_key"]).set_display_name("ingest")
     raw = t["ingest"].outputs["raw"]
+    raw_uri = t["ingest"].outputs["raw_uri"]  # fanned-out tasks and register read parts of it from S3
     t["validate"] = validate_op(params_json=params_json, raw=raw).set_display_name("validate")
     validated = t["validate"].outputs["validated"]
     if fanout:
@@ -226,7 +228,7 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
         with dsl.ParallelFor(t["plan"].outputs["chunks"], name="tensorize-chunks",
                              parallelism=FANOUT_PARALLELISM) as chunk:
             t["tensorize_chunk"] = tensorize_chunk_op(
-                params_json=params_json, raw=raw, validated=validated, chunk=chunk,
+                params_json=params_json, raw_uri=raw_uri, validated=validated, chunk=chunk,
                 n_chunks=t["plan"].outputs["n_chunks"]).set_display_name("tensorize chunk")
         t["tensorize"] = merge_tensors_op(
             params_json=params_json, chunks=dsl.Collected(t["tensorize_chunk"].outputs["tensors"]))
@@ -250,7 +252,7 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
     t["register"] = register_op(
         params_json=params_json, git_revision=args["git_revision"],
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
-        evaluation=t["evaluate"].outputs["evaluation"], raw=raw, validated=validated, tensors=tensors,
+        evaluation=t["evaluate"].outputs["evaluation"], raw_uri=raw_uri, validated=validated, tensors=tensors,
     ).set_display_name("register")
     # never from cache: side effects in MLflow (train, evaluate, register), or a result that depends
     # on the registry as well as the inputs (validate's drift check against the current champion)
@@ -261,6 +263,12 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
         if role in t:
             t[role].set_retry(n, **BACKOFF)
     return t
+
+
+def _artifacts_s3(task: dsl.PipelineTask, cfg: ClusterConfig) -> None:
+    """The pipeline root's S3 key, endpoint and region (`LPDVAE_ARTIFACTS_*`), by reference."""
+    kubernetes.use_secret_as_env(task, cfg.artifacts_secret, _prefixed("artifacts", S3_SECRET), optional=True)
+    kubernetes.use_config_map_as_env(task, cfg.config_map, _prefixed("artifacts", S3_CONFIG), optional=True)
 
 
 def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, image: str) -> None:
@@ -276,12 +284,14 @@ def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, 
                "evaluate": cfg.evaluate}.get(role, cfg.step)
         task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
         task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
+    for role in ("tensorize_chunk", "register"):  # they read ingest's output from the pipeline root
+        if role in t:
+            _artifacts_s3(t[role], cfg)
     train = t["train"]
     kubernetes.set_timeout(train, cfg.train_timeout_s)
     if "trainjob" in t:  # a small CPU pod that submits, waits and downloads: S3 env, its namespace
         launcher = t["trainjob"]
-        kubernetes.use_secret_as_env(launcher, cfg.artifacts_secret, _prefixed("artifacts", S3_SECRET), optional=True)
-        kubernetes.use_config_map_as_env(launcher, cfg.config_map, _prefixed("artifacts", S3_CONFIG), optional=True)
+        _artifacts_s3(launcher, cfg)
         kubernetes.use_field_path_as_env(launcher, "POD_NAMESPACE", "metadata.namespace")
         kubernetes.use_field_path_as_env(launcher, "ARGO_WORKFLOW", f"metadata.labels['{ARGO_WORKFLOW_LABEL}']")
         # the exit handler deletes the run's unfinished TrainJobs, in its own namespace

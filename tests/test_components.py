@@ -142,7 +142,7 @@ def test_tensorize_fan_out_is_byte_identical_to_one_task(corpus):
     parts = []
     for chunk in reversed(plan.chunks):  # any completion order: merge sorts by chunk number
         part = Dataset(uri=str(root / f"chunk-{chunk}"))
-        tensorize_chunk_op.python_func(params_json=params_json, raw=raw, validated=validated, chunk=chunk,
+        tensorize_chunk_op.python_func(params_json=params_json, raw_uri=raw.uri, validated=validated, chunk=chunk,
                                        n_chunks=plan.n_chunks, tensors=part)
         parts.append(part)
     merged = Dataset(uri=str(root / "tensors-merged"))
@@ -234,7 +234,7 @@ def test_register_registers_an_unblessed_model_with_the_lineage_of_its_artifacts
     registration = Artifact(uri=str(tmp_path / "registration"))
     register_op.python_func(params_json=json.dumps(params.to_dict()), git_revision="abc", pipeline_run_id="run-1",
                             model=Model(uri=str(tmp_path / "model")), evaluation=Dataset(uri=str(tmp_path / "evaluation")),
-                            raw=Dataset(uri=str(raw)), validated=Dataset(uri=str(validated)),
+                            raw_uri=str(raw), validated=Dataset(uri=str(validated)),
                             tensors=Dataset(uri=str(tensors)), registration=registration,
                             model_card=Markdown(uri=str(tmp_path / "card.md")),
                             model_card_page=HTML(uri=str(tmp_path / "card.html")),

@@ -100,7 +100,7 @@ def test_steps_read_and_write_typed_artifacts(ir):
     assert spec["components"]["comp-evaluate-op"]["outputDefinitions"]["parameters"]["blessed"]["parameterType"] \
         == "BOOLEAN"
     assert artifacts(spec, "register-op", "inputDefinitions") == {
-        "model": "system.Model", "evaluation": "system.Dataset", "raw": "system.Dataset",
+        "model": "system.Model", "evaluation": "system.Dataset",
         "validated": "system.Dataset", "tensors": "system.Dataset"}
     assert artifacts(spec, "register-op", "outputDefinitions") == {
         "registration": "system.Artifact", "model_card": "system.Markdown", "model_card_page": "system.HTML",
@@ -207,10 +207,13 @@ def test_each_task_gets_only_the_config_and_secrets_it_needs_by_name(ir):
 
     assert secrets("exec-ingest-op") == {"lpdvae-data-s3"}
     for exe in ("exec-validate-op", "exec-train-op", "exec-evaluate-op", "exec-register-op"):
-        assert secrets(exe) == {"lpdvae-mlflow-client"}, exe
+        assert secrets(exe) - {"lpdvae-artifacts-s3"} == {"lpdvae-mlflow-client"}, exe
         maps = {e["configMapKey"] for c in k8s[exe]["configMapAsEnv"] for e in c["keyToEnv"]}
         assert "MLFLOW_TRACKING_URI" in maps
-    for exe in ("exec-tensorize-chunk-op", "exec-merge-tensors-op", "exec-make-params"):
+    # register and the tensorize chunks read ingest's output from the pipeline root (raw_uri)
+    for exe in ("exec-register-op", "exec-tensorize-chunk-op"):
+        assert "lpdvae-artifacts-s3" in secrets(exe), exe
+    for exe in ("exec-merge-tensors-op", "exec-make-params"):
         assert not secrets(exe), exe
 
 
@@ -224,7 +227,8 @@ def test_validate_gets_the_mlflow_configuration_so_drift_finds_the_champion(ir):
 
 # which Secret serves which purpose (infra/k8s: runner/secrets, shared-secrets)
 PURPOSE_SECRETS = {"data": "lpdvae-data-s3", "artifacts": "lpdvae-artifacts-s3", "mlflow": "lpdvae-mlflow-client"}
-PURPOSE_TASKS = {"data": {"exec-ingest-op"}, "artifacts": {"exec-train-trainjob-op"},
+PURPOSE_TASKS = {"data": {"exec-ingest-op"},
+                 "artifacts": {"exec-train-trainjob-op", "exec-tensorize-chunk-op", "exec-register-op"},
                  "mlflow": {"exec-validate-op", "exec-train-op", "exec-evaluate-op", "exec-register-op",
                             "exec-record-status-op"}}
 
