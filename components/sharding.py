@@ -1,7 +1,10 @@
-"""Tensorize fan-out for large corpora: split the accepted songs into chunks, merge chunk outputs.
+"""Fan-out for large corpora: split the songs into chunks, run a data step's per-song part per chunk.
 
-Chunks are contiguous runs of `accepted.jsonl` (sorted by path), and the merge streams each
-chunk's shards, in chunk order, through the same `ShardWriter` the step uses. So the merged
+Validate's chunks are contiguous runs of the manifest (`validate_chunk`; the merge is
+`lpdvae.steps.validate.merge_parts`); tensorize's, of `accepted.jsonl`. Each chunk task reads
+from ingest's stored output only its own songs (`lpdvae.data.store`).
+
+Tensorize's merge streams each chunk's shards, in chunk order, through the same `ShardWriter` the step uses. So the merged
 folder is byte-identical to what one `tensorize` over all songs writes: the fan-out changes how
 fast tensors are made, never which tensors.
 """
@@ -71,6 +74,25 @@ def tensorize_chunk(raw_uri: str, validated_dir: Path, chunk: int, chunks: int, 
     fetch_songs(locate(raw_uri), rows, work / "raw", params.data.max_file_bytes)
     tensorize(work / "raw", work / "validated", out_dir, params, part=True)
     return n
+
+
+def validate_chunk(raw_uri: str, chunk: int, chunks: int, out_dir: Path, params: Params, work: Path) -> int:
+    """Validate's per-song half over chunk `chunk` of `chunks` contiguous runs of the manifest,
+    reading from `raw_uri` only the manifest and this chunk's songs; the part into `out_dir`.
+    Returns the number of manifest rows in the chunk."""
+    from lpdvae.data.store import fetch_manifest, fetch_songs, locate
+    from lpdvae.registry.lineage import MANIFEST_MAX_BYTES
+    from lpdvae.steps.validate import read_manifest, validate_part
+    from lpdvae.validation.parts import write_part
+    from lpdvae.validation.song_stats import printable_path
+
+    loc = locate(raw_uri)
+    fetch_manifest(loc, work / "manifest" / "manifest.jsonl", MANIFEST_MAX_BYTES)
+    rows = chunk_rows(read_manifest(work / "manifest"), chunk, chunks)
+    readable = [r for r in rows if printable_path(r["path"]) == r["path"]]  # the others are never opened
+    fetch_songs(loc, readable, work / "raw", params.data.max_file_bytes)
+    write_part(validate_part(work / "raw", rows, params, chunk, chunks), out_dir)
+    return len(rows)
 
 
 def merge_tensor_dirs(parts: Sequence[Path], out_dir: Path, params: Params) -> dict[str, Any]:

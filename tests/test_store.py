@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from components.sharding import tensorize_chunk, write_chunk
+from components.sharding import chunk_rows, tensorize_chunk, validate_chunk, write_chunk
 from lpdvae.data import store
 from lpdvae.errors import DataError
 from lpdvae.io import read_jsonl
@@ -74,6 +74,13 @@ def test_a_tensorize_chunk_fetches_exactly_its_own_songs(local, stored, gets, tm
     own = {r["path"] for r in read_jsonl(tmp_path / "want" / "accepted.jsonl")}
     tensorize_chunk(stored, validated, 1, 3, tmp_path / "tensors", params, tmp_path / "work")
     assert own and set(gets) == own and set(gets.values()) == {1}
+
+
+def test_a_validate_chunk_fetches_the_manifest_and_exactly_its_own_songs(local, stored, gets, tmp_path):
+    rows = read_jsonl(local["root"] / "raw" / "manifest.jsonl")
+    own = {r["path"] for r in chunk_rows(rows, 2, 3)}
+    assert validate_chunk(stored, 2, 3, tmp_path / "part", local["params"], tmp_path / "work") == len(own)
+    assert set(gets) == own | {"manifest.jsonl"} and set(gets.values()) == {1}
 
 
 def test_a_tensorize_chunk_from_the_store_equals_todays_chunk_over_the_whole_raw_folder(local, stored, tmp_path):
