@@ -32,6 +32,7 @@ SCHEMES = ("s3://", "minio://")
 FETCH_THREADS = 8  # GETs in flight per task: latency-bound, each holds one CHUNK
 S3_MAX_ATTEMPTS = 5  # botocore "standard" retries: throttling, 5xx, connection errors
 MANIFEST = "manifest.jsonl"
+MANIFEST_MAX_BYTES = 1 << 30  # a manifest row is ~200 bytes: millions of songs fit
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")  # a single-part upload's ETag; multipart ones end in -N
 
 

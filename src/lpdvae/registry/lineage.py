@@ -112,14 +112,11 @@ def lineage(raw: Path | str, validated: Path, tensors: Path, *, git_revision: st
     return tags
 
 
-MANIFEST_MAX_BYTES = 1 << 30  # a manifest row is ~200 bytes: millions of songs fit
-
-
 def _raw(raw: Path | str, scratch: Path) -> tuple[str, Path]:
     """(DVC hash of the raw folder, its manifest.jsonl as a local file): a local folder is hashed
     as it lies; a stored one (`lpdvae.data.store`) from its listing, its manifest fetched into
     `scratch`."""
-    from lpdvae.data.store import dvc_dir_hash, fetch_manifest, locate
+    from lpdvae.data.store import MANIFEST_MAX_BYTES, dvc_dir_hash, fetch_manifest, locate
 
     loc = locate(str(raw))
     if loc.remote:
