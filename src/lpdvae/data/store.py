@@ -120,8 +120,13 @@ def fetch_songs(loc: Location, rows: Sequence[dict[str, Any]], dest: Path, limit
     client = s3_client(purpose) if loc.remote else None
     with atomic_dir(Path(dest)) as tmp:
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
-            for _ in pool.map(lambda row: _fetch_checked(loc, row, tmp, limit, client), rows):
-                pass  # map re-raises the first failure here
+            futures = [pool.submit(_fetch_checked, loc, row, tmp, limit, client) for row in rows]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # the first failure ends the fetch: the rest are not started
+                pool.shutdown(cancel_futures=True)
+                raise
         atomic_write_jsonl(tmp / MANIFEST, rows)
     return len(rows)
 
