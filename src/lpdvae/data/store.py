@@ -132,7 +132,8 @@ def fetch_songs(loc: Location, rows: Sequence[dict[str, Any]], dest: Path, limit
 
 
 def _fetch_checked(loc: Location, row: dict[str, Any], folder: Path, limit: int, client: Any) -> None:
-    sha = fetch_file(loc, row["path"], folder / row["path"], limit, client)
+    rel = safe_rel(row["path"], loc.label)  # before any folder is made: nothing lands outside `folder`
+    sha = fetch_file(loc, rel, folder / rel, limit, client)
     if sha != row["sha256"]:
         raise DataError(f"{loc.label}/{row['path']}: sha256 {sha[:12]}… is not the manifest's "
                         f"{str(row['sha256'])[:12]}… (the stored data changed after ingest)")
