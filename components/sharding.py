@@ -4,7 +4,7 @@ Validate's chunks are contiguous runs of the manifest (`validate_chunk`; the mer
 `lpdvae.steps.validate.merge_parts`); tensorize's, of `accepted.jsonl`. Each chunk task reads
 from ingest's stored output only its own songs (`lpdvae.data.store`).
 
-Tensorize's merge streams each chunk's shards, in chunk order, through the same `ShardWriter` the step uses. So the merged
+A tensorize chunk also reads only `accepted.jsonl` of validate's stored output. Tensorize's merge streams each chunk's shards, in chunk order, through the same `ShardWriter` the step uses. So the merged
 folder is byte-identical to what one `tensorize` over all songs writes: the fan-out changes how
 fast tensors are made, never which tensors.
 """
@@ -47,10 +47,6 @@ def chunk_rows(rows: Sequence[dict[str, Any]], chunk: int, chunks: int) -> list[
     return ordered[chunk * n // chunks : (chunk + 1) * n // chunks]
 
 
-def count_accepted(validated_dir: Path) -> int:
-    return len(read_jsonl(Path(validated_dir) / ACCEPTED))
-
-
 def write_chunk(validated_dir: Path, chunk: int, chunks: int, out_dir: Path, params: Params) -> int:
     """A validated folder holding only this chunk's accepted songs, each with the split the whole
     corpus gives it (`assign_splits` looks at every song's group); returns their number."""
@@ -61,15 +57,17 @@ def write_chunk(validated_dir: Path, chunk: int, chunks: int, out_dir: Path, par
     return len(rows)
 
 
-def tensorize_chunk(raw_uri: str, validated_dir: Path, chunk: int, chunks: int, out_dir: Path,
+def tensorize_chunk(raw_uri: str, validated_uri: str, chunk: int, chunks: int, out_dir: Path,
                     params: Params, work: Path) -> int:
-    """Tensorize chunk `chunk` of `chunks` reading only its own songs from `raw_uri` (ingest's
-    output where it is stored: `lpdvae.data.store`) into `work`; returns the number of songs.
-    Same tensors as `tensorize` over the whole raw folder with this chunk's accepted rows."""
-    from lpdvae.data.store import fetch_songs, locate
+    """Tensorize chunk `chunk` of `chunks` reading from where ingest's and validate's outputs are
+    stored (`lpdvae.data.store`) only `accepted.jsonl` and this chunk's songs, into `work`; returns
+    the number of songs. Same tensors as `tensorize` over the whole raw folder with this chunk's
+    accepted rows."""
+    from lpdvae.data.store import fetch_one, fetch_songs, locate
     from lpdvae.steps.tensorize import tensorize
 
-    n = write_chunk(validated_dir, chunk, chunks, work / "validated", params)
+    fetch_one(locate(validated_uri), ACCEPTED, work / "all" / ACCEPTED)
+    n = write_chunk(work / "all", chunk, chunks, work / "validated", params)
     rows = [{"path": r["path"], "sha256": r["sha256"]} for r in read_jsonl(work / "validated" / ACCEPTED)]
     fetch_songs(locate(raw_uri), rows, work / "raw", params.data.max_file_bytes)
     tensorize(work / "raw", work / "validated", out_dir, params, part=True)
@@ -80,13 +78,13 @@ def validate_chunk(raw_uri: str, chunk: int, chunks: int, out_dir: Path, params:
     """Validate's per-song half over chunk `chunk` of `chunks` contiguous runs of the manifest,
     reading from `raw_uri` only the manifest and this chunk's songs; the part into `out_dir`.
     Returns the number of manifest rows in the chunk."""
-    from lpdvae.data.store import MANIFEST_MAX_BYTES, fetch_manifest, fetch_songs, locate
+    from lpdvae.data.store import MANIFEST, fetch_one, fetch_songs, locate
     from lpdvae.steps.validate import read_manifest, validate_part
     from lpdvae.validation.parts import write_part
     from lpdvae.validation.song_stats import printable_path
 
     loc = locate(raw_uri)
-    fetch_manifest(loc, work / "manifest" / "manifest.jsonl", MANIFEST_MAX_BYTES)
+    fetch_one(loc, MANIFEST, work / "manifest" / MANIFEST)
     rows = chunk_rows(read_manifest(work / "manifest"), chunk, chunks)
     readable = [r for r in rows if printable_path(r["path"]) == r["path"]]  # the others are never opened
     fetch_songs(loc, readable, work / "raw", params.data.max_file_bytes)

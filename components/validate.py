@@ -34,19 +34,6 @@ def validate_op(params_json: str, raw: Input[Dataset], validated: Output[Dataset
 
 
 @step_component
-def plan_validate_op(n_songs: int, songs_per_chunk: int, max_chunks: int
-                     ) -> NamedTuple("ChunkPlan", [("chunks", list[int]), ("n_chunks", int)]):
-    """How many validate tasks the corpus needs: one per `songs_per_chunk` ingested songs, at most
-    `max_chunks`; returns the chunk numbers to fan out over and their count."""
-    from collections import namedtuple
-
-    from components.sharding import n_chunks
-
-    k = n_chunks(n_songs, songs_per_chunk, max_chunks)
-    return namedtuple("ChunkPlan", ["chunks", "n_chunks"])(list(range(k)), k)
-
-
-@step_component
 def validate_chunk_op(params_json: str, raw_uri: str, chunk: int, n_chunks: int, part: Output[Dataset]):
     """The per-song half of validate over chunk `chunk` of `n_chunks` contiguous runs of the
     manifest: its stats rows and fingerprints (`lpdvae.validation.parts`), reading only the
@@ -65,10 +52,14 @@ def validate_chunk_op(params_json: str, raw_uri: str, chunk: int, n_chunks: int,
 
 @step_component
 def merge_validate_op(params_json: str, parts: Input[list[Dataset]], validated: Output[Dataset],
-                      data_docs: Output[HTML], metrics: Output[Metrics]):
+                      data_docs: Output[HTML], metrics: Output[Metrics]
+                      ) -> NamedTuple("ValidateOutputs", [("validated_uri", str), ("n_accepted", int)]):
     """The corpus-wide half of validate over every chunk's part: one stats table, tune groups and
     duplicates across all songs, the GX suite, quarantine, the gate and the drift check; the same
-    outputs (bytes, docs, metrics, failures) as `validate_op` over the whole raw artifact."""
+    outputs (bytes, docs, metrics, failures) as `validate_op` over the whole raw artifact. Returns
+    where `validated` is stored and its accepted count: the tensorize fan-out plans from the count
+    and its chunks read only `accepted.jsonl` from there."""
+    from collections import namedtuple
     from pathlib import Path
 
     from components.runtime import report_validation, step_params
@@ -80,3 +71,5 @@ def merge_validate_op(params_json: str, parts: Input[list[Dataset]], validated: 
     loaded = [read_part(Path(p.path)) for p in parts]
     report_validation(lambda docs: merge_parts(loaded, Path(validated.path), params, docs_dir=docs,
                                                reference=champion_reference(params)), validated, data_docs, metrics)
+    return namedtuple("ValidateOutputs", ["validated_uri", "n_accepted"])(validated.uri,
+                                                                         int(validated.metadata["n_accepted"]))

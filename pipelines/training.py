@@ -36,7 +36,6 @@ from components import (
     merge_tensors_op,
     merge_validate_op,
     plan_chunks_op,
-    plan_validate_op,
     record_status_op,
     register_op,
     tensorize_chunk_op,
@@ -226,7 +225,7 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
     raw = t["ingest"].outputs["raw"]
     raw_uri = t["ingest"].outputs["raw_uri"]  # fanned-out tasks and register read parts of it from S3
     if fanout:  # no task takes the raw artifact: KFP would download all of it into the pod
-        t["plan_validate"] = plan_validate_op(
+        t["plan_validate"] = plan_chunks_op(
             n_songs=t["ingest"].outputs["n_songs"], songs_per_chunk=args["fanout_songs_per_chunk"],
             max_chunks=args["fanout_max_chunks"]).set_display_name("plan validate chunks")
         with dsl.ParallelFor(t["plan_validate"].outputs["chunks"], name="validate-chunks",
@@ -241,12 +240,14 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
     t["validate"].set_display_name("validate")
     validated = t["validate"].outputs["validated"]
     if fanout:
-        t["plan"] = plan_chunks_op(validated=validated, songs_per_chunk=args["fanout_songs_per_chunk"],
+        t["plan"] = plan_chunks_op(n_songs=t["validate"].outputs["n_accepted"],
+                                   songs_per_chunk=args["fanout_songs_per_chunk"],
                                    max_chunks=args["fanout_max_chunks"]).set_display_name("plan tensorize chunks")
         with dsl.ParallelFor(t["plan"].outputs["chunks"], name="tensorize-chunks",
                              parallelism=FANOUT_PARALLELISM) as chunk:
             t["tensorize_chunk"] = tensorize_chunk_op(
-                params_json=params_json, raw_uri=raw_uri, validated=validated, chunk=chunk,
+                params_json=params_json, raw_uri=raw_uri, validated_uri=t["validate"].outputs["validated_uri"],
+                chunk=chunk,
                 n_chunks=t["plan"].outputs["n_chunks"]).set_display_name("tensorize chunk")
         t["tensorize"] = merge_tensors_op(
             params_json=params_json, chunks=dsl.Collected(t["tensorize_chunk"].outputs["tensors"]))

@@ -20,7 +20,6 @@ from components import (
     merge_tensors_op,
     merge_validate_op,
     plan_chunks_op,
-    plan_validate_op,
     tensorize_chunk_op,
     tensorize_op,
     validate_chunk_op,
@@ -140,12 +139,13 @@ def test_tensorize_fan_out_is_byte_identical_to_one_task(corpus):
     single = Dataset(uri=str(root / "tensors-single"))
     tensorize_op.python_func(params_json=params_json, raw=raw, validated=validated, tensors=single)
 
-    plan = plan_chunks_op.python_func(validated=validated, songs_per_chunk=2, max_chunks=3)
+    accepted = len((Path(validated.path) / "accepted.jsonl").read_text().splitlines())
+    plan = plan_chunks_op.python_func(n_songs=accepted, songs_per_chunk=2, max_chunks=3)
     assert plan.n_chunks == 3 and plan.chunks == [0, 1, 2]
     parts = []
     for chunk in reversed(plan.chunks):  # any completion order: merge sorts by chunk number
         part = Dataset(uri=str(root / f"chunk-{chunk}"))
-        tensorize_chunk_op.python_func(params_json=params_json, raw_uri=raw.uri, validated=validated, chunk=chunk,
+        tensorize_chunk_op.python_func(params_json=params_json, raw_uri=raw.uri, validated_uri=validated.uri, chunk=chunk,
                                        n_chunks=plan.n_chunks, tensors=part)
         parts.append(part)
     merged = Dataset(uri=str(root / "tensors-merged"))
@@ -161,7 +161,7 @@ def test_tensorize_fan_out_is_byte_identical_to_one_task(corpus):
 
 def test_validate_fan_out_is_byte_identical_to_one_task(corpus):
     root, params_json, raw = corpus["root"], corpus["params_json"], corpus["raw"]
-    plan = plan_validate_op.python_func(n_songs=raw.metadata["files"], songs_per_chunk=3, max_chunks=16)
+    plan = plan_chunks_op.python_func(n_songs=raw.metadata["files"], songs_per_chunk=3, max_chunks=16)
     assert plan.n_chunks == 3 and plan.chunks == [0, 1, 2]
     parts = []
     for chunk in reversed(plan.chunks):  # any completion order: the merge sorts by chunk number
@@ -171,8 +171,9 @@ def test_validate_fan_out_is_byte_identical_to_one_task(corpus):
         parts.append(part)
     merged, docs, metrics = Dataset(uri=str(root / "validated-merged")), HTML(uri=str(root / "docs-merged.html")), \
         Metrics(uri=str(root / "validate-metrics-merged"))
-    merge_validate_op.python_func(params_json=params_json, parts=parts, validated=merged, data_docs=docs,
-                                  metrics=metrics)
+    out = merge_validate_op.python_func(params_json=params_json, parts=parts, validated=merged, data_docs=docs,
+                                        metrics=metrics)
+    assert (out.validated_uri, out.n_accepted) == (merged.uri, merged.metadata["n_accepted"])
     assert tree(Path(merged.path)) == tree(Path(corpus["validated"].path))
     assert merged.metadata == corpus["validated"].metadata and metrics.metadata == corpus["metrics"].metadata
     assert "<html" in Path(docs.path).read_text().lower()

@@ -87,10 +87,10 @@ def test_the_six_steps_are_tasks_and_validate_and_tensorize_fan_out(ir):
     assert names["validate"]["componentRef"]["name"] == "comp-merge-validate-op"
     assert names["tensorize"]["componentRef"]["name"] == "comp-merge-tensors-op"
     assert {k.split("pipelinechannel--")[-1]: v for k, v in loops(ir["spec"]).items()} == {
-        "plan-validate-op-chunks": ["comp-validate-chunk-op"], "plan-chunks-op-chunks": ["comp-tensorize-chunk-op"]}
+        "plan-chunks-op-chunks": ["comp-validate-chunk-op"], "plan-chunks-op-2-chunks": ["comp-tensorize-chunk-op"]}
 
 
-def test_no_task_of_the_cluster_pipeline_takes_the_raw_artifact_which_kfp_would_download_whole(ir):
+def test_no_chunk_task_takes_a_whole_data_artifact_which_kfp_would_download(ir):
     spec = ir["spec"]
     for name, task in all_tasks(spec).items():
         taken = task.get("inputs", {}).get("artifacts", {}).values()
@@ -98,6 +98,9 @@ def test_no_task_of_the_cluster_pipeline_takes_the_raw_artifact_which_kfp_would_
     for component in ("validate-chunk-op", "tensorize-chunk-op", "register-op"):
         params = spec["components"][f"comp-{component}"]["inputDefinitions"]["parameters"]
         assert params["raw_uri"]["parameterType"] == "STRING", component
+    assert not artifacts(spec, "tensorize-chunk-op", "inputDefinitions"), "accepted.jsonl by validated_uri"
+    assert spec["components"]["comp-merge-validate-op"]["outputDefinitions"]["parameters"] == {
+        "validated_uri": {"parameterType": "STRING"}, "n_accepted": {"parameterType": "NUMBER_INTEGER"}}
     assert spec["components"]["comp-ingest-op"]["outputDefinitions"]["parameters"] == {
         "raw_uri": {"parameterType": "STRING"}, "n_songs": {"parameterType": "NUMBER_INTEGER"}}
 

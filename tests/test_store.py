@@ -72,7 +72,7 @@ def test_a_tensorize_chunk_fetches_exactly_its_own_songs(local, stored, gets, tm
     validated, params = local["root"] / "validated", local["params"]
     write_chunk(validated, 1, 3, tmp_path / "want", params)
     own = {r["path"] for r in read_jsonl(tmp_path / "want" / "accepted.jsonl")}
-    tensorize_chunk(stored, validated, 1, 3, tmp_path / "tensors", params, tmp_path / "work")
+    tensorize_chunk(stored, str(validated), 1, 3, tmp_path / "tensors", params, tmp_path / "work")
     assert own and set(gets) == own and set(gets.values()) == {1}
 
 
@@ -88,7 +88,7 @@ def test_a_tensorize_chunk_from_the_store_equals_todays_chunk_over_the_whole_raw
     for chunk in range(3):
         write_chunk(root / "validated", chunk, 3, tmp_path / f"subset{chunk}", params)
         tensorize(root / "raw", tmp_path / f"subset{chunk}", tmp_path / f"today{chunk}", params, part=True)
-        tensorize_chunk(stored, root / "validated", chunk, 3, tmp_path / f"now{chunk}", params,
+        tensorize_chunk(stored, str(root / "validated"), chunk, 3, tmp_path / f"now{chunk}", params,
                         tmp_path / f"work{chunk}")
         assert tree(tmp_path / f"now{chunk}") == tree(tmp_path / f"today{chunk}"), chunk
 

@@ -139,9 +139,10 @@ def _fetch_checked(loc: Location, row: dict[str, Any], folder: Path, limit: int,
                         f"{str(row['sha256'])[:12]}… (the stored data changed after ingest)")
 
 
-def fetch_manifest(loc: Location, dest: Path, limit: int, purpose: str = "artifacts") -> Path:
-    """`loc`'s manifest.jsonl copied to `dest` (one GET); returns `dest`."""
-    fetch_file(loc, MANIFEST, Path(dest), limit, s3_client(purpose) if loc.remote else None)
+def fetch_one(loc: Location, rel: str, dest: Path, limit: int = MANIFEST_MAX_BYTES,
+              purpose: str = "artifacts") -> Path:
+    """One file of `loc` (a manifest, `accepted.jsonl`) copied to `dest` (one GET); returns `dest`."""
+    fetch_file(loc, rel, Path(dest), limit, s3_client(purpose) if loc.remote else None)
     return Path(dest)
 
 

@@ -116,11 +116,11 @@ def _raw(raw: Path | str, scratch: Path) -> tuple[str, Path]:
     """(DVC hash of the raw folder, its manifest.jsonl as a local file): a local folder is hashed
     as it lies; a stored one (`lpdvae.data.store`) from its listing, its manifest fetched into
     `scratch`."""
-    from lpdvae.data.store import MANIFEST_MAX_BYTES, dvc_dir_hash, fetch_manifest, locate
+    from lpdvae.data.store import MANIFEST, dvc_dir_hash, fetch_one, locate
 
     loc = locate(str(raw))
     if loc.remote:
-        return dvc_dir_hash(loc), fetch_manifest(loc, scratch / "manifest.jsonl", MANIFEST_MAX_BYTES)
+        return dvc_dir_hash(loc), fetch_one(loc, MANIFEST, scratch / MANIFEST)
     for path in (Path(raw), Path(raw) / "manifest.jsonl"):
         if not path.exists():
             raise DataError(f"{path}: missing, so the model's lineage cannot be recorded "
