@@ -12,7 +12,7 @@ def register_op(
     pipeline_run_id: str,
     model: Input[Model],
     evaluation: Input[Dataset],
-    raw: Input[Dataset],
+    raw_uri: str,
     validated: Input[Dataset],
     tensors: Input[Dataset],
     registration: Output[Artifact],
@@ -21,7 +21,8 @@ def register_op(
     summary: Output[Markdown],
 ):
     """Register the evaluated model, as every runner does: lineage from `lpdvae.registry.lineage.lineage`
-    over the very artifacts that made the model, the git revision the pipeline was compiled from
+    over the very artifacts that made the model (the raw data by `raw_uri`, where ingest's output is
+    stored: hashed from the listing, no song downloaded), the git revision the pipeline was compiled from
     (a pipeline parameter) and KFP's run id (tag `lpdvae.pipeline_run_id`). An unblessed model
     becomes a version without aliases (auditable, served by nobody). The model card (Markdown, and
     HTML with its sample images inlined) and the run's summary (promoted or not, and why: the
@@ -38,7 +39,7 @@ def register_op(
     from lpdvae.steps.register import SUMMARY_FILE, register
 
     params = step_params(params_json)
-    tags = lineage(Path(raw.path), Path(validated.path), Path(tensors.path), git_revision=git_revision or None,
+    tags = lineage(raw_uri, Path(validated.path), Path(tensors.path), git_revision=git_revision or None,
                    params_digest=params.digest(), run_id=pipeline_run_id)
     report = Path(tempfile.mkdtemp(prefix="lpdvae-register-")) / "report"
     result = register(Path(model.path), Path(evaluation.path), Path(registration.path), params, tags,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +53,33 @@ def record_failed_run(run_name: str, state: str, error: str, failed_task: str, e
         pass
     mlflow.MlflowClient().set_terminated(run.info.run_id, status="FAILED")
     return run.info.run_id
+
+
+DOCS_NOTE = ("Shown inside the Kubeflow Pipelines UI, whose sandbox blocks downloads: the drift "
+             "report's files named by path are not part of this artifact; its Data drift "
+             "section is the same report.")
+
+
+def report_validation(run: Callable[[Path], Any], validated: Any, data_docs: Any, metrics: Any) -> None:
+    """Run a validation (`run(docs_dir)`: one task's `validate`, or the fan-out's merge) with its
+    data docs in a scratch folder (they hold run times; the validated Dataset must be the same
+    bytes for the same input), then the docs page, drift verdict and counts as KFP outputs. A
+    drift stop leaves the docs (with the drift section) in place: they are shown all the same."""
+    import tempfile
+
+    from lpdvae.evaluation.sandbox_page import sandbox_page
+
+    with tempfile.TemporaryDirectory() as scratch:
+        docs = Path(scratch) / "data_docs"
+        try:
+            result = run(docs)
+        finally:
+            if (docs / "index.html").exists():
+                page = sandbox_page(docs / "index.html", "data_docs", note=DOCS_NOTE)
+                Path(data_docs.path).write_text(page, encoding="utf-8")
+        validated.metadata["drift_verdict"] = result.drift_verdict
+    summary = json.loads((Path(validated.path) / "summary.json").read_text())
+    for key, value in summary.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            metrics.log_metric(key, float(value))
+            validated.metadata[key] = value

@@ -1,7 +1,10 @@
-"""Tensorize fan-out for large corpora: split the accepted songs into chunks, merge chunk outputs.
+"""Fan-out for large corpora: split the songs into chunks, run a data step's per-song part per chunk.
 
-Chunks are contiguous runs of `accepted.jsonl` (sorted by path), and the merge streams each
-chunk's shards, in chunk order, through the same `ShardWriter` the step uses. So the merged
+Validate's chunks are contiguous runs of the manifest (`validate_chunk`; the merge is
+`lpdvae.steps.validate.merge_parts`); tensorize's, of `accepted.jsonl`. Each chunk task reads
+from ingest's stored output only its own songs (`lpdvae.data.store`).
+
+A tensorize chunk also reads only `accepted.jsonl` of validate's stored output. Tensorize's merge streams each chunk's shards, in chunk order, through the same `ShardWriter` the step uses. So the merged
 folder is byte-identical to what one `tensorize` over all songs writes: the fan-out changes how
 fast tensors are made, never which tensors.
 """
@@ -44,10 +47,6 @@ def chunk_rows(rows: Sequence[dict[str, Any]], chunk: int, chunks: int) -> list[
     return ordered[chunk * n // chunks : (chunk + 1) * n // chunks]
 
 
-def count_accepted(validated_dir: Path) -> int:
-    return len(read_jsonl(Path(validated_dir) / ACCEPTED))
-
-
 def write_chunk(validated_dir: Path, chunk: int, chunks: int, out_dir: Path, params: Params) -> int:
     """A validated folder holding only this chunk's accepted songs, each with the split the whole
     corpus gives it (`assign_splits` looks at every song's group); returns their number."""
@@ -55,6 +54,41 @@ def write_chunk(validated_dir: Path, chunk: int, chunks: int, out_dir: Path, par
     splits = assign_splits(song_groups(every), params)
     rows = [{**r, "split": splits[r["song_id"]]} for r in chunk_rows(every, chunk, chunks)]
     atomic_write_jsonl(Path(out_dir) / ACCEPTED, rows)
+    return len(rows)
+
+
+def tensorize_chunk(raw_uri: str, validated_uri: str, chunk: int, chunks: int, out_dir: Path,
+                    params: Params, work: Path) -> int:
+    """Tensorize chunk `chunk` of `chunks` reading from where ingest's and validate's outputs are
+    stored (`lpdvae.data.store`) only `accepted.jsonl` and this chunk's songs, into `work`; returns
+    the number of songs. Same tensors as `tensorize` over the whole raw folder with this chunk's
+    accepted rows."""
+    from lpdvae.data.store import fetch_one, fetch_songs, locate
+    from lpdvae.steps.tensorize import tensorize
+
+    fetch_one(locate(validated_uri), ACCEPTED, work / "all" / ACCEPTED)
+    n = write_chunk(work / "all", chunk, chunks, work / "validated", params)
+    rows = [{"path": r["path"], "sha256": r["sha256"]} for r in read_jsonl(work / "validated" / ACCEPTED)]
+    fetch_songs(locate(raw_uri), rows, work / "raw", params.data.max_file_bytes)
+    tensorize(work / "raw", work / "validated", out_dir, params, part=True)
+    return n
+
+
+def validate_chunk(raw_uri: str, chunk: int, chunks: int, out_dir: Path, params: Params, work: Path) -> int:
+    """Validate's per-song half over chunk `chunk` of `chunks` contiguous runs of the manifest,
+    reading from `raw_uri` only the manifest and this chunk's songs; the part into `out_dir`.
+    Returns the number of manifest rows in the chunk."""
+    from lpdvae.data.store import MANIFEST, fetch_one, fetch_songs, locate
+    from lpdvae.steps.validate import read_manifest, validate_part
+    from lpdvae.validation.parts import write_part
+    from lpdvae.validation.song_stats import printable_path
+
+    loc = locate(raw_uri)
+    fetch_one(loc, MANIFEST, work / "manifest" / MANIFEST)
+    rows = chunk_rows(read_manifest(work / "manifest"), chunk, chunks)
+    readable = [r for r in rows if printable_path(r["path"]) == r["path"]]  # the others are never opened
+    fetch_songs(loc, readable, work / "raw", params.data.max_file_bytes)
+    write_part(validate_part(work / "raw", rows, params, chunk, chunks), out_dir)
     return len(rows)
 
 

@@ -22,34 +22,34 @@ def tensorize_op(params_json: str, raw: Input[Dataset], validated: Input[Dataset
 
 
 @step_component
-def plan_chunks_op(validated: Input[Dataset], songs_per_chunk: int, max_chunks: int
+def plan_chunks_op(n_songs: int, songs_per_chunk: int, max_chunks: int
                    ) -> NamedTuple("ChunkPlan", [("chunks", list[int]), ("n_chunks", int)]):
-    """How many tensorize tasks the corpus needs: one per `songs_per_chunk` accepted songs,
-    at most `max_chunks`; returns the chunk numbers to fan out over and their count."""
+    """How many tasks a fan-out over `n_songs` songs needs (validate: ingested songs; tensorize:
+    accepted ones): one per `songs_per_chunk`, at most `max_chunks`; returns the chunk numbers to
+    fan out over and their count."""
     from collections import namedtuple
-    from pathlib import Path
 
-    from components.sharding import count_accepted, n_chunks
+    from components.sharding import n_chunks
 
-    k = n_chunks(count_accepted(Path(validated.path)), songs_per_chunk, max_chunks)
+    k = n_chunks(n_songs, songs_per_chunk, max_chunks)
     return namedtuple("ChunkPlan", ["chunks", "n_chunks"])(list(range(k)), k)
 
 
 @step_component
-def tensorize_chunk_op(params_json: str, raw: Input[Dataset], validated: Input[Dataset], chunk: int,
-                       n_chunks: int, tensors: Output[Dataset]):
-    """tensorize over chunk `chunk` of `n_chunks` contiguous runs of the accepted songs."""
+def tensorize_chunk_op(params_json: str, raw_uri: str, validated_uri: str, chunk: int, n_chunks: int,
+                       tensors: Output[Dataset]):
+    """tensorize over chunk `chunk` of `n_chunks` contiguous runs of the accepted songs, reading
+    where ingest's and validate's outputs are stored (the pipeline root's S3 prefixes) only
+    `accepted.jsonl` and this chunk's songs, not the whole raw and validated artifacts."""
     import tempfile
     from pathlib import Path
 
     from components.runtime import step_params
-    from components.sharding import write_chunk
-    from lpdvae.steps.tensorize import tensorize
+    from components.sharding import tensorize_chunk
 
     params = step_params(params_json)
-    with tempfile.TemporaryDirectory() as subset:
-        songs = write_chunk(Path(validated.path), chunk, n_chunks, Path(subset), params)
-        tensorize(Path(raw.path), Path(subset), Path(tensors.path), params, part=True)
+    with tempfile.TemporaryDirectory() as work:
+        songs = tensorize_chunk(raw_uri, validated_uri, chunk, n_chunks, Path(tensors.path), params, Path(work))
     tensors.metadata.update({"chunk": chunk, "n_chunks": n_chunks, "songs": songs})
 
 

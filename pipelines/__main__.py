@@ -146,7 +146,7 @@ def _build_options() -> argparse.ArgumentParser:
                    "clusters the image's tag + '-cuda'; required with a digest --image)")
     g.add_argument("--gpus", type=int, default=None, help="GPUs of the train task (default: train.nproc, per run)")
     g.add_argument("--no-gpu", action="store_true", help="no GPU request, toleration or node selector (CPU clusters)")
-    g.add_argument("--no-fanout", action="store_true", help="one tensorize task instead of chunks + merge")
+    g.add_argument("--no-fanout", action="store_true", help="one validate and one tensorize task instead of chunks + merge")
     return build
 
 

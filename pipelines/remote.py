@@ -69,7 +69,7 @@ def _name_filter(name: str) -> str:
 
 
 # Minimum Kubeflow Pipelines backend (docs/kubeflow.md, "Versions"): dsl.Collected, the fan-in of
-# the tensorize chunks, runs from 2.14; [[ScheduledTime]] in recurring-run parameters from 2.16.
+# the validate and tensorize chunks, runs from 2.14; [[ScheduledTime]] in recurring-run parameters from 2.16.
 MIN_KFP = (2, 16)
 SCHEDULED_TIME = "[[ScheduledTime]]"
 
@@ -103,7 +103,7 @@ def check_server(client, host: str, namespace: str | None) -> None:
                     "(docs/kubeflow.md, Versions); check it by hand", ".".join(map(str, MIN_KFP)))
     elif version[:2] < MIN_KFP:
         raise ValueError(f"Kubeflow Pipelines {'.'.join(map(str, version))} is older than "
-                         f"{'.'.join(map(str, MIN_KFP))}: dsl.Collected (the tensorize fan-in, >= 2.14) and "
+                         f"{'.'.join(map(str, MIN_KFP))}: dsl.Collected (the validate and tensorize fan-ins, >= 2.14) and "
                          "[[ScheduledTime]] (the weekly run's fresh ingest, >= 2.16) would not work")
 
 

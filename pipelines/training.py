@@ -5,14 +5,16 @@ components.knobs) whose default is the value in the params file the pipeline is 
 Register runs after every evaluation (an unblessed model becomes a version without aliases, as
 under every runner) and ends the run: its `summary` Markdown artifact says whether the new version
 was promoted and why, beside the version's model card (`model_card` Markdown, `model_card_page`
-HTML). Tensorize fans out over chunks of the
-accepted songs with `dsl.ParallelFor` and a merge (`fanout=True`); kfp.local cannot pass a list
-of artifacts to a task, so local runs use the single tensorize task (`fanout=False`), whose
-output is byte-identical.
+HTML). Validate and tensorize fan out over chunks of the songs
+with `dsl.ParallelFor` and a merge (`fanout=True`), each chunk task reading only its own songs from
+where ingest's output is stored (`raw_uri`); kfp.local cannot pass a list of artifacts to a task,
+so local runs use the single validate and tensorize tasks (`fanout=False`), whose outputs are
+byte-identical.
 
 On a cluster (`cluster=ClusterConfig()`), each task gets only the config it needs, by reference:
-ingest the data source's S3 Secret (env `LPDVAE_DATA_*`), the TrainJob step the pipeline root's
-(`LPDVAE_ARTIFACTS_*`), validate/train/evaluate/register the MLflow ConfigMap keys and client Secret
+ingest the data source's S3 Secret (env `LPDVAE_DATA_*`), the tasks that read ingest's output
+where it is stored (validate and tensorize chunks, register: `raw_uri`, not a downloaded copy) and the TrainJob
+step the pipeline root's (`LPDVAE_ARTIFACTS_*`), validate/train/evaluate/register the MLflow ConfigMap keys and client Secret
 (validate reads the champion's training statistics for the drift check); train
 asks for GPUs (`train.nproc` of them unless fixed), tolerates the GPU taint and selects GPU nodes.
 """
@@ -32,6 +34,7 @@ from components import (
     ingest_op,
     make_params_op,
     merge_tensors_op,
+    merge_validate_op,
     plan_chunks_op,
     record_status_op,
     register_op,
@@ -39,6 +42,7 @@ from components import (
     tensorize_op,
     train_op,
     train_trainjob_op,
+    validate_chunk_op,
     validate_op,
 )
 from components.image import IMAGE, cuda_image
@@ -65,7 +69,7 @@ class ClusterConfig:
 
     config_map: str = "lpdvae-config"
     data_secret: str = "lpdvae-data-s3"  # the data source's S3 keys: ingest only
-    artifacts_secret: str = "lpdvae-artifacts-s3"  # the pipeline root's S3 keys: the TrainJob step only
+    artifacts_secret: str = "lpdvae-artifacts-s3"  # the pipeline root's S3 keys: tasks reading raw_uri, TrainJob
     mlflow_secret: str = "lpdvae-mlflow-client"
     accelerator: str = "nvidia.com/gpu"
     gpus: int | None = None  # None: train.nproc GPUs, decided per run
@@ -97,7 +101,7 @@ MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
                       "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
 
 FANOUT_DEFAULTS = {"fanout_songs_per_chunk": 2000, "fanout_max_chunks": 16}
-FANOUT_PARALLELISM = 8  # tensorize chunk tasks running at once (the fan-out may be wider)
+FANOUT_PARALLELISM = 8  # chunk tasks of one fan-out running at once (the fan-out may be wider)
 # steps that talk to the network (S3/HTTP sources, MLflow, the Kubernetes API) retry with backoff;
 # train in its own pod does not (a rerun retrains from scratch); its TrainJob path takes over the
 # run's running or completed job, and submits a new one after a Failed one (components.trainjob_api)
@@ -112,8 +116,9 @@ RUN_DESCRIPTIONS = {
                     "model version",
     "ingest_refresh_key": "enters only ingest's cache key: the same key and params reuse the cached data steps, "
                           "a new one re-reads data.source (run --host passes the time)",
-    "fanout_songs_per_chunk": "accepted songs per tensorize task of the fan-out",
-    "fanout_max_chunks": "tensorize tasks at most (the fan-out's width)",
+    "fanout_songs_per_chunk": "songs per task of the validate fan-out (ingested songs) and the tensorize fan-out "
+                              "(accepted songs)",
+    "fanout_max_chunks": "validate tasks, and tensorize tasks, at most (each fan-out's width)",
     "train_nodes": "nodes to train on: 1 trains in the train task's pod, more submit a Kubeflow Trainer v2 "
                    "TrainJob of that many nodes x train.nproc GPUs",
     "train_queue": "Kueue LocalQueue of the TrainJob (label kueue.x-k8s.io/queue-name; Kueue admits all its "
@@ -218,15 +223,31 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
     params_json = t["params"].output
     t["ingest"] = ingest_op(params_json=params_json, refresh_key=args["ingest_refresh_key"]).set_display_name("ingest")
     raw = t["ingest"].outputs["raw"]
-    t["validate"] = validate_op(params_json=params_json, raw=raw).set_display_name("validate")
+    raw_uri = t["ingest"].outputs["raw_uri"]  # fanned-out tasks and register read parts of it from S3
+    if fanout:  # no task takes the raw artifact: KFP would download all of it into the pod
+        t["plan_validate"] = plan_chunks_op(
+            n_songs=t["ingest"].outputs["n_songs"], songs_per_chunk=args["fanout_songs_per_chunk"],
+            max_chunks=args["fanout_max_chunks"]).set_display_name("plan validate chunks")
+        with dsl.ParallelFor(t["plan_validate"].outputs["chunks"], name="validate-chunks",
+                             parallelism=FANOUT_PARALLELISM) as chunk:
+            t["validate_chunk"] = validate_chunk_op(
+                params_json=params_json, raw_uri=raw_uri, chunk=chunk,
+                n_chunks=t["plan_validate"].outputs["n_chunks"]).set_display_name("validate chunk")
+        t["validate"] = merge_validate_op(params_json=params_json,
+                                          parts=dsl.Collected(t["validate_chunk"].outputs["part"]))
+    else:
+        t["validate"] = validate_op(params_json=params_json, raw=raw)
+    t["validate"].set_display_name("validate")
     validated = t["validate"].outputs["validated"]
     if fanout:
-        t["plan"] = plan_chunks_op(validated=validated, songs_per_chunk=args["fanout_songs_per_chunk"],
+        t["plan"] = plan_chunks_op(n_songs=t["validate"].outputs["n_accepted"],
+                                   songs_per_chunk=args["fanout_songs_per_chunk"],
                                    max_chunks=args["fanout_max_chunks"]).set_display_name("plan tensorize chunks")
         with dsl.ParallelFor(t["plan"].outputs["chunks"], name="tensorize-chunks",
                              parallelism=FANOUT_PARALLELISM) as chunk:
             t["tensorize_chunk"] = tensorize_chunk_op(
-                params_json=params_json, raw=raw, validated=validated, chunk=chunk,
+                params_json=params_json, raw_uri=raw_uri, validated_uri=t["validate"].outputs["validated_uri"],
+                chunk=chunk,
                 n_chunks=t["plan"].outputs["n_chunks"]).set_display_name("tensorize chunk")
         t["tensorize"] = merge_tensors_op(
             params_json=params_json, chunks=dsl.Collected(t["tensorize_chunk"].outputs["tensors"]))
@@ -250,7 +271,7 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
     t["register"] = register_op(
         params_json=params_json, git_revision=args["git_revision"],
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
-        evaluation=t["evaluate"].outputs["evaluation"], raw=raw, validated=validated, tensors=tensors,
+        evaluation=t["evaluate"].outputs["evaluation"], raw_uri=raw_uri, validated=validated, tensors=tensors,
     ).set_display_name("register")
     # never from cache: side effects in MLflow (train, evaluate, register), or a result that depends
     # on the registry as well as the inputs (validate's drift check against the current champion)
@@ -263,6 +284,12 @@ def _steps(args: dict[str, Any], knob_names: list[str], fanout: bool,
     return t
 
 
+def _artifacts_s3(task: dsl.PipelineTask, cfg: ClusterConfig) -> None:
+    """The pipeline root's S3 key, endpoint and region (`LPDVAE_ARTIFACTS_*`), by reference."""
+    kubernetes.use_secret_as_env(task, cfg.artifacts_secret, _prefixed("artifacts", S3_SECRET), optional=True)
+    kubernetes.use_config_map_as_env(task, cfg.config_map, _prefixed("artifacts", S3_CONFIG), optional=True)
+
+
 def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, image: str) -> None:
     """Kubernetes settings: config by reference, resources, and the GPUs and image of train."""
     kubernetes.use_secret_as_env(t["ingest"], cfg.data_secret, _prefixed("data", S3_SECRET), optional=True)
@@ -272,16 +299,19 @@ def _on_cluster(t: dict[str, dsl.PipelineTask], cfg: ClusterConfig, nproc: Any, 
         kubernetes.use_secret_as_env(t[role], cfg.mlflow_secret, MLFLOW_SECRET_KEYS)
     for role, task in t.items():  # the image's uid; the kubelet refuses to start it as root
         kubernetes.set_security_context(task, run_as_user=RUN_AS_USER, run_as_group=0, run_as_non_root=True)
-        res = {"tensorize": cfg.tensorize, "tensorize_chunk": cfg.tensorize, "train": cfg.train,
+        res = {"tensorize": cfg.tensorize, "tensorize_chunk": cfg.tensorize, "validate_chunk": cfg.tensorize,
+               "train": cfg.train,
                "evaluate": cfg.evaluate}.get(role, cfg.step)
         task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
         task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
+    for role in ("validate_chunk", "tensorize_chunk", "register"):  # they read ingest's output where it is stored
+        if role in t:
+            _artifacts_s3(t[role], cfg)
     train = t["train"]
     kubernetes.set_timeout(train, cfg.train_timeout_s)
     if "trainjob" in t:  # a small CPU pod that submits, waits and downloads: S3 env, its namespace
         launcher = t["trainjob"]
-        kubernetes.use_secret_as_env(launcher, cfg.artifacts_secret, _prefixed("artifacts", S3_SECRET), optional=True)
-        kubernetes.use_config_map_as_env(launcher, cfg.config_map, _prefixed("artifacts", S3_CONFIG), optional=True)
+        _artifacts_s3(launcher, cfg)
         kubernetes.use_field_path_as_env(launcher, "POD_NAMESPACE", "metadata.namespace")
         kubernetes.use_field_path_as_env(launcher, "ARGO_WORKFLOW", f"metadata.labels['{ARGO_WORKFLOW_LABEL}']")
         # the exit handler deletes the run's unfinished TrainJobs, in its own namespace

@@ -19,6 +19,7 @@ TINY: dict[str, list[str]] = {
     "conv_block_bench": ["--steps", "1", "--batch", "4"],
     "demo_render_bench": ["--limit", "3"],
     "evaluate_bench": ["--phrases", "16", "--repeats", "1"],
+    "fanout_bench": ["--songs", "6", "--chunks", "2"],
     "midi_parse_bench": ["--songs", "3"],
     "startup_bench": ["--repeats", "1"],
     "tensorize_bench": ["--songs", "4", "--report-only"],

@@ -18,9 +18,11 @@ from kfp.dsl import HTML, Dataset, Markdown, Metrics
 from components import (
     make_params_op,
     merge_tensors_op,
+    merge_validate_op,
     plan_chunks_op,
     tensorize_chunk_op,
     tensorize_op,
+    validate_chunk_op,
 )
 from components.knobs import knob_values, knobs, params_from_knobs, params_json_from_knobs
 from components.sharding import chunk_rows, n_chunks
@@ -137,12 +139,13 @@ def test_tensorize_fan_out_is_byte_identical_to_one_task(corpus):
     single = Dataset(uri=str(root / "tensors-single"))
     tensorize_op.python_func(params_json=params_json, raw=raw, validated=validated, tensors=single)
 
-    plan = plan_chunks_op.python_func(validated=validated, songs_per_chunk=2, max_chunks=3)
+    accepted = len((Path(validated.path) / "accepted.jsonl").read_text().splitlines())
+    plan = plan_chunks_op.python_func(n_songs=accepted, songs_per_chunk=2, max_chunks=3)
     assert plan.n_chunks == 3 and plan.chunks == [0, 1, 2]
     parts = []
     for chunk in reversed(plan.chunks):  # any completion order: merge sorts by chunk number
         part = Dataset(uri=str(root / f"chunk-{chunk}"))
-        tensorize_chunk_op.python_func(params_json=params_json, raw=raw, validated=validated, chunk=chunk,
+        tensorize_chunk_op.python_func(params_json=params_json, raw_uri=raw.uri, validated_uri=validated.uri, chunk=chunk,
                                        n_chunks=plan.n_chunks, tensors=part)
         parts.append(part)
     merged = Dataset(uri=str(root / "tensors-merged"))
@@ -154,6 +157,26 @@ def test_tensorize_fan_out_is_byte_identical_to_one_task(corpus):
     assert sum(len(s["shards"]) for s in index["splits"].values()) > 3, "several shards per split"
     assert merged.metadata["dvc_hash"] == single.metadata["dvc_hash"]
     assert merged.metadata["n_train"] == index["splits"]["train"]["n"]
+
+
+def test_validate_fan_out_is_byte_identical_to_one_task(corpus):
+    root, params_json, raw = corpus["root"], corpus["params_json"], corpus["raw"]
+    plan = plan_chunks_op.python_func(n_songs=raw.metadata["files"], songs_per_chunk=3, max_chunks=16)
+    assert plan.n_chunks == 3 and plan.chunks == [0, 1, 2]
+    parts = []
+    for chunk in reversed(plan.chunks):  # any completion order: the merge sorts by chunk number
+        part = Dataset(uri=str(root / f"validate-chunk-{chunk}"))
+        validate_chunk_op.python_func(params_json=params_json, raw_uri=raw.uri, chunk=chunk,
+                                      n_chunks=plan.n_chunks, part=part)
+        parts.append(part)
+    merged, docs, metrics = Dataset(uri=str(root / "validated-merged")), HTML(uri=str(root / "docs-merged.html")), \
+        Metrics(uri=str(root / "validate-metrics-merged"))
+    out = merge_validate_op.python_func(params_json=params_json, parts=parts, validated=merged, data_docs=docs,
+                                        metrics=metrics)
+    assert (out.validated_uri, out.n_accepted) == (merged.uri, merged.metadata["n_accepted"])
+    assert tree(Path(merged.path)) == tree(Path(corpus["validated"].path))
+    assert merged.metadata == corpus["validated"].metadata and metrics.metadata == corpus["metrics"].metadata
+    assert "<html" in Path(docs.path).read_text().lower()
 
 
 def test_html_pages_become_one_file_with_local_images_inlined_and_downloads_named_by_path(tmp_path):
@@ -234,7 +257,7 @@ def test_register_registers_an_unblessed_model_with_the_lineage_of_its_artifacts
     registration = Artifact(uri=str(tmp_path / "registration"))
     register_op.python_func(params_json=json.dumps(params.to_dict()), git_revision="abc", pipeline_run_id="run-1",
                             model=Model(uri=str(tmp_path / "model")), evaluation=Dataset(uri=str(tmp_path / "evaluation")),
-                            raw=Dataset(uri=str(raw)), validated=Dataset(uri=str(validated)),
+                            raw_uri=str(raw), validated=Dataset(uri=str(validated)),
                             tensors=Dataset(uri=str(tensors)), registration=registration,
                             model_card=Markdown(uri=str(tmp_path / "card.md")),
                             model_card_page=HTML(uri=str(tmp_path / "card.html")),

@@ -4,6 +4,7 @@ belongs to one concern so the sections merge independently."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -365,3 +366,60 @@ def test_a_hostile_s3_tensor_prefix_is_refused_in_one_line(case, s3_bucket):
     with pytest.raises(DataError) as err:
         S3PhraseDataset(f"s3://{s3_bucket}/{case}", "train")[0]
     assert f"s3://{s3_bucket}/{case}/{message}" in str(err.value) and "\n" not in str(err.value)
+# --- a stored folder a fanned-out task reads part of (lpdvae.data.store, validation.parts) ------------
+
+def _stored(tmp_path: Path) -> Path:
+    """A stored raw folder of one song (`files/a.mid`)."""
+    (tmp_path / "raw" / "files").mkdir(parents=True)
+    (tmp_path / "raw" / "files" / "a.mid").write_bytes(b"MThd-song")
+    return tmp_path / "raw"
+
+
+GOOD_SHA = hashlib.sha256(b"MThd-song").hexdigest()
+# manifest row a chunk task is given -> what its fetch says (one line), nothing left behind
+STORED_ROWS = {
+    "a path out of the folder": ({"path": "../out/side.mid", "sha256": GOOD_SHA}, "path traversal"),
+    "an absolute path": ({"path": "/etc/passwd", "sha256": GOOD_SHA}, "absolute path refused"),
+    "bytes that are not the manifest's": ({"path": "files/a.mid", "sha256": "0" * 64}, "is not the manifest's"),
+    "a file gone from the store": ({"path": "files/b.mid", "sha256": GOOD_SHA}, "files/b.mid: cannot read"),
+    "a file over data.max_file_bytes": ({"path": "files/a.mid", "sha256": GOOD_SHA, "limit": 4},
+                                        "larger than data.max_file_bytes=4"),
+}
+
+
+@pytest.mark.parametrize("case", list(STORED_ROWS))
+def test_a_chunk_fetch_from_a_stored_folder_refuses_in_one_line(tmp_path, case):
+    from lpdvae.data.store import fetch_songs, locate
+
+    row, expected = STORED_ROWS[case]
+    limit = row.pop("limit", 1 << 20)
+    with pytest.raises(DataError, match=expected) as caught:
+        fetch_songs(locate(str(_stored(tmp_path))), [row], tmp_path / "chunk", limit)
+    assert "\n" not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"], "nothing fetched or made outside the store"
+
+
+def test_a_stored_folder_on_another_scheme_is_refused_naming_what_works():
+    from lpdvae.data.store import locate
+
+    with pytest.raises(DataError, match="gs://b/raw: not an s3:// or minio:// prefix"):
+        locate("gs://b/raw")
+
+
+@pytest.mark.parametrize("damage", ["missing", "not an npz", "fewer fingerprints"])
+def test_a_validate_part_that_is_not_one_is_refused_naming_it(tmp_path, damage):
+    from lpdvae.validation.parts import ValidatePart, read_part, write_part
+    from lpdvae.validation.tune_groups import SongContent
+
+    song = SongContent("files/a.mid", "s", "", np.arange(3), np.arange(4))
+    write_part(ValidatePart([{"path": "files/a.mid", "sha256": "s"}], {"files/a.mid": {"path": "files/a.mid"}},
+                            {"files/a.mid": song}), tmp_path / "part")
+    npz = tmp_path / "part" / "songs.npz"
+    if damage == "missing":
+        npz.unlink()
+    elif damage == "not an npz":
+        npz.write_bytes(b"not a zip")
+    else:
+        (tmp_path / "part" / "songs.jsonl").write_text('["files/a.mid", "s", ""]\n["files/b.mid", "t", ""]\n')
+    with pytest.raises(DataError, match=str(tmp_path / "part")):
+        read_part(tmp_path / "part")

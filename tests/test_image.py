@@ -87,10 +87,10 @@ def test_image_runs_the_cli_as_non_root_offline(image):
     assert "schedule" in out
 
 
-def kfp_command(component: str, executor_input: dict[str, Any], out_dir: Path) -> list[str]:
+def kfp_command(component: str, executor_input: dict[str, Any], out_dir: Path, *compile_args: str) -> list[str]:
     """The exact command + args of `component` in the compiled pipeline, with its executor input."""
     ir = out_dir / "pipeline.yaml"
-    subprocess.run([sys.executable, "-m", "pipelines", "compile", "--out", str(ir)], cwd=REPO, check=True,
+    subprocess.run([sys.executable, "-m", "pipelines", "compile", "--out", str(ir), *compile_args], cwd=REPO, check=True,
                    env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
     container = next(yaml.safe_load_all(ir.read_text()))["deploymentSpec"]["executors"][f"exec-{component}"]["container"]
     args = [json.dumps(executor_input) if a == "{{$}}" else a for a in container["args"]]
@@ -142,7 +142,9 @@ def test_validate_component_runs_in_the_image_on_a_tiny_corpus(image, tmp_path):
                                   "metrics": artifact("/out/metrics", "system.Metrics")},
                     "outputFile": "/out/executor_output.json"},
     }
-    run_in_pod(image, *kfp_command("validate-op", executor_input, out), mounts={tmp_path: "/in", out: "/out"})
+    # the one-task validate (--no-fanout: what kfp.local runs; the cluster's chunks run the same step code)
+    run_in_pod(image, *kfp_command("validate-op", executor_input, out, "--no-fanout"),
+               mounts={tmp_path: "/in", out: "/out"})
     assert (out / "validated" / "accepted.jsonl").read_text().count("\n") == 4
     assert "<html" in (out / "data_docs.html").read_text().lower()
     assert json.loads((out / "executor_output.json").read_text())["artifacts"]["metrics"]

@@ -73,22 +73,44 @@ def executor(spec: dict[str, Any], component: str) -> dict[str, Any]:
     return spec["deploymentSpec"]["executors"][f"exec-{component}"]["container"]
 
 
-def test_the_six_steps_are_tasks_and_tensorize_fans_out(ir):
+def loops(spec: dict[str, Any]) -> dict[str, list[str]]:
+    """{the plan output a ParallelFor iterates over: the components of its body}."""
+    return {t["parameterIterator"]["items"]["inputParameter"]:
+            [i["componentRef"]["name"] for i in spec["components"][t["componentRef"]["name"]]["dag"]["tasks"].values()]
+            for t in all_tasks(spec).values() if "parameterIterator" in t}
+
+
+def test_the_six_steps_are_tasks_and_validate_and_tensorize_fan_out(ir):
     names = by_display_name(ir["spec"])
     for step in ("params", "ingest", "validate", "tensorize", "train", "evaluate", "register"):
         assert step in names, sorted(names)
+    assert names["validate"]["componentRef"]["name"] == "comp-merge-validate-op"
     assert names["tensorize"]["componentRef"]["name"] == "comp-merge-tensors-op"
-    loop = next(t for t in all_tasks(ir["spec"]).values() if "parameterIterator" in t)
-    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("plan-chunks-op-chunks")
-    inner = ir["spec"]["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
-    assert [t["componentRef"]["name"] for t in inner.values()] == ["comp-tensorize-chunk-op"]
+    assert {k.split("pipelinechannel--")[-1]: v for k, v in loops(ir["spec"]).items()} == {
+        "plan-chunks-op-chunks": ["comp-validate-chunk-op"], "plan-chunks-op-2-chunks": ["comp-tensorize-chunk-op"]}
+
+
+def test_no_chunk_task_takes_a_whole_data_artifact_which_kfp_would_download(ir):
+    spec = ir["spec"]
+    for name, task in all_tasks(spec).items():
+        taken = task.get("inputs", {}).get("artifacts", {}).values()
+        assert not [a for a in taken if a.get("taskOutputArtifact", {}).get("outputArtifactKey") == "raw"], name
+    for component in ("validate-chunk-op", "tensorize-chunk-op", "register-op"):
+        params = spec["components"][f"comp-{component}"]["inputDefinitions"]["parameters"]
+        assert params["raw_uri"]["parameterType"] == "STRING", component
+    assert not artifacts(spec, "tensorize-chunk-op", "inputDefinitions"), "accepted.jsonl by validated_uri"
+    assert spec["components"]["comp-merge-validate-op"]["outputDefinitions"]["parameters"] == {
+        "validated_uri": {"parameterType": "STRING"}, "n_accepted": {"parameterType": "NUMBER_INTEGER"}}
+    assert spec["components"]["comp-ingest-op"]["outputDefinitions"]["parameters"] == {
+        "raw_uri": {"parameterType": "STRING"}, "n_songs": {"parameterType": "NUMBER_INTEGER"}}
 
 
 def test_steps_read_and_write_typed_artifacts(ir):
     spec = ir["spec"]
     assert artifacts(spec, "ingest-op", "outputDefinitions") == {"raw": "system.Dataset"}
-    assert artifacts(spec, "validate-op", "inputDefinitions") == {"raw": "system.Dataset"}
-    assert artifacts(spec, "validate-op", "outputDefinitions") == {
+    assert artifacts(spec, "validate-chunk-op", "outputDefinitions") == {"part": "system.Dataset"}
+    assert artifacts(spec, "merge-validate-op", "inputDefinitions") == {"parts": "system.Dataset[]"}
+    assert artifacts(spec, "merge-validate-op", "outputDefinitions") == {
         "validated": "system.Dataset", "data_docs": "system.HTML", "metrics": "system.Metrics"}
     assert artifacts(spec, "tensorize-chunk-op", "outputDefinitions") == {"tensors": "system.Dataset"}
     assert artifacts(spec, "merge-tensors-op", "inputDefinitions") == {"chunks": "system.Dataset[]"}
@@ -100,7 +122,7 @@ def test_steps_read_and_write_typed_artifacts(ir):
     assert spec["components"]["comp-evaluate-op"]["outputDefinitions"]["parameters"]["blessed"]["parameterType"] \
         == "BOOLEAN"
     assert artifacts(spec, "register-op", "inputDefinitions") == {
-        "model": "system.Model", "evaluation": "system.Dataset", "raw": "system.Dataset",
+        "model": "system.Model", "evaluation": "system.Dataset",
         "validated": "system.Dataset", "tensors": "system.Dataset"}
     assert artifacts(spec, "register-op", "outputDefinitions") == {
         "registration": "system.Artifact", "model_card": "system.Markdown", "model_card_page": "system.HTML",
@@ -117,14 +139,14 @@ def test_register_runs_after_every_evaluation_with_no_blessing_condition(ir):
     assert "evaluate-op" in register["dependentTasks"] and "triggerPolicy" not in register
 
 
-def test_the_kfp_local_variant_has_one_tensorize_task_and_no_conditions():
+def test_the_kfp_local_variant_has_one_validate_and_one_tensorize_task_and_no_conditions():
     from pipelines.training import build_pipeline
 
     spec = build_pipeline(load_params(REPO / "params.yaml"), fanout=False).pipeline_spec
     root = spec.root.dag.tasks
-    assert {"tensorize-op", "register-op"} <= set(root)
+    assert {"validate-op", "tensorize-op", "register-op"} <= set(root)
     assert not any(t.trigger_policy.condition for t in root.values())
-    assert "plan-chunks-op" not in root
+    assert "plan-chunks-op" not in root and "plan-validate-op" not in root
 
 
 def test_every_params_knob_is_a_typed_pipeline_parameter_with_the_file_default(ir):
@@ -171,7 +193,8 @@ def test_components_run_in_the_project_image_without_installing_anything(ir, tmp
 
 def test_data_steps_are_cached_and_steps_with_side_effects_or_registry_reads_are_not(ir):
     tasks = by_display_name(ir["spec"])
-    for step in ("params", "ingest", "plan tensorize chunks", "tensorize chunk", "tensorize"):
+    for step in ("params", "ingest", "plan validate chunks", "validate chunk", "plan tensorize chunks",
+                 "tensorize chunk", "tensorize"):
         assert tasks[step]["cachingOptions"].get("enableCache") is True, step
     for step in ("validate", "train", "evaluate", "register"):  # validate: drift against today's champion
         assert not tasks[step]["cachingOptions"].get("enableCache"), step
@@ -185,7 +208,7 @@ def test_train_requests_train_nproc_gpus_tolerates_the_taint_and_selects_gpu_nod
     assert k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
     assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
-    for step in ("ingest-op", "validate-op"):
+    for step in ("ingest-op", "validate-chunk-op", "merge-validate-op"):
         assert "accelerator" not in executor(ir["spec"], step).get("resources", {}), step
 
 
@@ -206,16 +229,20 @@ def test_each_task_gets_only_the_config_and_secrets_it_needs_by_name(ir):
         return {s["secretName"] for s in k8s.get(exe, {}).get("secretAsEnv", [])}
 
     assert secrets("exec-ingest-op") == {"lpdvae-data-s3"}
-    for exe in ("exec-validate-op", "exec-train-op", "exec-evaluate-op", "exec-register-op"):
-        assert secrets(exe) == {"lpdvae-mlflow-client"}, exe
+    for exe in ("exec-merge-validate-op", "exec-train-op", "exec-evaluate-op", "exec-register-op"):
+        assert secrets(exe) - {"lpdvae-artifacts-s3"} == {"lpdvae-mlflow-client"}, exe
         maps = {e["configMapKey"] for c in k8s[exe]["configMapAsEnv"] for e in c["keyToEnv"]}
         assert "MLFLOW_TRACKING_URI" in maps
-    for exe in ("exec-tensorize-chunk-op", "exec-merge-tensors-op", "exec-make-params"):
+    # register and the chunks read ingest's output from the pipeline root (raw_uri)
+    for exe in ("exec-register-op", "exec-tensorize-chunk-op", "exec-validate-chunk-op"):
+        assert "lpdvae-artifacts-s3" in secrets(exe), exe
+    assert secrets("exec-validate-chunk-op") == {"lpdvae-artifacts-s3"}
+    for exe in ("exec-merge-tensors-op", "exec-make-params"):
         assert not secrets(exe), exe
 
 
 def test_validate_gets_the_mlflow_configuration_so_drift_finds_the_champion(ir):
-    k8s = ir["platform"]["deploymentSpec"]["executors"]["exec-validate-op"]
+    k8s = ir["platform"]["deploymentSpec"]["executors"]["exec-merge-validate-op"]
     env = {e["envVar"]: (c.get("configMapName") or c.get("secretName"))
            for c in [*k8s["configMapAsEnv"], *k8s["secretAsEnv"]] for e in c["keyToEnv"]}
     assert env == {"MLFLOW_TRACKING_URI": "lpdvae-config", "MLFLOW_TRACKING_USERNAME": "lpdvae-mlflow-client",
@@ -224,8 +251,10 @@ def test_validate_gets_the_mlflow_configuration_so_drift_finds_the_champion(ir):
 
 # which Secret serves which purpose (infra/k8s: runner/secrets, shared-secrets)
 PURPOSE_SECRETS = {"data": "lpdvae-data-s3", "artifacts": "lpdvae-artifacts-s3", "mlflow": "lpdvae-mlflow-client"}
-PURPOSE_TASKS = {"data": {"exec-ingest-op"}, "artifacts": {"exec-train-trainjob-op"},
-                 "mlflow": {"exec-validate-op", "exec-train-op", "exec-evaluate-op", "exec-register-op",
+PURPOSE_TASKS = {"data": {"exec-ingest-op"},
+                 "artifacts": {"exec-train-trainjob-op", "exec-tensorize-chunk-op", "exec-validate-chunk-op",
+                               "exec-register-op"},
+                 "mlflow": {"exec-merge-validate-op", "exec-train-op", "exec-evaluate-op", "exec-register-op",
                             "exec-record-status-op"}}
 
 
@@ -385,9 +414,9 @@ def test_train_has_a_timeout_and_the_trainjob_step_outlives_the_jobs_deadline(ir
 
 # --- IR polish: fan-out limit, retries with backoff, exit handler ----------------------------------------
 
-def test_the_tensorize_fan_out_runs_at_most_eight_chunks_at_once(ir):
-    loop = next(t for t in all_tasks(ir["spec"]).values() if "parameterIterator" in t)
-    assert loop["iteratorPolicy"] == {"parallelismLimit": 8}
+def test_each_fan_out_runs_at_most_eight_chunks_at_once(ir):
+    found = [t for t in all_tasks(ir["spec"]).values() if "parameterIterator" in t]
+    assert len(found) == 2 and all(t["iteratorPolicy"] == {"parallelismLimit": 8} for t in found)
 
 
 def test_steps_that_talk_to_the_network_retry_with_backoff_and_train_does_not(ir):

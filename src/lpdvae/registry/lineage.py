@@ -69,30 +69,33 @@ def dvc_lock_hashes(lock_path: str | Path = "dvc.lock") -> dict[str, dict[str, s
 STAGES = ("raw", "validated", "tensors")
 
 
-def lineage(raw: Path, validated: Path, tensors: Path, *, git_revision: str | None, params_digest: str,
+def lineage(raw: Path | str, validated: Path, tensors: Path, *, git_revision: str | None, params_digest: str,
             run_id: str, dvc_lock: Path | None = None) -> dict[str, str]:
     """The registry tags that say where a model came from, from explicit paths (every runner).
 
     Data: the DVC hash of each folder as it is now (equal to dvc.lock's after `dvc repro`), the
     raw manifest's sha256 and its source URI (credentials masked), the quarantine count and its
-    reasons (`reason: count`, most frequent first). Code
+    reasons (`reason: count`, most frequent first). `raw` may be where ingest's output is stored
+    (an `s3://`/`minio://` prefix: the KFP register task): its hash then comes from the listing's
+    ETags and only its manifest is read (`lpdvae.data.store`), never a song. Code
     and config: `git_revision` (None: not tagged) and `params_digest`. Run: `run_id`, the
     orchestrator's run (KFP's job id) or what the local runner was given. `dvc_lock`, when it
     exists, adds every output dvc.lock records as `lpdvae.dvclock.<path>` (models/vae included).
     """
-    folders = {"raw": Path(raw), "validated": Path(validated), "tensors": Path(tensors)}
-    manifest = folders["raw"] / "manifest.jsonl"
+    folders = {"validated": Path(validated), "tensors": Path(tensors)}
     quarantine = folders["validated"] / "quarantine.jsonl"
-    for path in (*folders.values(), manifest, quarantine):
+    for path in (*folders.values(), quarantine):
         if not path.exists():
             raise DataError(f"{path}: missing, so the model's lineage cannot be recorded "
                             "(run the step that writes it first)")
-    try:
-        manifest_rows, quarantined = read_jsonl(manifest), read_jsonl(quarantine)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
-    tags = {f"lpdvae.dvc.{stage}": dvc_hash(path) for stage, path in folders.items()}
-    tags["lpdvae.manifest_sha256"] = sha256_file(manifest)
+    with tempfile.TemporaryDirectory() as scratch:
+        raw_hash, manifest = _raw(raw, Path(scratch))
+        try:
+            manifest_rows, quarantined = read_jsonl(manifest), read_jsonl(quarantine)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        tags = {"lpdvae.dvc.raw": raw_hash, **{f"lpdvae.dvc.{stage}": dvc_hash(path) for stage, path in folders.items()}}
+        tags["lpdvae.manifest_sha256"] = sha256_file(manifest)
     # the source that was ingested (ingest records it per file), not the params' current one
     sources = sorted({str(row.get("source", "")) for row in manifest_rows} - {""})
     tags["lpdvae.source"] = " ".join(redact_uri(s) for s in sources)
@@ -107,3 +110,19 @@ def lineage(raw: Path, validated: Path, tensors: Path, *, git_revision: str | No
         locked = {path: md5 for outs in dvc_lock_hashes(dvc_lock).values() for path, md5 in outs.items() if md5}
         tags.update({f"lpdvae.dvclock.{path}": md5 for path, md5 in sorted(locked.items())})
     return tags
+
+
+def _raw(raw: Path | str, scratch: Path) -> tuple[str, Path]:
+    """(DVC hash of the raw folder, its manifest.jsonl as a local file): a local folder is hashed
+    as it lies; a stored one (`lpdvae.data.store`) from its listing, its manifest fetched into
+    `scratch`."""
+    from lpdvae.data.store import MANIFEST, dvc_dir_hash, fetch_one, locate
+
+    loc = locate(str(raw))
+    if loc.remote:
+        return dvc_dir_hash(loc), fetch_one(loc, MANIFEST, scratch / MANIFEST)
+    for path in (Path(raw), Path(raw) / "manifest.jsonl"):
+        if not path.exists():
+            raise DataError(f"{path}: missing, so the model's lineage cannot be recorded "
+                            "(run the step that writes it first)")
+    return dvc_hash(raw), Path(raw) / "manifest.jsonl"

@@ -48,9 +48,11 @@ from lpdvae.io import (
 from lpdvae.params import Params
 from lpdvae.validation import drift
 from lpdvae.validation.drift_reference import Reference, accepted_rows
+from lpdvae.validation.parts import ValidatePart, check_parts
 from lpdvae.validation.song_stats import (
-    collect_stats,
     printable_path,
+    stats_rows,
+    stats_table,
     track_summary,
     track_warnings,
 )
@@ -86,15 +88,39 @@ def validate(raw_dir: Path, out_dir: Path, params: Params, docs_dir: Path | None
 
     `out_dir` is byte-identical for the same input and params; `docs_dir` holds run times.
     When the batch fails the gate both stay as they were and the full report (data files +
-    `data_docs/`) lands in `<out_dir>.failed`."""
+    `data_docs/`) lands in `<out_dir>.failed`. The whole manifest is one part, merged here: a
+    fanned-out run (KFP) computes the parts in separate tasks and merges them the same way."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    docs_dir = default_docs_dir(out_dir) if docs_dir is None else Path(docs_dir)
-    _check_apart(out_dir, docs_dir)
+    _check_apart(out_dir, default_docs_dir(out_dir) if docs_dir is None else Path(docs_dir))
     rows = read_manifest(raw_dir)
     if not rows:
         raise DataError(f"{raw_dir / 'manifest.jsonl'}: no songs")
+    return merge_parts([validate_part(raw_dir, rows, params)], out_dir, params, docs_dir, reference)
+
+
+def validate_part(raw_dir: Path, rows: list[dict[str, Any]], params: Params, chunk: int = 0,
+                  chunks: int = 1) -> ValidatePart:
+    """The per-song half of validate over `rows` (files under `raw_dir`): stats rows and the
+    fingerprints grouping and duplicate detection compare across the whole corpus at the merge."""
     content: dict[str, SongContent] = {}
-    table = collect_stats(raw_dir, rows, params, content)
+    stats = stats_rows(raw_dir, rows, params, content)
+    return ValidatePart(list(rows), stats, content, chunk, chunks)
+
+
+def merge_parts(parts: list[ValidatePart], out_dir: Path, params: Params, docs_dir: Path | None = None,
+                reference: Reference | str | None = None) -> ValidateResult:
+    """The corpus-wide half of validate over `parts` (chunks 0..n-1 of the manifest in path order):
+    one stats table, tune groups and duplicates across every song, the GX suite, quarantine,
+    outputs, the gate and drift (see `validate`)."""
+    out_dir = Path(out_dir)
+    docs_dir = default_docs_dir(out_dir) if docs_dir is None else Path(docs_dir)
+    _check_apart(out_dir, docs_dir)
+    parts = check_parts(parts)
+    rows = [r for p in parts for r in p.rows]
+    if not rows:
+        raise DataError("validate: the manifest has no songs")
+    content = {path: c for p in parts for path, c in p.content.items()}
+    table = stats_table(rows, {rel: row for p in parts for rel, row in p.stats.items()})
     groups = song_groups(list(content.values()), params.validate.tune_similarity)
     table["group"] = [groups.get(path, song_id)  # unreadable songs: a group of their own
                       for path, song_id in zip(table["path"], table["song_id"], strict=True)]
@@ -107,15 +133,25 @@ def validate(raw_dir: Path, out_dir: Path, params: Params, docs_dir: Path | None
         quarantine = _quarantine_rows(table, failures)
         summary = _write_outputs(tmp, table, rows, quarantine, gx_summary, params)
         if summary["n_accepted"] == 0 or summary["bad_fraction"] > params.validate.max_bad_fraction:
-            failed_dir = out_dir.with_name(f"{out_dir.name}.failed")
-            with atomic_dir(failed_dir) as ftmp:
-                for name in tmp.iterdir():
-                    name.rename(ftmp / name.name)
-                (ftmp / "data_docs").mkdir()
-                for name in docs_tmp.iterdir():
-                    name.rename(ftmp / "data_docs" / name.name)
-            raise ValidationFailed(_failure_message(summary, params, failed_dir))
+            _keep_failed(out_dir, tmp, docs_tmp)
+            raise ValidationFailed(_failure_message(summary, params, out_dir.with_name(f"{out_dir.name}.failed")))
         report = None if reference is None else _drift(table, quarantine, reference, params, docs_tmp)
+    return _finish(summary, gx_summary, report, out_dir, docs_dir, params)
+
+
+def _keep_failed(out_dir: Path, tmp: Path, docs_tmp: Path) -> None:
+    """The failed batch's data files and docs into `<out_dir>.failed` (the outputs stay as they were)."""
+    with atomic_dir(out_dir.with_name(f"{out_dir.name}.failed")) as ftmp:
+        for name in tmp.iterdir():
+            name.rename(ftmp / name.name)
+        (ftmp / "data_docs").mkdir()
+        for name in docs_tmp.iterdir():
+            name.rename(ftmp / "data_docs" / name.name)
+
+
+def _finish(summary: dict[str, Any], gx_summary: dict[str, Any], report: drift.DriftReport | None, out_dir: Path,
+            docs_dir: Path, params: Params) -> ValidateResult:
+    """Log the batch, stop on drift where asked, and the result."""
     log.info("validate: %d songs, %d accepted, %d quarantined (%d bad)", summary["n_songs"],
              summary["n_accepted"], summary["n_quarantined"], summary["n_bad"])
     for warning in summary["warnings"]:

@@ -33,6 +33,13 @@ def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
                   content: dict[str, SongContent] | None = None) -> pd.DataFrame:
     """One stats row per manifest row (in parallel); unreadable files carry `load_error`.
     `content`, when given, receives each readable song's `SongContent` by path."""
+    return stats_table(rows, stats_rows(raw_dir, rows, params, content))
+
+
+def stats_rows(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
+               content: dict[str, SongContent] | None = None) -> dict[str, dict[str, Any]]:
+    """{manifest path: its stats row} for `rows` (a chunk of the manifest, or all of it): the
+    per-song half of `collect_stats`, which depends on no other song."""
     jobs, stats = [], {}
     for row in rows:
         rel, shown = row["path"], printable_path(row["path"])
@@ -53,6 +60,12 @@ def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
         if content is not None and melody is not None:
             content[out["path"]] = SongContent(out["path"], ids[out["path"]], out["title"], melody, notes)
         stats[out["path"]] = out
+    return stats
+
+
+def stats_table(rows: list[dict[str, Any]], stats: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The stats table of `rows` (manifest order) from their `stats_rows`, however many parts
+    computed them: built from the same dicts, it is the same table."""
     table = pd.DataFrame([{"song_id": r["sha256"], "bytes": r.get("bytes"), **stats[r["path"]]} for r in rows])
     for col in ("load_error", "load_detail"):
         if col not in table:
