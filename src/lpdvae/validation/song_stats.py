@@ -8,8 +8,9 @@ which stay out of the table.
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
                   content: dict[str, SongContent] | None = None) -> pd.DataFrame:
     """One stats row per manifest row (in parallel); unreadable files carry `load_error`.
-    `content`, when given, receives each readable song's `SongContent` by path."""
+    `content`, when given, receives each readable song's `SongContent` by path: its note keys
+    (tens of KB a song, the bulk) go to an unlinked temporary file as they arrive and come back
+    as views of its memory map, so memory holds the stats rows and top lines only."""
     jobs, stats = [], {}
     for row in rows:
         rel, shown = row["path"], printable_path(row["path"])
@@ -48,16 +51,33 @@ def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
     results = map_songs(_stats_job, readable, len(readable), params.tensorize.workers, {"params": params},
                         crashed=_stats_crashed)
     ids = {r["path"]: r["sha256"] for r in rows}
-    for out in tqdm(results, total=len(readable), desc="validate", unit="song", disable=None):
-        melody, notes = out.pop("_melody", None), out.pop("_notes", None)
-        if content is not None and melody is not None:
-            content[out["path"]] = SongContent(out["path"], ids[out["path"]], out["title"], melody, notes)
-        stats[out["path"]] = out
+    with tempfile.TemporaryFile(prefix="lpdvae-notes-") as spill:
+        kept: list[tuple[str, str, np.ndarray, int]] = []  # path, title, top line, note count
+        for out in tqdm(results, total=len(readable), desc="validate", unit="song", disable=None):
+            melody, notes = out.pop("_melody", None), out.pop("_notes", None)
+            if content is not None and melody is not None:
+                spill.write(np.ascontiguousarray(notes, dtype=np.int64).tobytes())
+                kept.append((out["path"], out["title"], np.asarray(melody).astype(np.int16), len(notes)))
+            stats[out["path"]] = out
+        if content is not None:
+            content.update(_contents(kept, ids, spill))
     table = pd.DataFrame([{"song_id": r["sha256"], "bytes": r.get("bytes"), **stats[r["path"]]} for r in rows])
     for col in ("load_error", "load_detail"):
         if col not in table:
             table[col] = None
     return table.reset_index(drop=True)
+
+
+def _contents(kept: list[tuple[str, str, np.ndarray, int]], ids: dict[str, str],
+              spill: IO[bytes]) -> dict[str, SongContent]:
+    """SongContents whose notes are views of the spilled keys' memory map (which outlives the
+    file object: the map holds the file until the last view goes)."""
+    spill.flush()
+    total = sum(k[3] for k in kept)
+    keys = np.memmap(spill, dtype=np.int64, mode="r", shape=(total,)) if total else np.zeros(0, np.int64)
+    ends = np.cumsum([k[3] for k in kept], dtype=np.int64)
+    return {path: SongContent(path, ids[path], title, melody, keys[end - n:end])
+            for (path, title, melody, n), end in zip(kept, ends.tolist(), strict=True)}
 
 
 def song_stats(song: Song, params: Params) -> dict[str, Any]:
