@@ -7,6 +7,7 @@ which stay out of the table.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
@@ -86,7 +87,7 @@ def song_stats(song: Song, params: Params) -> dict[str, Any]:
     assignment = track_assignment(mt, params.tracks)
     roll, dropped = song_roll(song, params.tracks, rep)
     kept = [k for k, a in enumerate(assignment) if a is not None]
-    active = [np.nan_to_num(np.asarray(mt.tracks[k].pianoroll, dtype=np.float32)) > 0 for k in kept]
+    active = [_sounding(mt.tracks[k].pianoroll) for k in kept]
     onsets = [(song.onsets[k] if song.onsets is not None else run_starts(mt.tracks[k].pianoroll)) for k in kept]
     n_notes = int(sum(len(o) for o in onsets))
     lo, hi = rep.lowest_pitch, rep.lowest_pitch + rep.n_pitches
@@ -131,6 +132,12 @@ def song_stats(song: Song, params: Params) -> dict[str, Any]:
         "n_phrases": int(len(phrases)),
         "title": song_title(song),
     }
+
+
+def _sounding(roll: np.ndarray) -> np.ndarray:
+    """Cells > 0 (NaN off); only a float roll needs the NaN pass and its copy."""
+    roll = np.asarray(roll)
+    return np.nan_to_num(roll.astype(np.float32)) > 0 if roll.dtype.kind == "f" else roll > 0
 
 
 def song_title(song: Song) -> str:
@@ -210,6 +217,8 @@ def _stats_job(job: tuple[str, str, str]) -> dict[str, Any]:
     params: Params = worker_state("params")  # type: ignore[assignment]
     try:
         song = read_song(path, params.representation, fmt, max_beats=params.validate.max_song_beats)
+        if song.onsets is None:  # an npz stores none: its runs' starts, found once for the three users below
+            song = dataclasses.replace(song, onsets=tuple(run_starts(t.pianoroll) for t in song.multitrack.tracks))
         melody, notes = song_melody_notes(song, params)
         return {"path": rel, **song_stats(song, params), "_melody": melody, "_notes": notes}
     except SongError as exc:
