@@ -21,6 +21,7 @@ TINY: dict[str, list[str]] = {
     "evaluate_bench": ["--phrases", "16", "--repeats", "1"],
     "fanout_bench": ["--songs", "6", "--chunks", "2"],
     "midi_parse_bench": ["--songs", "3"],
+    "scale_bench": ["--songs", "4", "--small", "3"],  # 3 songs: every split gets one
     "startup_bench": ["--repeats", "1"],
     "tensorize_bench": ["--songs", "4", "--report-only"],
     "train_bench": ["--phrases", "64", "--repeats", "1", "--small"],
@@ -35,7 +36,7 @@ def test_every_benchmark_has_a_tiny_run() -> None:
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_benchmark_runs_at_a_tiny_size_and_writes_json(name: str, tmp_path: Path) -> None:
     out = tmp_path / f"{name}.json"
-    extra = ["--work-dir", str(tmp_path / "work")] if name == "tensorize_bench" else []
+    extra = ["--work-dir", str(tmp_path / "work")] if name in ("scale_bench", "tensorize_bench") else []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *TINY[name], *extra, "--out", str(out)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -216,8 +216,8 @@ def s3_calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
     calls: Counter = Counter()
     real_client = s3_source.s3_client
 
-    def counting_client():
-        client = real_client()
+    def counting_client(*args):
+        client = real_client(*args)
         client.meta.events.register("before-call.s3", lambda model, **_: calls.update([model.name]))
         return client
 
@@ -258,6 +258,64 @@ def test_s3_changed_object_is_downloaded_again(tmp_path, s3_server, s3_songs, s3
     result = ingest(s3_songs, out, params())
     assert (result.n_copied, s3_calls["GetObject"]) == (1, 1)
     assert (out / "files/a.mid").read_bytes() == b"MThd-A"
+
+
+def pod_copy(out: Path, where: Path) -> Path:
+    """The output as a fresh cluster pod sees it: DVC checked it out elsewhere, no `.cache/`."""
+    import shutil
+
+    shutil.copytree(out, where / "raw")
+    return where / "raw"
+
+
+@pytest.mark.slow
+def test_s3_rerun_on_a_fresh_pod_downloads_nothing(tmp_path, s3_songs, s3_calls):
+    first = ingest(s3_songs, tmp_path / "raw", params())
+    out = pod_copy(tmp_path / "raw", tmp_path / "pod")
+    s3_calls.clear()
+    again = ingest(s3_songs, out, params())
+    assert (again.n_copied, s3_calls["GetObject"]) == (0, 0)
+    assert (out / "manifest.jsonl").read_bytes() == first.manifest.read_bytes()
+    assert all(r["source_token"].endswith(f":{r['bytes']}") for r in read_jsonl(out / "manifest.jsonl"))
+
+
+@pytest.mark.slow
+def test_s3_changed_object_is_the_only_download_on_a_fresh_pod(tmp_path, s3_server, s3_songs, s3_calls):
+    import boto3
+
+    ingest(s3_songs, tmp_path / "raw", params())
+    out = pod_copy(tmp_path / "raw", tmp_path / "pod")
+    boto3.client("s3", endpoint_url=s3_server).put_object(Bucket=s3_songs.split("/")[2], Key="songs/c.npz",
+                                                          Body=b"PK-new")
+    s3_calls.clear()
+    result = ingest(s3_songs, out, params())
+    assert (result.n_copied, s3_calls["GetObject"]) == (1, 1)
+    assert (out / "files/c.npz").read_bytes() == b"PK-new"
+
+
+@pytest.mark.slow
+def test_s3_token_is_not_trusted_when_the_previous_file_no_longer_matches(tmp_path, s3_songs, s3_calls):
+    out = tmp_path / "raw"
+    ingest(s3_songs, out, params())
+    (out / "files/a.mid").unlink()
+    (out / "files/a.mid").write_bytes(b"MThd-x")  # same size, other bytes
+    s3_calls.clear()
+    result = ingest(s3_songs, out, params())
+    assert (result.n_copied, s3_calls["GetObject"]) == (1, 1)
+    assert (out / "files/a.mid").read_bytes() == b"MThd-a"
+
+
+@pytest.mark.slow
+def test_s3_concurrency_does_not_change_the_manifest(tmp_path, s3_server, s3_bucket, s3_calls):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    for i in range(24):
+        s3.put_object(Bucket=s3_bucket, Key=f"many/{i % 3}/s{i:02d}.mid", Body=b"MThd" + bytes([i]) * (i + 1))
+    one = ingest(f"s3://{s3_bucket}/many", tmp_path / "one", params(data__ingest_concurrency=1))
+    eight = ingest(f"s3://{s3_bucket}/many", tmp_path / "eight", params(data__ingest_concurrency=8))
+    assert (one.n_copied, eight.n_copied, s3_calls["GetObject"]) == (24, 24, 48)
+    assert one.manifest.read_bytes() == eight.manifest.read_bytes()
 
 
 @pytest.mark.slow

@@ -12,7 +12,15 @@ from lpdvae.data.shards import SPLITS
 from lpdvae.data.splits import assign_splits, song_groups
 from lpdvae.io import read_jsonl
 from lpdvae.steps.validate import validate
-from lpdvae.validation.tune_groups import SongContent
+from lpdvae.validation import tune_groups as tune_groups_mod
+from lpdvae.validation.tune_groups import (
+    SongContent,
+    duplicates,
+    jaccard,
+    melody_ngrams,
+    ngram_keys,
+    note_similarity,
+)
 from lpdvae.validation.tune_groups import song_groups as tune_groups
 from tests import songkit
 
@@ -133,3 +141,52 @@ def test_no_split_is_empty_from_three_groups_up():
         splits = assign_splits(songs, songkit.params(**{"tensorize.split_seed": seed}))
         assert set(splits.values()) == set(SPLITS)
         assert all(len({splits[s] for s in songs if songs[s] == g}) == 1 for g in set(songs.values()))
+
+
+# --- the bounded searches give the all-pairs answers -----------------------------------------
+
+def _all_pairs_melody(songs: list[SongContent], threshold: float) -> set[tuple[str, str]]:
+    """The definition: every pair of songs, set Jaccard of their melody n-grams."""
+    grams = {s.path: melody_ngrams(s.melody) for s in songs}
+    return {(a.path, b.path) for i, b in enumerate(songs) for a in songs[:i]
+            if jaccard(grams[a.path], grams[b.path]) >= threshold}
+
+
+def _all_pairs_duplicates(members: list[SongContent], similarity: float) -> dict[str, tuple[str, float]]:
+    """The definition: each song against every earlier song of its group, in path order."""
+    out: dict[str, tuple[str, float]] = {}
+    for i, song in enumerate(members):
+        for twin in members[:i]:
+            score = note_similarity(twin.notes, song.notes)
+            if twin.path not in out and score >= similarity:
+                out[song.path] = (twin.path, score)
+                break
+    return out
+
+
+def test_melody_pairs_in_blocks_are_the_all_pairs_answer(monkeypatch):
+    rng = np.random.default_rng(11)
+    tunes = [rng.integers(50, 80, 60) for _ in range(40)]
+    variants = [np.r_[t[: int(rng.integers(20, 60))] + int(rng.integers(-5, 6)), rng.integers(50, 80, 30)]
+                for t in tunes[:25]]  # transposed partial copies, some above 0.25, some below
+    songs = [_song(k, list(m)) for k, m in enumerate([*tunes, *variants])]
+    monkeypatch.setattr(tune_groups_mod, "PAIR_BLOCK", 7)  # several blocks, one partial
+    expected = _all_pairs_melody(songs, 0.25)
+    assert 5 < len(expected) < 25
+    assert tune_groups_mod._melody_pairs({s.path: ngram_keys(s.melody) for s in songs}, 0.25) == expected
+
+
+def test_duplicate_search_with_prefix_filter_is_the_all_pairs_answer():
+    rng = np.random.default_rng(5)
+    base = [np.unique(rng.integers(0, 4000, 300)) for _ in range(6)]
+    notes = []
+    for k in range(60):  # one large group: copies of 6 songs, transposed, with 0-20% of notes changed
+        keys = base[k % 6].copy()
+        changed = rng.random(len(keys)) < rng.choice([0.0, 0.03, 0.08, 0.2])
+        keys[changed] = rng.integers(0, 4000, int(changed.sum()))
+        track, step, pitch = keys % 2, keys // 2 % 200, 60 + keys // 400 % 10
+        notes.append(np.unique((track << 40) | (step << 9) | (pitch + int(rng.integers(-3, 4)) + 64)))
+    members = [SongContent(f"files/d{k:02d}.mid", f"d{k}", "", np.zeros(0, np.int64), n) for k, n in enumerate(notes)]
+    expected = _all_pairs_duplicates(members, 0.9)
+    assert 10 < len(expected) < 50
+    assert duplicates(members, dict.fromkeys((m.path for m in members), "g"), 0.9) == expected

@@ -34,6 +34,7 @@ class DataParams:
     max_archive_bytes: int
     max_archive_members: int
     max_archive_ratio: float
+    ingest_concurrency: int
 
 
 TRACK_KINDS = ("monophonic", "polyphonic", "drums")
@@ -480,6 +481,7 @@ _INPUT_BOUNDS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.max_archive_bytes": (lambda v: v > 0, "must be > 0"),
     "data.max_archive_members": (lambda v: v > 0, "must be > 0"),
     "data.max_archive_ratio": (lambda v: math.isfinite(v) and v >= 1, "must be a finite number >= 1"),
+    "data.ingest_concurrency": (lambda v: v > 0, "must be > 0"),
     "validate.min_bars": (lambda v: v >= 0, "must be >= 0"),
     "validate.min_notes": (lambda v: v >= 0, "must be >= 0"),
     "validate.max_polyphony": (lambda v: v > 0, "must be > 0"),

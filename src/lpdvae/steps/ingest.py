@@ -9,15 +9,24 @@ mtime, so DVC and downstream caches see them as unchanged.
 A member that cannot be placed safely (a symlink, a name that is not UTF-8 or longer than the
 file system allows, a path that is both a file and a folder) is not copied: it is listed with its reason in `skipped.jsonl` and the
 rest of the source is ingested. The source URI is recorded with its credentials redacted.
-Staging data that is not part of the output lives in `<out_dir>.cache/`, beside it.
+Staging data that is not part of the output lives in `<out_dir>.cache/`, beside it; what a rerun
+needs to skip unchanged files (an S3 object's `source_token`) is in the manifest itself.
+
+Files are placed by `data.ingest_concurrency` threads (S3 downloads wait on the network; an
+archive's members, one stream, are read by one), at most twice that many in flight; the
+manifest is written in path order whatever order they finish in.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -25,7 +34,7 @@ from tqdm import tqdm
 
 from lpdvae.data.redact import redact_uri
 from lpdvae.data.sources import Entry, Skipped, open_source
-from lpdvae.data.sources.base import ingest_format, name_too_long, printable
+from lpdvae.data.sources.base import FILES_PREFIX, MANIFEST, ingest_format, name_too_long, printable
 from lpdvae.errors import DataError
 from lpdvae.io import atomic_dir, atomic_write_jsonl, sha256_file
 from lpdvae.layout import CWD
@@ -33,9 +42,8 @@ from lpdvae.params import Params
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.jsonl"
 SKIPPED = "skipped.jsonl"
-FILES = "files"
+FILES = FILES_PREFIX.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,30 @@ def select(items: list[Entry | Skipped]) -> tuple[list[tuple[Entry, str]], list[
     return [chosen[r] for r in sorted(chosen)], skipped, n_ignored
 
 
+def placed(entries: list[tuple[Entry, str]], tmp: Path, out_dir: Path,
+           workers: int) -> Iterator[tuple[Entry, str, str, bool]]:
+    """(entry, format, sha256, copied) for each entry in order, `place`d by `workers` threads with
+    at most 2 x workers in flight (bounded memory however long the list). On an error the
+    fetches not yet started are cancelled and the running ones finish before it propagates, so
+    nothing writes into the temp folder while atomic_dir removes it."""
+    if not all(e.threadsafe for e, _ in entries):
+        workers = 1
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="ingest")
+    window: deque[tuple[Entry, str, Future]] = deque()
+    try:
+        for entry, fmt in entries:
+            rel = f"{FILES}/{entry.rel}"
+            window.append((entry, fmt, pool.submit(place, entry, tmp / rel, out_dir / rel)))
+            if len(window) >= 2 * workers:
+                entry, fmt, done = window.popleft()
+                yield entry, fmt, *done.result()
+        while window:
+            entry, fmt, done = window.popleft()
+            yield entry, fmt, *done.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def ingest(source: str, out_dir: Path, params: Params) -> IngestResult:
     """Mirror the song files of `source` into out_dir (see docs/architecture.md, ingest)."""
     out_dir = Path(out_dir)
@@ -133,18 +165,18 @@ def ingest(source: str, out_dir: Path, params: Params) -> IngestResult:
         log.info("%s: %d song files listed, %d ignored, %d skipped", label, len(entries), n_ignored, len(skipped))
         for s in skipped:
             log.warning("%s: skipped %r: %s", label, s.rel, s.reason)
-        bar = tqdm(entries, total=len(entries), unit="file", desc="ingest")
-        for entry, fmt in bar:
-            if entry.size > limit:
-                raise DataError(f"{label}: {entry.rel}: {entry.size} bytes is larger than "
-                                f"data.max_file_bytes={limit}")
-            rel = f"{FILES}/{entry.rel}"
-            sha, copied = place(entry, tmp / rel, out_dir / rel)
-            n_copied += copied
-            size = (tmp / rel).stat().st_size
-            n_bytes += size
-            rows.append({"path": rel, "sha256": sha, "bytes": size, "source": label, "format": fmt})
-            bar.set_postfix(copied=n_copied, ignored=n_ignored, size=tqdm.format_sizeof(n_bytes, "B", 1024))
+        if big := next((e for e, _ in entries if e.size > limit), None):  # before any transfer
+            raise DataError(f"{label}: {big.rel}: {big.size} bytes is larger than data.max_file_bytes={limit}")
+        bar = tqdm(total=len(entries), unit="file", desc="ingest")
+        with contextlib.closing(placed(entries, tmp, out_dir, params.data.ingest_concurrency)) as results:
+            for entry, fmt, sha, copied in results:
+                n_copied += copied
+                rel = f"{FILES}/{entry.rel}"
+                size = (tmp / rel).stat().st_size
+                n_bytes += size
+                rows.append(_row(rel, sha, size, label, fmt, entry.token()))
+                bar.update()
+                bar.set_postfix(copied=n_copied, ignored=n_ignored, size=tqdm.format_sizeof(n_bytes, "B", 1024))
         bar.close()
         if not rows:
             raise DataError(f"{label}: no song files (.mid, .midi, .npz) found"
@@ -156,6 +188,13 @@ def ingest(source: str, out_dir: Path, params: Params) -> IngestResult:
     log.info("ingested %s: %d files (%d bytes), %d copied, %d ignored, %d skipped",
              label, result.n_files, result.n_bytes, result.n_copied, result.n_ignored, result.n_skipped)
     return result
+
+
+def _row(rel: str, sha: str, size: int, label: str, fmt: str, token: str | None) -> dict:
+    """A manifest row; `source_token` only where the source versions its files (S3), so other
+    sources' manifests are as before."""
+    row = {"path": rel, "sha256": sha, "bytes": size, "source": label, "format": fmt}
+    return row if token is None else {**row, "source_token": token}
 
 
 def _cmd(args: argparse.Namespace, params: Params) -> int:

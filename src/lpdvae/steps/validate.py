@@ -222,9 +222,10 @@ def _first_duplicates_kept(table: pd.DataFrame, failures: dict[str, list[str]]) 
             failures[path] = rest
         else:
             failures.pop(path, None)
-    for path in table[table.duplicated("song_id", keep="first")]["path"]:
-        first = table.loc[table["song_id"] == table.loc[table["path"] == path, "song_id"].iloc[0], "path"].iloc[0]
-        failures[path] = [f"duplicate: same content as {first}" if d.startswith("duplicate:") else d
+    first_of = dict(zip(dup_first["song_id"], dup_first["path"], strict=True))  # a lookup: scans would be n x copies
+    copies = table[table.duplicated("song_id", keep="first")]
+    for path, song_id in zip(copies["path"], copies["song_id"], strict=True):
+        failures[path] = [f"duplicate: same content as {first_of[song_id]}" if d.startswith("duplicate:") else d
                           for d in failures.get(path, ["duplicate:"])]
 
 

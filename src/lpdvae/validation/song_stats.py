@@ -7,9 +7,11 @@ which stay out of the table.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +41,9 @@ def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
 def stats_rows(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
                content: dict[str, SongContent] | None = None) -> dict[str, dict[str, Any]]:
     """{manifest path: its stats row} for `rows` (a chunk of the manifest, or all of it): the
-    per-song half of `collect_stats`, which depends on no other song."""
+    per-song half of `collect_stats`, which depends on no other song. A `SongContent`'s note keys
+    (tens of KB a song, the bulk) go to an unlinked temporary file as they arrive and come back
+    as views of its memory map, so memory holds the stats rows and top lines only."""
     jobs, stats = [], {}
     for row in rows:
         rel, shown = row["path"], printable_path(row["path"])
@@ -55,11 +59,16 @@ def stats_rows(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
     results = map_songs(_stats_job, readable, len(readable), params.tensorize.workers, {"params": params},
                         crashed=_stats_crashed)
     ids = {r["path"]: r["sha256"] for r in rows}
-    for out in tqdm(results, total=len(readable), desc="validate", unit="song", disable=None):
-        melody, notes = out.pop("_melody", None), out.pop("_notes", None)
-        if content is not None and melody is not None:
-            content[out["path"]] = SongContent(out["path"], ids[out["path"]], out["title"], melody, notes)
-        stats[out["path"]] = out
+    with tempfile.TemporaryFile(prefix="lpdvae-notes-") as spill:
+        kept: list[tuple[str, str, np.ndarray, int]] = []  # path, title, top line, note count
+        for out in tqdm(results, total=len(readable), desc="validate", unit="song", disable=None):
+            melody, notes = out.pop("_melody", None), out.pop("_notes", None)
+            if content is not None and melody is not None:
+                spill.write(np.ascontiguousarray(notes, dtype=np.int64).tobytes())
+                kept.append((out["path"], out["title"], np.asarray(melody).astype(np.int16), len(notes)))
+            stats[out["path"]] = out
+        if content is not None:
+            content.update(_contents(kept, ids, spill))
     return stats
 
 
@@ -73,13 +82,25 @@ def stats_table(rows: list[dict[str, Any]], stats: dict[str, dict[str, Any]]) ->
     return table.reset_index(drop=True)
 
 
+def _contents(kept: list[tuple[str, str, np.ndarray, int]], ids: dict[str, str],
+              spill: IO[bytes]) -> dict[str, SongContent]:
+    """SongContents whose notes are views of the spilled keys' memory map (which outlives the
+    file object: the map holds the file until the last view goes)."""
+    spill.flush()
+    total = sum(k[3] for k in kept)
+    keys = np.memmap(spill, dtype=np.int64, mode="r", shape=(total,)) if total else np.zeros(0, np.int64)
+    ends = np.cumsum([k[3] for k in kept], dtype=np.int64)
+    return {path: SongContent(path, ids[path], title, melody, keys[end - n:end])
+            for (path, title, melody, n), end in zip(kept, ends.tolist(), strict=True)}
+
+
 def song_stats(song: Song, params: Params) -> dict[str, Any]:
     """One stats row: source tracks, meter, tempo, length, notes, pitch range, emptiness, polyphony."""
     mt, rep = song.multitrack, params.representation
     assignment = track_assignment(mt, params.tracks)
     roll, dropped = song_roll(song, params.tracks, rep)
     kept = [k for k, a in enumerate(assignment) if a is not None]
-    active = [np.nan_to_num(np.asarray(mt.tracks[k].pianoroll, dtype=np.float32)) > 0 for k in kept]
+    active = [_sounding(mt.tracks[k].pianoroll) for k in kept]
     onsets = [(song.onsets[k] if song.onsets is not None else run_starts(mt.tracks[k].pianoroll)) for k in kept]
     n_notes = int(sum(len(o) for o in onsets))
     lo, hi = rep.lowest_pitch, rep.lowest_pitch + rep.n_pitches
@@ -124,6 +145,12 @@ def song_stats(song: Song, params: Params) -> dict[str, Any]:
         "n_phrases": int(len(phrases)),
         "title": song_title(song),
     }
+
+
+def _sounding(roll: np.ndarray) -> np.ndarray:
+    """Cells > 0 (NaN off); only a float roll needs the NaN pass and its copy."""
+    roll = np.asarray(roll)
+    return np.nan_to_num(roll.astype(np.float32)) > 0 if roll.dtype.kind == "f" else roll > 0
 
 
 def song_title(song: Song) -> str:
@@ -203,6 +230,8 @@ def _stats_job(job: tuple[str, str, str]) -> dict[str, Any]:
     params: Params = worker_state("params")  # type: ignore[assignment]
     try:
         song = read_song(path, params.representation, fmt, max_beats=params.validate.max_song_beats)
+        if song.onsets is None:  # an npz stores none: its runs' starts, found once for the three users below
+            song = dataclasses.replace(song, onsets=tuple(run_starts(t.pianoroll) for t in song.multitrack.tracks))
         melody, notes = song_melody_notes(song, params)
         return {"path": rel, **song_stats(song, params), "_melody": melody, "_notes": notes}
     except SongError as exc:

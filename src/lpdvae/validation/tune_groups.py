@@ -22,6 +22,7 @@ least `validate.duplicate_similarity`. Of such a pair the song with the smaller 
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections import defaultdict
@@ -34,6 +35,7 @@ from scipy import sparse
 MELODY_NGRAM = 6  # intervals per n-gram: shorter ones (5) chain unrelated chorales into one group
 COMMON_NGRAM_SONGS = 1000  # an n-gram in more songs proposes no pairs (cost); still counts in the score
 MAX_SHIFT = 12  # transpositions tried when comparing two songs' notes
+PAIR_BLOCK = 2048  # songs per block of the pair search: its memory is one block's candidates, not the corpus's
 # placeholder sequence names that say nothing about the piece
 GENERIC_TITLES = frozenset({"", "untitled", "unnamed", "noname", "title", "track", "track1", "sequence",
                             "sequence1", "song", "midi", "conductor", "tempo", "tempotrack", "copyright"})
@@ -47,7 +49,8 @@ class SongContent:
     song_id: str
     title: str  # metadata title; "" when the file names none
     melody: np.ndarray  # int, top-line pitches at successive onsets
-    notes: np.ndarray  # int64 sorted keys of (track, step, pitch), see `note_keys`
+    notes: np.ndarray  # int64 sorted keys of (track, step, pitch), see `note_keys` (validate's may
+    # be a view of a memory-mapped file: only the songs compared are ever read back)
 
 
 def title_key(title: str) -> str:
@@ -103,23 +106,44 @@ def _find(parent: dict[str, str], x: str) -> str:
     return x
 
 
-def _melody_pairs(grams: dict[str, set[bytes]], threshold: float) -> set[tuple[str, str]]:
-    """Pairs of paths whose melody n-gram sets have Jaccard >= threshold. Candidates share an
-    n-gram held by at most COMMON_NGRAM_SONGS songs; the counts are sparse matrix products,
-    since a loop over pairs grows with the square of the corpus."""
+def ngram_keys(melody: np.ndarray) -> np.ndarray:
+    """`melody_ngrams` as sorted unique int64 keys: the n-gram's interval bytes packed into one
+    number (6 bytes), so equal keys are equal n-grams, without a Python object per n-gram."""
+    steps = np.diff(np.asarray(melody, dtype=np.int64)).astype(np.int8).view(np.uint8).astype(np.int64)
+    n = len(steps) - MELODY_NGRAM + 1
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    keys = np.zeros(n, np.int64)
+    for k in range(MELODY_NGRAM):
+        keys |= steps[k:k + n] << (8 * k)
+    return np.unique(keys)
+
+
+def _melody_pairs(grams: dict[str, np.ndarray], threshold: float) -> set[tuple[str, str]]:
+    """Pairs of paths whose melody n-gram sets (`ngram_keys`) have Jaccard >= threshold.
+    Candidates share an n-gram held by at most COMMON_NGRAM_SONGS songs, so there are at most
+    COMMON_NGRAM_SONGS x (n-grams in all) of them: linear in the corpus. They are counted by
+    sparse products (songs x n-grams) a block of PAIR_BLOCK songs at a time, so memory holds
+    one block's candidates, not the corpus's."""
     paths = sorted(grams)
-    vocab: dict[bytes, int] = {}
-    rows = [i for i, p in enumerate(paths) for _ in grams[p]]
-    cols = [vocab.setdefault(g, len(vocab)) for p in paths for g in grams[p]]
-    songs = sparse.csr_matrix((np.ones(len(rows), np.int32), (rows, cols)), shape=(len(paths), len(vocab)))
-    held = np.asarray(songs.sum(axis=0)).ravel()
-    rare, common = songs[:, held <= COMMON_NGRAM_SONGS], songs[:, held > COMMON_NGRAM_SONGS]
-    candidates = sparse.triu(rare @ rare.T, k=1).tocoo()
-    i, j = candidates.row, candidates.col
-    shared = candidates.data + np.asarray(common[i].multiply(common[j]).sum(axis=1)).ravel()
-    sizes = np.asarray(songs.sum(axis=1)).ravel()
-    keep = shared >= threshold * (sizes[i] + sizes[j] - shared)
-    return {(paths[a], paths[b]) for a, b in zip(i[keep].tolist(), j[keep].tolist(), strict=True)}
+    sizes = np.array([len(grams[p]) for p in paths], dtype=np.int64)
+    if not sizes.sum():
+        return set()
+    vocab, cols = np.unique(np.concatenate([grams[p] for p in paths]), return_inverse=True)
+    songs = sparse.csr_matrix((np.ones(len(cols), np.int32), cols.ravel(), np.r_[0, np.cumsum(sizes)]),
+                              shape=(len(paths), len(vocab)))
+    held = np.bincount(cols.ravel(), minlength=len(vocab))
+    rare, common = songs[:, held <= COMMON_NGRAM_SONGS], songs[:, held > COMMON_NGRAM_SONGS].tocsr()
+    rare_t = rare.T.tocsr()
+    out: set[tuple[str, str]] = set()
+    for lo in range(0, len(paths), PAIR_BLOCK):
+        block = (rare[lo:lo + PAIR_BLOCK] @ rare_t).tocoo()
+        upper = block.col > block.row + lo
+        i, j = block.row[upper] + lo, block.col[upper]
+        shared = block.data[upper] + np.asarray(common[i].multiply(common[j]).sum(axis=1)).ravel()
+        keep = shared >= threshold * (sizes[i] + sizes[j] - shared)
+        out.update((paths[a], paths[b]) for a, b in zip(i[keep].tolist(), j[keep].tolist(), strict=True))
+    return out
 
 
 def song_groups(songs: Sequence[SongContent], tune_similarity: float) -> dict[str, str]:
@@ -127,7 +151,7 @@ def song_groups(songs: Sequence[SongContent], tune_similarity: float) -> dict[st
     base = {s.path: (f"title:{k}" if (k := title_key(s.title)) else s.song_id) for s in songs}
     parent = {s.path: s.path for s in songs}
     by_title: dict[str, str] = {}
-    pairs = _melody_pairs({s.path: melody_ngrams(s.melody) for s in songs}, tune_similarity)
+    pairs = _melody_pairs({s.path: ngram_keys(s.melody) for s in songs}, tune_similarity)
     for s in sorted(songs, key=lambda s: s.path):
         if base[s.path].startswith("title:"):
             pairs.add((by_title.setdefault(base[s.path], s.path), s.path))
@@ -155,21 +179,73 @@ def note_similarity(a: np.ndarray, b: np.ndarray) -> float:
 def duplicates(songs: Sequence[SongContent], groups: dict[str, str],
                similarity: float) -> dict[str, tuple[str, float]]:
     """{path: (twin path, similarity)} for each song whose notes (nearly) repeat those of a song
-    with a smaller path in its group; the twin is itself kept."""
+    with a smaller path in its group; the twin is itself kept. A song alone in its group (most
+    songs) is never compared, so its notes are never read."""
     by_group: dict[str, list[SongContent]] = defaultdict(list)
     for s in sorted(songs, key=lambda s: s.path):
         by_group[groups[s.path]].append(s)
     out: dict[str, tuple[str, float]] = {}
     for members in by_group.values():
-        for i, song in enumerate(members):
-            for twin in members[:i]:
-                if twin.path in out or not _comparable(song.notes, twin.notes, similarity):
-                    continue
-                score = note_similarity(twin.notes, song.notes)
-                if score >= similarity:
-                    out[song.path] = (twin.path, score)
-                    break
+        if len(members) > 1:
+            out.update(_group_duplicates(members, similarity))
     return out
+
+
+def _group_duplicates(members: list[SongContent], similarity: float) -> dict[str, tuple[str, float]]:
+    """`duplicates` within one group (`members` in path order): each song against the songs
+    before it, in path order, that `_candidate_pairs` leaves (the others cannot reach it)."""
+    twins_of: dict[int, list[int]] = defaultdict(list)
+    for a, b in sorted(_candidate_pairs([m.notes for m in members], similarity)):
+        twins_of[b].append(a)
+    out: dict[str, tuple[str, float]] = {}
+    for i, song in enumerate(members):
+        for k in twins_of.get(i, ()):
+            twin = members[k]
+            if twin.path in out or not _comparable(song.notes, twin.notes, similarity):
+                continue
+            score = note_similarity(twin.notes, song.notes)
+            if score >= similarity:
+                out[song.path] = (twin.path, score)
+                break
+    return out
+
+
+def slot_tokens(notes: np.ndarray) -> np.ndarray:
+    """The notes' (track, step) slots, the j-th note of a slot its own token: unchanged by any
+    transposition, and two songs share at least |A & (B + shift)| of them for every shift, so
+    their Jaccard bounds the notes' (`note_similarity`) from above."""
+    slots = np.asarray(notes, dtype=np.int64) >> 9
+    if not len(slots):
+        return slots
+    first = np.flatnonzero(np.r_[True, slots[1:] != slots[:-1]])  # keys are sorted: slots run together
+    rank = np.arange(len(slots)) - np.repeat(first, np.diff(np.r_[first, len(slots)]))
+    return (slots << 8) | rank  # at most 128 notes (pitches) share a slot
+
+
+def _candidate_pairs(notes: list[np.ndarray], similarity: float) -> set[tuple[int, int]]:
+    """(a, b), a < b, of the songs whose note similarity may reach `similarity`: every pair that
+    does is here. Prefix filtering (as in set-similarity joins): with tokens ordered rarest first,
+    two sets of Jaccard >= t share a token among their first |x| - ceil(t |x|) + 1, and
+    `slot_tokens`' Jaccard is at least the notes'. A group of many songs then costs about its
+    near-identical pairs, not the square of its size."""
+    n = len(notes)
+    if similarity <= 0 or n < 3:  # everything may qualify / one pair: nothing to filter
+        return {(a, b) for b in range(n) for a in range(b)}
+    tokens = [slot_tokens(x) for x in notes]
+    vocab, inverse, counts = np.unique(np.concatenate(tokens), return_inverse=True, return_counts=True)
+    rank = np.empty(len(vocab), np.int64)
+    rank[np.lexsort((vocab, counts))] = np.arange(len(vocab))
+    ends = np.cumsum([len(t) for t in tokens])
+    rows, cols = [], []
+    for k, (start, end) in enumerate(zip(np.r_[0, ends[:-1]], ends, strict=True)):
+        size = int(end - start)
+        keep = size - math.ceil(similarity * size - 1e-6) + 1  # the slack only lengthens the prefix
+        cols.append(np.sort(rank[inverse.ravel()[start:end]])[:max(0, keep)])
+        rows.append(np.full(len(cols[-1]), k))
+    prefixes = sparse.csr_matrix((np.ones(sum(map(len, cols)), np.int32), (np.concatenate(rows), np.concatenate(cols))),
+                                 shape=(n, len(vocab)))
+    pairs = sparse.triu(prefixes @ prefixes.T, k=1).tocoo()
+    return set(zip(pairs.row.tolist(), pairs.col.tolist(), strict=True))
 
 
 def _comparable(a: np.ndarray, b: np.ndarray, similarity: float) -> bool:

@@ -8,6 +8,7 @@ size bombs) is a DataError instead.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
@@ -22,6 +23,8 @@ FORMATS = {".mid": "midi", ".midi": "midi", ".npz": "npz"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 NAME_MAX = 255  # bytes per path component on Linux file systems (ext4, xfs, btrfs, tmpfs)
 LINK_REASON = "symbolic link: not followed (links could point outside the source)"
+MANIFEST = "manifest.jsonl"  # the ingest output's file list (lpdvae.steps.ingest writes it)
+FILES_PREFIX = "files/"  # where the songs lie in the output, as manifest paths spell it
 
 
 def _unknown() -> str | None:
@@ -36,12 +39,19 @@ class Entry:
     `known_sha256` gives the digest without fetching when the source can (a local file, an S3
     object unchanged since the last run); it is trusted only when the previous output file
     hashes to the same value, and then that file is linked instead of fetched.
+    `token`, asked after `fetch` or a trusted `known_sha256`, is the source's version of what
+    was placed (an S3 object's ETag:size as read), recorded in the manifest as `source_token`
+    so the next run, even on another machine, can tell it unchanged (`previous_tokens`).
+    `threadsafe`: entries may be fetched from several threads at once (not so for members of
+    one archive stream).
     """
 
     rel: str
     size: int
     fetch: Callable[[Path], str]
     known_sha256: Callable[[], str | None] = _unknown
+    token: Callable[[], str | None] = _unknown
+    threadsafe: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,5 +116,24 @@ def copy_capped(src: IO[bytes], dest: Path, limit: int, where: str) -> str:
 
 
 def cache_dir(out_dir: Path) -> Path:
-    """Sibling of out_dir for staging (demo renders, downloads, S3 index); never a DVC output."""
+    """Sibling of out_dir for staging (demo renders, downloads); never a DVC output, and lost
+    with the pod on a cluster: what a rerun must find lives in the output (`previous_tokens`)."""
     return out_dir.with_name(f"{out_dir.name}.cache")
+
+
+def previous_tokens(out_dir: Path, label: str) -> dict[str, tuple[str, str]]:
+    """{rel: (source_token, sha256)} of the previous output's manifest rows from `label`; {} when
+    there is none or it cannot be read (a lost or damaged record costs downloads, never a wrong
+    file: a token is trusted only after the previous file hashes to its sha256)."""
+    out: dict[str, tuple[str, str]] = {}
+    try:
+        with open(Path(out_dir) / MANIFEST, encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                token, sha, path = row.get("source_token"), row.get("sha256"), row.get("path")
+                if row.get("source") == label and isinstance(token, str) and isinstance(sha, str) \
+                        and isinstance(path, str) and path.startswith(FILES_PREFIX):
+                    out[path[len(FILES_PREFIX):]] = (token, sha)
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return out

@@ -49,7 +49,7 @@ def local_entries(root: Path, limit: int, files: list[Path] | None = None) -> It
             with src:
                 return copy_capped(src, dest, limit, str(p))
 
-        yield Entry(rel, st.st_size, fetch, lambda p=path: sha256_file(p))
+        yield Entry(rel, st.st_size, fetch, lambda p=path: sha256_file(p), threadsafe=True)
 
 
 def refuse_overlap(root: Path, out_dir: Path) -> None:

@@ -1,51 +1,46 @@
 """`s3://bucket/prefix`: objects under a prefix (boto3; `LPDVAE_DATA_AWS_*` or `AWS_*` settings,
 AWS_ENDPOINT_URL for MinIO or moto).
 
-A per-source index {key: {token: etag:size, sha256}} from the last successful run lets
-unchanged objects skip the download; it is rewritten only after the output was swapped in, so
-a stale index costs downloads, never a wrong file.
+Each manifest row of an object records its `source_token` (ETag:size of the object as it was
+read); the next run reads them back from the previous output (`base.previous_tokens`), so an
+object listed with the same token is not downloaded again when the previous file still hashes
+to the recorded sha256. The record travels with the output (DVC tracks it), so a rerun on a
+fresh pod starts warm; a stale or missing record costs downloads, never a wrong file. Objects
+are fetched from several threads (`data.ingest_concurrency`); boto3's clients are thread-safe.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 from lpdvae.data.redact import redact_uri
-from lpdvae.data.sources.base import Entry, Skipped, cache_dir, copy_capped, safe_rel
+from lpdvae.data.sources.base import Entry, Skipped, copy_capped, previous_tokens, safe_rel
 from lpdvae.errors import DataError
-from lpdvae.io import atomic_write_json
 from lpdvae.params import Params
 
 S3_PAGE_SIZE = 1000  # keys per ListObjectsV2 page (the S3 maximum)
 S3_MAX_ATTEMPTS = 5  # botocore "standard" retries: throttling, 5xx, connection errors
 
 
-def s3_client():
+def s3_client(connections: int = 10):
     """boto3 S3 client with the data source's credentials (`LPDVAE_DATA_AWS_*`, else boto3's
-    defaults: `lpdvae.host.s3auth`), transient errors retried with exponential backoff by botocore."""
+    defaults: `lpdvae.host.s3auth`), transient errors retried with exponential backoff by botocore,
+    a connection per fetching thread (botocore keeps 10 by default and warns past them)."""
     from botocore.config import Config
 
     from lpdvae.host.s3auth import s3_client as purpose_client
 
-    return purpose_client("data", Config(retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}))
-
-
-def _load_index(path: Path) -> dict[str, dict[str, str]]:
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return index if isinstance(index, dict) else {}
+    return purpose_client("data", Config(retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+                                         max_pool_connections=max(10, connections)))
 
 
 @contextlib.contextmanager
 def s3_entries(uri: str, out_dir: Path, params: Params) -> Iterator[Iterator[Entry | Skipped]]:
-    """Entries of the objects under the prefix; the index is saved when the block ends cleanly."""
+    """Entries of the objects under the prefix, tokens of the previous output trusted (see the
+    module doc)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     label = redact_uri(uri)
@@ -55,11 +50,10 @@ def s3_entries(uri: str, out_dir: Path, params: Params) -> Iterator[Iterator[Ent
         raise DataError(f"{label}: no bucket (expected s3://bucket/prefix)")
     if prefix and not prefix.endswith("/"):
         prefix += "/"  # s3://b/songs must not match s3://b/songs2/...
-    client = s3_client()
+    client = s3_client(params.data.ingest_concurrency)
     limit = params.data.max_file_bytes
-    index_path = cache_dir(out_dir) / f"s3-index-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.json"
-    old_index = _load_index(index_path)
-    new_index: dict[str, dict[str, str]] = {}
+    old = previous_tokens(out_dir, label)
+    placed: dict[str, str] = {}  # key -> token of what this run placed (one thread per key)
 
     def fetch(key: str) -> Callable[[Path], str]:
         def run(dest: Path) -> str:
@@ -71,17 +65,16 @@ def s3_entries(uri: str, out_dir: Path, params: Params) -> Iterator[Iterator[Ent
             except (ClientError, BotoCoreError) as exc:
                 raise DataError(f"{where}: cannot download: {redact_uri(str(exc))}") from None
             # The token of what was actually read (the object may change after listing).
-            new_index[key] = {"token": f"{resp['ETag']}:{resp['ContentLength']}", "sha256": sha}
+            placed[key] = f"{resp['ETag']}:{resp['ContentLength']}"
             return sha
         return run
 
-    def known(key: str, token: str) -> Callable[[], str | None]:
+    def known(key: str, rel: str, token: str) -> Callable[[], str | None]:
         def run() -> str | None:
-            old = old_index.get(key)
-            if not isinstance(old, dict) or old.get("token") != token:
+            if old.get(rel, ("", ""))[0] != token:
                 return None
-            new_index[key] = old
-            return old.get("sha256")
+            placed[key] = token
+            return old[rel][1]
         return run
 
     try:
@@ -98,7 +91,7 @@ def s3_entries(uri: str, out_dir: Path, params: Params) -> Iterator[Iterator[Ent
                 continue  # folder marker
             rel = safe_rel(key[len(prefix):], f"s3://{bucket}/{key}")
             token = f"{obj['ETag']}:{obj['Size']}"
-            yield Entry(rel, int(obj["Size"]), fetch(key), known(key, token))
+            yield Entry(rel, int(obj["Size"]), fetch(key), known(key, rel, token),
+                        lambda key=key: placed.get(key), threadsafe=True)
 
     yield entries()
-    atomic_write_json(index_path, new_index)
