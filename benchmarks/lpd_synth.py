@@ -81,6 +81,17 @@ def _hits(pattern: str) -> np.ndarray:
     return np.array([i for i, c in enumerate(pattern) if c != "0"], dtype=np.int64)
 
 
+def _vary(rng: np.random.Generator, options: tuple[str, ...], add: float = 0.12, drop: float = 0.12) -> str:
+    """One of `options` with a few 8ths added and off-beat onsets dropped: a section's own rhythm."""
+    cells = list(options[rng.integers(len(options))])
+    for i in range(1, 16):
+        if cells[i] == "0" and i % 2 == 0 and rng.random() < add:
+            cells[i] = "1"
+        elif cells[i] != "0" and i % 4 and rng.random() < drop:
+            cells[i] = "0"
+    return "".join(cells)
+
+
 def _legato(starts: np.ndarray, end: int, staccato: bool = False) -> np.ndarray:
     """Durations up to the next onset (or `end`) less the gap; staccato: at most an eighth."""
     nxt = np.append(starts[1:], end)
@@ -88,11 +99,12 @@ def _legato(starts: np.ndarray, end: int, staccato: bool = False) -> np.ndarray:
     return np.minimum(dur, 2 * SIXTEENTH - GAP) if staccato else dur
 
 
-def _chord(key: int, scale: tuple[int, ...], degree: int, lo: int, size: int = 3) -> np.ndarray:
-    """The triad on `degree` (plus the root an octave up when size 4), each tone in [lo, lo + 12)."""
-    pcs = [key + scale[(degree + 2 * i) % 7] for i in range(3)]
+def _chord(key: int, scale: tuple[int, ...], degree: int, lo: int, size: int = 3, seventh: bool = False) -> np.ndarray:
+    """The triad on `degree` (size 4: plus its seventh, or the root an octave up), each tone of
+    the triad in [lo, lo + 12): `lo` picks the inversion."""
+    pcs = [key + scale[(degree + 2 * i) % 7] for i in range(4 if seventh else 3)]
     tones = sorted(lo + (pc - lo) % 12 for pc in pcs)
-    if size > 3:
+    if size > 3 and not seventh:
         tones.append(lo + (pcs[0] - lo) % 12 + 12)
     return np.array(tones, dtype=np.int64)
 
@@ -108,13 +120,19 @@ def _comp(chords: list[np.ndarray], pattern: str, staccato: bool) -> Notes:
     return Notes.join(parts)
 
 
-def _bass(roots: list[int], pattern: str) -> Notes:
-    """One note at a time: the bar's root (or its fifth / octave where the pattern says)."""
+def _bass(roots: list[int], pattern: str, approach: bool) -> Notes:
+    """One note at a time: the bar's root (or its fifth / octave where the pattern says);
+    `approach`: a bar's last note (from beat 4 on) leads a step into the next bar's root."""
     hits = _hits(pattern)
     offsets = np.array([{"5": 7, "8": 12}.get(pattern[i], 0) for i in hits], dtype=np.int64)
     starts = hits * SIXTEENTH
     dur = _legato(starts, BAR)
-    parts = [Notes(starts + b * BAR, dur, root + offsets) for b, root in enumerate(roots)]
+    parts = []
+    for b, root in enumerate(roots):
+        pitch = root + offsets
+        if approach and b + 1 < len(roots) and hits[-1] >= 12 and len(hits) > 1:
+            pitch[-1] = roots[b + 1] + (2 if roots[b + 1] < root else -1)
+        parts.append(Notes(starts + b * BAR, dur, pitch))
     return Notes.join(parts)
 
 
@@ -153,7 +171,7 @@ class Section:
 def _drums(rng: np.random.Generator, bars: int, intense: bool) -> Notes:
     """A one-bar groove (kick, snare, hats or ride) repeated for `bars` bars."""
     cymbal = RIDE if intense and rng.random() < 0.5 else (OPEN_HAT if rng.random() < 0.15 else HAT)
-    layers = [(KICKS[rng.integers(len(KICKS))], KICK), (SNARES[rng.integers(len(SNARES))], SNARE),
+    layers = [(_vary(rng, KICKS, add=0.1, drop=0.2), KICK), (SNARES[rng.integers(len(SNARES))], SNARE),
               (HATS[rng.integers(len(HATS))], cymbal)]
     starts = np.concatenate([_hits(p) for p, _ in layers]) * SIXTEENTH
     pitch = np.concatenate([np.full(len(_hits(p)), n) for p, n in layers])
@@ -176,17 +194,21 @@ def _section(rng: np.random.Generator, kind: str, key: int, scale: tuple[int, ..
     common = rng.random() < 0.6
     prog = PROGRESSIONS[rng.integers(len(PROGRESSIONS))] if common else tuple(rng.choice(6, 4).tolist())
     degrees = [prog[b % len(prog)] for b in range(bars)]
-    comp = lambda options: options[rng.integers(len(options))]  # noqa: E731
-    piano_lo, piano_rhythms = (57, (COMPS[0], COMPS[4], COMPS[1])) if lead == PIANO else (60, COMPS)
-    piano = _comp([_chord(key, scale, d, piano_lo, 3 if lead == PIANO else 4) for d in degrees],
-                  comp(piano_rhythms), staccato=rng.random() < 0.3)
+    lo = lambda base: base + int(rng.integers(-3, 4))  # noqa: E731  (the section's inversion)
+    piano_lo, piano_rhythms = (57, (COMPS[0], COMPS[4], COMPS[1])) if lead == PIANO else (lo(60), COMPS)
+    seventh = lead != PIANO and rng.random() < 0.4
+    piano = _comp([_chord(key, scale, d, piano_lo, 3 if lead == PIANO else 4, seventh) for d in degrees],
+                  _vary(rng, piano_rhythms), staccato=rng.random() < 0.3)
     melody = _melody(rng, key, scale, degrees)
     if lead == PIANO:
         piano = Notes.join([piano, melody])
-    guitar = _comp([_chord(key, scale, d, 50, 4) for d in degrees], comp(COMPS[1:4] + COMPS[5:]), staccato=True)
+    guitar_lo = lo(50)
+    guitar = _comp([_chord(key, scale, d, guitar_lo, 4) for d in degrees], _vary(rng, COMPS[1:4] + COMPS[5:]),
+                   staccato=True)
+    strings_lo = 48 if lead == PIANO else lo(60)
     strings = melody if lead == STRINGS else \
-        _comp([_chord(key, scale, d, 48 if lead == PIANO else 60) for d in degrees], comp(COMPS[:2] + COMPS[4:5]), False)
-    bass = _bass([33 + (key + scale[d] - 33) % 12 for d in degrees], comp(BASSES))
+        _comp([_chord(key, scale, d, strings_lo) for d in degrees], _vary(rng, COMPS[:2] + COMPS[4:5], drop=0), False)
+    bass = _bass([33 + (key + scale[d] - 33) % 12 for d in degrees], _vary(rng, BASSES), rng.random() < 0.35)
     play = {"intro": (0.4, 0.8, 0.4, 0.5, 0.8), "outro": (0.5, 0.8, 0.5, 0.6, 0.8), "bridge": (0.8, 0.8, 0.7, 0.9, 0.9)}
     active = rng.random(5) < np.array(play.get(kind, (0.95, 0.85, 0.85, 0.95, 0.8)))
     active[lead] = True
