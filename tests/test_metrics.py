@@ -138,6 +138,14 @@ def test_drum_in_pattern_rate_weights_each_hit_by_the_beat_grid():
     assert "drum_in_pattern_rate" not in track_metrics(roll, REP, is_drum=False)
 
 
+def test_a_drum_track_is_measured_on_empty_bars_and_drum_pattern_only():
+    """Pitch classes, qualified notes and polyphony of drum "pitches" (instruments, short hits)
+    would mix noise into the pitched tracks' means; MuseGAN leaves them out too."""
+    roll = np.zeros((32, 128), dtype=bool)
+    roll[[0, 4, 8, 12], 36] = roll[[4, 12], 38] = True
+    assert set(track_metrics(roll, REP, is_drum=True)) == {"empty_bar_rate", "drum_in_pattern_rate"}
+
+
 def test_pitch_classes_fold_octaves_including_the_top_one():
     roll = np.zeros((4, 128), dtype=bool)
     roll[:, [0, 60, 120]] = True  # three Cs
@@ -325,14 +333,16 @@ def reference_per_phrase(phrases: np.ndarray, names: list[str], drums: list[bool
     for i, phrase in enumerate(phrases):
         rolls = [full_roll(phrase[k], rep) for k in range(len(names))]
         for name, roll, drum in zip(names, rolls, drums, strict=True):
-            upc = [n_pitch_classes_used(roll[j : j + spb]) for j in range(0, len(roll), spb)]
-            values = {"empty_bar_rate": 1.0 - pm.empty_beat_rate(roll, resolution=spb),
-                      "n_pitch_classes_used": float(np.mean(upc))}
-            if roll.any():
-                values["qualified_note_rate"] = qualified_note_rate_per_pitch(roll, 2)
-                values["polyphonic_rate"] = pm.polyphonic_rate(roll, threshold=2)
-                if drum:
+            values = {"empty_bar_rate": 1.0 - pm.empty_beat_rate(roll, resolution=spb)}
+            if drum:  # MuseGAN's drum metrics: empty bars and the drum pattern only
+                if roll.any():
                     values["drum_in_pattern_rate"] = drum_in_pattern_rate(roll, rep.beat_resolution)
+            else:
+                upc = [n_pitch_classes_used(roll[j : j + spb]) for j in range(0, len(roll), spb)]
+                values["n_pitch_classes_used"] = float(np.mean(upc))
+                if roll.any():
+                    values["qualified_note_rate"] = qualified_note_rate_per_pitch(roll, 2)
+                    values["polyphonic_rate"] = pm.polyphonic_rate(roll, threshold=2)
             for key, value in values.items():
                 per.setdefault(f"{key}/{name}", np.full(len(phrases), np.nan))[i] = float(value)
         for (a_i, a), (b_i, b) in itertools.combinations(enumerate(rolls), 2):

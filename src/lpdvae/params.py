@@ -427,6 +427,8 @@ def profile_overrides(path: str | Path) -> dict[str, Any]:
     """A profile file (a partial params.yaml, e.g. profiles/full.yaml) as dotted overrides:
     params.yaml stays the one source of every key; a profile only changes values."""
     raw = _read_mapping(Path(path))
+    if "tracks" in raw:
+        check_profile_tracks(raw["tracks"], Path(path))
     out: dict[str, Any] = {}
 
     def walk(node: dict[str, Any], prefix: str) -> None:
@@ -438,6 +440,23 @@ def profile_overrides(path: str | Path) -> dict[str, Any]:
 
     walk(raw, "")
     return out
+
+
+def check_profile_tracks(tracks: Any, path: Path) -> None:
+    """A profile's `tracks` replace params.yaml's whole list, so each entry is checked here,
+    against the profile's own file: every key of a track (a kind above all: it picks the
+    decoder's distribution and the statistics a track is gated on) and a known kind."""
+    if not isinstance(tracks, list) or not tracks:
+        raise ParamsError(f"{path}: tracks: expected a non-empty list of tracks, got {tracks!r}")
+    for i, entry in enumerate(tracks):
+        name = entry.get("name", "?") if isinstance(entry, dict) else "?"
+        if isinstance(entry, dict) and "kind" not in entry:
+            raise ParamsError(f"{path}: tracks[{i}] ({name}): missing key kind (one of "
+                              f"{', '.join(TRACK_KINDS)})")
+        spec = _build(TrackSpec, entry, str(path), f"tracks[{i}].")
+        if spec.kind not in TRACK_KINDS:
+            raise ParamsError(f"{path}: tracks[{i}] ({name}): kind must be one of "
+                              f"{', '.join(TRACK_KINDS)}, got {spec.kind!r}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

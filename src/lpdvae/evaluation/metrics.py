@@ -102,19 +102,21 @@ def track_metrics(roll: np.ndarray, rep: RepresentationParams, is_drum: bool,
     """MuseGAN metrics of one track of one phrase. EB comes from pypianoroll's empty_beat_rate
     with one "beat" = one bar; pypianoroll 1.0.4 counts the *non-empty* beats there
     (`reshaped.any(1)`), so EB = 1 - its value. UPC: pitch classes used per bar, bar mean.
-    `layout`: the roll's `octave_layout` when the caller has it (laid out once, not per bar)."""
+    A drum track gets EB and DP only, as in MuseGAN: its "pitches" are instruments, so pitch
+    classes, qualified notes (hits are short) and polyphony would average noise into the
+    pitched tracks' figures. `layout`: the roll's `octave_layout` when the caller has it."""
     spb = rep.steps_per_bar
+    out = {"empty_bar_rate": 1.0 - _pm().empty_beat_rate(roll, resolution=spb)}
+    if is_drum:
+        if roll.any():
+            out["drum_in_pattern_rate"] = drum_in_pattern_rate(roll, rep.beat_resolution)
+        return {k: float(v) for k, v in out.items()}
     layout = octave_layout(roll) if layout is None else layout
     upc = [n_pitch_classes_used(roll[i : i + spb], layout[i : i + spb]) for i in range(0, len(roll), spb)]
-    out = {
-        "empty_bar_rate": 1.0 - _pm().empty_beat_rate(roll, resolution=spb),
-        "n_pitch_classes_used": float(np.mean(upc)),
-    }
+    out["n_pitch_classes_used"] = float(np.mean(upc))
     if roll.any():
         out["qualified_note_rate"] = qualified_note_rate(roll, threshold=2)
         out["polyphonic_rate"] = _pm().polyphonic_rate(roll, threshold=2)
-        if is_drum:
-            out["drum_in_pattern_rate"] = drum_in_pattern_rate(roll, rep.beat_resolution)
     return {k: float(v) for k, v in out.items()}
 
 
@@ -190,7 +192,7 @@ def musegan_per_phrase(
     pitched = [not d for d in drum_flags]
     for i, phrase in enumerate(phrases):
         rolls = [full_roll(phrase[k], rep) for k in range(len(track_names))]
-        layouts = [octave_layout(roll) for roll in rolls]
+        layouts = [None if drum else octave_layout(roll) for roll, drum in zip(rolls, drum_flags, strict=True)]
         for name, roll, layout, drum in zip(track_names, rolls, layouts, drum_flags, strict=True):
             for key, value in track_metrics(roll, rep, drum, layout).items():
                 put(f"{key}/{name}", i, value)
