@@ -22,7 +22,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -113,21 +112,10 @@ def child(step: str, src: str, work: str, workers: int) -> None:
 
 def measure(step: str, src: Path, work: Path, workers: int) -> dict:
     """`step` in a child process; its report plus the sampled peak RSS of its process tree."""
-    from benchmarks.tensorize_bench import tree_rss
+    from benchmarks.tensorize_bench import run_child
 
-    cmd = [sys.executable, "-m", "benchmarks.scale_bench", "--child", step, str(src), str(work), str(workers)]
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=stderr, text=True,
-                                env={**os.environ, "TQDM_DISABLE": "1"})
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
-            time.sleep(0.1)
-        stdout.seek(0), stderr.seek(0)
-        if proc.returncode:
-            raise SystemExit(f"{step} on {src} failed:\n{stderr.read()[-4000:]}")
-        result = json.loads(stdout.read().strip().splitlines()[-1])
-    result["peak_tree_rss_mb"] = peak / 2**20
+    result = run_child(["benchmarks.scale_bench", "--child", step, str(src), str(work), str(workers)],
+                       f"{step} on {src}", interval=0.1)
     print(f"  {step:12s} {result['songs']:6d} songs {result['seconds']:8.1f}s {result['songs_per_s']:8.1f} songs/s"
           f"  max RSS {result['max_rss_mb']:6.0f} MiB (worker {result['max_worker_rss_mb']:.0f},"
           f" tree {result['peak_tree_rss_mb']:.0f})", flush=True)

@@ -156,23 +156,29 @@ def child(kind: str, raw: str, out: str, workers: int) -> None:
                       "max_rss_mb": self_kb / 1024}))
 
 
-def measure(kind: str, raw: Path, out: Path, workers: int) -> dict:
-    """One child run; its own getrusage max RSS plus the sampled peak of its whole process tree
-    (sampled from here, so the child stays single-threaded and its pool may fork)."""
+def run_child(args: list[str], what: str, interval: float = 0.05) -> dict:
+    """`python -m <args>` in a child process: the JSON report its last stdout line gives, plus the
+    sampled peak RSS of its whole process tree (sampled from here, so the child stays
+    single-threaded and its pool may fork)."""
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.tensorize_bench", "--child", kind, str(raw), str(out), str(workers)],
-            cwd=HERE.parent, stdout=stdout, stderr=stderr, text=True, env={**os.environ, "TQDM_DISABLE": "1"},
-        )
+        proc = subprocess.Popen([sys.executable, "-m", *args], cwd=HERE.parent, stdout=stdout, stderr=stderr,
+                                text=True, env={**os.environ, "TQDM_DISABLE": "1"})
         peak = 0
         while proc.poll() is None:
             peak = max(peak, tree_rss(proc.pid))
-            time.sleep(0.05)
+            time.sleep(interval)
         stdout.seek(0), stderr.seek(0)
         if proc.returncode:
-            raise SystemExit(f"{kind} run failed:\n{stderr.read()[-4000:]}")
+            raise SystemExit(f"{what} failed:\n{stderr.read()[-4000:]}")
         result = json.loads(stdout.read().strip().splitlines()[-1])
     result["peak_tree_rss_mb"] = peak / 2**20
+    return result
+
+
+def measure(kind: str, raw: Path, out: Path, workers: int) -> dict:
+    """One child run; its own getrusage max RSS plus the sampled peak of its whole process tree."""
+    result = run_child(["benchmarks.tensorize_bench", "--child", kind, str(raw), str(out), str(workers)],
+                       f"{kind} run")
     print(f"  {kind:9s} {raw.name}: {result['songs']} songs in {result['seconds']:.1f}s = "
           f"{result['songs_per_s']:.1f} songs/s, max RSS {result['max_rss_mb']:.0f} MiB "
           f"(all its processes together: {result['peak_tree_rss_mb']:.0f} MiB)", flush=True)

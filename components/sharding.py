@@ -78,7 +78,8 @@ def validate_chunk(raw_uri: str, chunk: int, chunks: int, out_dir: Path, params:
     """Validate's per-song half over chunk `chunk` of `chunks` contiguous runs of the manifest,
     reading from `raw_uri` only the manifest and this chunk's songs; the part into `out_dir`.
     Returns the number of manifest rows in the chunk."""
-    from lpdvae.data.store import MANIFEST, fetch_one, fetch_songs, locate
+    from lpdvae.data.sources.base import MANIFEST
+    from lpdvae.data.store import fetch_one, fetch_songs, locate
     from lpdvae.steps.validate import read_manifest, validate_part
     from lpdvae.validation.parts import write_part
     from lpdvae.validation.song_stats import printable_path

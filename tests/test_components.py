@@ -27,7 +27,7 @@ from components import (
 from components.knobs import knob_values, knobs, params_from_knobs, params_json_from_knobs
 from components.sharding import chunk_rows, n_chunks
 from lpdvae.evaluation.sandbox_page import sandbox_page
-from lpdvae.params import ParamsError, load_params
+from lpdvae.params import Params, ParamsError, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 VOICES = {"Soprano": (67, 79), "Alto": (60, 72), "Tenor": (52, 64), "Bass": (40, 52)}
@@ -100,17 +100,23 @@ def test_chunks_partition_the_songs_in_path_order():
 
 # --- the component bodies on a tiny corpus ----------------------------------------------------
 
+def seven_songs(root: Path) -> Params:
+    """7 MIDI songs of 8..14 bars under root/songs, and params reading them with 4-phrase shards
+    and a 60/20/20 split: the tiny corpus the component and store tests share."""
+    for i in range(7):
+        write_song(root / "songs" / f"song{i}.mid", seed=i, n_bars=8 + i)
+    return load_params(REPO / "params.yaml", {
+        "data.source": str(root / "songs"), "tensorize.shard_size": 4, "tensorize.workers": 1,
+        "tensorize.train_fraction": 0.6, "tensorize.val_fraction": 0.2})
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:
     """ingest + validate components over 7 songs; params with 4-phrase shards."""
     from components import ingest_op, validate_op
 
     root = tmp_path_factory.mktemp("corpus")
-    for i in range(7):
-        write_song(root / "songs" / f"song{i}.mid", seed=i, n_bars=8 + i)
-    params = load_params(REPO / "params.yaml", {
-        "data.source": str(root / "songs"), "tensorize.shard_size": 4, "tensorize.workers": 1,
-        "tensorize.train_fraction": 0.6, "tensorize.val_fraction": 0.2})
+    params = seven_songs(root)
     params_json = json.dumps(params.to_dict())
     raw = Dataset(uri=str(root / "raw"))
     ingest_op.python_func(params_json=params_json, refresh_key="week-1", raw=raw)

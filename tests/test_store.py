@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -14,26 +13,20 @@ from components.sharding import chunk_rows, tensorize_chunk, validate_chunk, wri
 from lpdvae.data import store
 from lpdvae.errors import DataError
 from lpdvae.io import read_jsonl
-from lpdvae.params import load_params
 from lpdvae.registry.lineage import lineage
 from lpdvae.steps.ingest import ingest
 from lpdvae.steps.tensorize import tensorize
 from lpdvae.steps.validate import validate
-from tests.test_components import tree, write_song
+from tests.test_components import seven_songs, tree
 
 pytestmark = pytest.mark.slow  # every test talks to the moto server
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory) -> dict:
     """ingest + validate (today's steps) over 7 songs, on local disk."""
     root = tmp_path_factory.mktemp("store")
-    for i in range(7):
-        write_song(root / "songs" / f"song{i}.mid", seed=i, n_bars=8 + i)
-    params = load_params(REPO / "params.yaml", {
-        "data.source": str(root / "songs"), "tensorize.shard_size": 4, "tensorize.workers": 1,
-        "tensorize.train_fraction": 0.6, "tensorize.val_fraction": 0.2})
+    params = seven_songs(root)
     ingest(params.data.source, root / "raw", params)
     validate(root / "raw", root / "validated", params, docs_dir=root / "docs")
     return {"root": root, "params": params}

@@ -94,12 +94,11 @@ class S3Shards:
 
 
 def _client() -> Any:
-    from botocore.config import Config
+    from lpdvae.host.s3auth import retrying, s3_client
 
-    from lpdvae.host.s3auth import s3_client
-
-    # the pipeline root's credentials (a TrainJob node holds no others); a dropped connection is retried
-    return s3_client("artifacts", config=Config(retries={"mode": "standard", "max_attempts": 10}))
+    # the pipeline root's credentials (a TrainJob node holds no others); a dropped connection is
+    # retried more often than a data task's: a lost shard stops every rank
+    return s3_client("artifacts", config=retrying(max_attempts=10))
 
 
 class S3PhraseDataset(PhraseDataset):

@@ -24,14 +24,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from lpdvae.data.redact import redact_uri
-from lpdvae.data.sources.base import copy_capped, safe_rel
+from lpdvae.data.sources.base import MANIFEST, copy_capped, safe_rel
 from lpdvae.errors import DataError
 from lpdvae.io import CHUNK, atomic_dir, atomic_write_jsonl
 
 SCHEMES = ("s3://", "minio://")
 FETCH_THREADS = 8  # GETs in flight per task: latency-bound, each holds one CHUNK
-S3_MAX_ATTEMPTS = 5  # botocore "standard" retries: throttling, 5xx, connection errors
-MANIFEST = "manifest.jsonl"
 MANIFEST_MAX_BYTES = 1 << 30  # a manifest row is ~200 bytes: millions of songs fit
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")  # a single-part upload's ETag; multipart ones end in -N
 
@@ -77,11 +75,10 @@ def locate(uri: str) -> Location:
 
 def s3_client(purpose: str) -> Any:
     """boto3 client with `purpose`'s credentials, transient errors retried by botocore."""
-    from botocore.config import Config
-
+    from lpdvae.host.s3auth import retrying
     from lpdvae.host.s3auth import s3_client as purpose_client
 
-    return purpose_client(purpose, Config(retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}))
+    return purpose_client(purpose, retrying())
 
 
 @contextlib.contextmanager

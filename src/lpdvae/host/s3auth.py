@@ -19,6 +19,7 @@ from lpdvae.errors import LpdvaeError
 PREFIXES = {"data": "LPDVAE_DATA_", "artifacts": "LPDVAE_ARTIFACTS_"}
 KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 PLACEHOLDER = "CHANGE_ME"
+MAX_ATTEMPTS = 5  # botocore "standard" retries: throttling, 5xx, connection errors
 
 
 def purpose_env(purpose: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -51,3 +52,11 @@ def s3_client(purpose: str, config: Any = None, environ: Mapping[str, str] | Non
         aws_session_token=env.get("AWS_SESSION_TOKEN"), region_name=env.get("AWS_DEFAULT_REGION"))
     endpoint = env.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
     return session.client("s3", endpoint_url=endpoint, config=config)
+
+
+def retrying(max_attempts: int = MAX_ATTEMPTS, connections: int = 10) -> Any:
+    """botocore's Config for every client here: transient errors retried with exponential backoff
+    ("standard" mode), `connections` pooled (botocore keeps 10 and warns past them)."""
+    from botocore.config import Config
+
+    return Config(retries={"max_attempts": max_attempts, "mode": "standard"}, max_pool_connections=connections)

@@ -84,10 +84,7 @@ def lineage(raw: Path | str, validated: Path, tensors: Path, *, git_revision: st
     """
     folders = {"validated": Path(validated), "tensors": Path(tensors)}
     quarantine = folders["validated"] / "quarantine.jsonl"
-    for path in (*folders.values(), quarantine):
-        if not path.exists():
-            raise DataError(f"{path}: missing, so the model's lineage cannot be recorded "
-                            "(run the step that writes it first)")
+    _require(*folders.values(), quarantine)
     with tempfile.TemporaryDirectory() as scratch:
         raw_hash, manifest = _raw(raw, Path(scratch))
         try:
@@ -116,13 +113,18 @@ def _raw(raw: Path | str, scratch: Path) -> tuple[str, Path]:
     """(DVC hash of the raw folder, its manifest.jsonl as a local file): a local folder is hashed
     as it lies; a stored one (`lpdvae.data.store`) from its listing, its manifest fetched into
     `scratch`."""
-    from lpdvae.data.store import MANIFEST, dvc_dir_hash, fetch_one, locate
+    from lpdvae.data.sources.base import MANIFEST
+    from lpdvae.data.store import dvc_dir_hash, fetch_one, locate
 
     loc = locate(str(raw))
     if loc.remote:
         return dvc_dir_hash(loc), fetch_one(loc, MANIFEST, scratch / MANIFEST)
-    for path in (Path(raw), Path(raw) / "manifest.jsonl"):
+    _require(Path(raw), Path(raw) / MANIFEST)
+    return dvc_hash(raw), Path(raw) / MANIFEST
+
+
+def _require(*paths: Path) -> None:
+    for path in paths:
         if not path.exists():
             raise DataError(f"{path}: missing, so the model's lineage cannot be recorded "
                             "(run the step that writes it first)")
-    return dvc_hash(raw), Path(raw) / "manifest.jsonl"

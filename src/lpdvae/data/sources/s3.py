@@ -22,19 +22,16 @@ from lpdvae.errors import DataError
 from lpdvae.params import Params
 
 S3_PAGE_SIZE = 1000  # keys per ListObjectsV2 page (the S3 maximum)
-S3_MAX_ATTEMPTS = 5  # botocore "standard" retries: throttling, 5xx, connection errors
 
 
 def s3_client(connections: int = 10):
     """boto3 S3 client with the data source's credentials (`LPDVAE_DATA_AWS_*`, else boto3's
     defaults: `lpdvae.host.s3auth`), transient errors retried with exponential backoff by botocore,
     a connection per fetching thread (botocore keeps 10 by default and warns past them)."""
-    from botocore.config import Config
-
+    from lpdvae.host.s3auth import retrying
     from lpdvae.host.s3auth import s3_client as purpose_client
 
-    return purpose_client("data", Config(retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
-                                         max_pool_connections=max(10, connections)))
+    return purpose_client("data", retrying(connections=max(10, connections)))
 
 
 @contextlib.contextmanager
