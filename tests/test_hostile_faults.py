@@ -174,7 +174,7 @@ VALIDATE_CRASH = textwrap.dedent("""
         return real(path, *args, **kwargs)
     song_stats.read_song = read_song  # workers fork from here: they have it
     params = songkit.params(**{"tensorize.workers": 2})
-    table = song_stats.collect_stats(raw, rows, params)
+    table = song_stats.stats_table(rows, song_stats.stats_rows(raw, rows, params))
     print(json.dumps({p: e if isinstance(e, str) else None for p, e in zip(table["path"], table["load_error"])}))
 """)
 

@@ -31,17 +31,10 @@ from lpdvae.validation.tune_groups import SongContent, note_keys, top_line
 log = logging.getLogger(__name__)
 
 
-def collect_stats(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
-                  content: dict[str, SongContent] | None = None) -> pd.DataFrame:
-    """One stats row per manifest row (in parallel); unreadable files carry `load_error`.
-    `content`, when given, receives each readable song's `SongContent` by path."""
-    return stats_table(rows, stats_rows(raw_dir, rows, params, content))
-
-
 def stats_rows(raw_dir: Path, rows: list[dict[str, Any]], params: Params,
                content: dict[str, SongContent] | None = None) -> dict[str, dict[str, Any]]:
     """{manifest path: its stats row} for `rows` (a chunk of the manifest, or all of it): the
-    per-song half of `collect_stats`, which depends on no other song. A `SongContent`'s note keys
+    per-song half of validate's stats table (`stats_table`), which depends on no other song. A `SongContent`'s note keys
     (tens of KB a song, the bulk) go to an unlinked temporary file as they arrive and come back
     as views of its memory map, so memory holds the stats rows and top lines only."""
     jobs, stats = [], {}
