@@ -109,19 +109,11 @@ def setup(params: Params, device: torch.device, bf16: bool = False, compiled: bo
 
 
 def train_step(run: Run, x: torch.Tensor, eps: torch.Tensor | None, beta: float) -> torch.Tensor:
-    """One step as `Trainer._train_step` takes it: bf16 autocast around the forward pass only, the
-    loss in fp32, clip, AdamW. Returns the loss (on the device: reading it would synchronise)."""
-    from lpdvae.model.vae import vae_loss
+    """One step as the Trainer takes it (`training.loop.optimizer_step`). Returns the loss (on the
+    device: reading it would synchronise)."""
+    from lpdvae.training.loop import optimizer_step
 
-    t = run.params.train
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=run.bf16):
-        decoded, mu, logvar = run.net(x, eps)
-    out = vae_loss(run.model, decoded, x, mu, logvar, beta, t.free_nats, t.hold_pitch_weight)
-    run.opt.zero_grad(set_to_none=True)
-    out["loss"].backward()
-    if t.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
-    run.opt.step()
+    out, _ = optimizer_step(run.model, run.net, run.opt, x, eps, beta, run.params.train, run.bf16)
     return out["loss"].detach()
 
 

@@ -40,7 +40,7 @@ from lpdvae.model.vae import (
     save_model,
     vae_loss,
 )
-from lpdvae.params import Params
+from lpdvae.params import Params, TrainParams
 from lpdvae.training import checkpoints as ckpts
 from lpdvae.training.distributed import (
     DistEnv,
@@ -74,6 +74,25 @@ from lpdvae.training.state import State
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 10  # steps between metric flushes (one small all-reduce each)
+
+
+def optimizer_step(model: nn.Module, net: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
+                   eps: Tensor | None, beta: float, tp: TrainParams, amp: bool) -> tuple[dict[str, Tensor], Tensor]:
+    """One step on a batch: bf16 autocast around the forward pass only (`amp`), the loss in fp32,
+    backward, the gradient norm clipped (or measured), AdamW. `net` is the model, compiled or
+    DDP-wrapped; returns the loss terms and the gradient norm (on the device: reading syncs)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        decoded, mu, logvar = net(x, eps)
+    out = vae_loss(model, decoded, x, mu, logvar, beta, tp.free_nats, tp.hold_pitch_weight)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    params = model.parameters()
+    if tp.grad_clip > 0:
+        gn = torch.nn.utils.clip_grad_norm_(params, tp.grad_clip)
+    else:
+        gn = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    optimizer.step()
+    return out, gn
 
 
 class Trainer:
@@ -249,17 +268,7 @@ class Trainer:
             k = self.tp.transpose
             shifts = torch.randint(-k, k + 1, (self.tp.batch_size,), generator=self.noise)
             x = transpose(x, shifts[env.rank::env.world].to(env.device))
-        with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            decoded, mu, logvar = self.net(x, eps)
-        out = vae_loss(self.model, decoded, x, mu, logvar, beta, self.tp.free_nats, self.tp.hold_pitch_weight)
-        self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        params = self.model.parameters()
-        if self.tp.grad_clip > 0:
-            gn = torch.nn.utils.clip_grad_norm_(params, self.tp.grad_clip)
-        else:
-            gn = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-        self.optimizer.step()
+        out, gn = optimizer_step(self.model, self.net, self.optimizer, x, eps, beta, self.tp, self.amp)
         self.scheduler.step()
         st.step += 1
         st.batch_in_epoch += 1
