@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lpdvae.data.codes import ONSET, SUSTAIN, mono_classes
+from lpdvae.data.codes import ONSET, SUSTAIN, mono_classes, planes
 from lpdvae.evaluation.metrics import note_prf
 from lpdvae.evaluation.voices import voice_per_phrase
 from lpdvae.model.vae import (
@@ -239,14 +239,17 @@ def test_sample_draws_from_the_decoder_and_cools_to_its_most_likely_codes() -> N
 
 
 def chained_vae(kinds: tuple[str, ...] = ("monophonic", "polyphonic", "monophonic", "monophonic")) -> MusicVAE:
-    """A voice-chained model whose chain already does something (its output layer starts at
-    zero, the independent model)."""
+    """A voice- and cell-chained model whose chains already do something (they start at zero,
+    the independent model)."""
     params = small_params(kinds=kinds)
     vae = make_vae(params).eval()
-    assert vae.chain is not None
+    tables = []
+    if vae.chain is not None:
+        tables += [vae.chain.out, vae.chain.harmonic, vae.chain.melodic, vae.chain.parallel, vae.chain.duration]
+    if vae.cells is not None:
+        tables += [vae.cells.gate.weight, vae.cells.gate.bias, vae.cells.duration]
     with torch.no_grad():
-        for k, table in enumerate((vae.chain.out, vae.chain.harmonic, vae.chain.melodic, vae.chain.parallel,
-                                   vae.chain.duration)):
+        for k, table in enumerate(tables):
             table.normal_(0.0, 1.0 if k == 0 else 0.1, generator=torch.Generator().manual_seed(3 + k))
     return vae
 
@@ -257,10 +260,49 @@ def test_teacher_forcing_gives_the_chains_own_factorisation() -> None:
     z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(2))
     truth = mono_classes(x[:, vae.mono_tracks])
     with torch.no_grad():
-        (logp, _), picked = vae.decode_in_order(z, lambda lp, v, t: truth[:, v].flatten(1)[:, t])  # in order
+        (logp, _), picked, _ = vae.decode_in_order(z, lambda lp, v, t: truth[:, v].flatten(1)[:, t],
+                                                   lambda lg, t: lg > 0)  # in order
         forced, _ = vae.decode(z, x)  # all voices at once, the upper ones the truth
     assert torch.equal(picked, truth)
     torch.testing.assert_close(forced, logp)
+
+
+def test_teacher_forcing_gives_the_cells_own_factorisation() -> None:
+    vae = chained_vae()
+    x = note_phrases(3, small_params(kinds=vae.kinds))
+    z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(2))
+    truth = planes(x[:, vae.poly_tracks], stacked=True).bool().flatten(2, 3)  # [N, Tp, L, P, 2]
+    with torch.no_grad():
+        (_, logits), _, cells = vae.decode_in_order(z, lambda lp, v, t: lp.argmax(-1), lambda lg, t: truth[:, :, t])
+        _, forced = vae.decode(z, x)  # every step at once, the cells before each the truth
+    assert torch.equal(cells.flatten(2, 3), truth)
+    torch.testing.assert_close(forced, logits)
+
+
+def test_a_cell_sees_the_cells_before_it_and_nothing_later() -> None:
+    vae = chained_vae(("polyphonic", "drums"))
+    x = note_phrases(2, small_params(kinds=vae.kinds))
+    later = x.clone()
+    later[:, :, 1, 8:] = note_phrases(2, small_params(kinds=vae.kinds), seed=6)[:, :, 1, 8:]  # bar 1 from step 8 on
+    z = torch.zeros(2, vae.latent_dim)
+    with torch.no_grad():
+        a, b = vae.decode(z, x)[1], vae.decode(z, later)[1]
+    assert torch.equal(a[:, :, 0], b[:, :, 0]) and torch.equal(a[:, :, 1, :9], b[:, :, 1, :9])
+    assert not torch.allclose(a[:, :, 1, 9:], b[:, :, 1, 9:])  # each step sees the one before
+
+
+def test_reconstruction_decides_the_cells_in_order() -> None:
+    """Each decided cell is the most likely given the cells decided before it: deciding again
+    with those cells teacher-forced changes nothing; without the cell chain the decision differs."""
+    vae = chained_vae(("polyphonic", "drums"))
+    z = torch.randn(4, vae.latent_dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        vae.poly_head.bias.zero_()  # cells near even odds, so the cells before decide many of them
+        decided = vae.to_codes(vae.decode(z))
+        assert decided.any()
+        assert torch.equal(vae.to_codes(vae.decode(z, decided)), decided)
+        vae.cells = None
+        assert not torch.equal(vae.to_codes(vae.decode(z)), decided)
 
 
 def test_a_drawn_voice_depends_on_the_voices_above_it() -> None:
@@ -362,7 +404,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json"}
     loaded = load_model(tmp_path)
     assert not loaded.training
-    assert loaded.meta["format_version"] == FORMAT_VERSION == 8
+    assert loaded.meta["format_version"] == FORMAT_VERSION == 9
     assert loaded.meta["params_digest"] == params.digest()
     assert [(t["name"], t["kind"]) for t in loaded.meta["tracks"]] == [("t0", "drums"), ("t1", "monophonic")]
     assert loaded.kinds == ("drums", "monophonic")

@@ -17,7 +17,10 @@ the output distribution its kind needs (`tracks[].kind` in params.yaml):
   head also sees the voices < v at the same step and every voice at the step before, through
   interval tables (`VoiceChain`). Training is teacher-forced (the true voices); sampling draws
   and reconstruction decides step by step, voice by voice;
-- polyphonic / drums: independent Bernoulli onset and sustain per cell.
+- polyphonic / drums: a Bernoulli onset and sustain per cell, each cell given z and its own
+  state at the step before (`CellChain`): whether it sounded, was struck, and for how long its
+  note has lasted. Without that, cells drawn independently given z break held notes wherever one
+  draw fails and scatter stray notes; trained teacher-forced, decoded step by step.
 
 Decoding follows from the distribution (the most likely class / cell), never from a tuned
 threshold.
@@ -52,7 +55,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 8  # 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
+FORMAT_VERSION = 9  # 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
@@ -61,6 +64,8 @@ Outputs = tuple[Tensor, Tensor]  # (mono log-probs [N, Tm, B, S, P+2], poly logi
 # (log-probs [N, P+2] of voice v at step t, v, t) -> its classes [N]; t None: every step at once
 # ([N, L, P+2] -> [N, L]), when the voices are independent given z
 Pick = Callable[[Tensor, int, int | None], Tensor]
+# (the polyphonic tracks' logits at step t [N, Tp, P, 2], t) -> the cells taken (bool, same shape)
+CellPick = Callable[[Tensor, int], Tensor]
 _EVENTS = 3  # onset, hold, rest
 
 
@@ -241,6 +246,72 @@ class VoiceChain(nn.Module):
         return out
 
 
+class CellChain(nn.Module):
+    """Extra logits `[N, Tp, L, P, 2]` (onset, sustain) for the polyphonic / drum tracks' cells:
+    cell (track k, step t, pitch p) sees its own state at t - 1, the one thing a draw per cell
+    given z cannot know (did this pitch sound, was it struck, and for how long has it sounded):
+
+    - a gate from the decoder feature at t, per track and plane, times the cell's (onset,
+      active) at t - 1: where z puts a chord change the gate can release what sounds, elsewhere
+      hold it;
+    - a duration table per track, indexed by how many steps the cell's note has sounded by
+      t - 1 (0: silent; `AGE` or more share an entry), as `VoiceChain`'s duration term.
+
+    Both start at zero (an untrained chain is the independent model). `forward` is teacher-forced
+    from the true cells; `step` is the same function for one step of an in-order decoding."""
+
+    AGE = 16
+    GAIN = 10.0  # as VoiceChain.GAIN: lets Adam move a table entry to decisive logits in a short run
+
+    def __init__(self, tracks: int, width: int) -> None:
+        super().__init__()
+        self.tracks = tracks
+        self.gate = nn.Linear(width, tracks * 2 * 2)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
+        self.duration = nn.Parameter(torch.zeros(tracks, self.AGE + 1, 2))
+
+    def gates(self, feats: Tensor) -> Tensor:
+        """Decoder features `[N, L, F]` -> `[N, Tp, L, 2 planes, 2 states]`."""
+        n, length, _ = feats.shape
+        return self.gate(feats).view(n, length, self.tracks, 2, 2).transpose(1, 2)
+
+    def forward(self, gates: Tensor, cells: Tensor) -> Tensor:
+        """`gates` `[N, Tp, L, 2, 2]`, true cells `[N, Tp, L, P, 2]` (onset, active; float) ->
+        `[N, Tp, L, P, 2]`: each step's logits from the cells one step before."""
+        age = cell_age(cells[..., 0] > 0, cells[..., 1] > 0, self.AGE)
+        before = torch.cat([torch.zeros_like(cells[:, :, :1]), cells[:, :, :-1]], 2)
+        age = torch.cat([torch.zeros_like(age[:, :, :1]), age[:, :, :-1]], 2)
+        return self.step(gates, before, age)
+
+    def step(self, gates: Tensor, before: Tensor, age: Tensor) -> Tensor:
+        """Logits `[..., P, 2]` from `gates` `[..., 2, 2]`, the cells at the step before
+        `[..., P, 2]` (float) and their age then `[..., P]` (long); `...` starts with N, Tp."""
+        track = torch.arange(self.tracks, device=age.device).view(1, -1, *([1] * (age.dim() - 2)))
+        held = torch.einsum("...as,...ps->...pa", gates, before.to(gates.dtype))
+        return held + self.GAIN * self.duration[track, age].to(held.dtype)
+
+
+def cell_age(onset: Tensor, active: Tensor, most: int) -> Tensor:
+    """Cells' onset and active planes `[N, Tp, L, P]` (bool) -> at each step how many steps the
+    note sounding there has lasted, that step counted (0 where silent), at most `most`."""
+    steps = torch.arange(active.shape[2], device=active.device).view(1, 1, -1, 1)
+    before = torch.cat([torch.zeros_like(active[:, :, :1]), active[:, :, :-1]], 2)
+    starts = onset | (active & ~before)
+    last = torch.where(starts, steps, -1).cummax(2).values
+    return torch.where(active, steps - last + 1, 0).clamp(max=most)
+
+
+def next_cells(picked: Tensor, before: Tensor, age: Tensor, most: int) -> tuple[Tensor, Tensor]:
+    """Cells `[..., P, 2]` (onset, active; bool) as picked at a step -> (the cells as the codes
+    read them: an onset sounds, a sustain after silence is struck; their age), from the cells'
+    active plane and age at the step before."""
+    active = picked[..., 1] | picked[..., 0]
+    onset = picked[..., 0] | (active & ~before[..., 1])
+    age = torch.where(active, torch.where(onset, 1, age + 1), 0).clamp(max=most)
+    return torch.stack([onset, active], -1), age
+
+
 def note_age(pitch: Tensor, event: Tensor, n_pitches: int, most: int) -> Tensor:
     """A voice's sounding pitch and event `[..., L]` (`sounding`) -> at each step the steps its
     current note or silence has lasted, that step counted, at most `most` (long `[..., L]`). Read
@@ -300,6 +371,7 @@ class MusicVAE(nn.Module):
             nn.init.constant_(self.poly_head.bias, _ONSET_BIAS)
         self.chain = (VoiceChain(len(self.mono_tracks), p, feat, feat // 2)
                       if model.voice_chain and len(self.mono_tracks) > 1 else None)
+        self.cells = CellChain(len(self.poly_tracks), feat) if self.poly_tracks else None
 
     # -- the two halves
 
@@ -317,33 +389,57 @@ class MusicVAE(nn.Module):
     def decode(self, z: Tensor, x: Tensor | None = None) -> Outputs:
         """`[N, latent_dim]` -> (mono log-probs `[N, Tm, B, S, P+2]`, poly logits `[N, Tp, B, S, P, 2]`).
 
-        With the voice chain each voice's log-probs are conditioned on the voices above it: those
-        of `x` (codes, teacher forcing: what `recon_nll` of `x` needs), else the classes decided
-        voice by voice (so `to_codes` of the result is the chain's in-order decision)."""
+        Each voice's log-probs are conditioned on the voices above it (with the voice chain) and
+        each cell's logits on the cells before it (`CellChain`): those of `x` (codes, teacher
+        forcing: what `recon_nll` of `x` needs), else the ones decided in order (so `to_codes` of
+        the result is the in-order decision)."""
         feats, poly = self._features(z)
-        if self.chain is None:
-            return self._mono_log_probs(feats, None), poly
-        if x is not None:
-            return self._mono_log_probs(feats, mono_classes(x[:, self.mono_tracks])), poly
-        return self._in_order(feats, poly, lambda logp, v, t: mono_decision(logp))[0]
+        if x is None:
+            return self._in_order(feats, poly, lambda logp, v, t: mono_decision(logp), lambda lg, t: lg > 0)[0]
+        if self.cells is not None:
+            n, tp, b, s, p, _ = poly.shape
+            truth = planes(x[:, self.poly_tracks], stacked=True).flatten(2, 3)
+            poly = poly + self.cells(self.cells.gates(feats.view(n, b * s, -1)), truth).view(poly.shape)
+        classes = mono_classes(x[:, self.mono_tracks]) if self.chain is not None else None
+        return self._mono_log_probs(feats, classes), poly
 
-    def decode_in_order(self, z: Tensor, pick: Pick) -> tuple[Outputs, Tensor]:
-        """(outputs, mono classes `[N, Tm, B, S]`): step by step and voice by voice, `pick`
-        chooses voice v's class at step t from its log-probs given what is already chosen (the
-        voices above it at t, every voice before t); the returned log-probs are each voice's
-        given those choices."""
-        return self._in_order(*self._features(z), pick)
+    def decode_in_order(self, z: Tensor, pick: Pick, cell_pick: CellPick) -> tuple[Outputs, Tensor, Tensor]:
+        """(outputs, mono classes `[N, Tm, B, S]`, poly cells `[N, Tp, B, S, P, 2]` bool): step by
+        step and voice by voice, `pick` chooses voice v's class at step t from its log-probs given
+        what is already chosen (the voices above it at t, every voice before t), and `cell_pick`
+        the polyphonic cells at step t from their logits given the cells before t; the returned
+        log-probs and logits are those given these choices."""
+        return self._in_order(*self._features(z), pick, cell_pick)
 
-    def _in_order(self, feats: Tensor, poly: Tensor, pick: Pick) -> tuple[Outputs, Tensor]:
+    def _in_order(self, feats: Tensor, poly: Tensor, pick: Pick,
+                  cell_pick: CellPick) -> tuple[Outputs, Tensor, Tensor]:
         n, b, s, _ = feats.shape
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
+        poly, cells = self._cells_in_order(feats, poly, cell_pick)
         if self.chain is None or tm == 0:  # the voices are independent given z: one pick each
             logp = self._mono_log_probs(feats, None)
             picked = [pick(logp[:, v].flatten(1, 2), v, None).view(n, b, s) for v in range(tm)]
             classes = torch.stack(picked, 1) if picked else feats.new_zeros(n, 0, b, s, dtype=torch.long)
-            return (logp, poly), classes
+            return (logp, poly), classes, cells
         logp, classes = self._chained(feats.view(n, b * s, -1), pick)
-        return (logp.view(n, tm, b, s, p + 2), poly), classes.view(n, tm, b, s)
+        return (logp.view(n, tm, b, s, p + 2), poly), classes.view(n, tm, b, s), cells
+
+    def _cells_in_order(self, feats: Tensor, poly: Tensor, pick: CellPick) -> tuple[Tensor, Tensor]:
+        """Step by step: (poly logits given the cells picked before, the cells picked), both
+        `[N, Tp, B, S, P, 2]`."""
+        if self.cells is None:
+            return poly, poly > 0
+        n, tp, b, s, p, _ = poly.shape
+        base = poly.flatten(2, 3)
+        gates = self.cells.gates(feats.view(n, b * s, -1))
+        logits, cells = torch.empty_like(base), torch.zeros(base.shape, dtype=torch.bool, device=base.device)
+        before = torch.zeros_like(cells[:, :, 0])
+        age = torch.zeros(before.shape[:-1], dtype=torch.long, device=base.device)
+        for t in range(b * s):
+            logits[:, :, t] = base[:, :, t] + self.cells.step(gates[:, :, t], before, age)
+            cells[:, :, t] = pick(logits[:, :, t], t)
+            before, age = next_cells(cells[:, :, t], before, age, self.cells.AGE)
+        return logits.view(poly.shape), cells.view(poly.shape)
 
     def _chained(self, feats: Tensor, pick: Pick) -> tuple[Tensor, Tensor]:
         """Step by step, voice by voice: (log-probs `[N, Tm, L, P+2]`, classes `[N, Tm, L]`)."""
@@ -449,16 +545,20 @@ class MusicVAE(nn.Module):
     def draw_codes(self, z: Tensor, temperature: float, gen: torch.Generator) -> Tensor:
         """Codes `[N, T, B, S, P]` drawn from the decoder's distribution given z `[N, latent_dim]`
         with its logits divided by `temperature` (MusicVAE's sampling temperature; towards 0 it
-        becomes `to_codes`), the monophonic voices one after another (the chain's order)."""
+        becomes `to_codes`), the monophonic voices one after another (the chain's order) and the
+        polyphonic cells step by step."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
 
         def pick(logp: Tensor, v: int, t: int | None) -> Tensor:  # drawn on the CPU: one generator on any device
             return mono_draw(logp.detach().float().cpu(), temperature, gen).to(logp.device)
 
-        (_, poly), classes = self.decode_in_order(z, pick)
-        poly = poly.detach().float().cpu()
-        return self._codes(classes.cpu(), torch.rand(poly.shape, generator=gen) < torch.sigmoid(poly / temperature))
+        def cell_pick(logits: Tensor, t: int) -> Tensor:
+            lg = logits.detach().float().cpu()
+            return (torch.rand(lg.shape, generator=gen) < torch.sigmoid(lg / temperature)).to(logits.device)
+
+        _, classes, cells = self.decode_in_order(z, pick, cell_pick)
+        return self._codes(classes.cpu(), cells.cpu())
 
     @torch.no_grad()
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> Tensor:
