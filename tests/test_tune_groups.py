@@ -190,3 +190,24 @@ def test_duplicate_search_with_prefix_filter_is_the_all_pairs_answer():
     expected = _all_pairs_duplicates(members, 0.9)
     assert 10 < len(expected) < 50
     assert duplicates(members, dict.fromkeys((m.path for m in members), "g"), 0.9) == expected
+
+
+def test_duplicate_search_in_a_group_on_one_rhythm_grid_compares_only_the_near_copies():
+    """Songs that all strike the same (track, step) slots differ only in pitch: the filter must
+    look at pitches, or every pair of the group is a candidate."""
+    rng = np.random.default_rng(9)
+    slots = [(track, step) for track in range(2) for step in range(0, 128, 2)]
+    notes = []
+    for k in range(120):  # 100 different songs, 20 near-copies (transposed, 3 of 128 notes changed)
+        pitches = rng.integers(40, 80, len(slots)) if k < 100 else notes[k - 100][1].copy()
+        if k >= 100:
+            pitches[rng.choice(len(slots), 3, replace=False)] = rng.integers(40, 80, 3)
+        shift = int(rng.integers(-5, 6)) if k >= 100 else 0
+        notes.append((np.unique([(t << 40) | (s << 9) | (p + shift + 64) for (t, s), p in zip(slots, pitches, strict=True)]), pitches))
+    members = [SongContent(f"files/g{k:03d}.mid", f"g{k}", "", np.zeros(0, np.int64), n) for k, (n, _) in enumerate(notes)]
+    pairs = tune_groups_mod._candidate_pairs([m.notes for m in members], 0.9)
+    expected = _all_pairs_duplicates(members, 0.9)
+    assert len(expected) == 20
+    assert len(pairs) < 7140 / 3  # of 7,140 pairs
+    assert sum(map(len, pairs.values())) < 7140 * 25 / 50  # transpositions to try
+    assert duplicates(members, dict.fromkeys((m.path for m in members), "g"), 0.9) == expected

@@ -26,7 +26,7 @@ import math
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,12 +167,15 @@ def song_groups(songs: Sequence[SongContent], tune_similarity: float) -> dict[st
     return out
 
 
-def note_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard similarity of two songs' `note_keys` under the best transposition of `b`."""
+SHIFTS = range(-MAX_SHIFT, MAX_SHIFT + 1)
+
+
+def note_similarity(a: np.ndarray, b: np.ndarray, shifts: Iterable[int] = SHIFTS) -> float:
+    """Jaccard similarity of two songs' `note_keys` under the best of `shifts` (transpositions
+    of `b`; by default every one within an octave)."""
     if not len(a) or not len(b):
         return 0.0
-    best = max(len(np.intersect1d(a, b + shift, assume_unique=True))
-               for shift in range(-MAX_SHIFT, MAX_SHIFT + 1))
+    best = max(len(np.intersect1d(a, b + shift, assume_unique=True)) for shift in shifts)
     return best / (len(a) + len(b) - best)
 
 
@@ -194,58 +197,61 @@ def duplicates(songs: Sequence[SongContent], groups: dict[str, str],
 def _group_duplicates(members: list[SongContent], similarity: float) -> dict[str, tuple[str, float]]:
     """`duplicates` within one group (`members` in path order): each song against the songs
     before it, in path order, that `_candidate_pairs` leaves (the others cannot reach it)."""
-    twins_of: dict[int, list[int]] = defaultdict(list)
-    for a, b in sorted(_candidate_pairs([m.notes for m in members], similarity)):
-        twins_of[b].append(a)
+    twins_of: dict[int, list[tuple[int, list[int]]]] = defaultdict(list)
+    for (a, b), shifts in sorted(_candidate_pairs([m.notes for m in members], similarity).items()):
+        twins_of[b].append((a, sorted(shifts)))
     out: dict[str, tuple[str, float]] = {}
     for i, song in enumerate(members):
-        for k in twins_of.get(i, ()):
+        for k, shifts in twins_of.get(i, ()):
             twin = members[k]
             if twin.path in out or not _comparable(song.notes, twin.notes, similarity):
                 continue
-            score = note_similarity(twin.notes, song.notes)
+            score = note_similarity(twin.notes, song.notes, shifts)
             if score >= similarity:
                 out[song.path] = (twin.path, score)
                 break
     return out
 
 
-def slot_tokens(notes: np.ndarray) -> np.ndarray:
-    """The notes' (track, step) slots, the j-th note of a slot its own token: unchanged by any
-    transposition, and two songs share at least |A & (B + shift)| of them for every shift, so
-    their Jaccard bounds the notes' (`note_similarity`) from above."""
-    slots = np.asarray(notes, dtype=np.int64) >> 9
-    if not len(slots):
-        return slots
-    first = np.flatnonzero(np.r_[True, slots[1:] != slots[:-1]])  # keys are sorted: slots run together
-    rank = np.arange(len(slots)) - np.repeat(first, np.diff(np.r_[first, len(slots)]))
-    return (slots << 8) | rank  # at most 128 notes (pitches) share a slot
-
-
-def _candidate_pairs(notes: list[np.ndarray], similarity: float) -> set[tuple[int, int]]:
-    """(a, b), a < b, of the songs whose note similarity may reach `similarity`: every pair that
-    does is here. Prefix filtering (as in set-similarity joins): with tokens ordered rarest first,
-    two sets of Jaccard >= t share a token among their first |x| - ceil(t |x|) + 1, and
-    `slot_tokens`' Jaccard is at least the notes'. A group of many songs then costs about its
-    near-identical pairs, not the square of its size."""
+def _candidate_pairs(notes: list[np.ndarray], similarity: float) -> dict[tuple[int, int], set[int]]:
+    """{(a, b), a < b: the transpositions s of b} under which songs a and b may reach a note
+    similarity of `similarity`: every pair and shift that does is here. Prefix filtering (as in
+    set-similarity joins), once per shift: with the notes ordered rarest first, A and B + s of
+    Jaccard >= t share a note among their first |x| - ceil(t |x|) + 1. A group of many songs,
+    even on one rhythm grid, then costs far less than the square of its size times 25 shifts."""
     n = len(notes)
     if similarity <= 0 or n < 3:  # everything may qualify / one pair: nothing to filter
-        return {(a, b) for b in range(n) for a in range(b)}
-    tokens = [slot_tokens(x) for x in notes]
-    vocab, inverse, counts = np.unique(np.concatenate(tokens), return_inverse=True, return_counts=True)
+        return {(a, b): set(SHIFTS) for b in range(n) for a in range(b)}
+    vocab, counts = np.unique(np.concatenate(notes), return_counts=True)
+    if not len(vocab):  # no song has a note: none is anyone's duplicate
+        return {}
     rank = np.empty(len(vocab), np.int64)
     rank[np.lexsort((vocab, counts))] = np.arange(len(vocab))
-    ends = np.cumsum([len(t) for t in tokens])
+    unshifted = _prefixes(notes, 0, vocab, rank, similarity)
+    pairs: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for shift in SHIFTS:  # a hit (i, j): A_i meets A_j + shift, that is A_j meets A_i - shift
+        hits = (unshifted @ _prefixes(notes, shift, vocab, rank, similarity).T).tocoo()
+        for i, j in zip(hits.row.tolist(), hits.col.tolist(), strict=True):
+            if i != j:
+                pairs[(i, j) if i < j else (j, i)].add(shift if i < j else -shift)
+    return pairs
+
+
+def _prefixes(notes: list[np.ndarray], shift: int, vocab: np.ndarray, rank: np.ndarray,
+              similarity: float) -> sparse.csr_matrix:
+    """Songs x note ranks: each song's notes + `shift` in the prefix that `_candidate_pairs`
+    compares. A shifted note that no song has ranks first (rarest): it fills a prefix slot and
+    matches nothing, which keeps the order one total order over every set compared."""
     rows, cols = [], []
-    for k, (start, end) in enumerate(zip(np.r_[0, ends[:-1]], ends, strict=True)):
-        size = int(end - start)
+    for k, keys in enumerate(notes):
+        size = len(keys)
         keep = size - math.ceil(similarity * size - 1e-6) + 1  # the slack only lengthens the prefix
-        cols.append(np.sort(rank[inverse.ravel()[start:end]])[:max(0, keep)])
+        at = np.searchsorted(vocab, keys + shift).clip(0, len(vocab) - 1)
+        known = vocab[at] == keys + shift
+        cols.append(np.sort(rank[at[known]])[:max(0, keep - int((~known).sum()))])
         rows.append(np.full(len(cols[-1]), k))
-    prefixes = sparse.csr_matrix((np.ones(sum(map(len, cols)), np.int32), (np.concatenate(rows), np.concatenate(cols))),
-                                 shape=(n, len(vocab)))
-    pairs = sparse.triu(prefixes @ prefixes.T, k=1).tocoo()
-    return set(zip(pairs.row.tolist(), pairs.col.tolist(), strict=True))
+    return sparse.csr_matrix((np.ones(sum(map(len, cols)), np.int32), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(len(notes), len(vocab)))
 
 
 def _comparable(a: np.ndarray, b: np.ndarray, similarity: float) -> bool:
