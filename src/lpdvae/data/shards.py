@@ -138,25 +138,36 @@ def check_shard(arr: np.ndarray, entry: dict[str, Any], shape: list[int], where:
     return arr
 
 
+def spread(total: int, limit: int | None) -> np.ndarray:
+    """Indices of at most `limit` of `total` phrases, evenly spaced and in order: a bounded
+    evaluation set that reaches every part of a split (every song when there are more phrases
+    than songs), where a prefix would hold only its first few songs. All of them below `limit`."""
+    if limit is None or total <= limit:
+        return np.arange(total)
+    return np.arange(limit) * total // limit
+
+
 def load_split(tensor_dir: str | Path, split: str, limit: int | None = None) -> np.ndarray:
-    """Unpacked uint8 phrases of one split (for evaluation-sized reads; training uses PhraseDataset)."""
+    """Unpacked uint8 phrases of one split, at most `limit` of them spread over it (`spread`),
+    one shard at a time (for evaluation-sized reads; training uses PhraseDataset)."""
     index = read_index(tensor_dir)
     shape = index["shape"]
-    parts, total = [], 0
-    for entry in index["splits"].get(split, {}).get("shards", []):
-        arr = unpack(open_shard(Path(tensor_dir), entry, shape), shape[3])
-        parts.append(arr)
-        total += len(arr)
-        if limit is not None and total >= limit:
-            break
+    entries = index["splits"].get(split, {}).get("shards", [])
+    keep = spread(sum(int(e["n"]) for e in entries), limit)
+    parts, start = [], 0
+    for entry in entries:
+        n = int(entry["n"])
+        rows = keep[(keep >= start) & (keep < start + n)] - start
+        if len(rows):
+            parts.append(unpack(open_shard(Path(tensor_dir), entry, shape)[rows], shape[3]))
+        start += n
     if not parts:
         return np.zeros((0, *shape), dtype=np.uint8)
-    out = np.concatenate(parts)
-    return out[:limit] if limit is not None else out
+    return np.concatenate(parts)
 
 
 def phrase_songs(tensor_dir: str | Path, split: str, limit: int | None = None) -> np.ndarray | None:
-    """The song id of each phrase of `split` (as `load_split` orders them, first `limit`), from
+    """The song id of each phrase of `split` (as `load_split` reads them, `limit` included), from
     index.json's song order and per-song phrase counts; None for an index written without them."""
     index = read_index(tensor_dir)
     order = index.get(SONG_ORDER, {}).get(split)
@@ -167,7 +178,7 @@ def phrase_songs(tensor_dir: str | Path, split: str, limit: int | None = None) -
     if len(ids) != index["splits"].get(split, {}).get("n", 0):
         raise DataError(f"{Path(tensor_dir) / INDEX}: {SONG_ORDER} of {split!r} counts {len(ids)} phrases, "
                         f"its shards {index['splits'].get(split, {}).get('n', 0)}")
-    return ids[:limit] if limit is not None else ids
+    return ids[spread(len(ids), limit)]
 
 
 def phrase_groups(tensor_dir: str | Path, split: str, limit: int | None = None) -> np.ndarray | None:

@@ -32,7 +32,7 @@ from lpdvae.params import EvaluateParams, RepresentationParams
 if TYPE_CHECKING:  # torch is imported where a model runs: register's first run needs neither
     from lpdvae.model.vae import MusicVAE
 
-METRIC_PHRASES = 256  # test / val / train phrases measured (a bounded, deterministic prefix)
+METRIC_PHRASES = 256  # test / val / train phrases measured (bounded, spread over the split: `shards.spread`)
 SPLIT = "val"  # what the temperature and the champion comparison are chosen on
 PER_PHRASE_FILE = "per_phrase.npz"
 SET_FILE = "evaluation_set.json"

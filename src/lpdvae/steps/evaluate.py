@@ -65,7 +65,7 @@ from lpdvae.params import EvaluateParams, Params, RepresentationParams
 from lpdvae.registry.tracking import blessing_tags, owner_tags
 
 log = logging.getLogger(__name__)
-COPY_PHRASES = 4096  # training phrases the copies search (and the copy check compares with)
+COPY_PHRASES = 32768  # training phrases the copies search and the copy check compares with (spread over the split)
 ELBO_SEED = 0
 TEST = "test"
 
