@@ -247,7 +247,7 @@ def chained_vae(kinds: tuple[str, ...] = ("monophonic", "polyphonic", "monophoni
     if vae.chain is not None:
         tables += [vae.chain.out, vae.chain.harmonic, vae.chain.melodic, vae.chain.parallel, vae.chain.duration]
     if vae.cells is not None:
-        tables += [vae.cells.gate.weight, vae.cells.gate.bias, vae.cells.duration]
+        tables += [vae.cells.gate.weight, vae.cells.gate.bias, vae.cells.duration, vae.cells.chord]
     with torch.no_grad():
         for k, table in enumerate(tables):
             table.normal_(0.0, 1.0 if k == 0 else 0.1, generator=torch.Generator().manual_seed(3 + k))
@@ -261,7 +261,7 @@ def test_teacher_forcing_gives_the_chains_own_factorisation() -> None:
     truth = mono_classes(x[:, vae.mono_tracks])
     with torch.no_grad():
         (logp, _), picked, _ = vae.decode_in_order(z, lambda lp, v, t: truth[:, v].flatten(1)[:, t],
-                                                   lambda lg, t: lg > 0)  # in order
+                                                   lambda lg, t, q: lg > 0)  # in order
         forced, _ = vae.decode(z, x)  # all voices at once, the upper ones the truth
     assert torch.equal(picked, truth)
     torch.testing.assert_close(forced, logp)
@@ -273,7 +273,8 @@ def test_teacher_forcing_gives_the_cells_own_factorisation() -> None:
     z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(2))
     truth = planes(x[:, vae.poly_tracks], stacked=True).bool().flatten(2, 3)  # [N, Tp, L, P, 2]
     with torch.no_grad():
-        (_, logits), _, cells = vae.decode_in_order(z, lambda lp, v, t: lp.argmax(-1), lambda lg, t: truth[:, :, t])
+        (_, logits), _, cells = vae.decode_in_order(z, lambda lp, v, t: lp.argmax(-1),
+                                                     lambda lg, t, q: truth[:, :, t, q])
         _, forced = vae.decode(z, x)  # every step at once, the cells before each the truth
     assert torch.equal(cells.flatten(2, 3), truth)
     torch.testing.assert_close(forced, logits)
@@ -287,8 +288,21 @@ def test_a_cell_sees_the_cells_before_it_and_nothing_later() -> None:
     z = torch.zeros(2, vae.latent_dim)
     with torch.no_grad():
         a, b = vae.decode(z, x)[1], vae.decode(z, later)[1]
-    assert torch.equal(a[:, :, 0], b[:, :, 0]) and torch.equal(a[:, :, 1, :9], b[:, :, 1, :9])
+    assert torch.equal(a[:, :, 0], b[:, :, 0]) and torch.equal(a[:, :, 1, :8], b[:, :, 1, :8])
     assert not torch.allclose(a[:, :, 1, 9:], b[:, :, 1, 9:])  # each step sees the one before
+
+
+def test_a_cell_sees_the_cells_below_it_at_its_own_step_and_none_above() -> None:
+    vae = chained_vae(("polyphonic", "drums"))
+    x = note_phrases(2, small_params(kinds=vae.kinds))
+    above = x.clone()
+    above[:, :, 0, 5, 12:] = 0  # one step's cells from pitch 12 up silenced, both tracks
+    above[:, :, 0, 5, 20] = 2   # and one note struck there
+    z = torch.zeros(2, vae.latent_dim)
+    with torch.no_grad():
+        a, b = vae.decode(z, x)[1], vae.decode(z, above)[1]
+    assert torch.equal(a[:, :, 0, 5, :13], b[:, :, 0, 5, :13])  # below the change (and at its lowest pitch)
+    assert not torch.allclose(a[:, :, 0, 5, 13:], b[:, :, 0, 5, 13:])  # above it, at the same step
 
 
 def test_reconstruction_decides_the_cells_in_order() -> None:

@@ -17,10 +17,12 @@ the output distribution its kind needs (`tracks[].kind` in params.yaml):
   head also sees the voices < v at the same step and every voice at the step before, through
   interval tables (`VoiceChain`). Training is teacher-forced (the true voices); sampling draws
   and reconstruction decides step by step, voice by voice;
-- polyphonic / drums: a Bernoulli onset and sustain per cell, each cell given z and its own
-  state at the step before (`CellChain`): whether it sounded, was struck, and for how long its
-  note has lasted. Without that, cells drawn independently given z break held notes wherever one
-  draw fails and scatter stray notes; trained teacher-forced, decoded step by step.
+- polyphonic / drums: a Bernoulli onset and sustain per cell, each cell given z, its own state
+  at the step before (`CellChain`: whether it sounded, was struck, and for how long its note has
+  lasted) and the cells up to two octaves below it at its own step, in every such track (the
+  chord so far). Without these, cells drawn independently given z break held notes, thin chords
+  and let tracks disagree on the harmony; trained teacher-forced, decoded step by step and pitch
+  by pitch upwards.
 
 Decoding follows from the distribution (the most likely class / cell), never from a tuned
 threshold.
@@ -64,8 +66,8 @@ Outputs = tuple[Tensor, Tensor]  # (mono log-probs [N, Tm, B, S, P+2], poly logi
 # (log-probs [N, P+2] of voice v at step t, v, t) -> its classes [N]; t None: every step at once
 # ([N, L, P+2] -> [N, L]), when the voices are independent given z
 Pick = Callable[[Tensor, int, int | None], Tensor]
-# (the polyphonic tracks' logits at step t [N, Tp, P, 2], t) -> the cells taken (bool, same shape)
-CellPick = Callable[[Tensor, int], Tensor]
+# (the polyphonic tracks' logits at step t and pitch q [N, Tp, 2], t, q) -> the cells taken (bool, same shape)
+CellPick = Callable[[Tensor, int, int], Tensor]
 _EVENTS = 3  # onset, hold, rest
 
 
@@ -255,12 +257,18 @@ class CellChain(nn.Module):
       active) at t - 1: where z puts a chord change the gate can release what sounds, elsewhere
       hold it;
     - a duration table per track, indexed by how many steps the cell's note has sounded by
-      t - 1 (0: silent; `AGE` or more share an entry), as `VoiceChain`'s duration term.
+      t - 1 (0: silent; `AGE` or more share an entry), as `VoiceChain`'s duration term;
+    - a chord table per pair of tracks (k, j), indexed by the interval from each cell of track
+      j at the same step t and up to `SPAN` semitones below p, and by that cell's (onset,
+      active): what completes a chord once its lowest notes are drawn and keeps the tracks in
+      one harmony, which z alone cannot where it sits between two chords.
 
-    Both start at zero (an untrained chain is the independent model). `forward` is teacher-forced
-    from the true cells; `step` is the same function for one step of an in-order decoding."""
+    All start at zero (an untrained chain is the independent model). `forward` is teacher-forced
+    from the true cells; `step` and `chord_update` are the same function for an in-order
+    decoding (step by step, and within a step pitch by pitch upwards)."""
 
     AGE = 16
+    SPAN = 24  # semitones below a cell that its chord term reads
     GAIN = 10.0  # as VoiceChain.GAIN: lets Adam move a table entry to decisive logits in a short run
 
     def __init__(self, tracks: int, width: int) -> None:
@@ -270,6 +278,7 @@ class CellChain(nn.Module):
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
         self.duration = nn.Parameter(torch.zeros(tracks, self.AGE + 1, 2))
+        self.chord = nn.Parameter(torch.zeros(tracks, tracks, self.SPAN, 2, 2))  # [k, j, interval - 1, plane, state]
 
     def gates(self, feats: Tensor) -> Tensor:
         """Decoder features `[N, L, F]` -> `[N, Tp, L, 2 planes, 2 states]`."""
@@ -282,7 +291,25 @@ class CellChain(nn.Module):
         age = cell_age(cells[..., 0] > 0, cells[..., 1] > 0, self.AGE)
         before = torch.cat([torch.zeros_like(cells[:, :, :1]), cells[:, :, :-1]], 2)
         age = torch.cat([torch.zeros_like(age[:, :, :1]), age[:, :, :-1]], 2)
-        return self.step(gates, before, age)
+        n, tp, length, p, _ = cells.shape
+        now = cells.permute(0, 2, 1, 3, 4).reshape(n, length, tp * p * 2) @ self.chord_matrix(p).to(cells.dtype)
+        return self.step(gates, before, age) + now.view(n, length, tp, p, 2).transpose(1, 2)
+
+    def chord_matrix(self, pitches: int) -> Tensor:
+        """The chord terms as one matrix `[Tp * P * 2, Tp * P * 2]`: from the cells (track j,
+        pitch p', state s) of a step to the logits (track k, pitch p, plane a) of the same step,
+        non-zero only for p - SPAN <= p' < p."""
+        d = torch.arange(pitches, device=self.chord.device)
+        d = d[:, None] - d[None, :]  # p - p'
+        band = ((d >= 1) & (d <= self.SPAN)).to(self.chord.dtype)[..., None, None]
+        table = self.GAIN * self.chord[:, :, (d - 1).clamp(0, self.SPAN - 1)] * band  # [k, j, p, p', a, s]
+        size = self.tracks * pitches * 2
+        return table.permute(1, 3, 5, 0, 2, 4).reshape(size, size)
+
+    def chord_update(self, cells: Tensor) -> Tensor:
+        """The cells `[N, Tp, 2]` (onset, active; float) decided at one pitch -> what they add to
+        the logits of the `SPAN` pitches above it `[N, Tp, SPAN, 2]`, as `chord_matrix` does."""
+        return torch.einsum("kjdas,njs->nkda", self.GAIN * self.chord.to(cells.dtype), cells)
 
     def step(self, gates: Tensor, before: Tensor, age: Tensor) -> Tensor:
         """Logits `[..., P, 2]` from `gates` `[..., 2, 2]`, the cells at the step before
@@ -395,7 +422,7 @@ class MusicVAE(nn.Module):
         the result is the in-order decision)."""
         feats, poly = self._features(z)
         if x is None:
-            return self._in_order(feats, poly, lambda logp, v, t: mono_decision(logp), lambda lg, t: lg > 0)[0]
+            return self._in_order(feats, poly, lambda logp, v, t: mono_decision(logp), lambda lg, t, q: lg > 0)[0]
         if self.cells is not None:
             n, tp, b, s, p, _ = poly.shape
             truth = planes(x[:, self.poly_tracks], stacked=True).flatten(2, 3)
@@ -407,8 +434,8 @@ class MusicVAE(nn.Module):
         """(outputs, mono classes `[N, Tm, B, S]`, poly cells `[N, Tp, B, S, P, 2]` bool): step by
         step and voice by voice, `pick` chooses voice v's class at step t from its log-probs given
         what is already chosen (the voices above it at t, every voice before t), and `cell_pick`
-        the polyphonic cells at step t from their logits given the cells before t; the returned
-        log-probs and logits are those given these choices."""
+        the polyphonic cells at step t and pitch q from their logits given the cells before t and
+        below q at t; the returned log-probs and logits are those given these choices."""
         return self._in_order(*self._features(z), pick, cell_pick)
 
     def _in_order(self, feats: Tensor, poly: Tensor, pick: Pick,
@@ -437,9 +464,23 @@ class MusicVAE(nn.Module):
         age = torch.zeros(before.shape[:-1], dtype=torch.long, device=base.device)
         for t in range(b * s):
             logits[:, :, t] = base[:, :, t] + self.cells.step(gates[:, :, t], before, age)
-            cells[:, :, t] = pick(logits[:, :, t], t)
+            self._chord_in_order(logits[:, :, t], cells[:, :, t], before, lambda lg, q: pick(lg, t, q))
             before, age = next_cells(cells[:, :, t], before, age, self.cells.AGE)
         return logits.view(poly.shape), cells.view(poly.shape)
+
+    def _chord_in_order(self, logits: Tensor, cells: Tensor, before: Tensor,
+                        pick: Callable[[Tensor, int], Tensor]) -> None:
+        """One step, pitch by pitch upwards: add to `logits` `[N, Tp, P, 2]` (in place) the
+        chord terms of the cells picked below each pitch, and write the picks into `cells`."""
+        assert self.cells is not None
+        span, p = self.cells.SPAN, logits.shape[2]
+        chord = logits.new_zeros(*logits.shape[:2], p + span, 2)
+        for q in range(p):
+            logits[:, :, q] += chord[:, :, q]
+            cells[:, :, q] = pick(logits[:, :, q], q)
+            active = cells[:, :, q, 1] | cells[:, :, q, 0]
+            onset = cells[:, :, q, 0] | (active & ~before[:, :, q, 1])
+            chord[:, :, q + 1:q + 1 + span] += self.cells.chord_update(torch.stack([onset, active], -1).to(chord.dtype))
 
     def _chained(self, feats: Tensor, pick: Pick) -> tuple[Tensor, Tensor]:
         """Step by step, voice by voice: (log-probs `[N, Tm, L, P+2]`, classes `[N, Tm, L]`)."""
@@ -553,7 +594,7 @@ class MusicVAE(nn.Module):
         def pick(logp: Tensor, v: int, t: int | None) -> Tensor:  # drawn on the CPU: one generator on any device
             return mono_draw(logp.detach().float().cpu(), temperature, gen).to(logp.device)
 
-        def cell_pick(logits: Tensor, t: int) -> Tensor:
+        def cell_pick(logits: Tensor, t: int, q: int) -> Tensor:
             lg = logits.detach().float().cpu()
             return (torch.rand(lg.shape, generator=gen) < torch.sigmoid(lg / temperature)).to(logits.device)
 
