@@ -23,6 +23,7 @@ from lpdvae.model.vae import (
     free_nats_kl,
     load_model,
     save_model,
+    silent_bars,
     vae_loss,
 )
 from lpdvae.params import Params, load_params
@@ -78,12 +79,13 @@ def test_shapes_round_trip_any_grid(steps: int, pitches: int) -> None:
     x = codes(3, params)
     mu, logvar = vae.encode(x)
     assert mu.shape == logvar.shape == (3, 4)
-    mono, poly = vae.decode(mu)
+    mono, poly, silence = vae.decode(mu)
     assert mono.shape == (3, 1, 2, steps, pitches + 2)
     assert poly.shape == (3, 1, 2, steps, pitches, 2)
-    (mono2, _), mu2, _ = vae(x)
+    assert silence.shape == (3, 1, 2)
+    (mono2, _, _), mu2, _ = vae(x)
     assert mono2.shape == mono.shape and torch.equal(mu, mu2)
-    assert vae.to_codes((mono, poly)).shape == x.shape
+    assert vae.to_codes((mono, poly, silence)).shape == x.shape
 
 
 @pytest.mark.parametrize("kinds", [
@@ -93,17 +95,18 @@ def test_decoder_heads_fit_each_track_kind(kinds: tuple[str, ...]) -> None:
     params = small_params(kinds=kinds)
     vae = make_vae(params)
     n_mono = sum(k == "monophonic" for k in kinds)
-    mono, poly = vae.decode(torch.zeros(2, vae.latent_dim))
+    mono, poly, silence = vae.decode(torch.zeros(2, vae.latent_dim))
     assert mono.shape == (2, n_mono, 2, 16, 24 + 2)  # a categorical: pitches + hold + rest
     assert poly.shape == (2, len(kinds) - n_mono, 2, 16, 24, 2)  # Bernoulli onset + sustain per cell
+    assert silence.shape == (2, len(kinds) - n_mono, 2)  # and one Bernoulli per bar: silent through it
     assert (vae.mono_head is None) == (n_mono == 0)
     assert (vae.poly_head is None) == (n_mono == len(kinds))
     assert vae.mono_tracks == [k for k, kind in enumerate(kinds) if kind == "monophonic"]
-    out = vae.to_codes((mono, poly))
+    out = vae.to_codes((mono, poly, silence))
     assert out.shape == (2, len(kinds), 2, 16, 24) and out.dtype == torch.uint8
     for k in vae.mono_tracks:  # a monophonic track never sounds two pitches at once
         assert ((out[:, k] > 0).sum(-1) <= 1).all()
-    assert vae.recon_nll((mono, poly), codes(2, params)).shape == (2,)
+    assert vae.recon_nll((mono, poly, silence), codes(2, params)).shape == (2,)
 
 
 def test_an_unknown_track_kind_is_refused() -> None:
@@ -117,8 +120,8 @@ def test_default_params_shape() -> None:
     vae = build_model(params)
     r = params.representation
     x = torch.zeros(1, 4, r.n_bars, r.steps_per_bar, r.n_pitches, dtype=torch.uint8)
-    (mono, poly), _, _ = vae(x)
-    assert mono.shape == (1, 4, 4, 16, 84 + 2) and poly.shape[1] == 0
+    (mono, poly, silence), _, _ = vae(x)
+    assert mono.shape == (1, 4, 4, 16, 84 + 2) and poly.shape[1] == silence.shape[1] == 0
     assert vae.reconstruct(x).shape == x.shape
 
 
@@ -146,7 +149,7 @@ def test_loss_on_a_tiny_batch() -> None:
 def test_mono_head_is_one_normalised_categorical_over_onset_pitches_hold_and_rest() -> None:
     params = small_params(kinds=("monophonic",))
     vae = make_vae(params)
-    mono, _ = vae.decode(torch.randn(3, vae.latent_dim))
+    mono, _, _ = vae.decode(torch.randn(3, vae.latent_dim))
     assert mono.shape[-1] == 24 + 2
     assert torch.allclose(mono.exp().sum(-1), torch.ones(mono.shape[:-1]), atol=1e-5)
 
@@ -245,9 +248,12 @@ def chained_vae(kinds: tuple[str, ...] = ("monophonic", "polyphonic", "monophoni
     vae = make_vae(params).eval()
     tables = []
     if vae.chain is not None:
-        tables += [vae.chain.out, vae.chain.harmonic, vae.chain.melodic, vae.chain.parallel, vae.chain.duration]
+        tables += [t for t in (vae.chain.out, vae.chain.harmonic, vae.chain.melodic, vae.chain.parallel,
+                               vae.chain.duration) if t is not None]  # a lone voice has no upper-voice tables
     if vae.cells is not None:
         tables += [vae.cells.gate.weight, vae.cells.gate.bias, vae.cells.duration, vae.cells.chord]
+    if vae.silence is not None:
+        tables += [vae.silence.before]
     with torch.no_grad():
         for k, table in enumerate(tables):
             table.normal_(0.0, 1.0 if k == 0 else 0.1, generator=torch.Generator().manual_seed(3 + k))
@@ -260,9 +266,9 @@ def test_teacher_forcing_gives_the_chains_own_factorisation() -> None:
     z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(2))
     truth = mono_classes(x[:, vae.mono_tracks])
     with torch.no_grad():
-        (logp, _), picked, _ = vae.decode_in_order(z, lambda lp, v, t: truth[:, v].flatten(1)[:, t],
-                                                   lambda lg, t, q: lg > 0)  # in order
-        forced, _ = vae.decode(z, x)  # all voices at once, the upper ones the truth
+        (logp, _, _), picked, _ = vae.decode_in_order(z, lambda lp, v, t: truth[:, v].flatten(1)[:, t],
+                                                      lambda lg, t, q: lg > 0, lambda lg, b: lg > 0)  # in order
+        forced, _, _ = vae.decode(z, x)  # all voices at once, the upper ones the truth
     assert torch.equal(picked, truth)
     torch.testing.assert_close(forced, logp)
 
@@ -271,13 +277,18 @@ def test_teacher_forcing_gives_the_cells_own_factorisation() -> None:
     vae = chained_vae()
     x = note_phrases(3, small_params(kinds=vae.kinds))
     z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(2))
-    truth = planes(x[:, vae.poly_tracks], stacked=True).bool().flatten(2, 3)  # [N, Tp, L, P, 2]
+    x[:, vae.poly_tracks[0], 1] = 0  # a silent bar: its cells are off by the hurdle, their logits moot
+    truth = planes(x[:, vae.poly_tracks], stacked=True).bool()  # [N, Tp, B, S, P, 2]
+    silent = silent_bars(truth)
     with torch.no_grad():
-        (_, logits), _, cells = vae.decode_in_order(z, lambda lp, v, t: lp.argmax(-1),
-                                                     lambda lg, t, q: truth[:, :, t, q])
-        _, forced = vae.decode(z, x)  # every step at once, the cells before each the truth
-    assert torch.equal(cells.flatten(2, 3), truth)
-    torch.testing.assert_close(forced, logits)
+        (_, logits, silence), _, cells = vae.decode_in_order(z, lambda lp, v, t: lp.argmax(-1),
+                                                              lambda lg, t, q: truth.flatten(2, 3)[:, :, t, q],
+                                                              lambda lg, b: silent[:, :, b])
+        _, forced, forced_silence = vae.decode(z, x)  # every step at once, the cells before each the truth
+    assert torch.equal(cells, truth) and silent.any()
+    torch.testing.assert_close(forced_silence, silence)
+    sounding = ~silent[..., None, None, None].expand_as(forced)
+    torch.testing.assert_close(forced[sounding], logits[sounding])
 
 
 def test_a_cell_sees_the_cells_before_it_and_nothing_later() -> None:
@@ -303,6 +314,33 @@ def test_a_cell_sees_the_cells_below_it_at_its_own_step_and_none_above() -> None
         a, b = vae.decode(z, x)[1], vae.decode(z, above)[1]
     assert torch.equal(a[:, :, 0, 5, :13], b[:, :, 0, 5, :13])  # below the change (and at its lowest pitch)
     assert not torch.allclose(a[:, :, 0, 5, 13:], b[:, :, 0, 5, 13:])  # above it, at the same step
+
+
+def test_a_bar_decided_silent_has_no_notes_in_decoding_or_drawing() -> None:
+    vae = chained_vae(("polyphonic", "drums"))
+    z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        vae.poly_head.bias.fill_(2.0)  # every cell likely on ...
+        vae.silence.head.bias.copy_(torch.tensor([20.0, -20.0]))  # ... but track 0 silent, track 1 not
+        for phrase in (vae.to_codes(vae.decode(z)), vae.draw_codes(z, 1.0, torch.Generator().manual_seed(0))):
+            assert not phrase[:, 0].any() and phrase[:, 1].any()
+
+
+def test_a_silent_bar_costs_its_hurdle_alone_and_the_next_bar_knows_it() -> None:
+    vae = chained_vae(("polyphonic", "drums"))
+    x = note_phrases(2, small_params(kinds=vae.kinds))
+    x[:, 0, 0] = 0  # bar 0 of track 0 silent
+    z = torch.zeros(2, vae.latent_dim)
+    with torch.no_grad():
+        mono, poly, silence = vae.decode(z, x)
+        moved = poly.clone()
+        moved[:, 0, 0] += 3.0  # the cells of the silent bar: no say in its likelihood
+        assert torch.equal(vae.recon_nll((mono, poly, silence), x), vae.recon_nll((mono, moved, silence), x))
+        moved[:, 1, 0] += 3.0  # a sounding bar's cells do
+        assert not torch.equal(vae.recon_nll((mono, poly, silence), x), vae.recon_nll((mono, moved, silence), x))
+        sounding = x.clone()
+        sounding[:, 0, 0, 0, 3] = 2
+        assert not torch.allclose(vae.decode(z, sounding)[2][:, 0, 1], silence[:, 0, 1])  # bar 1 sees bar 0
 
 
 def test_reconstruction_decides_the_cells_in_order() -> None:
@@ -380,6 +418,21 @@ def test_each_bars_own_z_reaches_that_bar_only() -> None:
     assert not torch.allclose(a[:, :, 1], b[:, :, 1])
 
 
+def test_a_lone_monophonic_track_is_chained_on_its_own_step_before() -> None:
+    """LPD-5's bass: no voices above it, but its melodic interval and note length still follow
+    the step before (drawn independently given z, notes break and pitches wander)."""
+    vae = chained_vae(("drums", "polyphonic", "monophonic"))
+    assert vae.chain is not None and vae.chain.voices == 1
+    x = note_phrases(2, small_params(kinds=vae.kinds))
+    later = x.clone()
+    later[:, :, 1, 8:] = note_phrases(2, small_params(kinds=vae.kinds), seed=6)[:, :, 1, 8:]
+    z = torch.zeros(2, vae.latent_dim)
+    with torch.no_grad():
+        a, b = vae.decode(z, x)[0], vae.decode(z, later)[0]
+    assert torch.equal(a[:, :, 1, :8], b[:, :, 1, :8])
+    assert not torch.allclose(a[:, :, 1, 9:], b[:, :, 1, 9:])
+
+
 def test_an_independent_model_has_no_chain() -> None:
     params = load_params(REPO / "params.yaml", {"model.voice_chain": False})
     assert build_model(params).chain is None
@@ -418,7 +471,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json"}
     loaded = load_model(tmp_path)
     assert not loaded.training
-    assert loaded.meta["format_version"] == FORMAT_VERSION == 9
+    assert loaded.meta["format_version"] == FORMAT_VERSION == 10
     assert loaded.meta["params_digest"] == params.digest()
     assert [(t["name"], t["kind"]) for t in loaded.meta["tracks"]] == [("t0", "drums"), ("t1", "monophonic")]
     assert loaded.kinds == ("drums", "monophonic")

@@ -22,7 +22,8 @@ the output distribution its kind needs (`tracks[].kind` in params.yaml):
   lasted) and the cells up to two octaves below it at its own step, in every such track (the
   chord so far). Without these, cells drawn independently given z break held notes, thin chords
   and let tracks disagree on the harmony; trained teacher-forced, decoded step by step and pitch
-  by pitch upwards.
+  by pitch upwards. Whether such a track is silent through a bar is decided first, per bar
+  (`BarSilence`): a silent bar's cells are all off, a sounding bar's cells are drawn as above.
 
 Decoding follows from the distribution (the most likely class / cell), never from a tuned
 threshold.
@@ -57,17 +58,21 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 9  # 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
+FORMAT_VERSION = 10  # 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
+_OFF = -1e4  # the logit of a cell in a bar decided silent: off at any temperature
 
-Outputs = tuple[Tensor, Tensor]  # (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2])
+# (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2], poly bar-silence logits [N, Tp, B])
+Outputs = tuple[Tensor, Tensor, Tensor]
 # (log-probs [N, P+2] of voice v at step t, v, t) -> its classes [N]; t None: every step at once
 # ([N, L, P+2] -> [N, L]), when the voices are independent given z
 Pick = Callable[[Tensor, int, int | None], Tensor]
 # (the polyphonic tracks' logits at step t and pitch q [N, Tp, 2], t, q) -> the cells taken (bool, same shape)
 CellPick = Callable[[Tensor, int, int], Tensor]
+# (the polyphonic tracks' bar-silence logits of bar b [N, Tp], b) -> the tracks silent through it (bool)
+BarPick = Callable[[Tensor, int], Tensor]
 _EVENTS = 3  # onset, hold, rest
 
 
@@ -189,13 +194,14 @@ class VoiceChain(nn.Module):
         super().__init__()
         self.voices, self.pitches, self.hidden = voices, pitches, hidden
         self.states = (pitches + 1) * 3  # sounding pitch or silent, x event
-        self.embed = nn.Embedding(voices * self.states, hidden)
+        # what voices read of the voices above them: none with one voice (DDP refuses unused parameters)
+        self.embed = nn.Embedding(voices * self.states, hidden) if voices > 1 else None
         self.feat = nn.Linear(width, voices * hidden)
         self.out = nn.Parameter(torch.zeros(voices, hidden, _EVENTS + pitches))
         self.bias = nn.Parameter(torch.zeros(voices, _EVENTS + pitches))
-        self.harmonic = nn.Parameter(torch.zeros(voices, voices, 2 * self.HARMONIC + 1))
+        self.harmonic = nn.Parameter(torch.zeros(voices, voices, 2 * self.HARMONIC + 1)) if voices > 1 else None
         self.melodic = nn.Parameter(torch.zeros(voices, 2 * self.MELODIC + 1))
-        self.parallel = nn.Parameter(torch.zeros(voices, voices, 12 * 12 * 2))
+        self.parallel = nn.Parameter(torch.zeros(voices, voices, 12 * 12 * 2)) if voices > 1 else None
         self.duration = nn.Parameter(torch.zeros(voices, 2 * (self.AGE + 1), _EVENTS))
 
     def forward(self, feats: Tensor, classes: Tensor) -> Tensor:
@@ -210,7 +216,8 @@ class VoiceChain(nn.Module):
         upper, rows = torch.zeros_like(proj[..., 0, :]), []
         for voice in range(v):
             rows.append(self.voice_logits(proj[..., voice, :], upper, (pitch, prev, age), voice))
-            upper = upper + self.state_embedding(voice, pitch[..., voice], event[..., voice])
+            if voice + 1 < v:  # the last voice is above none
+                upper = upper + self.state_embedding(voice, pitch[..., voice], event[..., voice])
         return torch.stack(rows, 1).view(n, v, b, s, -1)
 
     def projected(self, feats: Tensor) -> Tensor:
@@ -218,6 +225,8 @@ class VoiceChain(nn.Module):
         return self.feat(feats).view(*feats.shape[:-1], self.voices, self.hidden)
 
     def state_embedding(self, voice: int, pitch: Tensor, event: Tensor) -> Tensor:
+        """What the voices below read of `voice` (any but the last)."""
+        assert self.embed is not None
         return self.embed(voice * self.states + pitch * 3 + event)
 
     def voice_logits(self, proj: Tensor, upper: Tensor, state: tuple[Tensor, Tensor, Tensor], v: int) -> Tensor:
@@ -236,8 +245,12 @@ class VoiceChain(nn.Module):
         big = self.pitches
         p = torch.arange(big, device=pitch.device)
         pv = prev[..., v, None]
-        melodic, harmonic, parallel = (self.GAIN * t for t in (self.melodic, self.harmonic, self.parallel))
-        out = torch.where(pv < big, melodic[v][(p - pv).clamp(-self.MELODIC, self.MELODIC) + self.MELODIC], 0.0)
+        out = torch.where(pv < big, self.GAIN * self.melodic[v][(p - pv).clamp(-self.MELODIC, self.MELODIC)
+                                                                + self.MELODIC], 0.0)
+        if not v:  # no voice above: no harmonic or parallel term (the top voice, or a lone one)
+            return out
+        assert self.harmonic is not None and self.parallel is not None
+        harmonic, parallel = self.GAIN * self.harmonic, self.GAIN * self.parallel
         for u in range(v):
             cu, pu = pitch[..., u, None], prev[..., u, None]
             out = out + torch.where(cu < big, harmonic[u, v][(cu - p).clamp(-self.HARMONIC, self.HARMONIC)
@@ -319,6 +332,44 @@ class CellChain(nn.Module):
         return held + self.GAIN * self.duration[track, age].to(held.dtype)
 
 
+class BarSilence(nn.Module):
+    """Logits `[N, Tp, B]` that polyphonic / drum track k is silent through bar b (a hurdle in
+    front of its cells): from the bar's decoder features (their mean over its steps) and a table
+    per track on whether k was silent in bar b - 1 (none before bar 0). A track that sits out
+    a song sits out every bar of it; drawn cell by cell, a silent bar needs every one of its
+    thousand cells to stay off, and at a sampling temperature a few stray notes fill it. Zero
+    at the start, as the chains."""
+
+    GAIN = 10.0  # as VoiceChain.GAIN
+    NONE, SILENT, SOUNDING = range(3)
+
+    def __init__(self, tracks: int, width: int) -> None:
+        super().__init__()
+        self.tracks = tracks
+        self.head = nn.Linear(width, tracks)
+        self.before = nn.Parameter(torch.zeros(tracks, 3))
+
+    def base(self, feats: Tensor) -> Tensor:
+        """Decoder features `[N, B, S, F]` -> the feature part of the logits `[N, Tp, B]`."""
+        return self.head(feats.mean(2)).transpose(1, 2)
+
+    def forward(self, feats: Tensor, silent: Tensor) -> Tensor:
+        """Teacher-forced logits `[N, Tp, B]` given the true silent bars `silent` `[N, Tp, B]` (bool)."""
+        state = torch.where(silent, self.SILENT, self.SOUNDING)
+        before = torch.cat([torch.full_like(state[:, :, :1], self.NONE), state[:, :, :-1]], 2)
+        return self.base(feats) + self.step(before)
+
+    def step(self, before: Tensor) -> Tensor:
+        """The table's logits for the states `before` `[N, Tp, ...]` (long) of the bar before."""
+        track = torch.arange(self.tracks, device=before.device).view(1, -1, *([1] * (before.dim() - 2)))
+        return self.GAIN * self.before[track, before]
+
+
+def silent_bars(cells: Tensor) -> Tensor:
+    """`[N, Tp, B, S, P, 2]` cells -> bool `[N, Tp, B]`: no cell of the bar sounds."""
+    return ~cells.flatten(3).bool().any(-1)
+
+
 def cell_age(onset: Tensor, active: Tensor, most: int) -> Tensor:
     """Cells' onset and active planes `[N, Tp, L, P]` (bool) -> at each step how many steps the
     note sounding there has lasted, that step counted (0 where silent), at most `most`."""
@@ -397,8 +448,9 @@ class MusicVAE(nn.Module):
         if self.poly_head is not None:
             nn.init.constant_(self.poly_head.bias, _ONSET_BIAS)
         self.chain = (VoiceChain(len(self.mono_tracks), p, feat, feat // 2)
-                      if model.voice_chain and len(self.mono_tracks) > 1 else None)
+                      if model.voice_chain and self.mono_tracks else None)
         self.cells = CellChain(len(self.poly_tracks), feat) if self.poly_tracks else None
+        self.silence = BarSilence(len(self.poly_tracks), feat) if self.poly_tracks else None
 
     # -- the two halves
 
@@ -414,46 +466,69 @@ class MusicVAE(nn.Module):
         return torch.cat([mu, bar_mu.flatten(1)], -1), torch.cat([logvar, bar_logvar.flatten(1)], -1)
 
     def decode(self, z: Tensor, x: Tensor | None = None) -> Outputs:
-        """`[N, latent_dim]` -> (mono log-probs `[N, Tm, B, S, P+2]`, poly logits `[N, Tp, B, S, P, 2]`).
+        """`[N, latent_dim]` -> (mono log-probs `[N, Tm, B, S, P+2]`, poly logits `[N, Tp, B, S, P, 2]`,
+        poly bar-silence logits `[N, Tp, B]`).
 
-        Each voice's log-probs are conditioned on the voices above it (with the voice chain) and
-        each cell's logits on the cells before it (`CellChain`): those of `x` (codes, teacher
-        forcing: what `recon_nll` of `x` needs), else the ones decided in order (so `to_codes` of
-        the result is the in-order decision)."""
+        Each voice's log-probs are conditioned on the voices above it (with the voice chain),
+        each cell's logits on the cells before it (`CellChain`) and each bar's silence on the bar
+        before (`BarSilence`): those of `x` (codes, teacher forcing: what `recon_nll` of `x`
+        needs), else the ones decided in order (so `to_codes` of the result is the in-order
+        decision)."""
         feats, poly = self._features(z)
         if x is None:
-            return self._in_order(feats, poly, lambda logp, v, t: mono_decision(logp), lambda lg, t, q: lg > 0)[0]
+            return self._in_order(feats, poly, lambda logp, v, t: mono_decision(logp), lambda lg, t, q: lg > 0,
+                                  lambda lg, b: lg > 0)[0]
+        n, tp, b, s, p, _ = poly.shape
+        truth = planes(x[:, self.poly_tracks], stacked=True)
+        silence = self.silence(feats, silent_bars(truth)) if self.silence is not None else poly.new_zeros(n, tp, b)
         if self.cells is not None:
-            n, tp, b, s, p, _ = poly.shape
-            truth = planes(x[:, self.poly_tracks], stacked=True).flatten(2, 3)
-            poly = poly + self.cells(self.cells.gates(feats.view(n, b * s, -1)), truth).view(poly.shape)
+            poly = poly + self.cells(self.cells.gates(feats.view(n, b * s, -1)), truth.flatten(2, 3)).view(poly.shape)
         classes = mono_classes(x[:, self.mono_tracks]) if self.chain is not None else None
-        return self._mono_log_probs(feats, classes), poly
+        return self._mono_log_probs(feats, classes), poly, silence
 
-    def decode_in_order(self, z: Tensor, pick: Pick, cell_pick: CellPick) -> tuple[Outputs, Tensor, Tensor]:
+    def decode_in_order(self, z: Tensor, pick: Pick, cell_pick: CellPick,
+                        bar_pick: BarPick) -> tuple[Outputs, Tensor, Tensor]:
         """(outputs, mono classes `[N, Tm, B, S]`, poly cells `[N, Tp, B, S, P, 2]` bool): step by
         step and voice by voice, `pick` chooses voice v's class at step t from its log-probs given
-        what is already chosen (the voices above it at t, every voice before t), and `cell_pick`
-        the polyphonic cells at step t and pitch q from their logits given the cells before t and
-        below q at t; the returned log-probs and logits are those given these choices."""
-        return self._in_order(*self._features(z), pick, cell_pick)
+        what is already chosen (the voices above it at t, every voice before t); `bar_pick`
+        first the polyphonic tracks silent through bar b given the bars before, then `cell_pick`
+        the cells of the others at step t and pitch q from their logits given the cells before t
+        and below q at t; the returned log-probs and logits are those given these choices."""
+        return self._in_order(*self._features(z), pick, cell_pick, bar_pick)
 
-    def _in_order(self, feats: Tensor, poly: Tensor, pick: Pick,
-                  cell_pick: CellPick) -> tuple[Outputs, Tensor, Tensor]:
+    def _in_order(self, feats: Tensor, poly: Tensor, pick: Pick, cell_pick: CellPick,
+                  bar_pick: BarPick) -> tuple[Outputs, Tensor, Tensor]:
         n, b, s, _ = feats.shape
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
-        poly, cells = self._cells_in_order(feats, poly, cell_pick)
+        silence, silent = self._silence_in_order(feats, bar_pick)
+        poly, cells = self._cells_in_order(feats, poly, silent, cell_pick)
         if self.chain is None or tm == 0:  # the voices are independent given z: one pick each
             logp = self._mono_log_probs(feats, None)
             picked = [pick(logp[:, v].flatten(1, 2), v, None).view(n, b, s) for v in range(tm)]
             classes = torch.stack(picked, 1) if picked else feats.new_zeros(n, 0, b, s, dtype=torch.long)
-            return (logp, poly), classes, cells
+            return (logp, poly, silence), classes, cells
         logp, classes = self._chained(feats.view(n, b * s, -1), pick)
-        return (logp.view(n, tm, b, s, p + 2), poly), classes.view(n, tm, b, s), cells
+        return (logp.view(n, tm, b, s, p + 2), poly, silence), classes.view(n, tm, b, s), cells
 
-    def _cells_in_order(self, feats: Tensor, poly: Tensor, pick: CellPick) -> tuple[Tensor, Tensor]:
+    def _silence_in_order(self, feats: Tensor, pick: BarPick) -> tuple[Tensor, Tensor]:
+        """Bar by bar: (the bar-silence logits `[N, Tp, B]` given the bars picked before, the
+        tracks picked silent, bool, same shape)."""
+        n, b = feats.shape[:2]
+        if self.silence is None:
+            tp = len(self.poly_tracks)
+            return feats.new_zeros(n, tp, b), torch.zeros(n, tp, b, dtype=torch.bool, device=feats.device)
+        base = self.silence.base(feats)
+        logits, silent = torch.empty_like(base), torch.zeros(base.shape, dtype=torch.bool, device=base.device)
+        before = torch.full(base.shape[:2], BarSilence.NONE, dtype=torch.long, device=base.device)
+        for bar in range(b):
+            logits[:, :, bar] = base[:, :, bar] + self.silence.step(before)
+            silent[:, :, bar] = pick(logits[:, :, bar], bar)
+            before = torch.where(silent[:, :, bar], BarSilence.SILENT, BarSilence.SOUNDING)
+        return logits, silent
+
+    def _cells_in_order(self, feats: Tensor, poly: Tensor, silent: Tensor, pick: CellPick) -> tuple[Tensor, Tensor]:
         """Step by step: (poly logits given the cells picked before, the cells picked), both
-        `[N, Tp, B, S, P, 2]`."""
+        `[N, Tp, B, S, P, 2]`; the cells of a bar picked `silent` `[N, Tp, B]` are off."""
         if self.cells is None:
             return poly, poly > 0
         n, tp, b, s, p, _ = poly.shape
@@ -463,8 +538,9 @@ class MusicVAE(nn.Module):
         before = torch.zeros_like(cells[:, :, 0])
         age = torch.zeros(before.shape[:-1], dtype=torch.long, device=base.device)
         for t in range(b * s):
-            logits[:, :, t] = base[:, :, t] + self.cells.step(gates[:, :, t], before, age)
-            self._chord_in_order(logits[:, :, t], cells[:, :, t], before, lambda lg, q: pick(lg, t, q))
+            logits[:, :, t] = torch.where(silent[:, :, t // s, None, None], _OFF,
+                                          base[:, :, t] + self.cells.step(gates[:, :, t], before, age))
+            self._chord_in_order(logits[:, :, t], cells[:, :, t], before, lambda lg, q, t=t: pick(lg, t, q))
             before, age = next_cells(cells[:, :, t], before, age, self.cells.AGE)
         return logits.view(poly.shape), cells.view(poly.shape)
 
@@ -502,7 +578,8 @@ class MusicVAE(nn.Module):
                 pitch[:, v], event = next_state(classes[:, v, t], prev[:, v], p)
                 starts = (event == 0) | ((event == 2) & (prev[:, v] < p))
                 age[:, v] = torch.where(starts, 1, age[:, v] + 1).clamp(max=self.chain.AGE)
-                upper = upper + self.chain.state_embedding(v, pitch[:, v], event)
+                if v + 1 < tm:
+                    upper = upper + self.chain.state_embedding(v, pitch[:, v], event)
             prev = pitch
         return logp, classes
 
@@ -547,7 +624,7 @@ class MusicVAE(nn.Module):
     def recon_nll(self, out: Outputs, x: Tensor, mono_target: Tensor | None = None) -> Tensor:
         """Negative log-likelihood of codes `x` under the decoder's distribution: `[N]` nats.
         `mono_target`: `mono_classes` of x's monophonic tracks, when the caller has them."""
-        mono, poly = out
+        mono, poly, silence = out
         nll = x.new_zeros(x.shape[0], dtype=torch.float32)
         if self.mono_tracks:
             target = mono_classes(x[:, self.mono_tracks]) if mono_target is None else mono_target  # [N, Tm, B, S]
@@ -555,14 +632,16 @@ class MusicVAE(nn.Module):
             nll = nll + ce.view(x.shape[0], -1).sum(1)
         if self.poly_tracks:
             target = planes(x[:, self.poly_tracks], stacked=True)  # [N, Tp, B, S, P, 2] onset, active
-            bce = F.binary_cross_entropy_with_logits(poly.float(), target, reduction="none")
-            nll = nll + bce.flatten(1).sum(1)
+            silent = silent_bars(target)
+            bce = F.binary_cross_entropy_with_logits(poly.float(), target, reduction="none").flatten(3).sum(-1)
+            hurdle = F.binary_cross_entropy_with_logits(silence.float(), silent.float(), reduction="none")
+            nll = nll + (bce * ~silent + hurdle).flatten(1).sum(1)  # a silent bar's cells: all off, given it
         return nll
 
     def to_codes(self, out: Outputs) -> Tensor:
         """The most likely codes `[N, T, B, S, P]` (uint8) under the decoder's distribution."""
-        mono, poly = out
-        return self._codes(mono_decision(mono), poly > 0)
+        mono, poly, silence = out
+        return self._codes(mono_decision(mono), (poly > 0) & (silence <= 0)[..., None, None, None])
 
     def _codes(self, mono_classes: Tensor, poly_cells: Tensor) -> Tensor:
         """Codes from the monophonic tracks' classes `[N, Tm, B, S]` and the polyphonic tracks'
@@ -587,18 +666,18 @@ class MusicVAE(nn.Module):
         """Codes `[N, T, B, S, P]` drawn from the decoder's distribution given z `[N, latent_dim]`
         with its logits divided by `temperature` (MusicVAE's sampling temperature; towards 0 it
         becomes `to_codes`), the monophonic voices one after another (the chain's order) and the
-        polyphonic cells step by step."""
+        polyphonic tracks' silent bars, then their cells step by step."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
 
         def pick(logp: Tensor, v: int, t: int | None) -> Tensor:  # drawn on the CPU: one generator on any device
             return mono_draw(logp.detach().float().cpu(), temperature, gen).to(logp.device)
 
-        def cell_pick(logits: Tensor, t: int, q: int) -> Tensor:
+        def bernoulli(logits: Tensor, *where: int) -> Tensor:  # a cell (at t, q) or a bar's silence (at b)
             lg = logits.detach().float().cpu()
             return (torch.rand(lg.shape, generator=gen) < torch.sigmoid(lg / temperature)).to(logits.device)
 
-        _, classes, cells = self.decode_in_order(z, pick, cell_pick)
+        _, classes, cells = self.decode_in_order(z, pick, bernoulli, bernoulli)
         return self._codes(classes.cpu(), cells.cpu())
 
     @torch.no_grad()
