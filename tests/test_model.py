@@ -291,14 +291,19 @@ def test_teacher_forcing_gives_the_cells_own_factorisation() -> None:
     torch.testing.assert_close(forced[sounding], logits[sounding])
 
 
-def test_a_cell_sees_the_cells_before_it_and_nothing_later() -> None:
-    vae = chained_vae(("polyphonic", "drums"))
+def teacher_forced_before_and_after_a_change(vae: MusicVAE, output: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output `output` of `decode(0, x)` for two phrases that differ only in bar 1 from step 8 on."""
     x = note_phrases(2, small_params(kinds=vae.kinds))
     later = x.clone()
-    later[:, :, 1, 8:] = note_phrases(2, small_params(kinds=vae.kinds), seed=6)[:, :, 1, 8:]  # bar 1 from step 8 on
+    later[:, :, 1, 8:] = note_phrases(2, small_params(kinds=vae.kinds), seed=6)[:, :, 1, 8:]
     z = torch.zeros(2, vae.latent_dim)
     with torch.no_grad():
-        a, b = vae.decode(z, x)[1], vae.decode(z, later)[1]
+        return vae.decode(z, x)[output], vae.decode(z, later)[output]
+
+
+def test_a_cell_sees_the_cells_before_it_and_nothing_later() -> None:
+    vae = chained_vae(("polyphonic", "drums"))
+    a, b = teacher_forced_before_and_after_a_change(vae, 1)
     assert torch.equal(a[:, :, 0], b[:, :, 0]) and torch.equal(a[:, :, 1, :8], b[:, :, 1, :8])
     assert not torch.allclose(a[:, :, 1, 9:], b[:, :, 1, 9:])  # each step sees the one before
 
@@ -372,12 +377,7 @@ def test_a_drawn_voice_depends_on_the_voices_above_it() -> None:
 
 def test_a_voice_sees_every_voice_one_step_back_and_nothing_later() -> None:
     vae = chained_vae(("monophonic",) * 3)
-    x = note_phrases(2, small_params(kinds=vae.kinds))
-    later = x.clone()
-    later[:, :, 1, 8:] = note_phrases(2, small_params(kinds=vae.kinds), seed=6)[:, :, 1, 8:]  # bar 1 from step 8 on
-    z = torch.zeros(2, vae.latent_dim)
-    with torch.no_grad():
-        a, b = vae.decode(z, x)[0], vae.decode(z, later)[0]
+    a, b = teacher_forced_before_and_after_a_change(vae, 0)
     assert torch.equal(a[:, :, 0], b[:, :, 0]) and torch.equal(a[:, :, 1, :8], b[:, :, 1, :8])
     assert not torch.allclose(a[:, 0, 1, 9:], b[:, 0, 1, 9:])  # the top voice sees the step before
 
@@ -423,12 +423,7 @@ def test_a_lone_monophonic_track_is_chained_on_its_own_step_before() -> None:
     the step before (drawn independently given z, notes break and pitches wander)."""
     vae = chained_vae(("drums", "polyphonic", "monophonic"))
     assert vae.chain is not None and vae.chain.voices == 1
-    x = note_phrases(2, small_params(kinds=vae.kinds))
-    later = x.clone()
-    later[:, :, 1, 8:] = note_phrases(2, small_params(kinds=vae.kinds), seed=6)[:, :, 1, 8:]
-    z = torch.zeros(2, vae.latent_dim)
-    with torch.no_grad():
-        a, b = vae.decode(z, x)[0], vae.decode(z, later)[0]
+    a, b = teacher_forced_before_and_after_a_change(vae, 0)
     assert torch.equal(a[:, :, 1, :8], b[:, :, 1, :8])
     assert not torch.allclose(a[:, :, 1, 9:], b[:, :, 1, 9:])
 
