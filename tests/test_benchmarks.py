@@ -18,6 +18,7 @@ BENCHMARKS = sorted(p.stem for p in (REPO / "benchmarks").glob("*_bench.py"))
 TINY: dict[str, list[str]] = {
     "conv_block_bench": ["--steps", "1", "--batch", "4"],
     "demo_render_bench": ["--limit", "3"],
+    "duplicate_bench": ["--songs", "30", "--brute", "20", "--repeats", "1"],
     "evaluate_bench": ["--phrases", "16", "--repeats", "1"],
     "fanout_bench": ["--songs", "6", "--chunks", "2"],
     "midi_parse_bench": ["--songs", "3"],
