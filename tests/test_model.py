@@ -251,7 +251,7 @@ def chained_vae(kinds: tuple[str, ...] = ("monophonic", "polyphonic", "monophoni
         tables += [t for t in (vae.chain.out, vae.chain.harmonic, vae.chain.melodic, vae.chain.parallel,
                                vae.chain.duration) if t is not None]  # a lone voice has no upper-voice tables
     if vae.cells is not None:
-        tables += [vae.cells.gate.weight, vae.cells.gate.bias, vae.cells.duration, vae.cells.chord]
+        tables += [vae.cells.gate.weight, vae.cells.gate.bias, vae.cells.duration, vae.cells.chord, vae.cells.harmony]
     if vae.silence is not None:
         tables += [vae.silence.before]
     with torch.no_grad():
@@ -346,6 +346,20 @@ def test_a_silent_bar_costs_its_hurdle_alone_and_the_next_bar_knows_it() -> None
         sounding = x.clone()
         sounding[:, 0, 0, 0, 3] = 2
         assert not torch.allclose(vae.decode(z, sounding)[2][:, 0, 1], silence[:, 0, 1])  # bar 1 sees bar 0
+
+
+def test_a_cell_sees_the_pitch_classes_sounded_earlier_in_its_bar_and_none_of_the_bar_before() -> None:
+    vae = chained_vae(("polyphonic", "drums"))
+    params = small_params(kinds=vae.kinds)
+    x = torch.zeros(2, *vae.shape, dtype=torch.uint8)
+    struck = x.clone()
+    struck[:, 0, 0, 2, 5] = 2  # one short note early in bar 0
+    z = torch.zeros(2, vae.latent_dim)
+    assert params.representation.n_bars == 2
+    with torch.no_grad():
+        a, b = vae.decode(z, x)[1], vae.decode(z, struck)[1]
+    assert not torch.allclose(a[:, :, 0, 10, 20], b[:, :, 0, 10, 20])  # later in bar 0, another pitch
+    assert torch.equal(a[:, :, 1], b[:, :, 1])  # bar 1 starts its own harmony
 
 
 def test_reconstruction_decides_the_cells_in_order() -> None:
@@ -466,7 +480,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json"}
     loaded = load_model(tmp_path)
     assert not loaded.training
-    assert loaded.meta["format_version"] == FORMAT_VERSION == 10
+    assert loaded.meta["format_version"] == FORMAT_VERSION == 11
     assert loaded.meta["params_digest"] == params.digest()
     assert [(t["name"], t["kind"]) for t in loaded.meta["tracks"]] == [("t0", "drums"), ("t1", "monophonic")]
     assert loaded.kinds == ("drums", "monophonic")

@@ -19,8 +19,9 @@ the output distribution its kind needs (`tracks[].kind` in params.yaml):
   and reconstruction decides step by step, voice by voice;
 - polyphonic / drums: a Bernoulli onset and sustain per cell, each cell given z, its own state
   at the step before (`CellChain`: whether it sounded, was struck, and for how long its note has
-  lasted) and the cells up to two octaves below it at its own step, in every such track (the
-  chord so far). Without these, cells drawn independently given z break held notes, thin chords
+  lasted), the cells up to two octaves below it at its own step (the chord so far) and the
+  pitch classes sounded earlier in its bar (the bar's harmony so far), in every such track.
+  Without these, cells drawn independently given z break held notes, thin chords
   and let tracks disagree on the harmony; trained teacher-forced, decoded step by step and pitch
   by pitch upwards. Whether such a track is silent through a bar is decided first, per bar
   (`BarSilence`): a silent bar's cells are all off, a sounding bar's cells are drawn as above.
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 10  # 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
+FORMAT_VERSION = 11  # 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
@@ -274,7 +275,10 @@ class CellChain(nn.Module):
     - a chord table per pair of tracks (k, j), indexed by the interval from each cell of track
       j at the same step t and up to `SPAN` semitones below p, and by that cell's (onset,
       active): what completes a chord once its lowest notes are drawn and keeps the tracks in
-      one harmony, which z alone cannot where it sits between two chords.
+      one harmony, which z alone cannot where it sits between two chords;
+    - a harmony table per pair of tracks (k, j), indexed by the interval class (mod 12) from
+      each pitch class track j has sounded so far in the bar (before t): a bar keeps the
+      chord its first notes chose, in every track, instead of each strike choosing again.
 
     All start at zero (an untrained chain is the independent model). `forward` is teacher-forced
     from the true cells; `step` and `chord_update` are the same function for an in-order
@@ -292,21 +296,34 @@ class CellChain(nn.Module):
         nn.init.zeros_(self.gate.bias)
         self.duration = nn.Parameter(torch.zeros(tracks, self.AGE + 1, 2))
         self.chord = nn.Parameter(torch.zeros(tracks, tracks, self.SPAN, 2, 2))  # [k, j, interval - 1, plane, state]
+        self.harmony = nn.Parameter(torch.zeros(tracks, tracks, 12, 2))  # [k, j, interval class, plane]
 
     def gates(self, feats: Tensor) -> Tensor:
         """Decoder features `[N, L, F]` -> `[N, Tp, L, 2 planes, 2 states]`."""
         n, length, _ = feats.shape
         return self.gate(feats).view(n, length, self.tracks, 2, 2).transpose(1, 2)
 
-    def forward(self, gates: Tensor, cells: Tensor) -> Tensor:
+    def forward(self, gates: Tensor, cells: Tensor, bar_steps: int) -> Tensor:
         """`gates` `[N, Tp, L, 2, 2]`, true cells `[N, Tp, L, P, 2]` (onset, active; float) ->
-        `[N, Tp, L, P, 2]`: each step's logits from the cells one step before."""
+        `[N, Tp, L, P, 2]`: each step's logits from the cells one step before, below it at its
+        step and sounded earlier in its bar (of `bar_steps` steps)."""
         age = cell_age(cells[..., 0] > 0, cells[..., 1] > 0, self.AGE)
         before = torch.cat([torch.zeros_like(cells[:, :, :1]), cells[:, :, :-1]], 2)
         age = torch.cat([torch.zeros_like(age[:, :, :1]), age[:, :, :-1]], 2)
         n, tp, length, p, _ = cells.shape
         now = cells.permute(0, 2, 1, 3, 4).reshape(n, length, tp * p * 2) @ self.chord_matrix(p).to(cells.dtype)
-        return self.step(gates, before, age) + now.view(n, length, tp, p, 2).transpose(1, 2)
+        so_far = pitch_classes(cells[..., 1]).view(n, tp, length // bar_steps, bar_steps, 12).cummax(3).values
+        so_far = torch.cat([torch.zeros_like(so_far[:, :, :, :1]), so_far[:, :, :, :-1]], 3).flatten(2, 3)
+        return (self.step(gates, before, age) + now.view(n, length, tp, p, 2).transpose(1, 2)
+                + self.harmony_terms(so_far, p))
+
+    def harmony_terms(self, so_far: Tensor, pitches: int) -> Tensor:
+        """The pitch classes each track has sounded so far in the bar `[N, Tp, ..., 12]` (float)
+        -> the harmony table's logits `[N, Tp, ..., P, 2]`."""
+        q = torch.arange(12, device=so_far.device)
+        table = self.GAIN * self.harmony[:, :, (q[:, None] - q[None, :]) % 12].to(so_far.dtype)  # [k, j, q, c, a]
+        per_class = torch.einsum("kjqca,nj...c->nk...qa", table, so_far)
+        return per_class[..., torch.arange(pitches, device=so_far.device) % 12, :]
 
     def chord_matrix(self, pitches: int) -> Tensor:
         """The chord terms as one matrix `[Tp * P * 2, Tp * P * 2]`: from the cells (track j,
@@ -363,6 +380,12 @@ class BarSilence(nn.Module):
         """The table's logits for the states `before` `[N, Tp, ...]` (long) of the bar before."""
         track = torch.arange(self.tracks, device=before.device).view(1, -1, *([1] * (before.dim() - 2)))
         return self.GAIN * self.before[track, before]
+
+
+def pitch_classes(active: Tensor) -> Tensor:
+    """`[..., P]` (float 0/1) -> `[..., 12]`: 1 where some pitch of that class (index mod 12) is on."""
+    pad = (-active.shape[-1]) % 12
+    return F.pad(active, (0, pad)).unflatten(-1, (-1, 12)).amax(-2)
 
 
 def silent_bars(cells: Tensor) -> Tensor:
@@ -482,7 +505,7 @@ class MusicVAE(nn.Module):
         truth = planes(x[:, self.poly_tracks], stacked=True)
         silence = self.silence(feats, silent_bars(truth)) if self.silence is not None else poly.new_zeros(n, tp, b)
         if self.cells is not None:
-            poly = poly + self.cells(self.cells.gates(feats.view(n, b * s, -1)), truth.flatten(2, 3)).view(poly.shape)
+            poly = poly + self.cells(self.cells.gates(feats.view(n, b * s, -1)), truth.flatten(2, 3), s).view(poly.shape)
         classes = mono_classes(x[:, self.mono_tracks]) if self.chain is not None else None
         return self._mono_log_probs(feats, classes), poly, silence
 
@@ -537,11 +560,15 @@ class MusicVAE(nn.Module):
         logits, cells = torch.empty_like(base), torch.zeros(base.shape, dtype=torch.bool, device=base.device)
         before = torch.zeros_like(cells[:, :, 0])
         age = torch.zeros(before.shape[:-1], dtype=torch.long, device=base.device)
+        so_far = base.new_zeros(n, tp, 12)  # pitch classes sounded in the bar so far
         for t in range(b * s):
+            so_far = so_far if t % s else torch.zeros_like(so_far)
             logits[:, :, t] = torch.where(silent[:, :, t // s, None, None], _OFF,
-                                          base[:, :, t] + self.cells.step(gates[:, :, t], before, age))
+                                          base[:, :, t] + self.cells.step(gates[:, :, t], before, age)
+                                          + self.cells.harmony_terms(so_far, p))
             self._chord_in_order(logits[:, :, t], cells[:, :, t], before, lambda lg, q, t=t: pick(lg, t, q))
             before, age = next_cells(cells[:, :, t], before, age, self.cells.AGE)
+            so_far = torch.maximum(so_far, pitch_classes(before[..., 1].to(so_far.dtype)))
         return logits.view(poly.shape), cells.view(poly.shape)
 
     def _chord_in_order(self, logits: Tensor, cells: Tensor, before: Tensor,
