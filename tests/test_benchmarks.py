@@ -114,6 +114,23 @@ def test_a_perturbed_loss_curve_fails_the_check(tiny_curve: tuple, perturb) -> N
     assert not check["passed"]
 
 
+def tiny_tensors(folder: Path, params, phrases: int = 12) -> Path:
+    """Synthetic train/val/test shards of `params`' phrase shape, `phrases` in each split."""
+    import numpy as np
+
+    from benchmarks.train_bench import phrase_shape, synthetic_rolls
+    from lpdvae.data.shards import SPLITS, ShardWriter, write_index
+
+    shape, rng = phrase_shape(params), np.random.default_rng(0)
+    writer = ShardWriter(folder, shape, shard_size=16)
+    for split in SPLITS:
+        writer.add(split, synthetic_rolls(rng, phrases, shape))
+    shards = writer.close()
+    write_index(folder, {"shape": list(shape), "tracks": params.track_names, "packed": True,
+                         "songs": {}, "splits": {s: {"shards": shards[s], "n": phrases} for s in SPLITS}})
+    return folder
+
+
 # --- voice_chain_report (issue 20): it rotted once (measure() stopped reading test); run it here.
 
 @pytest.mark.slow
@@ -122,21 +139,12 @@ def test_voice_chain_report_runs_at_a_tiny_size(tmp_path: Path, tiny_params) -> 
     train/val/test shards, with the copy baseline: every path of the report, no training."""
     import dataclasses
 
-    import numpy as np
     import yaml
 
-    from benchmarks.train_bench import phrase_shape, synthetic_rolls
-    from lpdvae.data.shards import SPLITS, ShardWriter, write_index
     from lpdvae.io import atomic_write_json
     from lpdvae.model.vae import build_model, save_model
 
-    shape, rng = phrase_shape(tiny_params), np.random.default_rng(0)
-    writer = ShardWriter(tmp_path / "tensors", shape, shard_size=16)
-    for split in SPLITS:
-        writer.add(split, synthetic_rolls(rng, 12, shape))
-    shards = writer.close()
-    write_index(tmp_path / "tensors", {"shape": list(shape), "tracks": tiny_params.track_names, "packed": True,
-                                       "songs": {}, "splits": {s: {"shards": shards[s], "n": 12} for s in SPLITS}})
+    tiny_tensors(tmp_path / "tensors", tiny_params)
     models = []
     for chain in (True, False):
         params = dataclasses.replace(tiny_params, model=dataclasses.replace(tiny_params.model, voice_chain=chain))
@@ -154,3 +162,33 @@ def test_voice_chain_report_runs_at_a_tiny_size(tmp_path: Path, tiny_params) -> 
     assert {m: result["models"][m]["voice_chain"] for m in result["models"]} == {"chain": True, "independent": False}
     assert set(result["copy_baseline"]) == {"transpose", "val_note_f1", "test_note_f1"}
     assert "parallel_5_8_rate" in result["models"]["chain"]["data_test"]
+
+
+# --- prior_report (issue 23): which latents decode into data-like music
+
+@pytest.mark.slow
+def test_prior_report_decodes_every_latent_source_at_a_tiny_size(tmp_path: Path, tiny_params) -> None:
+    """An untrained model with bar latents and a fitted prior, on synthetic shards: every source
+    of the report is decoded and measured beside the validation data."""
+    import dataclasses
+
+    import torch
+
+    from lpdvae.model.vae import build_model, save_model
+
+    params = dataclasses.replace(tiny_params, model=dataclasses.replace(tiny_params.model, bar_latent_dim=4,
+                                                                         prior_components=2))
+    tensors = tiny_tensors(tmp_path / "tensors", params)
+    vae = build_model(params)
+    vae.prior.fit(torch.randn(32, vae.latent_dim, generator=torch.Generator().manual_seed(0)), 0)
+    folder = save_model(vae, tmp_path / "model", params)
+    out = tmp_path / "prior.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.prior_report", "--model", str(folder), "--tensors",
+                          str(tensors), "--phrases", "8", "--components", "2", "--out", str(out)],
+                         cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert {"prior", "posterior", "prior_refit_2", "prior_narrowed_0.5", "posterior_phrase_prior_bars",
+            "prior_phrase_per_bar_2"} <= set(result)
+    assert set(result["prior"]) == set(result["data_val"])
