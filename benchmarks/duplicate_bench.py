@@ -25,28 +25,31 @@ from pathlib import Path
 
 import numpy as np
 
+from lpdvae.io import atomic_write_json
 from lpdvae.params import load_params
 from lpdvae.validation import tune_groups
 from lpdvae.validation.tune_groups import SongContent
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "duplicates.json"
-SLOTS = [(track, step) for track in range(4) for step in range(0, 256, 2)]
+TRACKS, STEPS = 4, np.arange(0, 256, 2)  # every song has a note on each track's every other step
 
 
 def planted_group(n: int, seed: int = 3) -> list[SongContent]:
     """`n` songs on one rhythm grid; song 10k + 9 repeats song 10k + 8 but for 5 pitches."""
     rng = np.random.default_rng(seed)
     songs: list[SongContent] = []
-    pitches: list[np.ndarray] = []
+    slots = TRACKS * len(STEPS)
+    last = np.zeros(slots, np.int64)  # the pitches of the song before
     for k in range(n):
-        p = rng.integers(36, 84, len(SLOTS))
+        p = rng.integers(36, 84, slots)
         if k % 10 == 9:
-            p = pitches[-1].copy()
-            p[rng.choice(len(SLOTS), 5, replace=False)] = rng.integers(36, 84, 5)
-        pitches.append(p)
-        keys = np.unique([(t << 40) | (s << 9) | (int(q) + 64) for (t, s), q in zip(SLOTS, p, strict=True)])
-        songs.append(SongContent(f"group/{k:05d}", str(k), "", np.zeros(0, np.int64), keys.astype(np.int64)))
+            p = last.copy()
+            p[rng.choice(slots, 5, replace=False)] = rng.integers(36, 84, 5)
+        last = p
+        onsets = [np.c_[STEPS, track] for track in p.reshape(TRACKS, len(STEPS))]
+        songs.append(SongContent(f"group/{k:05d}", str(k), "", np.zeros(0, np.int64),
+                                 tune_groups.note_keys(onsets, 1.0)))
     return songs
 
 
@@ -105,8 +108,7 @@ def main() -> int:
         parser.error("--brute must be between 2 and --songs")
     similarity = load_params(HERE.parent / "params.yaml").validate.duplicate_similarity
     result = measure(args.songs, args.brute, args.repeats, similarity)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -39,17 +39,19 @@ HERE = Path(__file__).resolve().parent
 SEED = 7
 
 
-def _draws(prior: LatentPrior, n: int, narrow: float = 1.0) -> torch.Tensor:
-    """`n` draws of `prior` (fitted), each `narrow` x as far from its component's mean."""
+def _narrowed(prior: LatentPrior, n: int, narrow: float) -> torch.Tensor:
+    """`n` draws of `prior` (fitted) as `LatentPrior.sample` draws them, each `narrow` x as far
+    from its component's mean (no such knob in the model: only this report needs it)."""
     gen = torch.Generator().manual_seed(SEED)
     k = torch.multinomial(prior.weights, n, replacement=True, generator=gen)
     return prior.means[k] + narrow * (prior.chol[k] @ torch.randn(n, prior.dim, 1, generator=gen)).squeeze(-1)
 
 
-def _refit(z: torch.Tensor, components: int) -> LatentPrior:
+def _refit_draws(z: torch.Tensor, components: int, n: int) -> torch.Tensor:
+    """`n` draws of a `components`-Gaussian mixture fitted to `z`."""
     prior = LatentPrior(z.shape[1], components)
     prior.fit(z, SEED)
-    return prior
+    return prior.sample(n, torch.Generator().manual_seed(SEED))
 
 
 def sources(vae: MusicVAE, val: np.ndarray, train: np.ndarray, n: int,
@@ -63,9 +65,9 @@ def sources(vae: MusicVAE, val: np.ndarray, train: np.ndarray, n: int,
     post = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)
     prior = vae.prior.sample(n, torch.Generator().manual_seed(SEED))
     out = {"prior": prior, "posterior": post}
-    out.update({f"prior_refit_{k}": _draws(_refit(fit, k), n) for k in components})
+    out.update({f"prior_refit_{k}": _refit_draws(fit, k, n) for k in components})
     if bool(vae.prior.fitted):
-        out.update({f"prior_narrowed_{f}": _draws(vae.prior, n, f) for f in (0.75, 0.5)})
+        out.update({f"prior_narrowed_{f}": _narrowed(vae.prior, n, f) for f in (0.75, 0.5)})
     out["posterior_dims_shuffled"] = torch.stack([post[torch.randperm(n, generator=gen), j]
                                                   for j in range(post.shape[1])], 1)
     if bar:
@@ -75,7 +77,7 @@ def sources(vae: MusicVAE, val: np.ndarray, train: np.ndarray, n: int,
         out["posterior_phrase_prior_bars"] = torch.cat([post[:, :d], prior[:, d:]], 1)
         bars = fit[:, d:].reshape(-1, bar)
         for k in components:
-            per_bar = _draws(_refit(bars, k), n * vae.rep.n_bars).reshape(n, -1)
+            per_bar = _refit_draws(bars, k, n * vae.rep.n_bars).reshape(n, -1)
             out[f"prior_phrase_per_bar_{k}"] = torch.cat([prior[:, :d], per_bar], 1)
     return out
 
