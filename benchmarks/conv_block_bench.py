@@ -74,7 +74,7 @@ def main() -> int:
     for i in range(args.steps + 2):  # the first two rounds warm up
         for name, model in models.items():
             t = time.perf_counter()
-            out, mu, logvar = model(x)
+            out, mu, logvar, _ = model(x)
             loss = vae_loss(model, out, x, mu, logvar, 0.5, params.train.free_nats,
                             params.train.hold_pitch_weight)["loss"]
             optims[name].zero_grad()

@@ -3,7 +3,7 @@
 For one trained model (`--model DIR`) and one tensor folder it generates `--phrases` phrases
 (decoder temperature `--temperature`, one seed) from z of each source below and reports the
 evaluation's statistics of each beside the validation split's:
-- `prior`: the model's fitted prior, as `lpdvae evaluate` samples it;
+- `prior`: the model's fitted prior (and learned bar prior), as `lpdvae evaluate` samples it;
 - `prior_refit_K`: a Gaussian mixture of K components refitted to the same posterior draws;
 - `prior_narrowed_F`: the prior with each draw pulled towards its component mean (x F);
 - `posterior`: one draw of q(z|x) for each of the first val phrases;
@@ -63,10 +63,10 @@ def sources(vae: MusicVAE, val: np.ndarray, train: np.ndarray, n: int,
         mu, logvar = vae.encode(torch.from_numpy(val[:n]))
         fit = posterior_samples(vae.encode, (torch.from_numpy(train[i:i + 64]) for i in range(0, len(train), 64)), SEED)
     post = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)
-    prior = vae.prior.sample(n, torch.Generator().manual_seed(SEED))
+    prior = vae.draw_z(n, torch.Generator().manual_seed(SEED))
     out = {"prior": prior, "posterior": post}
     out.update({f"prior_refit_{k}": _refit_draws(fit, k, n) for k in components})
-    if bool(vae.prior.fitted):
+    if bool(vae.prior.fitted) and vae.bar_prior is None:  # narrowed over the whole z only
         out.update({f"prior_narrowed_{f}": _narrowed(vae.prior, n, f) for f in (0.75, 0.5)})
     out["posterior_dims_shuffled"] = torch.stack([post[torch.randperm(n, generator=gen), j]
                                                   for j in range(post.shape[1])], 1)

@@ -210,7 +210,7 @@ def test_a_collapsed_model_is_refused_by_the_gate(tmp_path):
     opt = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=5e-3)
     x = torch.from_numpy(train)
     for _ in range(60):
-        out, mu, logvar = vae(x)
+        out, mu, logvar, _ = vae(x)
         loss = vae_loss(vae, out, x, mu, logvar, beta=0.0, free_nats=0.0)["loss"]
         opt.zero_grad()
         loss.backward()

@@ -83,7 +83,7 @@ def test_shapes_round_trip_any_grid(steps: int, pitches: int) -> None:
     assert mono.shape == (3, 1, 2, steps, pitches + 2)
     assert poly.shape == (3, 1, 2, steps, pitches, 2)
     assert silence.shape == (3, 1, 2)
-    (mono2, _, _), mu2, _ = vae(x)
+    (mono2, _, _), mu2, _, _ = vae(x)
     assert mono2.shape == mono.shape and torch.equal(mu, mu2)
     assert vae.to_codes((mono, poly, silence)).shape == x.shape
 
@@ -120,7 +120,7 @@ def test_default_params_shape() -> None:
     vae = build_model(params)
     r = params.representation
     x = torch.zeros(1, 4, r.n_bars, r.steps_per_bar, r.n_pitches, dtype=torch.uint8)
-    (mono, poly, silence), _, _ = vae(x)
+    (mono, poly, silence), _, _, _ = vae(x)
     assert mono.shape == (1, 4, 4, 16, 84 + 2) and poly.shape[1] == silence.shape[1] == 0
     assert vae.reconstruct(x).shape == x.shape
 
@@ -129,9 +129,9 @@ def test_loss_on_a_tiny_batch() -> None:
     params = small_params()
     vae = make_vae(params)
     x = codes(4, params)
-    out_, mu, logvar = vae(x, torch.zeros(4, 4))
+    out_, mu, logvar, _ = vae(x, torch.zeros(4, 4))
     out = vae_loss(vae, out_, x, mu, logvar, beta=0.5, free_nats=0.0)
-    assert set(out) == {"loss", "recon", "hold_pitch", "kl", "kl_per_dim"}
+    assert set(out) == {"loss", "recon", "hold_pitch", "kl", "prior_fit", "kl_per_dim"}
     assert out["kl_per_dim"].shape == (4,)
     assert torch.isfinite(out["loss"]) and out["recon"] > 0 and out["kl"] >= 0
     assert out["loss"].item() == pytest.approx(out["recon"].item() + 0.5 * out["kl"].item(), rel=1e-5)
@@ -159,7 +159,7 @@ def test_hold_pitch_term_scores_the_sounding_pitch_at_held_steps_only() -> None:
     vae = make_vae(params)
     x = torch.zeros((1, 1, 2, 16, 24), dtype=torch.uint8)
     x[0, 0, 0, 0, 5], x[0, 0, 0, 1:4, 5] = ONSET, SUSTAIN  # one note: an onset and 3 held steps
-    out_, mu, logvar = vae(x, torch.zeros(1, 4))
+    out_, mu, logvar, _ = vae(x, torch.zeros(1, 4))
     pitch_logp = torch.log_softmax(out_[0][0, 0, 0, 1:4, :24], -1)[:, 5]
     terms = {w: vae_loss(vae, out_, x, mu, logvar, beta=0.0, free_nats=0.0, hold_pitch_weight=w)
              for w in (0.0, 2.0)}
@@ -206,7 +206,7 @@ def test_recon_nll_prefers_the_truth_after_fitting_one_batch() -> None:
     wrong = note_phrases(4, params, seed=9)
     opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
     for _ in range(40):
-        out, mu, logvar = vae(x, torch.zeros(4, 4))
+        out, mu, logvar, _ = vae(x, torch.zeros(4, 4))
         loss = vae_loss(vae, out, x, mu, logvar, beta=0.0, free_nats=0.0)["loss"]
         opt.zero_grad()
         loss.backward()
@@ -432,6 +432,81 @@ def test_each_bars_own_z_reaches_that_bar_only() -> None:
     assert not torch.allclose(a[:, :, 1], b[:, :, 1])
 
 
+def learned_bar_prior(seed: int = 0) -> MusicVAE:
+    """A tiny model with 3 bars of 2-d latents under a learned bar prior moved off its N(0, I) start."""
+    vae = make_vae(small_params(bars=3, kinds=("monophonic", "polyphonic"), bar_latent_dim=2,
+                                bar_prior="learned"), seed).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(vae.bar_prior.out.weight, std=0.5)
+        torch.nn.init.normal_(vae.bar_prior.out.bias, std=0.5)
+    return vae
+
+
+def test_a_learned_bar_prior_starts_as_the_standard_normal() -> None:
+    params = small_params(bars=3, kinds=("monophonic",), bar_latent_dim=2, bar_prior="learned")
+    vae, normal = make_vae(params), make_vae(small_params(bars=3, kinds=("monophonic",), bar_latent_dim=2))
+    x, eps = note_phrases(2, params), torch.randn(2, vae.latent_dim)
+    normal.load_state_dict({k: v for k, v in vae.state_dict().items() if not k.startswith(("bar_prior.", "prior."))},
+                           strict=False)  # the mixtures differ in size: generation's, not training's
+    with torch.no_grad():
+        (_, mu, logvar, _), (_, mu0, logvar0, _) = vae(x, eps), normal(x, eps)
+    assert torch.allclose(mu, mu0, atol=1e-6) and torch.allclose(logvar, logvar0, atol=1e-6)
+
+
+def test_the_kl_under_a_learned_bar_prior_is_the_kl_against_its_gaussians() -> None:
+    vae = learned_bar_prior()
+    x = note_phrases(3, small_params(bars=3, kinds=("monophonic", "polyphonic"), bar_latent_dim=2))
+    eps = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        mu, logvar = vae.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        p_mu, p_logvar = vae.bar_prior(z)
+        _, rel_mu, rel_logvar, fit = vae(x, eps)
+    d = vae.phrase_dim
+    q_var, p_var = logvar[:, d:].exp(), p_logvar.exp()
+    closed = 0.5 * (p_logvar - logvar[:, d:] + (q_var + (mu[:, d:] - p_mu) ** 2) / p_var - 1)
+    got = vae_loss(vae, vae(x, eps)[0], x, rel_mu, rel_logvar, beta=1.0, free_nats=0.0)["kl_per_dim"]
+    assert torch.allclose(got[d:], closed.mean(0), atol=1e-5)
+    assert torch.allclose(fit, closed.sum(1), atol=1e-5)  # the fit: the same KL, q held fixed
+    assert torch.allclose(rel_mu[:, :d], mu[:, :d]) and torch.allclose(rel_logvar[:, :d], logvar[:, :d])
+
+
+def test_the_bar_prior_learns_where_the_free_nats_silence_the_kl_and_moves_no_posterior() -> None:
+    vae = learned_bar_prior()
+    x = note_phrases(3, small_params(bars=3, kinds=("monophonic", "polyphonic"), bar_latent_dim=2))
+    out, mu, logvar, fit = vae(x, torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(1)))
+    loss = vae_loss(vae, out, x, mu, logvar, beta=1.0, free_nats=1e6, prior_fit=fit)
+    assert loss["prior_fit"] > 0
+    prior_grad, = torch.autograd.grad(loss["loss"], [vae.bar_prior.out.weight], retain_graph=True)
+    assert prior_grad.abs().sum() > 0
+    encoder_grad = torch.autograd.grad(fit.sum(), [vae.to_bar_stats.weight], allow_unused=True)[0]
+    assert encoder_grad is None
+
+
+def test_the_bar_prior_of_a_bar_depends_on_the_bars_before_it_and_none_after() -> None:
+    vae = learned_bar_prior()
+    z = torch.randn(2, vae.latent_dim, generator=torch.Generator().manual_seed(2))
+    moved = z.clone()
+    moved[:, vae.phrase_dim + 2:vae.phrase_dim + 4] += 1.0  # bar 1's z
+    with torch.no_grad():
+        a, b = vae.bar_prior(z)[0].view(2, 3, 2), vae.bar_prior(moved)[0].view(2, 3, 2)
+    assert torch.equal(a[:, :2], b[:, :2]) and not torch.allclose(a[:, 2], b[:, 2])
+
+
+def test_generation_fits_the_mixture_to_the_phrase_z_and_draws_the_bars_from_the_bar_prior() -> None:
+    vae = learned_bar_prior()
+    assert vae.prior.dim == vae.phrase_dim
+    z = vae.draw_z(64, torch.Generator().manual_seed(3))
+    again = vae.draw_z(64, torch.Generator().manual_seed(3))
+    assert z.shape == (64, vae.latent_dim) and torch.equal(z, again)
+    with torch.no_grad():  # bar 0 given the phrase z: the prior's mean, its spread
+        p_mu, p_logvar = vae.bar_prior(z)
+    d = vae.phrase_dim
+    standardised = (z[:, d:] - p_mu) * torch.exp(-0.5 * p_logvar)
+    assert standardised.std().item() == pytest.approx(1.0, abs=0.15)
+    assert torch.equal(vae.sample(4, seed=5), vae.sample(4, seed=5))
+
+
 def test_a_lone_monophonic_track_is_chained_on_its_own_step_before() -> None:
     """LPD-5's bass: no voices above it, but its melodic interval and note length still follow
     the step before (drawn independently given z, notes break and pitches wander)."""
@@ -480,7 +555,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json"}
     loaded = load_model(tmp_path)
     assert not loaded.training
-    assert loaded.meta["format_version"] == FORMAT_VERSION == 11
+    assert loaded.meta["format_version"] == FORMAT_VERSION == 12
     assert loaded.meta["params_digest"] == params.digest()
     assert [(t["name"], t["kind"]) for t in loaded.meta["tracks"]] == [("t0", "drums"), ("t1", "monophonic")]
     assert loaded.kinds == ("drums", "monophonic")
@@ -517,7 +592,7 @@ def test_overfits_eight_phrases() -> None:
     opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
     first = None
     for _ in range(300):
-        out, mu, logvar = vae(x)
+        out, mu, logvar, _ = vae(x)
         loss = vae_loss(vae, out, x, mu, logvar, beta=0.01, free_nats=0.0)
         opt.zero_grad()
         loss["loss"].backward()

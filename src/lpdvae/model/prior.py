@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+BAR_PRIORS = ("normal", "learned")  # model.bar_prior
+
 FIT_PHRASES = 8192  # training phrases the mixture is fitted on at most (a seeded subset beyond)
 DRAWS = 4           # posterior draws per phrase: the mixture fits q(z|x), not only its means
 REG_COVAR = 1e-3    # added to each covariance's diagonal: keeps thin components invertible
@@ -59,6 +61,62 @@ class LatentPrior(nn.Module):
         self.means.copy_(torch.from_numpy(gm.means_))
         self.chol.copy_(torch.linalg.cholesky(torch.from_numpy(gm.covariances_)))
         self.fitted.fill_(True)
+
+
+class BarPrior(nn.Module):
+    """p(z_b | phrase z, z_<b): each bar's latent given the phrase's and the bars before it, a
+    diagonal Gaussian whose mean and log-variance a GRU over the bars reads off (`model.bar_prior:
+    learned`), trained with the model: its KL replaces the bar latents' KL against N(0, I).
+
+    Why: the bar latents' posteriors are sharp and their joint over a phrase's bars is what the
+    decoder needs; no mixture fitted after training draws it (docs/decisions.md, 2026-12-05). A
+    prior learned with the model pulls the posteriors towards what it can draw, as the top-down
+    priors of hierarchical VAEs (Ladder VAE, NVAE) do. Starts as N(0, I) (zeroed output layer)."""
+
+    HIDDEN = 128
+    LOGVAR_RANGE = 6.0  # the prior's log-variance is kept in (-6, 6): a bounded KL from step 0
+
+    def __init__(self, phrase_dim: int, bar_dim: int, bars: int) -> None:
+        super().__init__()
+        self.phrase_dim, self.bar_dim, self.bars = phrase_dim, bar_dim, bars
+        self.start = nn.Linear(phrase_dim, self.HIDDEN)
+        self.gru = nn.GRU(phrase_dim + bar_dim, self.HIDDEN, batch_first=True)
+        self.out = nn.Linear(self.HIDDEN, 2 * bar_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """z `[N, phrase_dim + bars * bar_dim]` -> the prior's (mu, logvar) of each bar's z given
+        z's phrase part and bars before it, `[N, bars * bar_dim]` each."""
+        n = z.shape[0]
+        phrase, bars = z[:, :self.phrase_dim], z[:, self.phrase_dim:].reshape(n, self.bars, self.bar_dim)
+        before = torch.cat([bars.new_zeros(n, 1, self.bar_dim), bars[:, :-1]], 1)
+        inputs = torch.cat([phrase.unsqueeze(1).expand(n, self.bars, self.phrase_dim), before], -1)
+        h, _ = self.gru(inputs, torch.tanh(self.start(phrase)).unsqueeze(0))
+        mu, logvar = self.out(h).chunk(2, dim=-1)
+        return mu.flatten(1), (self.LOGVAR_RANGE * torch.tanh(logvar / self.LOGVAR_RANGE)).flatten(1)
+
+    def relative(self, mu: Tensor, logvar: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """The posterior's (mu, logvar) in the coordinates where this prior is N(0, I), bar by
+        bar given `z` (a draw of that posterior): KL(q || p) is then KL against N(0, I), which
+        `kl_per_sample_dim` computes unchanged. The phrase part is left as it is."""
+        d = self.phrase_dim
+        p_mu, p_logvar = self(z)
+        bar_mu = (mu[:, d:] - p_mu) * torch.exp(-0.5 * p_logvar)
+        return torch.cat([mu[:, :d], bar_mu], 1), torch.cat([logvar[:, :d], logvar[:, d:] - p_logvar], 1)
+
+    @torch.no_grad()
+    def sample(self, phrase: Tensor, gen: torch.Generator) -> Tensor:
+        """`[N, phrase_dim + bars * bar_dim]`: the phrase z's `phrase` (CPU), then each bar's z
+        drawn in order given it and the bars drawn before."""
+        n, d, bd = phrase.shape[0], self.phrase_dim, self.bar_dim
+        z = torch.cat([phrase, phrase.new_zeros(n, self.bars * bd)], 1)
+        for b in range(self.bars):
+            mu, logvar = (a.float().cpu() for a in self(z.to(self.out.weight.device)))
+            cols = slice(d + b * bd, d + (b + 1) * bd)
+            z[:, cols] = mu[:, b * bd:(b + 1) * bd] + torch.exp(0.5 * logvar[:, b * bd:(b + 1) * bd]) * \
+                torch.randn(n, bd, generator=gen)
+        return z
 
 
 @torch.no_grad()

@@ -52,14 +52,14 @@ from lpdvae.io import (
     first_line,
     regular_file_size,
 )
-from lpdvae.model.prior import LatentPrior
+from lpdvae.model.prior import BarPrior, LatentPrior
 from lpdvae.params import TRACK_KINDS, ModelParams, Params, RepresentationParams
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 11  # 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
+FORMAT_VERSION = 12  # 12: learned bar prior (model.bar_prior); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
@@ -450,7 +450,11 @@ class MusicVAE(nn.Module):
         self.phrase_dim, self.bar_dim = model.latent_dim, model.bar_latent_dim
         self.latent_dim = model.latent_dim + b * model.bar_latent_dim  # z = [phrase z, bar 0's z, ...]
         self.meta: dict[str, Any] = {}
-        self.prior = LatentPrior(self.latent_dim, model.prior_components)
+        self.bar_prior = (BarPrior(self.phrase_dim, self.bar_dim, b)
+                          if model.bar_prior == "learned" and self.bar_dim else None)
+        # the fitted mixture draws the phrase z alone where the bar prior draws the bars' z's
+        self.prior = LatentPrior(self.phrase_dim if self.bar_prior is not None else self.latent_dim,
+                                 model.prior_components)
         self.encoder = PhraseEncoder(b * s, s, 2 * self.n_tracks * p, model.step_embedding,
                                      model.encoder_hidden, model.dropout)
         self.to_stats = nn.Linear(2 * model.encoder_hidden, 2 * model.latent_dim)
@@ -638,13 +642,40 @@ class MusicVAE(nn.Module):
             raw = raw + self.chain(feats, classes)
         return mono_log_probs(raw)
 
-    def forward(self, x: Tensor, eps: Tensor | None = None) -> tuple[Outputs, Tensor, Tensor]:
-        """(outputs teacher-forced on `x`, mu, logvar); z = mu + sigma * eps, eps ~ N(0, I) unless given."""
+    def forward(self, x: Tensor, eps: Tensor | None = None) -> tuple[Outputs, Tensor, Tensor, Tensor]:
+        """(outputs teacher-forced on `x`, mu, logvar of q(z|x) relative to the prior
+        (`prior_relative`: what the KL term reads), the bar prior's fit `[N]`); z = mu + sigma * eps,
+        eps ~ N(0, I) unless given.
+
+        The fit is KL(q || p) of the bar latents with q held fixed: it trains the learned bar
+        prior towards the posteriors whatever the free nats leave of the KL term's gradient (under
+        them, none), as KL balancing (Hafner et al. 2021, DreamerV2) trains its prior; zeros
+        without a learned bar prior."""
         mu, logvar = self.encode(x)
         if eps is None:
             eps = torch.randn_like(mu)
         z = mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)
-        return self.decode(z, x), mu, logvar
+        rel_mu, rel_logvar = self.prior_relative(mu, logvar, z)
+        if self.bar_prior is None:
+            fit = mu.new_zeros(mu.shape[0], dtype=torch.float32)
+        else:
+            fixed = self.bar_prior.relative(mu.detach(), logvar.detach(), z.detach())
+            fit = kl_per_sample_dim(*(a[:, self.phrase_dim:].float() for a in fixed)).sum(1)
+        return self.decode(z, x), rel_mu, rel_logvar, fit
+
+    def prior_relative(self, mu: Tensor, logvar: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z|x)'s (mu, logvar) in the coordinates where the training prior is N(0, I), given a
+        draw `z` of it: unchanged, but for the bar latents under a learned bar prior
+        (`BarPrior.relative`). KL(q || prior) = `kl_per_sample_dim` of the result."""
+        if self.bar_prior is None:
+            return mu, logvar
+        return self.bar_prior.relative(mu, logvar, z)
+
+    def draw_z(self, n: int, gen: torch.Generator) -> Tensor:
+        """`[n, latent_dim]` z (CPU) as generation draws it: from the fitted prior (N(0, I) until
+        fitted), each bar's z from the learned bar prior where there is one."""
+        z = self.prior.sample(n, gen)
+        return self.bar_prior.sample(z, gen) if self.bar_prior is not None else z
 
     # -- the distribution
 
@@ -715,8 +746,8 @@ class MusicVAE(nn.Module):
         non-autoregressive decoder repeats each voice's likeliest pitch, sampling keeps the data's
         variety of pitches (docs/decisions.md)."""
         gen = torch.Generator().manual_seed(seed)
-        z = self.prior.sample(n, gen)
         with _eval_mode(self):
+            z = self.draw_z(n, gen)
             return self.draw_codes(z.to(self._device()), temperature, gen)
 
     @torch.no_grad()
@@ -838,18 +869,22 @@ def hold_pitch_nll(vae: MusicVAE, out: Outputs, x: Tensor, mono_target: Tensor |
 
 
 def vae_loss(vae: MusicVAE, out: Outputs, x: Tensor, mu: Tensor, logvar: Tensor, beta: float,
-             free_nats: float, hold_pitch_weight: float = 0.0) -> dict[str, Tensor]:
-    """Batch-mean loss = NLL + hold_pitch_weight * hold-pitch NLL + beta * max(KL - free_nats, 0).
+             free_nats: float, hold_pitch_weight: float = 0.0, prior_fit: Tensor | None = None) -> dict[str, Tensor]:
+    """Batch-mean loss = NLL + hold_pitch_weight * hold-pitch NLL + beta * max(KL - free_nats, 0)
+    + the learned bar prior's fit (`MusicVAE.forward`'s fourth output, when given).
 
     Returns `loss`, `recon` (NLL nats per phrase), `hold_pitch` (the auxiliary term's nats per
-    phrase), `kl` (true total KL nats per phrase) and `kl_per_dim` `[D]` (batch mean)."""
+    phrase), `kl` (true total KL nats per phrase), `prior_fit` (nats per phrase) and `kl_per_dim`
+    `[D]` (batch mean)."""
     mono_target = mono_classes(x[:, vae.mono_tracks]) if vae.mono_tracks else None  # once for both terms
     recon = vae.recon_nll(out, x, mono_target).mean()
     hold = hold_pitch_nll(vae, out, x, mono_target).mean()
     kl_dim = kl_per_sample_dim(mu.float(), logvar.float())
     kl = kl_dim.sum(1)
-    loss = recon + hold_pitch_weight * hold + beta * free_nats_kl(kl, free_nats).mean()
-    return {"loss": loss, "recon": recon, "hold_pitch": hold, "kl": kl.mean(), "kl_per_dim": kl_dim.mean(0)}
+    fit = prior_fit.float().mean() if prior_fit is not None else kl.new_zeros(())
+    loss = recon + hold_pitch_weight * hold + beta * free_nats_kl(kl, free_nats).mean() + fit
+    return {"loss": loss, "recon": recon, "hold_pitch": hold, "kl": kl.mean(), "prior_fit": fit,
+            "kl_per_dim": kl_dim.mean(0)}
 
 
 def active_units(variance: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:

@@ -206,8 +206,9 @@ def _latent_stats(vae: MusicVAE, x: np.ndarray, batch: int = 64) -> dict[str, fl
         xb = torch.from_numpy(x[i : i + batch])
         mu, logvar = vae.encode(xb)
         eps = torch.randn(mu.shape, generator=gen)
-        nll.append(vae.recon_nll(vae.decode(mu + torch.exp(0.5 * logvar) * eps, xb), xb))  # teacher-forced
-        kls.append(kl_per_sample_dim(mu, logvar).sum(1))
+        z = mu + torch.exp(0.5 * logvar) * eps
+        nll.append(vae.recon_nll(vae.decode(z, xb), xb))  # teacher-forced
+        kls.append(kl_per_sample_dim(*vae.prior_relative(mu, logvar, z)).sum(1))
         mus.append(mu)
     kl, mu = torch.cat(kls), torch.cat(mus)
     return {"kl_nats": float(kl.mean()), "kl_bits": float(kl.mean()) / math.log(2),

@@ -82,8 +82,8 @@ def optimizer_step(model: nn.Module, net: nn.Module, optimizer: torch.optim.Opti
     backward, the gradient norm clipped (or measured), AdamW. `net` is the model, compiled or
     DDP-wrapped; returns the loss terms and the gradient norm (on the device: reading syncs)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        decoded, mu, logvar = net(x, eps)
-    out = vae_loss(model, decoded, x, mu, logvar, beta, tp.free_nats, tp.hold_pitch_weight)
+        decoded, mu, logvar, prior_fit = net(x, eps)
+    out = vae_loss(model, decoded, x, mu, logvar, beta, tp.free_nats, tp.hold_pitch_weight, prior_fit)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     params = model.parameters()
@@ -346,8 +346,9 @@ class Trainer:
                 mu, logvar = self.model.encode(x)
                 z = mu + torch.exp(0.5 * logvar) * eps_all[idx].to(env.device, mu.dtype)
                 decoded = self.model.decode(z, x)  # teacher-forced: the likelihood of x
-            mu, logvar = mu.float(), logvar.float()
-            kl = kl_per_sample_dim(mu, logvar)
+                rel_mu, rel_logvar = self.model.prior_relative(mu, logvar, z)
+            mu = mu.float()
+            kl = kl_per_sample_dim(rel_mu.float(), rel_logvar.float())
             sums[0] += len(x)
             sums[1] += self.model.recon_nll(decoded, x).sum().double().cpu()
             sums[2] += free_nats_kl(kl.sum(1), self.tp.free_nats).sum().double().cpu()
@@ -448,7 +449,8 @@ class Trainer:
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.tp.seed))[:FIT_PHRASES]
         chosen = [pool[i] for i in order.sort().values.tolist()]
         batches = (torch.stack([self.train_ds[i] for i in chosen[k:k + 256]]) for k in range(0, len(chosen), 256))
-        vae.prior.fit(posterior_samples(vae.encode, batches, self.tp.seed), self.tp.seed)
+        z = posterior_samples(vae.encode, batches, self.tp.seed)
+        vae.prior.fit(z[:, :vae.prior.dim], self.tp.seed)  # the phrase z alone under a learned bar prior
 
     def _metrics(self) -> dict[str, Any]:
         st = self.state
