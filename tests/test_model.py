@@ -19,6 +19,7 @@ from lpdvae.model.vae import (
     MusicVAE,
     ResidualConv,
     active_units,
+    bar_pitch_sets,
     build_model,
     free_nats_kl,
     load_model,
@@ -79,13 +80,13 @@ def test_shapes_round_trip_any_grid(steps: int, pitches: int) -> None:
     x = codes(3, params)
     mu, logvar = vae.encode(x)
     assert mu.shape == logvar.shape == (3, 4)
-    mono, poly, silence = vae.decode(mu)
+    mono, poly, silence, harmony = vae.decode(mu)
     assert mono.shape == (3, 1, 2, steps, pitches + 2)
     assert poly.shape == (3, 1, 2, steps, pitches, 2)
     assert silence.shape == (3, 1, 2)
-    (mono2, _, _), mu2, _, _ = vae(x)
+    (mono2, _, _, _), mu2, _, _ = vae(x)
     assert mono2.shape == mono.shape and torch.equal(mu, mu2)
-    assert vae.to_codes((mono, poly, silence)).shape == x.shape
+    assert vae.to_codes((mono, poly, silence, harmony)).shape == x.shape
 
 
 @pytest.mark.parametrize("kinds", [
@@ -95,18 +96,18 @@ def test_decoder_heads_fit_each_track_kind(kinds: tuple[str, ...]) -> None:
     params = small_params(kinds=kinds)
     vae = make_vae(params)
     n_mono = sum(k == "monophonic" for k in kinds)
-    mono, poly, silence = vae.decode(torch.zeros(2, vae.latent_dim))
+    mono, poly, silence, harmony = vae.decode(torch.zeros(2, vae.latent_dim))
     assert mono.shape == (2, n_mono, 2, 16, 24 + 2)  # a categorical: pitches + hold + rest
     assert poly.shape == (2, len(kinds) - n_mono, 2, 16, 24, 2)  # Bernoulli onset + sustain per cell
     assert silence.shape == (2, len(kinds) - n_mono, 2)  # and one Bernoulli per bar: silent through it
     assert (vae.mono_head is None) == (n_mono == 0)
     assert (vae.poly_head is None) == (n_mono == len(kinds))
     assert vae.mono_tracks == [k for k, kind in enumerate(kinds) if kind == "monophonic"]
-    out = vae.to_codes((mono, poly, silence))
+    out = vae.to_codes((mono, poly, silence, harmony))
     assert out.shape == (2, len(kinds), 2, 16, 24) and out.dtype == torch.uint8
     for k in vae.mono_tracks:  # a monophonic track never sounds two pitches at once
         assert ((out[:, k] > 0).sum(-1) <= 1).all()
-    assert vae.recon_nll((mono, poly, silence), codes(2, params)).shape == (2,)
+    assert vae.recon_nll((mono, poly, silence, harmony), codes(2, params)).shape == (2,)
 
 
 def test_an_unknown_track_kind_is_refused() -> None:
@@ -120,7 +121,7 @@ def test_default_params_shape() -> None:
     vae = build_model(params)
     r = params.representation
     x = torch.zeros(1, 4, r.n_bars, r.steps_per_bar, r.n_pitches, dtype=torch.uint8)
-    (mono, poly, silence), _, _, _ = vae(x)
+    (mono, poly, silence, _), _, _, _ = vae(x)
     assert mono.shape == (1, 4, 4, 16, 84 + 2) and poly.shape[1] == silence.shape[1] == 0
     assert vae.reconstruct(x).shape == x.shape
 
@@ -149,7 +150,7 @@ def test_loss_on_a_tiny_batch() -> None:
 def test_mono_head_is_one_normalised_categorical_over_onset_pitches_hold_and_rest() -> None:
     params = small_params(kinds=("monophonic",))
     vae = make_vae(params)
-    mono, _, _ = vae.decode(torch.randn(3, vae.latent_dim))
+    mono, _, _, _ = vae.decode(torch.randn(3, vae.latent_dim))
     assert mono.shape[-1] == 24 + 2
     assert torch.allclose(mono.exp().sum(-1), torch.ones(mono.shape[:-1]), atol=1e-5)
 
@@ -266,9 +267,9 @@ def test_teacher_forcing_gives_the_chains_own_factorisation() -> None:
     z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(2))
     truth = mono_classes(x[:, vae.mono_tracks])
     with torch.no_grad():
-        (logp, _, _), picked, _ = vae.decode_in_order(z, lambda lp, v, t: truth[:, v].flatten(1)[:, t],
+        (logp, _, _, _), picked, _ = vae.decode_in_order(z, lambda lp, v, t: truth[:, v].flatten(1)[:, t],
                                                       lambda lg, t, q: lg > 0, lambda lg, b: lg > 0)  # in order
-        forced, _, _ = vae.decode(z, x)  # all voices at once, the upper ones the truth
+        forced, _, _, _ = vae.decode(z, x)  # all voices at once, the upper ones the truth
     assert torch.equal(picked, truth)
     torch.testing.assert_close(forced, logp)
 
@@ -281,10 +282,10 @@ def test_teacher_forcing_gives_the_cells_own_factorisation() -> None:
     truth = planes(x[:, vae.poly_tracks], stacked=True).bool()  # [N, Tp, B, S, P, 2]
     silent = silent_bars(truth)
     with torch.no_grad():
-        (_, logits, silence), _, cells = vae.decode_in_order(z, lambda lp, v, t: lp.argmax(-1),
+        (_, logits, silence, _), _, cells = vae.decode_in_order(z, lambda lp, v, t: lp.argmax(-1),
                                                               lambda lg, t, q: truth.flatten(2, 3)[:, :, t, q],
                                                               lambda lg, b: silent[:, :, b])
-        _, forced, forced_silence = vae.decode(z, x)  # every step at once, the cells before each the truth
+        _, forced, forced_silence, _ = vae.decode(z, x)  # every step at once, the cells before each the truth
     assert torch.equal(cells, truth) and silent.any()
     torch.testing.assert_close(forced_silence, silence)
     sounding = ~silent[..., None, None, None].expand_as(forced)
@@ -337,12 +338,12 @@ def test_a_silent_bar_costs_its_hurdle_alone_and_the_next_bar_knows_it() -> None
     x[:, 0, 0] = 0  # bar 0 of track 0 silent
     z = torch.zeros(2, vae.latent_dim)
     with torch.no_grad():
-        mono, poly, silence = vae.decode(z, x)
+        mono, poly, silence, harmony = vae.decode(z, x)
         moved = poly.clone()
         moved[:, 0, 0] += 3.0  # the cells of the silent bar: no say in its likelihood
-        assert torch.equal(vae.recon_nll((mono, poly, silence), x), vae.recon_nll((mono, moved, silence), x))
+        assert torch.equal(vae.recon_nll((mono, poly, silence, harmony), x), vae.recon_nll((mono, moved, silence, harmony), x))
         moved[:, 1, 0] += 3.0  # a sounding bar's cells do
-        assert not torch.equal(vae.recon_nll((mono, poly, silence), x), vae.recon_nll((mono, moved, silence), x))
+        assert not torch.equal(vae.recon_nll((mono, poly, silence, harmony), x), vae.recon_nll((mono, moved, silence, harmony), x))
         sounding = x.clone()
         sounding[:, 0, 0, 0, 3] = 2
         assert not torch.allclose(vae.decode(z, sounding)[2][:, 0, 1], silence[:, 0, 1])  # bar 1 sees bar 0
@@ -360,6 +361,50 @@ def test_a_cell_sees_the_pitch_classes_sounded_earlier_in_its_bar_and_none_of_th
         a, b = vae.decode(z, x)[1], vae.decode(z, struck)[1]
     assert not torch.allclose(a[:, :, 0, 10, 20], b[:, :, 0, 10, 20])  # later in bar 0, another pitch
     assert torch.equal(a[:, :, 1], b[:, :, 1])  # bar 1 starts its own harmony
+
+
+def harmony_model(seed: int = 0) -> tuple[MusicVAE, Params]:
+    params = small_params(bars=2, kinds=("drums", "polyphonic", "monophonic"), bar_harmony=True)
+    return make_vae(params, seed).eval(), params
+
+
+def test_bar_pitch_sets_are_the_classes_sounding_in_each_bar_of_the_pitched_tracks() -> None:
+    params = small_params(bars=2, pitches=24, kinds=("drums", "polyphonic", "monophonic"))
+    x = torch.zeros(1, 3, 2, 16, 24, dtype=torch.uint8)
+    x[0, 0, 0, 0, 5] = ONSET     # a drum: no pitch class
+    x[0, 1, 0, 3, 14] = ONSET    # piano, bar 0: class 2
+    x[0, 2, 1, 0, 7] = SUSTAIN   # bass, bar 1: class 7 (held in from before)
+    sets = bar_pitch_sets(x, [1, 2])
+    assert sets.shape == (1, 2, 12) and params.representation.n_bars == 2
+    assert sets[0, 0].nonzero().flatten().tolist() == [2] and sets[0, 1].nonzero().flatten().tolist() == [7]
+
+
+def test_with_bar_harmony_every_pitched_note_lies_in_its_bars_set() -> None:
+    vae, params = harmony_model()
+    with torch.no_grad():
+        torch.nn.init.normal_(vae.bar_harmony.head.weight, std=1.0)  # sets of a few classes
+        vae.poly_head.bias.fill_(2.0)  # cells on wherever the set lets them
+        out = vae.decode(torch.randn(16, vae.latent_dim, generator=torch.Generator().manual_seed(1)))
+        drawn = vae.draw_codes(torch.randn(16, vae.latent_dim), 1.0, torch.Generator().manual_seed(2))
+    sounding = bar_pitch_sets(vae.to_codes(out), vae.pitched).bool()
+    chosen = out[3] > 0
+    assert sounding.any() and not (sounding & ~chosen).any()
+    assert (chosen.sum(-1) < 12).all()  # the sets exclude something: the check above bites
+    assert bar_pitch_sets(drawn, vae.pitched).sum().item() > 0
+
+
+def test_teacher_forced_bar_harmony_is_its_own_in_order_factorisation() -> None:
+    vae, params = harmony_model()
+    x = codes(3, params, density=0.1)
+    z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(3))
+    truth = bar_pitch_sets(x, vae.pitched).bool()
+    with torch.no_grad():
+        feats, _ = vae._features(z)
+        forced = vae.decode(z, x)[3]
+        order = iter([(b, c) for b in range(2) for c in range(12)])  # bar by bar, class by class upwards
+        in_order, picked = vae._harmony_in_order(feats, lambda lg, bar: truth[:, bar, next(order)[1]])
+    assert torch.equal(picked, truth) and forced.shape == (3, 2, 12)
+    assert torch.allclose(forced, in_order, atol=1e-5)
 
 
 def test_reconstruction_decides_the_cells_in_order() -> None:
@@ -625,7 +670,7 @@ def test_decoder_output_depends_on_z_at_initialisation(kinds: tuple[str, ...]) -
     vae = make_vae(params).eval()
     z = torch.randn(32, vae.latent_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        logits = [t for t in vae.decode(z) if t.shape[1]]
+        logits = [t for t in vae.decode(z) if t.numel()]
     assert logits and all(t.std(0).mean().item() > 0.01 for t in logits)
 
 

@@ -111,6 +111,7 @@ class ModelParams:
     latent_dim: int
     bar_latent_dim: int
     bar_prior: str
+    bar_harmony: bool
     prior_components: int
     conductor_hidden: int
     decoder_hidden: int

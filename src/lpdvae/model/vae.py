@@ -59,14 +59,15 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 12  # 12: learned bar prior (model.bar_prior); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
+FORMAT_VERSION = 12  # 12: learned bar prior (model.bar_prior), bar harmony (model.bar_harmony); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
 _OFF = -1e4  # the logit of a cell in a bar decided silent: off at any temperature
 
-# (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2], poly bar-silence logits [N, Tp, B])
-Outputs = tuple[Tensor, Tensor, Tensor]
+# (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2], poly bar-silence logits [N, Tp, B],
+#  bar harmony logits [N, B, 12], or [N, B, 0] without `BarHarmony`)
+Outputs = tuple[Tensor, Tensor, Tensor, Tensor]
 # (log-probs [N, P+2] of voice v at step t, v, t) -> its classes [N]; t None: every step at once
 # ([N, L, P+2] -> [N, L]), when the voices are independent given z
 Pick = Callable[[Tensor, int, int | None], Tensor]
@@ -382,6 +383,52 @@ class BarSilence(nn.Module):
         return self.GAIN * self.before[track, before]
 
 
+class BarHarmony(nn.Module):
+    """Logits `[N, B, 12]` that pitch class c (pitch index mod 12) sounds in bar b in some pitched
+    (non-drum) track, decided per bar before any note of it, class by class upwards: from the
+    bar's decoder features (their mean over its steps), a table by interval to each class taken
+    below it in the bar and one by interval to each class of the bar before. Every pitched
+    track's notes are then drawn inside the bar's set (`model.bar_harmony`).
+
+    Why: the tracks' notes are drawn given z, and where a z of the prior sits between two
+    harmonies each track resolves it on its own: tracks disagree (tonal distance) where the
+    decoder of a real phrase's z does not (docs/decisions.md, 2026-12-06). One set per bar, drawn
+    once, is the harmony every track plays in, as `BarSilence` decides a silent bar once.
+    Tables start at zero."""
+
+    GAIN = 10.0  # as VoiceChain.GAIN
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(width, 12)
+        self.below = nn.Parameter(torch.zeros(12))   # by interval (c - c') mod 12, c' < c taken
+        self.before = nn.Parameter(torch.zeros(12))  # by interval to each class of the bar before
+
+    def base(self, feats: Tensor) -> Tensor:
+        """Decoder features `[N, B, S, F]` -> the feature part of the logits `[N, B, 12]`."""
+        return self.head(feats.mean(2))
+
+    def tables(self) -> tuple[Tensor, Tensor]:
+        """`[12, 12]` (class c, class c') terms: from the classes taken below c in the bar (zero
+        for c' >= c), and from the bar before's classes."""
+        q = torch.arange(12, device=self.below.device)
+        d = (q[:, None] - q[None, :]) % 12
+        return self.GAIN * self.below[d] * (q[None, :] < q[:, None]), self.GAIN * self.before[d]
+
+    def forward(self, feats: Tensor, sets: Tensor) -> Tensor:
+        """Teacher-forced logits `[N, B, 12]` given the true sets `sets` `[N, B, 12]` (float)."""
+        below, before = (t.to(sets.dtype) for t in self.tables())
+        prev = torch.cat([torch.zeros_like(sets[:, :1]), sets[:, :-1]], 1)
+        return self.base(feats) + sets @ below.T + prev @ before.T
+
+
+def bar_pitch_sets(codes: Tensor, pitched: list[int]) -> Tensor:
+    """Codes `[N, T, B, S, P]` -> `[N, B, 12]` (float 0/1): the pitch classes (index mod 12)
+    sounding in each bar in any of the tracks `pitched`."""
+    active = (codes[:, pitched] > 0).any(1).any(2).float()  # [N, B, P]
+    return pitch_classes(active)
+
+
 def pitch_classes(active: Tensor) -> Tensor:
     """`[..., P]` (float 0/1) -> `[..., 12]`: 1 where some pitch of that class (index mod 12) is on."""
     pad = (-active.shape[-1]) % 12
@@ -478,6 +525,8 @@ class MusicVAE(nn.Module):
                       if model.voice_chain and self.mono_tracks else None)
         self.cells = CellChain(len(self.poly_tracks), feat) if self.poly_tracks else None
         self.silence = BarSilence(len(self.poly_tracks), feat) if self.poly_tracks else None
+        self.pitched = [k for k, kind in enumerate(kinds) if kind != "drums"]
+        self.bar_harmony = BarHarmony(feat) if model.bar_harmony and self.pitched else None
 
     # -- the two halves
 
@@ -510,8 +559,28 @@ class MusicVAE(nn.Module):
         silence = self.silence(feats, silent_bars(truth)) if self.silence is not None else poly.new_zeros(n, tp, b)
         if self.cells is not None:
             poly = poly + self.cells(self.cells.gates(feats.view(n, b * s, -1)), truth.flatten(2, 3), s).view(poly.shape)
+        harmony, allowed = feats.new_zeros(n, b, 0), None
+        if self.bar_harmony is not None:
+            sets = bar_pitch_sets(x, self.pitched).to(feats.dtype)
+            harmony, allowed = self.bar_harmony(feats, sets), sets.bool()
         classes = mono_classes(x[:, self.mono_tracks]) if self.chain is not None else None
-        return self._mono_log_probs(feats, classes), poly, silence
+        return self._mono_log_probs(feats, classes, allowed), self._in_harmony(poly, allowed), silence, harmony
+
+    def _pitch_mask(self, allowed: Tensor | None) -> Tensor | None:
+        """A bar's pitch-class set `[N, B, 12]` (bool) -> its pitches `[N, B, P]` (bool)."""
+        if allowed is None:
+            return None
+        return allowed[..., torch.arange(self.rep.n_pitches, device=allowed.device) % 12]
+
+    def _in_harmony(self, poly: Tensor, allowed: Tensor | None) -> Tensor:
+        """Poly logits `[N, Tp, B, S, P, 2]` with every pitched track's cells outside its bar's
+        set (`allowed` `[N, B, 12]`) off."""
+        mask = self._pitch_mask(allowed)
+        if mask is None:
+            return poly
+        pitched = torch.tensor([self.kinds[k] != "drums" for k in self.poly_tracks], device=poly.device)
+        off = ~mask[:, None, :, None, :, None] & pitched.view(1, -1, 1, 1, 1, 1)
+        return poly.masked_fill(off, _OFF)
 
     def decode_in_order(self, z: Tensor, pick: Pick, cell_pick: CellPick,
                         bar_pick: BarPick) -> tuple[Outputs, Tensor, Tensor]:
@@ -528,14 +597,34 @@ class MusicVAE(nn.Module):
         n, b, s, _ = feats.shape
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
         silence, silent = self._silence_in_order(feats, bar_pick)
-        poly, cells = self._cells_in_order(feats, poly, silent, cell_pick)
+        harmony, allowed = self._harmony_in_order(feats, bar_pick)
+        poly, cells = self._cells_in_order(feats, self._in_harmony(poly, allowed), silent, cell_pick)
         if self.chain is None or tm == 0:  # the voices are independent given z: one pick each
-            logp = self._mono_log_probs(feats, None)
+            logp = self._mono_log_probs(feats, None, allowed)
             picked = [pick(logp[:, v].flatten(1, 2), v, None).view(n, b, s) for v in range(tm)]
             classes = torch.stack(picked, 1) if picked else feats.new_zeros(n, 0, b, s, dtype=torch.long)
-            return (logp, poly, silence), classes, cells
-        logp, classes = self._chained(feats.view(n, b * s, -1), pick)
-        return (logp.view(n, tm, b, s, p + 2), poly, silence), classes.view(n, tm, b, s), cells
+            return (logp, poly, silence, harmony), classes, cells
+        mask = self._pitch_mask(allowed)
+        logp, classes = self._chained(feats.view(n, b * s, -1), pick,
+                                      None if mask is None else mask.repeat_interleave(s, 1))
+        return (logp.view(n, tm, b, s, p + 2), poly, silence, harmony), classes.view(n, tm, b, s), cells
+
+    def _harmony_in_order(self, feats: Tensor, pick: BarPick) -> tuple[Tensor, Tensor | None]:
+        """Bar by bar, class by class upwards: (the bar-harmony logits `[N, B, 12]` given the
+        classes picked before, the sets picked, bool, same shape); ([N, B, 0], None) without."""
+        n, b = feats.shape[:2]
+        if self.bar_harmony is None:
+            return feats.new_zeros(n, b, 0), None
+        base = self.bar_harmony.base(feats)
+        below, before = (t.to(base.dtype) for t in self.bar_harmony.tables())
+        logits, sets = torch.empty_like(base), torch.zeros(base.shape, dtype=torch.bool, device=base.device)
+        prev = base.new_zeros(n, 12)
+        for bar in range(b):
+            for c in range(12):
+                logits[:, bar, c] = base[:, bar, c] + sets[:, bar].to(base.dtype) @ below[c] + prev @ before[c]
+                sets[:, bar, c] = pick(logits[:, bar, c], bar)
+            prev = sets[:, bar].to(base.dtype)
+        return logits, sets
 
     def _silence_in_order(self, feats: Tensor, pick: BarPick) -> tuple[Tensor, Tensor]:
         """Bar by bar: (the bar-silence logits `[N, Tp, B]` given the bars picked before, the
@@ -589,12 +678,16 @@ class MusicVAE(nn.Module):
             onset = cells[:, :, q, 0] | (active & ~before[:, :, q, 1])
             chord[:, :, q + 1:q + 1 + span] += self.cells.chord_update(torch.stack([onset, active], -1).to(chord.dtype))
 
-    def _chained(self, feats: Tensor, pick: Pick) -> tuple[Tensor, Tensor]:
-        """Step by step, voice by voice: (log-probs `[N, Tm, L, P+2]`, classes `[N, Tm, L]`)."""
+    def _chained(self, feats: Tensor, pick: Pick, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Step by step, voice by voice: (log-probs `[N, Tm, L, P+2]`, classes `[N, Tm, L]`);
+        onsets only at the pitches `mask` `[N, L, P]` allows, when given."""
         assert self.chain is not None and self.mono_head is not None
         n, length, _ = feats.shape
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
         raw = self.mono_head(feats).view(n, length, tm, _EVENTS + p)
+        if mask is not None:
+            raw = raw.clone()
+            raw[..., _EVENTS:] = raw[..., _EVENTS:].masked_fill(~mask[:, :, None], _OFF)
         proj = self.chain.projected(feats)
         logp = feats.new_empty(n, tm, length, p + 2, dtype=torch.float32)
         classes = torch.empty(n, tm, length, dtype=torch.long, device=feats.device)
@@ -604,6 +697,10 @@ class MusicVAE(nn.Module):
             pitch, upper = prev.clone(), torch.zeros_like(proj[:, t, 0])
             for v in range(tm):
                 extra = self.chain.voice_logits(proj[:, t, v], upper, (pitch, prev, age), v)
+                if mask is not None:  # a note held into a bar whose set lacks it would leave the set
+                    outside = (prev[:, v] < p) & ~mask[:, t].gather(1, prev[:, v:v + 1].clamp(max=p - 1))[:, 0]
+                    extra = torch.cat([extra[:, :1], extra[:, 1:2] + torch.where(outside, _OFF, 0.0)[:, None],
+                                       extra[:, 2:]], -1)
                 logp[:, v, t] = mono_log_probs(raw[:, t, v] + extra)
                 classes[:, v, t] = pick(logp[:, v, t], v, t)
                 pitch[:, v], event = next_state(classes[:, v, t], prev[:, v], p)
@@ -630,14 +727,17 @@ class MusicVAE(nn.Module):
                 if self.poly_head is not None else z.new_zeros(n, 0, b, s, p, 2))
         return feats.view(n, b, s, -1), poly
 
-    def _mono_log_probs(self, feats: Tensor, classes: Tensor | None) -> Tensor:
+    def _mono_log_probs(self, feats: Tensor, classes: Tensor | None, allowed: Tensor | None = None) -> Tensor:
         """`[N, Tm, B, S, P+2]` log-probs of the monophonic tracks; with the chain, voice v's
-        given `classes[:, :v]`."""
+        given `classes[:, :v]`; onsets only in each bar's pitch-class set `allowed` `[N, B, 12]`."""
         n, b, s, _ = feats.shape
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
         if self.mono_head is None:
             return feats.new_zeros(n, 0, b, s, p + 2)
         raw = self.mono_head(feats).view(n, b, s, tm, _EVENTS + p).permute(0, 3, 1, 2, 4)
+        mask = self._pitch_mask(allowed)
+        if mask is not None:
+            raw = torch.cat([raw[..., :_EVENTS], raw[..., _EVENTS:].masked_fill(~mask[:, None, :, None], _OFF)], -1)
         if self.chain is not None and classes is not None:
             raw = raw + self.chain(feats, classes)
         return mono_log_probs(raw)
@@ -682,8 +782,11 @@ class MusicVAE(nn.Module):
     def recon_nll(self, out: Outputs, x: Tensor, mono_target: Tensor | None = None) -> Tensor:
         """Negative log-likelihood of codes `x` under the decoder's distribution: `[N]` nats.
         `mono_target`: `mono_classes` of x's monophonic tracks, when the caller has them."""
-        mono, poly, silence = out
+        mono, poly, silence, harmony = out
         nll = x.new_zeros(x.shape[0], dtype=torch.float32)
+        if harmony.shape[-1]:
+            sets = bar_pitch_sets(x, self.pitched)
+            nll = nll + F.binary_cross_entropy_with_logits(harmony.float(), sets, reduction="none").flatten(1).sum(1)
         if self.mono_tracks:
             target = mono_classes(x[:, self.mono_tracks]) if mono_target is None else mono_target  # [N, Tm, B, S]
             ce = F.cross_entropy(mono.float().flatten(0, -2), target.flatten(), reduction="none")
@@ -698,7 +801,7 @@ class MusicVAE(nn.Module):
 
     def to_codes(self, out: Outputs) -> Tensor:
         """The most likely codes `[N, T, B, S, P]` (uint8) under the decoder's distribution."""
-        mono, poly, silence = out
+        mono, poly, silence, _ = out
         return self._codes(mono_decision(mono), (poly > 0) & (silence <= 0)[..., None, None, None])
 
     def _codes(self, mono_classes: Tensor, poly_cells: Tensor) -> Tensor:
