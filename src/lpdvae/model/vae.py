@@ -26,6 +26,9 @@ the output distribution its kind needs (`tracks[].kind` in params.yaml):
   by pitch upwards. Whether such a track is silent through a bar is decided first, per bar
   (`BarSilence`): a silent bar's cells are all off, a sounding bar's cells are drawn as above.
 
+With `model.bar_harmony` each bar's pitch-class set is decided before its notes, once for every
+pitched track (`BarHarmony`), and their onsets, sustains and held notes stay inside it.
+
 Decoding follows from the distribution (the most likely class / cell), never from a tuned
 threshold.
 """
