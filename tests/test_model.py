@@ -382,7 +382,7 @@ def test_bar_pitch_sets_are_the_classes_sounding_in_each_bar_of_the_pitched_trac
 def test_with_bar_harmony_every_pitched_note_lies_in_its_bars_set() -> None:
     vae, params = harmony_model()
     with torch.no_grad():
-        torch.nn.init.normal_(vae.bar_harmony.head.weight, std=1.0)  # sets of a few classes
+        torch.nn.init.normal_(vae.bar_harmony.head[-1].weight, std=1.0)  # sets of a few classes
         vae.poly_head.bias.fill_(2.0)  # cells on wherever the set lets them
         out = vae.decode(torch.randn(16, vae.latent_dim, generator=torch.Generator().manual_seed(1)))
         drawn = vae.draw_codes(torch.randn(16, vae.latent_dim), 1.0, torch.Generator().manual_seed(2))
