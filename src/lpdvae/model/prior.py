@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-BAR_PRIORS = ("normal", "learned")  # model.bar_prior
-
 FIT_PHRASES = 8192  # training phrases the mixture is fitted on at most (a seeded subset beyond)
 DRAWS = 4           # posterior draws per phrase: the mixture fits q(z|x), not only its means
 REG_COVAR = 1e-3    # added to each covariance's diagonal: keeps thin components invertible
