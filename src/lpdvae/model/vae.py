@@ -691,8 +691,7 @@ class MusicVAE(nn.Module):
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
         raw = self.mono_head(feats).view(n, length, tm, _EVENTS + p)
         if mask is not None:
-            raw = raw.clone()
-            raw[..., _EVENTS:] = raw[..., _EVENTS:].masked_fill(~mask[:, :, None], _OFF)
+            raw = onsets_only_at(raw, mask[:, :, None])
         proj = self.chain.projected(feats)
         logp = feats.new_empty(n, tm, length, p + 2, dtype=torch.float32)
         classes = torch.empty(n, tm, length, dtype=torch.long, device=feats.device)
@@ -742,7 +741,7 @@ class MusicVAE(nn.Module):
         raw = self.mono_head(feats).view(n, b, s, tm, _EVENTS + p).permute(0, 3, 1, 2, 4)
         mask = self._pitch_mask(allowed)
         if mask is not None:
-            raw = torch.cat([raw[..., :_EVENTS], raw[..., _EVENTS:].masked_fill(~mask[:, None, :, None], _OFF)], -1)
+            raw = onsets_only_at(raw, mask[:, None, :, None])
         if self.chain is not None and classes is not None:
             raw = raw + self.chain(feats, classes)
         return mono_log_probs(raw)
@@ -879,6 +878,13 @@ def mono_log_probs(raw: Tensor) -> Tensor:
     event = torch.log_softmax(raw[..., :_EVENTS].float(), dim=-1)
     pitch = torch.log_softmax(raw[..., _EVENTS:].float(), dim=-1)
     return torch.cat([event[..., :1] + pitch, event[..., 1:]], dim=-1)
+
+
+def onsets_only_at(raw: Tensor, allowed: Tensor) -> Tensor:
+    """Mono head output `[..., 3 + P]` with the onsets at pitches outside `allowed` (bool,
+    broadcast to `[..., P]`) off: how a bar's harmony set bounds a monophonic track's onsets,
+    teacher-forced (`_mono_log_probs`) and in order (`_chained`) alike."""
+    return torch.cat([raw[..., :_EVENTS], raw[..., _EVENTS:].masked_fill(~allowed, _OFF)], -1)
 
 
 def mono_decision(logits: Tensor) -> Tensor:
