@@ -25,6 +25,7 @@ from lpdvae.model.vae import (
     load_model,
     save_model,
     silent_bars,
+    tracks_playing,
     vae_loss,
 )
 from lpdvae.params import Params, load_params
@@ -80,13 +81,13 @@ def test_shapes_round_trip_any_grid(steps: int, pitches: int) -> None:
     x = codes(3, params)
     mu, logvar = vae.encode(x)
     assert mu.shape == logvar.shape == (3, 4)
-    mono, poly, silence, harmony = vae.decode(mu)
+    mono, poly, silence, harmony, presence = vae.decode(mu)
     assert mono.shape == (3, 1, 2, steps, pitches + 2)
     assert poly.shape == (3, 1, 2, steps, pitches, 2)
-    assert silence.shape == (3, 1, 2)
-    (mono2, _, _, _), mu2, _, _ = vae(x)
+    assert silence.shape == (3, 1, 2) and presence.shape == (3, 0)  # no TrackPresence by default
+    (mono2, *_), mu2, _, _ = vae(x)
     assert mono2.shape == mono.shape and torch.equal(mu, mu2)
-    assert vae.to_codes((mono, poly, silence, harmony)).shape == x.shape
+    assert vae.to_codes((mono, poly, silence, harmony, presence)).shape == x.shape
 
 
 @pytest.mark.parametrize("kinds", [
@@ -96,18 +97,18 @@ def test_decoder_heads_fit_each_track_kind(kinds: tuple[str, ...]) -> None:
     params = small_params(kinds=kinds)
     vae = make_vae(params)
     n_mono = sum(k == "monophonic" for k in kinds)
-    mono, poly, silence, harmony = vae.decode(torch.zeros(2, vae.latent_dim))
+    mono, poly, silence, harmony, presence = vae.decode(torch.zeros(2, vae.latent_dim))
     assert mono.shape == (2, n_mono, 2, 16, 24 + 2)  # a categorical: pitches + hold + rest
     assert poly.shape == (2, len(kinds) - n_mono, 2, 16, 24, 2)  # Bernoulli onset + sustain per cell
     assert silence.shape == (2, len(kinds) - n_mono, 2)  # and one Bernoulli per bar: silent through it
     assert (vae.mono_head is None) == (n_mono == 0)
     assert (vae.poly_head is None) == (n_mono == len(kinds))
     assert vae.mono_tracks == [k for k, kind in enumerate(kinds) if kind == "monophonic"]
-    out = vae.to_codes((mono, poly, silence, harmony))
+    out = vae.to_codes((mono, poly, silence, harmony, presence))
     assert out.shape == (2, len(kinds), 2, 16, 24) and out.dtype == torch.uint8
     for k in vae.mono_tracks:  # a monophonic track never sounds two pitches at once
         assert ((out[:, k] > 0).sum(-1) <= 1).all()
-    assert vae.recon_nll((mono, poly, silence, harmony), codes(2, params)).shape == (2,)
+    assert vae.recon_nll((mono, poly, silence, harmony, presence), codes(2, params)).shape == (2,)
 
 
 def test_an_unknown_track_kind_is_refused() -> None:
@@ -121,7 +122,7 @@ def test_default_params_shape() -> None:
     vae = build_model(params)
     r = params.representation
     x = torch.zeros(1, 4, r.n_bars, r.steps_per_bar, r.n_pitches, dtype=torch.uint8)
-    (mono, poly, silence, _), _, _, _ = vae(x)
+    (mono, poly, silence, *_), _, _, _ = vae(x)
     assert mono.shape == (1, 4, 4, 16, 84 + 2) and poly.shape[1] == silence.shape[1] == 0
     assert vae.reconstruct(x).shape == x.shape
 
@@ -150,7 +151,7 @@ def test_loss_on_a_tiny_batch() -> None:
 def test_mono_head_is_one_normalised_categorical_over_onset_pitches_hold_and_rest() -> None:
     params = small_params(kinds=("monophonic",))
     vae = make_vae(params)
-    mono, _, _, _ = vae.decode(torch.randn(3, vae.latent_dim))
+    mono, *_ = vae.decode(torch.randn(3, vae.latent_dim))
     assert mono.shape[-1] == 24 + 2
     assert torch.allclose(mono.exp().sum(-1), torch.ones(mono.shape[:-1]), atol=1e-5)
 
@@ -267,9 +268,9 @@ def test_teacher_forcing_gives_the_chains_own_factorisation() -> None:
     z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(2))
     truth = mono_classes(x[:, vae.mono_tracks])
     with torch.no_grad():
-        (logp, _, _, _), picked, _ = vae.decode_in_order(z, lambda lp, v, t: truth[:, v].flatten(1)[:, t],
+        (logp, *_), picked, _ = vae.decode_in_order(z, lambda lp, v, t: truth[:, v].flatten(1)[:, t],
                                                       lambda lg, t, q: lg > 0, lambda lg, b: lg > 0)  # in order
-        forced, _, _, _ = vae.decode(z, x)  # all voices at once, the upper ones the truth
+        forced, *_ = vae.decode(z, x)  # all voices at once, the upper ones the truth
     assert torch.equal(picked, truth)
     torch.testing.assert_close(forced, logp)
 
@@ -282,10 +283,10 @@ def test_teacher_forcing_gives_the_cells_own_factorisation() -> None:
     truth = planes(x[:, vae.poly_tracks], stacked=True).bool()  # [N, Tp, B, S, P, 2]
     silent = silent_bars(truth)
     with torch.no_grad():
-        (_, logits, silence, _), _, cells = vae.decode_in_order(z, lambda lp, v, t: lp.argmax(-1),
+        (_, logits, silence, *_), _, cells = vae.decode_in_order(z, lambda lp, v, t: lp.argmax(-1),
                                                               lambda lg, t, q: truth.flatten(2, 3)[:, :, t, q],
                                                               lambda lg, b: silent[:, :, b])
-        _, forced, forced_silence, _ = vae.decode(z, x)  # every step at once, the cells before each the truth
+        _, forced, forced_silence, *_ = vae.decode(z, x)  # every step at once, the cells before each the truth
     assert torch.equal(cells, truth) and silent.any()
     torch.testing.assert_close(forced_silence, silence)
     sounding = ~silent[..., None, None, None].expand_as(forced)
@@ -338,12 +339,12 @@ def test_a_silent_bar_costs_its_hurdle_alone_and_the_next_bar_knows_it() -> None
     x[:, 0, 0] = 0  # bar 0 of track 0 silent
     z = torch.zeros(2, vae.latent_dim)
     with torch.no_grad():
-        mono, poly, silence, harmony = vae.decode(z, x)
+        mono, poly, silence, harmony, presence = vae.decode(z, x)
         moved = poly.clone()
         moved[:, 0, 0] += 3.0  # the cells of the silent bar: no say in its likelihood
-        assert torch.equal(vae.recon_nll((mono, poly, silence, harmony), x), vae.recon_nll((mono, moved, silence, harmony), x))
+        assert torch.equal(vae.recon_nll((mono, poly, silence, harmony, presence), x), vae.recon_nll((mono, moved, silence, harmony, presence), x))
         moved[:, 1, 0] += 3.0  # a sounding bar's cells do
-        assert not torch.equal(vae.recon_nll((mono, poly, silence, harmony), x), vae.recon_nll((mono, moved, silence, harmony), x))
+        assert not torch.equal(vae.recon_nll((mono, poly, silence, harmony, presence), x), vae.recon_nll((mono, moved, silence, harmony, presence), x))
         sounding = x.clone()
         sounding[:, 0, 0, 0, 3] = 2
         assert not torch.allclose(vae.decode(z, sounding)[2][:, 0, 1], silence[:, 0, 1])  # bar 1 sees bar 0
@@ -405,6 +406,80 @@ def test_teacher_forced_bar_harmony_is_its_own_in_order_factorisation() -> None:
         in_order, picked = vae._harmony_in_order(feats, lambda lg, bar: truth[:, bar, next(order)[1]])
     assert torch.equal(picked, truth) and forced.shape == (3, 2, 12)
     assert torch.allclose(forced, in_order, atol=1e-5)
+
+
+def presence_model(seed: int = 0) -> tuple[MusicVAE, Params]:
+    params = small_params(bars=2, kinds=("drums", "polyphonic", "monophonic"), track_presence=True)
+    vae = make_vae(params, seed).eval()
+    with torch.no_grad():
+        vae.presence.with_before.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(seed))
+    return vae, params
+
+
+def test_tracks_playing_are_the_tracks_sounding_anywhere_in_the_phrase() -> None:
+    x = torch.zeros(2, 3, 2, 16, 24, dtype=torch.uint8)
+    x[0, 1, 1, 15, 3] = SUSTAIN  # one held cell in the last step is enough
+    x[1, 0, 0, 0, 0] = ONSET
+    assert tracks_playing(x).tolist() == [[False, True, False], [True, False, False]]
+
+
+def test_a_track_decided_not_to_play_is_silent_in_every_bar_decoded_and_drawn() -> None:
+    vae, params = presence_model()
+    z = torch.randn(4, vae.latent_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        vae.poly_head.bias.fill_(2.0)  # every cell likely on ...
+        vae.mono_head.bias[:3].copy_(torch.tensor([4.0, 0.0, -4.0]))  # ... and the bass busy ...
+        vae.presence.head[-1].bias.copy_(torch.tensor([-40.0, 40.0, -40.0]))  # ... but drums and bass out
+        for phrase in (vae.to_codes(vae.decode(z)), vae.draw_codes(z, 1.0, torch.Generator().manual_seed(0))):
+            assert not phrase[:, 0].any() and not phrase[:, 2].any() and phrase[:, 1].any()
+
+
+def test_teacher_forced_track_presence_is_its_own_in_order_factorisation() -> None:
+    vae, params = presence_model()
+    x = note_phrases(4, params)
+    x[0, 0] = 0
+    x[1, 2] = 0
+    x[2, :2] = 0
+    truth = tracks_playing(x)
+    z = torch.randn(4, vae.latent_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        feats, _ = vae._features(z)
+        forced = vae.decode(z, x)[4]
+        order = iter(range(3))  # track by track, in order
+        in_order, absent = vae._presence_in_order(feats, lambda lg, b: truth[:, next(order)])
+    assert torch.equal(absent, ~truth) and forced.shape == (4, 3)
+    assert torch.allclose(forced, in_order, atol=1e-5)
+
+
+def test_a_tracks_presence_sees_the_tracks_before_it_and_none_after() -> None:
+    vae, params = presence_model()
+    x = note_phrases(1, params)
+    without_bass, without_drums = x.clone(), x.clone()
+    without_bass[:, 2], without_drums[:, 0] = 0, 0
+    z = torch.zeros(1, vae.latent_dim)
+    with torch.no_grad():
+        full, no_bass, no_drums = (vae.decode(z, v)[4] for v in (x, without_bass, without_drums))
+    assert torch.equal(full[:, :2], no_bass[:, :2])  # the bass comes last: no track before it sees it
+    assert not torch.allclose(full[:, 1:], no_drums[:, 1:])  # piano and bass see the drums
+
+
+def test_an_absent_track_costs_its_presence_term_alone() -> None:
+    """Its silent bars and rests are given by the decision: the likelihood of a phrase without a
+    track is the presence term plus the other tracks' terms, whatever the heads say about it."""
+    vae, params = presence_model()
+    x = note_phrases(2, params)
+    x[:, 1] = 0  # no piano
+    z = torch.randn(2, vae.latent_dim, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        before = vae.recon_nll(vae.decode(z, x), x)
+        vae.silence.head.weight[1].normal_(0.0, 5.0)  # the piano's bar silence head
+        vae.silence.before.data[1].normal_(0.0, 5.0)
+        after = vae.recon_nll(vae.decode(z, x), x)
+        x[:, 1, 0, 0, 5] = ONSET  # with a piano note, the same change has a say
+        with_piano = vae.recon_nll(vae.decode(z, x), x)
+        vae.silence.head.weight[1].normal_(0.0, 5.0)
+    assert torch.allclose(before, after, atol=1e-3)
+    assert not torch.allclose(with_piano, vae.recon_nll(vae.decode(z, x), x), atol=1e-3)
 
 
 def test_reconstruction_decides_the_cells_in_order() -> None:
@@ -600,7 +675,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json"}
     loaded = load_model(tmp_path)
     assert not loaded.training
-    assert loaded.meta["format_version"] == FORMAT_VERSION == 12
+    assert loaded.meta["format_version"] == FORMAT_VERSION == 13
     assert loaded.meta["params_digest"] == params.digest()
     assert [(t["name"], t["kind"]) for t in loaded.meta["tracks"]] == [("t0", "drums"), ("t1", "monophonic")]
     assert loaded.kinds == ("drums", "monophonic")

@@ -112,6 +112,7 @@ class ModelParams:
     bar_latent_dim: int
     bar_prior: str
     bar_harmony: bool
+    track_presence: bool
     prior_components: int
     conductor_hidden: int
     decoder_hidden: int

@@ -27,7 +27,10 @@ the output distribution its kind needs (`tracks[].kind` in params.yaml):
   (`BarSilence`): a silent bar's cells are all off, a sounding bar's cells are drawn as above.
 
 With `model.bar_harmony` each bar's pitch-class set is decided before its notes, once for every
-pitched track (`BarHarmony`), and their onsets, sustains and held notes stay inside it.
+pitched track (`BarHarmony`), and their onsets, sustains and held notes stay inside it. With
+`model.track_presence` which tracks play in the phrase is decided before anything else, track by
+track (`TrackPresence`): a track that does not play is silent in every bar (a polyphonic track's
+bars all silent, a monophonic track's steps all rests).
 
 Decoding follows from the distribution (the most likely class / cell), never from a tuned
 threshold.
@@ -62,21 +65,24 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 12  # 12: learned bar prior (model.bar_prior), bar harmony (model.bar_harmony); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
+FORMAT_VERSION = 13  # 13: track presence (model.track_presence); 12: learned bar prior (model.bar_prior), bar harmony (model.bar_harmony); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
 _OFF = -1e4  # the logit of a cell in a bar decided silent: off at any temperature
+_CERTAIN = -_OFF  # the silence logit of a bar of a track decided not to play: silent at any temperature
 
 # (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2], poly bar-silence logits [N, Tp, B],
-#  bar harmony logits [N, B, 12], or [N, B, 0] without `BarHarmony`)
-Outputs = tuple[Tensor, Tensor, Tensor, Tensor]
+#  bar harmony logits [N, B, 12], or [N, B, 0] without `BarHarmony`,
+#  track presence logits [N, T], or [N, 0] without `TrackPresence`)
+Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 # (log-probs [N, P+2] of voice v at step t, v, t) -> its classes [N]; t None: every step at once
 # ([N, L, P+2] -> [N, L]), when the voices are independent given z
 Pick = Callable[[Tensor, int, int | None], Tensor]
 # (the polyphonic tracks' logits at step t and pitch q [N, Tp, 2], t, q) -> the cells taken (bool, same shape)
 CellPick = Callable[[Tensor, int, int], Tensor]
-# (the polyphonic tracks' bar-silence logits of bar b [N, Tp], b) -> the tracks silent through it (bool)
+# (the polyphonic tracks' bar-silence logits of bar b [N, Tp], b) -> the tracks silent through it (bool);
+# also a bar's pitch class (logits [N]) and, at b = -1, whether a track plays in the phrase (logits [N])
 BarPick = Callable[[Tensor, int], Tensor]
 _EVENTS = 3  # onset, hold, rest
 
@@ -427,6 +433,50 @@ class BarHarmony(nn.Module):
         return self.base(feats) + sets @ below.T + prev @ before.T
 
 
+class TrackPresence(nn.Module):
+    """Logits `[N, T]` that track k plays somewhere in the phrase, decided once per phrase before
+    any bar, track by track in order: from the phrase's decoder features (their mean and maximum
+    over every step) through a hidden layer, and a table on which tracks before k play
+    (`model.track_presence`). A track that does not play is silent in every bar.
+
+    Why: in LPD-5 a track sits out whole songs (a song without guitar), not single bars; per-bar
+    silence chained on the bar before lets a z of the prior leave a track out of some bars only
+    (docs/decisions.md, 2026-12-06). Decided once, "no guitar" holds for the phrase, as
+    `BarHarmony` decides a bar's harmony once. The table starts at zero."""
+
+    GAIN = 10.0  # as VoiceChain.GAIN
+
+    def __init__(self, tracks: int, width: int) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, tracks))
+        self.with_before = nn.Parameter(torch.zeros(tracks, tracks))  # (k, j): track j < k plays
+
+    def base(self, feats: Tensor) -> Tensor:
+        """Decoder features `[N, B, S, F]` -> the feature part of the logits `[N, T]`."""
+        return self.head(torch.cat([feats.mean((1, 2)), feats.amax((1, 2))], -1))
+
+    def table(self) -> Tensor:
+        """`[T, T]` (track k, track j) terms from track j playing, zero for j >= k."""
+        return self.GAIN * self.with_before.tril(-1)
+
+    def forward(self, feats: Tensor, playing: Tensor) -> Tensor:
+        """Teacher-forced logits `[N, T]` given which tracks play, `playing` `[N, T]` (float)."""
+        return self.base(feats) + playing @ self.table().to(playing.dtype).T
+
+
+def tracks_playing(codes: Tensor) -> Tensor:
+    """Codes `[N, T, B, S, P]` -> bool `[N, T]`: the tracks sounding somewhere in the phrase."""
+    return (codes > 0).flatten(2).any(-1)
+
+
+def rests_only(raw: Tensor, absent: Tensor) -> Tensor:
+    """Mono head output `[..., 3 + P]` with onset and hold off where `absent` (bool, broadcast to
+    `[...]`): a monophonic track decided not to play rests at every step."""
+    off = torch.tensor([_OFF, _OFF, 0.0], dtype=raw.dtype, device=raw.device)
+    events = torch.where(absent[..., None], off, raw[..., :_EVENTS])
+    return torch.cat([events, raw[..., _EVENTS:]], -1)
+
+
 def bar_pitch_sets(codes: Tensor, pitched: list[int]) -> Tensor:
     """Codes `[N, T, B, S, P]` -> `[N, B, 12]` (float 0/1): the pitch classes (index mod 12)
     sounding in each bar in any of the tracks `pitched`."""
@@ -532,6 +582,7 @@ class MusicVAE(nn.Module):
         self.silence = BarSilence(len(self.poly_tracks), feat) if self.poly_tracks else None
         self.pitched = [k for k, kind in enumerate(kinds) if kind != "drums"]
         self.bar_harmony = BarHarmony(feat) if model.bar_harmony and self.pitched else None
+        self.presence = TrackPresence(self.n_tracks, feat) if model.track_presence else None
 
     # -- the two halves
 
@@ -560,8 +611,13 @@ class MusicVAE(nn.Module):
             return self._in_order(feats, poly, lambda logp, v, t: mono_decision(logp), lambda lg, t, q: lg > 0,
                                   lambda lg, b: lg > 0)[0]
         n, tp, b, s, p, _ = poly.shape
+        presence, absent = feats.new_zeros(n, 0), None
+        if self.presence is not None:
+            playing = tracks_playing(x)
+            presence, absent = self.presence(feats, playing.to(feats.dtype)), ~playing
         truth = planes(x[:, self.poly_tracks], stacked=True)
         silence = self.silence(feats, silent_bars(truth)) if self.silence is not None else poly.new_zeros(n, tp, b)
+        silence = self._not_playing(silence, absent)
         if self.cells is not None:
             poly = poly + self.cells(self.cells.gates(feats.view(n, b * s, -1)), truth.flatten(2, 3), s).view(poly.shape)
         harmony, allowed = feats.new_zeros(n, b, 0), None
@@ -569,7 +625,14 @@ class MusicVAE(nn.Module):
             sets = bar_pitch_sets(x, self.pitched).to(feats.dtype)
             harmony, allowed = self.bar_harmony(feats, sets), sets.bool()
         classes = mono_classes(x[:, self.mono_tracks]) if self.chain is not None else None
-        return self._mono_log_probs(feats, classes, allowed), self._in_harmony(poly, allowed), silence, harmony
+        return (self._mono_log_probs(feats, classes, allowed, absent), self._in_harmony(poly, allowed), silence,
+                harmony, presence)
+
+    def _not_playing(self, silence: Tensor, absent: Tensor | None) -> Tensor:
+        """Bar-silence logits `[N, Tp, B]` with every bar of a track in `absent` `[N, T]` silent."""
+        if absent is None:
+            return silence
+        return torch.where(absent[:, self.poly_tracks, None], _CERTAIN, silence)
 
     def _pitch_mask(self, allowed: Tensor | None) -> Tensor | None:
         """A bar's pitch-class set `[N, B, 12]` (bool) -> its pitches `[N, B, P]` (bool)."""
@@ -592,7 +655,8 @@ class MusicVAE(nn.Module):
         """(outputs, mono classes `[N, Tm, B, S]`, poly cells `[N, Tp, B, S, P, 2]` bool): step by
         step and voice by voice, `pick` chooses voice v's class at step t from its log-probs given
         what is already chosen (the voices above it at t, every voice before t); `bar_pick`
-        first the polyphonic tracks silent through bar b given the bars before, then `cell_pick`
+        first (with `TrackPresence`, at b = -1) which tracks play, track by track, then the
+        polyphonic tracks silent through bar b given the bars before, then `cell_pick`
         the cells of the others at step t and pitch q from their logits given the cells before t
         and below q at t; the returned log-probs and logits are those given these choices."""
         return self._in_order(*self._features(z), pick, cell_pick, bar_pick)
@@ -601,18 +665,33 @@ class MusicVAE(nn.Module):
                   bar_pick: BarPick) -> tuple[Outputs, Tensor, Tensor]:
         n, b, s, _ = feats.shape
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
-        silence, silent = self._silence_in_order(feats, bar_pick)
+        presence, absent = self._presence_in_order(feats, bar_pick)
+        silence, silent = self._silence_in_order(feats, bar_pick, absent)
         harmony, allowed = self._harmony_in_order(feats, bar_pick)
         poly, cells = self._cells_in_order(feats, self._in_harmony(poly, allowed), silent, cell_pick)
         if self.chain is None or tm == 0:  # the voices are independent given z: one pick each
-            logp = self._mono_log_probs(feats, None, allowed)
+            logp = self._mono_log_probs(feats, None, allowed, absent)
             picked = [pick(logp[:, v].flatten(1, 2), v, None).view(n, b, s) for v in range(tm)]
             classes = torch.stack(picked, 1) if picked else feats.new_zeros(n, 0, b, s, dtype=torch.long)
-            return (logp, poly, silence, harmony), classes, cells
+            return (logp, poly, silence, harmony, presence), classes, cells
         mask = self._pitch_mask(allowed)
         logp, classes = self._chained(feats.view(n, b * s, -1), pick,
-                                      None if mask is None else mask.repeat_interleave(s, 1))
-        return (logp.view(n, tm, b, s, p + 2), poly, silence, harmony), classes.view(n, tm, b, s), cells
+                                      None if mask is None else mask.repeat_interleave(s, 1),
+                                      None if absent is None else absent[:, self.mono_tracks])
+        return (logp.view(n, tm, b, s, p + 2), poly, silence, harmony, presence), classes.view(n, tm, b, s), cells
+
+    def _presence_in_order(self, feats: Tensor, pick: BarPick) -> tuple[Tensor, Tensor | None]:
+        """Track by track: (the presence logits `[N, T]` given the tracks picked before, the tracks
+        picked absent, bool, same shape); ([N, 0], None) without `TrackPresence`."""
+        if self.presence is None:
+            return feats.new_zeros(feats.shape[0], 0), None
+        base = self.presence.base(feats)
+        table = self.presence.table().to(base.dtype)
+        logits, playing = torch.empty_like(base), torch.zeros(base.shape, dtype=torch.bool, device=base.device)
+        for k in range(self.n_tracks):
+            logits[:, k] = base[:, k] + playing.to(base.dtype) @ table[k]
+            playing[:, k] = pick(logits[:, k], -1)
+        return logits, ~playing
 
     def _harmony_in_order(self, feats: Tensor, pick: BarPick) -> tuple[Tensor, Tensor | None]:
         """Bar by bar, class by class upwards: (the bar-harmony logits `[N, B, 12]` given the
@@ -631,9 +710,9 @@ class MusicVAE(nn.Module):
             prev = sets[:, bar].to(base.dtype)
         return logits, sets
 
-    def _silence_in_order(self, feats: Tensor, pick: BarPick) -> tuple[Tensor, Tensor]:
+    def _silence_in_order(self, feats: Tensor, pick: BarPick, absent: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Bar by bar: (the bar-silence logits `[N, Tp, B]` given the bars picked before, the
-        tracks picked silent, bool, same shape)."""
+        tracks picked silent, bool, same shape); every bar of a track `absent` `[N, T]` silent."""
         n, b = feats.shape[:2]
         if self.silence is None:
             tp = len(self.poly_tracks)
@@ -642,7 +721,7 @@ class MusicVAE(nn.Module):
         logits, silent = torch.empty_like(base), torch.zeros(base.shape, dtype=torch.bool, device=base.device)
         before = torch.full(base.shape[:2], BarSilence.NONE, dtype=torch.long, device=base.device)
         for bar in range(b):
-            logits[:, :, bar] = base[:, :, bar] + self.silence.step(before)
+            logits[:, :, bar] = self._not_playing((base[:, :, bar] + self.silence.step(before))[..., None], absent)[..., 0]
             silent[:, :, bar] = pick(logits[:, :, bar], bar)
             before = torch.where(silent[:, :, bar], BarSilence.SILENT, BarSilence.SOUNDING)
         return logits, silent
@@ -683,15 +762,19 @@ class MusicVAE(nn.Module):
             onset = cells[:, :, q, 0] | (active & ~before[:, :, q, 1])
             chord[:, :, q + 1:q + 1 + span] += self.cells.chord_update(torch.stack([onset, active], -1).to(chord.dtype))
 
-    def _chained(self, feats: Tensor, pick: Pick, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _chained(self, feats: Tensor, pick: Pick, mask: Tensor | None = None,
+                 absent: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Step by step, voice by voice: (log-probs `[N, Tm, L, P+2]`, classes `[N, Tm, L]`);
-        onsets only at the pitches `mask` `[N, L, P]` allows, when given."""
+        onsets only at the pitches `mask` `[N, L, P]` allows, when given; the voices `absent`
+        `[N, Tm]` rest throughout."""
         assert self.chain is not None and self.mono_head is not None
         n, length, _ = feats.shape
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
         raw = self.mono_head(feats).view(n, length, tm, _EVENTS + p)
         if mask is not None:
             raw = onsets_only_at(raw, mask[:, :, None])
+        if absent is not None:
+            raw = rests_only(raw, absent[:, None])
         proj = self.chain.projected(feats)
         logp = feats.new_empty(n, tm, length, p + 2, dtype=torch.float32)
         classes = torch.empty(n, tm, length, dtype=torch.long, device=feats.device)
@@ -731,9 +814,11 @@ class MusicVAE(nn.Module):
                 if self.poly_head is not None else z.new_zeros(n, 0, b, s, p, 2))
         return feats.view(n, b, s, -1), poly
 
-    def _mono_log_probs(self, feats: Tensor, classes: Tensor | None, allowed: Tensor | None = None) -> Tensor:
+    def _mono_log_probs(self, feats: Tensor, classes: Tensor | None, allowed: Tensor | None = None,
+                        absent: Tensor | None = None) -> Tensor:
         """`[N, Tm, B, S, P+2]` log-probs of the monophonic tracks; with the chain, voice v's
-        given `classes[:, :v]`; onsets only in each bar's pitch-class set `allowed` `[N, B, 12]`."""
+        given `classes[:, :v]`; onsets only in each bar's pitch-class set `allowed` `[N, B, 12]`;
+        rests only for the tracks `absent` `[N, T]`."""
         n, b, s, _ = feats.shape
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
         if self.mono_head is None:
@@ -742,6 +827,8 @@ class MusicVAE(nn.Module):
         mask = self._pitch_mask(allowed)
         if mask is not None:
             raw = onsets_only_at(raw, mask[:, None, :, None])
+        if absent is not None:
+            raw = rests_only(raw, absent[:, self.mono_tracks, None, None])
         if self.chain is not None and classes is not None:
             raw = raw + self.chain(feats, classes)
         return mono_log_probs(raw)
@@ -786,8 +873,11 @@ class MusicVAE(nn.Module):
     def recon_nll(self, out: Outputs, x: Tensor, mono_target: Tensor | None = None) -> Tensor:
         """Negative log-likelihood of codes `x` under the decoder's distribution: `[N]` nats.
         `mono_target`: `mono_classes` of x's monophonic tracks, when the caller has them."""
-        mono, poly, silence, harmony = out
+        mono, poly, silence, harmony, presence = out
         nll = x.new_zeros(x.shape[0], dtype=torch.float32)
+        if presence.shape[-1]:  # then an absent track's rests and silent bars cost nothing
+            nll = nll + F.binary_cross_entropy_with_logits(presence.float(), tracks_playing(x).float(),
+                                                           reduction="none").sum(1)
         if harmony.shape[-1]:
             sets = bar_pitch_sets(x, self.pitched)
             nll = nll + F.binary_cross_entropy_with_logits(harmony.float(), sets, reduction="none").flatten(1).sum(1)
@@ -805,7 +895,7 @@ class MusicVAE(nn.Module):
 
     def to_codes(self, out: Outputs) -> Tensor:
         """The most likely codes `[N, T, B, S, P]` (uint8) under the decoder's distribution."""
-        mono, poly, silence, _ = out
+        mono, poly, silence = out[:3]
         return self._codes(mono_decision(mono), (poly > 0) & (silence <= 0)[..., None, None, None])
 
     def _codes(self, mono_classes: Tensor, poly_cells: Tensor) -> Tensor:
