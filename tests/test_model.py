@@ -434,6 +434,21 @@ def test_a_track_decided_not_to_play_is_silent_in_every_bar_decoded_and_drawn() 
             assert not phrase[:, 0].any() and not phrase[:, 2].any() and phrase[:, 1].any()
 
 
+def test_which_tracks_play_is_drawn_at_the_models_own_rate_at_any_temperature() -> None:
+    """A sampling temperature sharpens notes, not the arrangement: cooled, a track that plays
+    with probability 0.7 would play in every phrase."""
+    vae, params = presence_model()
+    with torch.no_grad():
+        vae.presence.with_before.zero_()
+        vae.presence.head[-1].weight.zero_()
+        vae.presence.head[-1].bias.copy_(torch.tensor([40.0, 0.8473, 40.0]))  # the piano plays with p = 0.7
+        vae.silence.head.weight.zero_()
+        vae.silence.head.bias.fill_(-40.0)  # and then in every bar,
+        vae.poly_head.bias.fill_(2.0)  # with notes in it
+        drawn = vae.draw_codes(torch.randn(400, vae.latent_dim), 0.1, torch.Generator().manual_seed(4))
+    assert 0.63 < tracks_playing(drawn)[:, 1].float().mean().item() < 0.77
+
+
 def test_teacher_forced_track_presence_is_its_own_in_order_factorisation() -> None:
     vae, params = presence_model()
     x = note_phrases(4, params)
@@ -443,10 +458,9 @@ def test_teacher_forced_track_presence_is_its_own_in_order_factorisation() -> No
     truth = tracks_playing(x)
     z = torch.randn(4, vae.latent_dim, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        feats, _ = vae._features(z)
         forced = vae.decode(z, x)[4]
         order = iter(range(3))  # track by track, in order
-        in_order, absent = vae._presence_in_order(feats, lambda lg, b: truth[:, next(order)])
+        in_order, absent = vae._presence_in_order(z, lambda lg, b: truth[:, next(order)])
     assert torch.equal(absent, ~truth) and forced.shape == (4, 3)
     assert torch.allclose(forced, in_order, atol=1e-5)
 

@@ -435,33 +435,34 @@ class BarHarmony(nn.Module):
 
 class TrackPresence(nn.Module):
     """Logits `[N, T]` that track k plays somewhere in the phrase, decided once per phrase before
-    any bar, track by track in order: from the phrase's decoder features (their mean and maximum
-    over every step) through a hidden layer, and a table on which tracks before k play
-    (`model.track_presence`). A track that does not play is silent in every bar.
+    any bar, track by track in order: from the phrase's z (not the bars' own z's) through a hidden
+    layer, and a table on which tracks before k play (`model.track_presence`). A track that does
+    not play is silent in every bar; generation draws this choice at temperature 1.
 
     Why: in LPD-5 a track sits out whole songs (a song without guitar), not single bars; per-bar
     silence chained on the bar before lets a z of the prior leave a track out of some bars only
-    (docs/decisions.md, 2026-12-06). Decided once, "no guitar" holds for the phrase, as
-    `BarHarmony` decides a bar's harmony once. The table starts at zero."""
+    (docs/decisions.md, 2026-12-06). Decided once, "no guitar" holds for the phrase. From the
+    phrase z alone, as the bars' z's drawn from the prior left the guitar in twice as often as
+    the data (decisions.md). The table starts at zero."""
 
     GAIN = 10.0  # as VoiceChain.GAIN
 
-    def __init__(self, tracks: int, width: int) -> None:
+    def __init__(self, tracks: int, phrase_dim: int, width: int) -> None:
         super().__init__()
-        self.head = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, tracks))
+        self.head = nn.Sequential(nn.Linear(phrase_dim, width), nn.GELU(), nn.Linear(width, tracks))
         self.with_before = nn.Parameter(torch.zeros(tracks, tracks))  # (k, j): track j < k plays
 
-    def base(self, feats: Tensor) -> Tensor:
-        """Decoder features `[N, B, S, F]` -> the feature part of the logits `[N, T]`."""
-        return self.head(torch.cat([feats.mean((1, 2)), feats.amax((1, 2))], -1))
+    def base(self, phrase_z: Tensor) -> Tensor:
+        """The phrase's z `[N, phrase_dim]` -> its part of the logits `[N, T]`."""
+        return self.head(phrase_z)
 
     def table(self) -> Tensor:
         """`[T, T]` (track k, track j) terms from track j playing, zero for j >= k."""
         return self.GAIN * self.with_before.tril(-1)
 
-    def forward(self, feats: Tensor, playing: Tensor) -> Tensor:
+    def forward(self, phrase_z: Tensor, playing: Tensor) -> Tensor:
         """Teacher-forced logits `[N, T]` given which tracks play, `playing` `[N, T]` (float)."""
-        return self.base(feats) + playing @ self.table().to(playing.dtype).T
+        return self.base(phrase_z) + playing @ self.table().to(playing.dtype).T
 
 
 def tracks_playing(codes: Tensor) -> Tensor:
@@ -582,7 +583,7 @@ class MusicVAE(nn.Module):
         self.silence = BarSilence(len(self.poly_tracks), feat) if self.poly_tracks else None
         self.pitched = [k for k, kind in enumerate(kinds) if kind != "drums"]
         self.bar_harmony = BarHarmony(feat) if model.bar_harmony and self.pitched else None
-        self.presence = TrackPresence(self.n_tracks, feat) if model.track_presence else None
+        self.presence = TrackPresence(self.n_tracks, self.phrase_dim, feat) if model.track_presence else None
 
     # -- the two halves
 
@@ -608,13 +609,13 @@ class MusicVAE(nn.Module):
         decision)."""
         feats, poly = self._features(z)
         if x is None:
-            return self._in_order(feats, poly, lambda logp, v, t: mono_decision(logp), lambda lg, t, q: lg > 0,
+            return self._in_order(z, feats, poly, lambda logp, v, t: mono_decision(logp), lambda lg, t, q: lg > 0,
                                   lambda lg, b: lg > 0)[0]
         n, tp, b, s, p, _ = poly.shape
         presence, absent = feats.new_zeros(n, 0), None
         if self.presence is not None:
             playing = tracks_playing(x)
-            presence, absent = self.presence(feats, playing.to(feats.dtype)), ~playing
+            presence, absent = self.presence(z[:, :self.phrase_dim], playing.to(feats.dtype)), ~playing
         truth = planes(x[:, self.poly_tracks], stacked=True)
         silence = self.silence(feats, silent_bars(truth)) if self.silence is not None else poly.new_zeros(n, tp, b)
         silence = self._not_playing(silence, absent)
@@ -659,13 +660,13 @@ class MusicVAE(nn.Module):
         polyphonic tracks silent through bar b given the bars before, then `cell_pick`
         the cells of the others at step t and pitch q from their logits given the cells before t
         and below q at t; the returned log-probs and logits are those given these choices."""
-        return self._in_order(*self._features(z), pick, cell_pick, bar_pick)
+        return self._in_order(z, *self._features(z), pick, cell_pick, bar_pick)
 
-    def _in_order(self, feats: Tensor, poly: Tensor, pick: Pick, cell_pick: CellPick,
+    def _in_order(self, z: Tensor, feats: Tensor, poly: Tensor, pick: Pick, cell_pick: CellPick,
                   bar_pick: BarPick) -> tuple[Outputs, Tensor, Tensor]:
         n, b, s, _ = feats.shape
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
-        presence, absent = self._presence_in_order(feats, bar_pick)
+        presence, absent = self._presence_in_order(z, bar_pick)
         silence, silent = self._silence_in_order(feats, bar_pick, absent)
         harmony, allowed = self._harmony_in_order(feats, bar_pick)
         poly, cells = self._cells_in_order(feats, self._in_harmony(poly, allowed), silent, cell_pick)
@@ -680,12 +681,12 @@ class MusicVAE(nn.Module):
                                       None if absent is None else absent[:, self.mono_tracks])
         return (logp.view(n, tm, b, s, p + 2), poly, silence, harmony, presence), classes.view(n, tm, b, s), cells
 
-    def _presence_in_order(self, feats: Tensor, pick: BarPick) -> tuple[Tensor, Tensor | None]:
+    def _presence_in_order(self, z: Tensor, pick: BarPick) -> tuple[Tensor, Tensor | None]:
         """Track by track: (the presence logits `[N, T]` given the tracks picked before, the tracks
         picked absent, bool, same shape); ([N, 0], None) without `TrackPresence`."""
         if self.presence is None:
-            return feats.new_zeros(feats.shape[0], 0), None
-        base = self.presence.base(feats)
+            return z.new_zeros(z.shape[0], 0), None
+        base = self.presence.base(z[:, :self.phrase_dim])
         table = self.presence.table().to(base.dtype)
         logits, playing = torch.empty_like(base), torch.zeros(base.shape, dtype=torch.bool, device=base.device)
         for k in range(self.n_tracks):
@@ -928,11 +929,14 @@ class MusicVAE(nn.Module):
         def pick(logp: Tensor, v: int, t: int | None) -> Tensor:  # drawn on the CPU: one generator on any device
             return mono_draw(logp.detach().float().cpu(), temperature, gen).to(logp.device)
 
-        def bernoulli(logits: Tensor, *where: int) -> Tensor:  # a cell (at t, q) or a bar's silence (at b)
+        def bernoulli(logits: Tensor, *where: int, temperature: float = temperature) -> Tensor:  # a cell or a bar's
             lg = logits.detach().float().cpu()
             return (torch.rand(lg.shape, generator=gen) < torch.sigmoid(lg / temperature)).to(logits.device)
 
-        _, classes, cells = self.decode_in_order(z, pick, bernoulli, bernoulli)
+        def bar_bernoulli(logits: Tensor, b: int) -> Tensor:  # which tracks play (b = -1): at 1, as the model
+            return bernoulli(logits, b, temperature=1.0 if b < 0 else temperature)  # says, sharpening shifts the rates
+
+        _, classes, cells = self.decode_in_order(z, pick, bernoulli, bar_bernoulli)
         return self._codes(classes.cpu(), cells.cpu())
 
     @torch.no_grad()
