@@ -183,7 +183,7 @@ def test_set_without_an_equals_sign_is_a_params_error():
     *[(f"model.{key}=0", rf"model.{key}: must be > 0") for key in project_params()["model"]
       if key not in ("dropout", "step_embedding", "voice_chain", "bar_latent_dim", "prior_components", "bar_prior",
                      "bar_harmony", "track_presence")],
-    ("model.bar_prior=gmm", r"model.bar_prior: must be normal or learned, got 'gmm'"),
+    ("model.bar_prior=gmm", r"model.bar_prior: must be normal, learned or kde, got 'gmm'"),
     ("model.bar_latent_dim=-1", r"model.bar_latent_dim: must be >= 0 \(0 = no per-bar latent\)"),
     ("model.prior_components=-1", r"model.prior_components: must be >= 0 \(0 = z ~ N\(0, I\)\)"),
     ("model.step_embedding=1", r"model.step_embedding: must be >= 2 \(the encoder halves it"),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from lpdvae.model.prior import LatentPrior, posterior_samples
+from lpdvae.model.prior import BarKDE, LatentPrior, posterior_samples
 from lpdvae.model.vae import load_model, save_model
 
 from .test_model import make_vae, note_phrases, small_params
@@ -44,3 +45,49 @@ def test_the_fitted_prior_travels_in_model_pt_and_samples_the_same_after_loading
     assert bool(loaded.prior.fitted)
     assert torch.equal(loaded.sample(4, seed=5), before)
     assert not torch.equal(make_vae(params).sample(4, seed=5), before)  # unfitted: N(0, I)
+
+
+def clustered(n: int, spread: float, seed: int) -> torch.Tensor:
+    """Sequences of 8 bar dims around 20 fixed centres, Gaussian with sd `spread` about them."""
+    centres = torch.randn(20, 8, generator=torch.Generator().manual_seed(0)) * 3
+    g = torch.Generator().manual_seed(seed)
+    return centres[torch.randint(0, 20, (n,), generator=g)] + spread * torch.randn(n, 8, generator=g)
+
+
+def test_an_unfitted_bar_density_draws_as_randn_does() -> None:
+    z = BarKDE(8).sample(5, torch.Generator().manual_seed(1))
+    assert torch.equal(z, torch.randn(5, 8, generator=torch.Generator().manual_seed(1)))
+
+
+def test_the_bar_density_chooses_the_bandwidth_under_which_held_out_sequences_are_likeliest() -> None:
+    kde = BarKDE(8, rows=2000)
+    scores = kde.fit(clustered(4000, 0.3, seed=1), clustered(500, 0.3, seed=2), seed=0)
+    assert float(kde.bandwidth) == pytest.approx(max(scores, key=lambda h: scores[h]))
+    assert 0.2 <= float(kde.bandwidth) <= 0.4  # near the clusters' own spread: not 0.05, not 1.0
+    assert int(kde.count) == 2000
+
+
+def test_the_bar_density_draws_a_kept_sequence_plus_noise_of_its_bandwidth() -> None:
+    kde = BarKDE(8, rows=2000)
+    kde.fit(clustered(4000, 0.3, seed=1), clustered(500, 0.3, seed=2), seed=0)
+    drawn = kde.sample(3000, torch.Generator().manual_seed(3))
+    offset = drawn - kde.rows[torch.cdist(drawn, kde.rows).argmin(1)]
+    assert offset.pow(2).sum(1).sqrt().median().item() < float(kde.bandwidth) * 8 ** 0.5  # near a kept one
+    assert torch.equal(drawn, kde.sample(3000, torch.Generator().manual_seed(3)))
+
+
+def test_with_a_bar_density_generation_draws_the_phrase_z_from_the_mixture_and_the_bars_from_the_density(tmp_path) -> None:
+    params = small_params(kinds=("monophonic",) * 2, prior_components=2, bar_latent_dim=3, bar_prior="kde")
+    vae = make_vae(params)
+    assert vae.prior.dim == vae.phrase_dim and vae.bar_kde is not None
+    x = note_phrases(40, params)
+    z = posterior_samples(vae.encode, [x[:20], x[20:]], seed=3)
+    vae.prior.fit(z[:, :vae.phrase_dim], seed=0)
+    vae.bar_kde.fit(z[:, vae.phrase_dim:], z[:8, vae.phrase_dim:], seed=0)
+    drawn = vae.draw_z(64, torch.Generator().manual_seed(4))
+    bars = drawn[:, vae.phrase_dim:]
+    nearest = torch.cdist(bars, vae.bar_kde.rows[:int(vae.bar_kde.count)]).min(1).values
+    assert drawn.shape == (64, vae.latent_dim)
+    assert nearest.median().item() < torch.cdist(torch.randn(64, bars.shape[1]), z[:, vae.phrase_dim:]).min(1).values.median().item()
+    loaded = load_model(save_model(vae, tmp_path, params))
+    assert torch.equal(loaded.sample(4, seed=5), vae.sample(4, seed=5))

@@ -244,7 +244,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.transpose": (lambda v: 0 <= v <= 12, "must be in 0..12 semitones"),
     "model.latent_dim": (lambda v: v > 0, "must be > 0"),
     "model.bar_latent_dim": (lambda v: v >= 0, "must be >= 0 (0 = no per-bar latent)"),
-    "model.bar_prior": (lambda v: v in ("normal", "learned"), "must be normal or learned"),
+    "model.bar_prior": (lambda v: v in ("normal", "learned", "kde"), "must be normal, learned or kde"),
     "model.prior_components": (lambda v: v >= 0, "must be >= 0 (0 = z ~ N(0, I))"),
     "model.step_embedding": (lambda v: v >= 2, "must be >= 2 (the encoder halves it before flattening)"),
     "model.encoder_hidden": (lambda v: v > 0, "must be > 0"),

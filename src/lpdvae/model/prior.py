@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 FIT_PHRASES = 8192  # training phrases the mixture is fitted on at most (a seeded subset beyond)
+HELD_OUT_PHRASES = 1024  # validation phrases the bar density's bandwidth is chosen on at most
 DRAWS = 4           # posterior draws per phrase: the mixture fits q(z|x), not only its means
 REG_COVAR = 1e-3    # added to each covariance's diagonal: keeps thin components invertible
 
@@ -115,6 +116,58 @@ class BarPrior(nn.Module):
             z[:, cols] = mu[:, b * bd:(b + 1) * bd] + torch.exp(0.5 * logvar[:, b * bd:(b + 1) * bd]) * \
                 torch.randn(n, bd, generator=gen)
         return z
+
+
+class BarKDE(nn.Module):
+    """Generation's bar z's (`model.bar_prior: kde`): the four bar latents of one training
+    phrase's posterior draw, chosen at random, plus isotropic Gaussian noise: a kernel density
+    over the training phrases' bar sequences, fitted after training as `LatentPrior` is. Its
+    bandwidth is the one under which held-out (validation) phrases' bar sequences are likeliest.
+
+    Why: the decoder writes data-like chords and harmony from bar latents a phrase's encoding
+    produced, paired with any phrase z, and tolerates noise around them; no parametric density
+    of the bars' joint (mixtures, a learned Gaussian per bar) put its draws there
+    (docs/decisions.md, 2026-12-06). Samples near a training phrase are what the copy check and
+    the fidelity floor measure."""
+
+    BANDWIDTHS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+
+    def __init__(self, dim: int, rows: int = FIT_PHRASES) -> None:
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("rows", torch.zeros(rows, dim))  # the first `count` are the kept sequences
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("bandwidth", torch.ones(()))
+
+    def fit(self, z: Tensor, held_out: Tensor, seed: int) -> dict[float, float]:
+        """Keep a seeded subset of the bar sequences `z` `[M, dim]` and choose the bandwidth
+        that maximises the held-out sequences' mean log-density; returns it per bandwidth."""
+        if len(z) == 0 or len(held_out) == 0:
+            raise ValueError(f"the bar density needs training and held-out samples, got {len(z)} and {len(held_out)}")
+        keep = torch.randperm(len(z), generator=torch.Generator().manual_seed(seed))[:len(self.rows)]
+        self.rows.zero_()
+        self.rows[:len(keep)] = z[keep]
+        self.count.fill_(len(keep))
+        scores = {h: self.log_density(held_out, h).mean().item() for h in self.BANDWIDTHS}
+        self.bandwidth.fill_(max(scores, key=lambda h: scores[h]))
+        self.fitted.fill_(True)
+        return scores
+
+    def log_density(self, v: Tensor, h: float) -> Tensor:
+        """`[V]` log-density of bar sequences `v` `[V, dim]` under the kernel density at bandwidth h."""
+        rows = self.rows[:int(self.count)]
+        sq = torch.cdist(v.double(), rows.double()).pow(2)  # [V, M]
+        m = torch.tensor(float(len(rows)), dtype=torch.float64)
+        norm = 0.5 * self.dim * torch.log(torch.tensor(2 * torch.pi * h * h, dtype=torch.float64))
+        return (torch.logsumexp(-sq / (2 * h * h), dim=1) - torch.log(m) - norm).float()
+
+    def sample(self, n: int, gen: torch.Generator) -> Tensor:
+        """`[n, dim]` bar sequences on the CPU, from `gen`; N(0, I) before `fit`."""
+        if not bool(self.fitted):
+            return torch.randn(n, self.dim, generator=gen)
+        pick = torch.randint(int(self.count), (n,), generator=gen)
+        return self.rows.cpu()[pick] + float(self.bandwidth) * torch.randn(n, self.dim, generator=gen)
 
 
 @torch.no_grad()

@@ -58,14 +58,14 @@ from lpdvae.io import (
     first_line,
     regular_file_size,
 )
-from lpdvae.model.prior import BarPrior, LatentPrior
+from lpdvae.model.prior import BarKDE, BarPrior, LatentPrior
 from lpdvae.params import TRACK_KINDS, ModelParams, Params, RepresentationParams
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 13  # 13: track presence (model.track_presence); 12: learned bar prior (model.bar_prior), bar harmony (model.bar_harmony); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
+FORMAT_VERSION = 13  # 13: track presence (model.track_presence), the bars' kernel density (model.bar_prior: kde); 12: learned bar prior (model.bar_prior), bar harmony (model.bar_harmony); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
@@ -555,9 +555,10 @@ class MusicVAE(nn.Module):
         self.meta: dict[str, Any] = {}
         self.bar_prior = (BarPrior(self.phrase_dim, self.bar_dim, b)
                           if model.bar_prior == "learned" and self.bar_dim else None)
-        # the fitted mixture draws the phrase z alone where the bar prior draws the bars' z's
-        self.prior = LatentPrior(self.phrase_dim if self.bar_prior is not None else self.latent_dim,
-                                 model.prior_components)
+        self.bar_kde = (BarKDE(b * self.bar_dim) if model.bar_prior == "kde" and self.bar_dim else None)
+        # the fitted mixture draws the phrase z alone where the bar prior or density draws the bars' z's
+        self.prior = LatentPrior(self.latent_dim if self.bar_prior is None and self.bar_kde is None
+                                 else self.phrase_dim, model.prior_components)
         self.encoder = PhraseEncoder(b * s, s, 2 * self.n_tracks * p, model.step_embedding,
                                      model.encoder_hidden, model.dropout)
         self.to_stats = nn.Linear(2 * model.encoder_hidden, 2 * model.latent_dim)
@@ -865,8 +866,10 @@ class MusicVAE(nn.Module):
 
     def draw_z(self, n: int, gen: torch.Generator) -> Tensor:
         """`[n, latent_dim]` z (CPU) as generation draws it: from the fitted prior (N(0, I) until
-        fitted), each bar's z from the learned bar prior where there is one."""
+        fitted), each bar's z from the learned bar prior or the bars' kernel density where there is one."""
         z = self.prior.sample(n, gen)
+        if self.bar_kde is not None:
+            return torch.cat([z, self.bar_kde.sample(n, gen)], 1)
         return self.bar_prior.sample(z, gen) if self.bar_prior is not None else z
 
     # -- the distribution

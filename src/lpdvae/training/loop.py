@@ -29,7 +29,7 @@ from lpdvae.data.codes import transpose
 from lpdvae.data.shard_stream import is_s3, open_phrases, rank_phrases, shard_order
 from lpdvae.errors import DataError, LpdvaeError
 from lpdvae.io import atomic_dir, atomic_write_csv, atomic_write_json
-from lpdvae.model.prior import FIT_PHRASES, posterior_samples
+from lpdvae.model.prior import FIT_PHRASES, HELD_OUT_PHRASES, posterior_samples
 from lpdvae.model.vae import (
     FORMAT_VERSION,
     MusicVAE,
@@ -440,8 +440,9 @@ class Trainer:
 
     def _fit_prior(self, vae: MusicVAE) -> None:
         """Fit generation's latent prior to the training phrases' posteriors (`lpdvae.model.prior`;
-        a seeded subset of at most FIT_PHRASES), unaugmented, with the final weights."""
-        if vae.prior.components == 0:
+        a seeded subset of at most FIT_PHRASES), unaugmented, with the final weights; and the
+        bars' kernel density, its bandwidth chosen on validation phrases' posteriors."""
+        if vae.prior.components == 0 and vae.bar_kde is None:
             return
         # by shard: from rank 0's own shards (the ones it fetched), else from the whole split
         pool = (shard_order(self.train_ds.offsets, 0, self.env.world, None) if self.by_shard
@@ -450,7 +451,15 @@ class Trainer:
         chosen = [pool[i] for i in order.sort().values.tolist()]
         batches = (torch.stack([self.train_ds[i] for i in chosen[k:k + 256]]) for k in range(0, len(chosen), 256))
         z = posterior_samples(vae.encode, batches, self.tp.seed)
-        vae.prior.fit(z[:, :vae.prior.dim], self.tp.seed)  # the phrase z alone under a learned bar prior
+        vae.prior.fit(z[:, :vae.prior.dim], self.tp.seed)  # the phrase z alone under a bar prior or density
+        if vae.bar_kde is not None:
+            step = max(1, len(self.val_ds) // HELD_OUT_PHRASES)  # spread over the split's songs
+            held = list(range(0, len(self.val_ds), step))[:HELD_OUT_PHRASES]
+            held_z = posterior_samples(vae.encode, (torch.stack([self.val_ds[i] for i in held[k:k + 256]])
+                                                    for k in range(0, len(held), 256)), self.tp.seed)
+            scores = vae.bar_kde.fit(z[:, vae.phrase_dim:], held_z[:, vae.phrase_dim:], self.tp.seed)
+            log.info("bar density bandwidth %.2f (held-out mean log-density by bandwidth: %s)",
+                     float(vae.bar_kde.bandwidth), ", ".join(f"{h}: {v:.1f}" for h, v in scores.items()))
 
     def _metrics(self) -> dict[str, Any]:
         st = self.state
