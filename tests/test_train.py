@@ -348,3 +348,16 @@ def test_an_s3_checkpoint_newer_than_the_latest_pointer_is_not_offered(s3_bucket
     boto3.client("s3").put_object(Bucket=s3_bucket, Key="run-1/model.checkpoints/step-00000012.pt",
                                   Body=b"c")  # a writer killed after the upload, before the pointer
     assert store.names() == ["step-00000004.pt", "step-00000008.pt"]
+
+
+def test_training_with_a_bar_density_fits_it_and_chooses_its_bandwidth_on_validation(
+        mlflow_server: str, tmp_path: Path) -> None:
+    from lpdvae.model.prior import BarKDE
+
+    tensors = make_tensors(tmp_path / "tensors")
+    params = tiny_params(mlflow_server, **{"train.epochs": 1, "model.bar_prior": "kde", "model.bar_latent_dim": 2})
+    train(tensors, tmp_path / "model", params)
+    vae = load_model(tmp_path / "model")
+    assert vae.bar_kde is not None and bool(vae.bar_kde.fitted)
+    assert int(vae.bar_kde.count) == 48 * 4  # every training phrase's posterior draws, under FIT_PHRASES
+    assert round(float(vae.bar_kde.bandwidth), 3) in BarKDE.BANDWIDTHS
