@@ -66,7 +66,7 @@ def sources(vae: MusicVAE, val: np.ndarray, train: np.ndarray, n: int,
     prior = vae.draw_z(n, torch.Generator().manual_seed(SEED))
     out = {"prior": prior, "posterior": post}
     out.update({f"prior_refit_{k}": _refit_draws(fit, k, n) for k in components})
-    if bool(vae.prior.fitted) and vae.bar_prior is None:  # narrowed over the whole z only
+    if bool(vae.prior.fitted) and vae.prior.dim == vae.latent_dim:  # narrowed over the whole z only
         out.update({f"prior_narrowed_{f}": _narrowed(vae.prior, n, f) for f in (0.75, 0.5)})
     out["posterior_dims_shuffled"] = torch.stack([post[torch.randperm(n, generator=gen), j]
                                                   for j in range(post.shape[1])], 1)

@@ -167,9 +167,11 @@ def test_voice_chain_report_runs_at_a_tiny_size(tmp_path: Path, tiny_params) -> 
 # --- prior_report (issue 23): which latents decode into data-like music
 
 @pytest.mark.slow
-def test_prior_report_decodes_every_latent_source_at_a_tiny_size(tmp_path: Path, tiny_params) -> None:
-    """An untrained model with bar latents and a fitted prior, on synthetic shards: every source
-    of the report is decoded and measured beside the validation data."""
+@pytest.mark.parametrize("bar_prior", ["normal", "kde"])
+def test_prior_report_decodes_every_latent_source_at_a_tiny_size(tmp_path: Path, tiny_params, bar_prior: str) -> None:
+    """An untrained model with bar latents and a fitted prior (with the bars' kernel density:
+    over the phrase z alone), on synthetic shards: every source of the report is decoded and
+    measured beside the validation data."""
     import dataclasses
 
     import torch
@@ -177,10 +179,13 @@ def test_prior_report_decodes_every_latent_source_at_a_tiny_size(tmp_path: Path,
     from lpdvae.model.vae import build_model, save_model
 
     params = dataclasses.replace(tiny_params, model=dataclasses.replace(tiny_params.model, bar_latent_dim=4,
-                                                                         prior_components=2))
+                                                                         prior_components=2, bar_prior=bar_prior))
     tensors = tiny_tensors(tmp_path / "tensors", params)
     vae = build_model(params)
-    vae.prior.fit(torch.randn(32, vae.latent_dim, generator=torch.Generator().manual_seed(0)), 0)
+    z = torch.randn(32, vae.latent_dim, generator=torch.Generator().manual_seed(0))
+    vae.prior.fit(z[:, :vae.prior.dim], 0)
+    if vae.bar_kde is not None:
+        vae.bar_kde.fit(z[:, vae.phrase_dim:], z[:4, vae.phrase_dim:], 0)
     folder = save_model(vae, tmp_path / "model", params)
     out = tmp_path / "prior.json"
     run = subprocess.run([sys.executable, "-m", "benchmarks.prior_report", "--model", str(folder), "--tensors",
@@ -189,6 +194,6 @@ def test_prior_report_decodes_every_latent_source_at_a_tiny_size(tmp_path: Path,
                          timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     result = json.loads(out.read_text())
-    assert {"prior", "posterior", "prior_refit_2", "prior_narrowed_0.5", "posterior_phrase_prior_bars",
-            "prior_phrase_per_bar_2"} <= set(result)
+    assert {"prior", "posterior", "prior_refit_2", "posterior_phrase_prior_bars", "prior_phrase_per_bar_2"} <= set(result)
+    assert ("prior_narrowed_0.5" in result) == (bar_prior == "normal")  # narrowed over the whole z only
     assert set(result["prior"]) == set(result["data_val"])
