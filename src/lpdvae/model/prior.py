@@ -119,7 +119,7 @@ class BarPrior(nn.Module):
 
 
 class BarKDE(nn.Module):
-    """Generation's bar z's (`model.bar_prior: kde`): the four bar latents of one training
+    """Generation's bar z's (`model.bar_prior: kde`): the bar latents of one training
     phrase's posterior draw, chosen at random, plus isotropic Gaussian noise: a kernel density
     over the training phrases' bar sequences, fitted after training as `LatentPrior` is. Its
     bandwidth is the one under which held-out (validation) phrases' bar sequences are likeliest.

@@ -442,8 +442,8 @@ class TrackPresence(nn.Module):
     Why: in LPD-5 a track sits out whole songs (a song without guitar), not single bars; per-bar
     silence chained on the bar before lets a z of the prior leave a track out of some bars only
     (docs/decisions.md, 2026-12-06). Decided once, "no guitar" holds for the phrase. From the
-    phrase z alone, as the bars' z's drawn from the prior left the guitar in twice as often as
-    the data (decisions.md). The table starts at zero."""
+    phrase z alone: read from the whole decoder, the bars' z's drawn from the prior left the
+    guitar out of half as many phrases as the data (decisions.md). The table starts at zero."""
 
     GAIN = 10.0  # as VoiceChain.GAIN
 
@@ -932,12 +932,12 @@ class MusicVAE(nn.Module):
         def pick(logp: Tensor, v: int, t: int | None) -> Tensor:  # drawn on the CPU: one generator on any device
             return mono_draw(logp.detach().float().cpu(), temperature, gen).to(logp.device)
 
-        def bernoulli(logits: Tensor, *where: int, temperature: float = temperature) -> Tensor:  # a cell or a bar's
-            lg = logits.detach().float().cpu()
+        def bernoulli(logits: Tensor, *where: int, temperature: float = temperature) -> Tensor:  # a cell, a bar's
+            lg = logits.detach().float().cpu()  # silence or pitch class, or whether a track plays
             return (torch.rand(lg.shape, generator=gen) < torch.sigmoid(lg / temperature)).to(logits.device)
 
-        def bar_bernoulli(logits: Tensor, b: int) -> Tensor:  # which tracks play (b = -1): at 1, as the model
-            return bernoulli(logits, b, temperature=1.0 if b < 0 else temperature)  # says, sharpening shifts the rates
+        def bar_bernoulli(logits: Tensor, b: int) -> Tensor:  # which tracks play (b = -1) at 1: a cooled
+            return bernoulli(logits, b, temperature=1.0 if b < 0 else temperature)  # Bernoulli shifts its rate
 
         _, classes, cells = self.decode_in_order(z, pick, bernoulli, bar_bernoulli)
         return self._codes(classes.cpu(), cells.cpu())
