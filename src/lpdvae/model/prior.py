@@ -135,9 +135,8 @@ class BarKDE(nn.Module):
     def __init__(self, dim: int, rows: int = FIT_PHRASES) -> None:
         super().__init__()
         self.dim = dim
-        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self.register_buffer("rows", torch.zeros(rows, dim))  # the first `count` are the kept sequences
-        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))  # 0 until fitted
         self.register_buffer("bandwidth", torch.ones(()))
 
     def fit(self, z: Tensor, held_out: Tensor, seed: int) -> dict[float, float]:
@@ -151,8 +150,11 @@ class BarKDE(nn.Module):
         self.count.fill_(len(keep))
         scores = {h: self.log_density(held_out, h).mean().item() for h in self.BANDWIDTHS}
         self.bandwidth.fill_(max(scores, key=lambda h: scores[h]))
-        self.fitted.fill_(True)
         return scores
+
+    @property
+    def fitted(self) -> bool:
+        return int(self.count) > 0
 
     def log_density(self, v: Tensor, h: float) -> Tensor:
         """`[V]` log-density of bar sequences `v` `[V, dim]` under the kernel density at bandwidth h."""
@@ -164,7 +166,7 @@ class BarKDE(nn.Module):
 
     def sample(self, n: int, gen: torch.Generator) -> Tensor:
         """`[n, dim]` bar sequences on the CPU, from `gen`; N(0, I) before `fit`."""
-        if not bool(self.fitted):
+        if not self.fitted:
             return torch.randn(n, self.dim, generator=gen)
         pick = torch.randint(int(self.count), (n,), generator=gen)
         return self.rows.cpu()[pick] + float(self.bandwidth) * torch.randn(n, self.dim, generator=gen)

@@ -631,10 +631,12 @@ class MusicVAE(nn.Module):
                 harmony, presence)
 
     def _not_playing(self, silence: Tensor, absent: Tensor | None) -> Tensor:
-        """Bar-silence logits `[N, Tp, B]` with every bar of a track in `absent` `[N, T]` silent."""
+        """Bar-silence logits `[N, Tp, ...]` (every bar, or one) with those of a track in `absent`
+        `[N, T]` silent."""
         if absent is None:
             return silence
-        return torch.where(absent[:, self.poly_tracks, None], _CERTAIN, silence)
+        gone = absent[:, self.poly_tracks].view(*absent.shape[:1], -1, *([1] * (silence.dim() - 2)))
+        return torch.where(gone, _CERTAIN, silence)
 
     def _pitch_mask(self, allowed: Tensor | None) -> Tensor | None:
         """A bar's pitch-class set `[N, B, 12]` (bool) -> its pitches `[N, B, P]` (bool)."""
@@ -723,7 +725,7 @@ class MusicVAE(nn.Module):
         logits, silent = torch.empty_like(base), torch.zeros(base.shape, dtype=torch.bool, device=base.device)
         before = torch.full(base.shape[:2], BarSilence.NONE, dtype=torch.long, device=base.device)
         for bar in range(b):
-            logits[:, :, bar] = self._not_playing((base[:, :, bar] + self.silence.step(before))[..., None], absent)[..., 0]
+            logits[:, :, bar] = self._not_playing(base[:, :, bar] + self.silence.step(before), absent)
             silent[:, :, bar] = pick(logits[:, :, bar], bar)
             before = torch.where(silent[:, :, bar], BarSilence.SILENT, BarSilence.SOUNDING)
         return logits, silent

@@ -449,17 +449,20 @@ class Trainer:
                 else list(range(len(self.train_ds))))
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.tp.seed))[:FIT_PHRASES]
         chosen = [pool[i] for i in order.sort().values.tolist()]
-        batches = (torch.stack([self.train_ds[i] for i in chosen[k:k + 256]]) for k in range(0, len(chosen), 256))
-        z = posterior_samples(vae.encode, batches, self.tp.seed)
+        z = self._posteriors(vae, self.train_ds, chosen)
         vae.prior.fit(z[:, :vae.prior.dim], self.tp.seed)  # the phrase z alone under a bar prior or density
         if vae.bar_kde is not None:
             step = max(1, len(self.val_ds) // HELD_OUT_PHRASES)  # spread over the split's songs
             held = list(range(0, len(self.val_ds), step))[:HELD_OUT_PHRASES]
-            held_z = posterior_samples(vae.encode, (torch.stack([self.val_ds[i] for i in held[k:k + 256]])
-                                                    for k in range(0, len(held), 256)), self.tp.seed)
+            held_z = self._posteriors(vae, self.val_ds, held)
             scores = vae.bar_kde.fit(z[:, vae.phrase_dim:], held_z[:, vae.phrase_dim:], self.tp.seed)
             log.info("bar density bandwidth %.2f (held-out mean log-density by bandwidth: %s)",
                      float(vae.bar_kde.bandwidth), ", ".join(f"{h}: {v:.1f}" for h, v in scores.items()))
+
+    def _posteriors(self, vae: MusicVAE, ds: Any, indices: list[int]) -> Tensor:
+        """`posterior_samples` of the phrases `indices` of `ds`, 256 at a time."""
+        batches = (torch.stack([ds[i] for i in indices[k:k + 256]]) for k in range(0, len(indices), 256))
+        return posterior_samples(vae.encode, batches, self.tp.seed)
 
     def _metrics(self) -> dict[str, Any]:
         st = self.state
