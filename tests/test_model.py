@@ -243,10 +243,11 @@ def test_sample_draws_from_the_decoder_and_cools_to_its_most_likely_codes() -> N
         vae.draw_codes(z, 0.0, gen())
 
 
-def chained_vae(kinds: tuple[str, ...] = ("monophonic", "polyphonic", "monophonic", "monophonic")) -> MusicVAE:
+def chained_vae(kinds: tuple[str, ...] = ("monophonic", "polyphonic", "monophonic", "monophonic"),
+                **model: object) -> MusicVAE:
     """A voice- and cell-chained model whose chains already do something (they start at zero,
     the independent model)."""
-    params = small_params(kinds=kinds)
+    params = small_params(kinds=kinds, **model)
     vae = make_vae(params).eval()
     tables = []
     if vae.chain is not None:
@@ -254,6 +255,8 @@ def chained_vae(kinds: tuple[str, ...] = ("monophonic", "polyphonic", "monophoni
                                vae.chain.duration) if t is not None]  # a lone voice has no upper-voice tables
     if vae.cells is not None:
         tables += [vae.cells.gate.weight, vae.cells.gate.bias, vae.cells.duration, vae.cells.chord, vae.cells.harmony]
+        if vae.cells.echo is not None and vae.cells.echo_gate is not None:
+            tables += [vae.cells.echo, vae.cells.echo_gate.weight, vae.cells.echo_gate.bias]
     if vae.silence is not None:
         tables += [vae.silence.before]
     with torch.no_grad():
@@ -275,8 +278,9 @@ def test_teacher_forcing_gives_the_chains_own_factorisation() -> None:
     torch.testing.assert_close(forced, logp)
 
 
-def test_teacher_forcing_gives_the_cells_own_factorisation() -> None:
-    vae = chained_vae()
+@pytest.mark.parametrize("bar_echo", [False, True])
+def test_teacher_forcing_gives_the_cells_own_factorisation(bar_echo: bool) -> None:
+    vae = chained_vae(bar_echo=bar_echo)
     x = note_phrases(3, small_params(kinds=vae.kinds))
     z = torch.randn(3, vae.latent_dim, generator=torch.Generator().manual_seed(2))
     x[:, vae.poly_tracks[0], 1] = 0  # a silent bar: its cells are off by the hurdle, their logits moot
@@ -308,6 +312,22 @@ def test_a_cell_sees_the_cells_before_it_and_nothing_later() -> None:
     a, b = teacher_forced_before_and_after_a_change(vae, 1)
     assert torch.equal(a[:, :, 0], b[:, :, 0]) and torch.equal(a[:, :, 1, :8], b[:, :, 1, :8])
     assert not torch.allclose(a[:, :, 1, 9:], b[:, :, 1, 9:])  # each step sees the one before
+
+
+@pytest.mark.parametrize("bar_echo", [False, True])
+def test_a_cell_sees_the_same_step_of_the_bar_before_only_with_the_echo(bar_echo: bool) -> None:
+    vae = chained_vae(("polyphonic", "drums"), bar_echo=bar_echo)
+    x = note_phrases(2, small_params(kinds=vae.kinds))
+    x[:, :, 0, 6] = 0  # a rest after the change: a note held into step 6 would be struck there instead
+    struck = x.clone()
+    struck[:, :, 0, 5] = 0
+    struck[:, :, 0, 5, 7] = 2  # bar 0, step 5: one struck note in place of what sounded
+    z = torch.zeros(2, vae.latent_dim)
+    with torch.no_grad():
+        a, b = vae.decode(z, x)[1], vae.decode(z, struck)[1]
+    others = [t for t in range(16) if t != 5]
+    assert torch.equal(a[:, :, 1, others], b[:, :, 1, others])  # bar 1: no other step sees bar 0's step 5
+    assert torch.equal(a[:, :, 1, 5], b[:, :, 1, 5]) != bar_echo  # its own step 5 does, with the echo
 
 
 def test_a_cell_sees_the_cells_below_it_at_its_own_step_and_none_above() -> None:
@@ -689,7 +709,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json"}
     loaded = load_model(tmp_path)
     assert not loaded.training
-    assert loaded.meta["format_version"] == FORMAT_VERSION == 13
+    assert loaded.meta["format_version"] == FORMAT_VERSION == 14
     assert loaded.meta["params_digest"] == params.digest()
     assert [(t["name"], t["kind"]) for t in loaded.meta["tracks"]] == [("t0", "drums"), ("t1", "monophonic")]
     assert loaded.kinds == ("drums", "monophonic")

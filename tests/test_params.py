@@ -182,7 +182,7 @@ def test_set_without_an_equals_sign_is_a_params_error():
     ("model.dropout=1", r"model.dropout: must be in \[0, 1\)"),
     *[(f"model.{key}=0", rf"model.{key}: must be > 0") for key in project_params()["model"]
       if key not in ("dropout", "step_embedding", "voice_chain", "bar_latent_dim", "prior_components", "bar_prior",
-                     "bar_harmony", "track_presence")],
+                     "bar_harmony", "track_presence", "bar_echo")],
     ("model.bar_prior=gmm", r"model.bar_prior: must be normal, learned or kde, got 'gmm'"),
     ("model.bar_latent_dim=-1", r"model.bar_latent_dim: must be >= 0 \(0 = no per-bar latent\)"),
     ("model.prior_components=-1", r"model.prior_components: must be >= 0 \(0 = z ~ N\(0, I\)\)"),

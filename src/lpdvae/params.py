@@ -113,6 +113,7 @@ class ModelParams:
     bar_prior: str
     bar_harmony: bool
     track_presence: bool
+    bar_echo: bool
     prior_components: int
     conductor_hidden: int
     decoder_hidden: int

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 13  # 13: track presence (model.track_presence), the bars' kernel density (model.bar_prior: kde); 12: learned bar prior (model.bar_prior), bar harmony (model.bar_harmony); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
+FORMAT_VERSION = 14  # 14: the cells' echo of the bar before (model.bar_echo); 13: track presence (model.track_presence), the bars' kernel density (model.bar_prior: kde); 12: learned bar prior (model.bar_prior), bar harmony (model.bar_harmony); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
@@ -290,20 +290,31 @@ class CellChain(nn.Module):
       each pitch class track j has sounded so far in the bar (before t): a bar keeps the
       chord its first notes chose, in every track, instead of each strike choosing again.
 
+    - with `echo` (`model.bar_echo`), the cell one bar before (same track, step of the bar and
+      pitch: onset, active) and whether the track struck / sounded anything there, each through
+      a table per track plus a gate from the decoder feature at t: a part repeats its rhythm
+      from bar to bar (the bar's own z drawn from the prior does not carry it; the rhythm of
+      the bar before does), and z can still break it where a fill or a new section starts.
+
     All start at zero (an untrained chain is the independent model). `forward` is teacher-forced
-    from the true cells; `step` and `chord_update` are the same function for an in-order
-    decoding (step by step, and within a step pitch by pitch upwards)."""
+    from the true cells; `step`, `echo_terms` and `chord_update` are the same function for an
+    in-order decoding (step by step, and within a step pitch by pitch upwards)."""
 
     AGE = 16
     SPAN = 24  # semitones below a cell that its chord term reads
     GAIN = 10.0  # as VoiceChain.GAIN: lets Adam move a table entry to decisive logits in a short run
 
-    def __init__(self, tracks: int, width: int) -> None:
+    def __init__(self, tracks: int, width: int, echo: bool = False) -> None:
         super().__init__()
         self.tracks = tracks
         self.gate = nn.Linear(width, tracks * 2 * 2)
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
+        self.echo_gate = nn.Linear(width, tracks * 2 * 4) if echo else None
+        if self.echo_gate is not None:
+            nn.init.zeros_(self.echo_gate.weight)
+            nn.init.zeros_(self.echo_gate.bias)
+        self.echo = nn.Parameter(torch.zeros(tracks, 2, 4)) if echo else None  # [k, plane, state one bar before]
         self.duration = nn.Parameter(torch.zeros(tracks, self.AGE + 1, 2))
         self.chord = nn.Parameter(torch.zeros(tracks, tracks, self.SPAN, 2, 2))  # [k, j, interval - 1, plane, state]
         self.harmony = nn.Parameter(torch.zeros(tracks, tracks, 12, 2))  # [k, j, interval class, plane]
@@ -313,10 +324,29 @@ class CellChain(nn.Module):
         n, length, _ = feats.shape
         return self.gate(feats).view(n, length, self.tracks, 2, 2).transpose(1, 2)
 
-    def forward(self, gates: Tensor, cells: Tensor, bar_steps: int) -> Tensor:
+    def echo_weights(self, feats: Tensor) -> Tensor | None:
+        """Decoder features `[N, L, F]` -> the echo's weights `[N, Tp, L, 2 planes, 4 states]`
+        (None without the echo)."""
+        if self.echo_gate is None or self.echo is None:
+            return None
+        n, length, _ = feats.shape
+        gate = self.echo_gate(feats).view(n, length, self.tracks, 2, 4).transpose(1, 2)
+        return gate + self.GAIN * self.echo.to(gate.dtype)[None, :, None]
+
+    @staticmethod
+    def echo_terms(weights: Tensor, bar_before: Tensor) -> Tensor:
+        """The echo's `weights` `[N, Tp, ..., 2, 4]` and the cells one bar before `[N, Tp, ..., P, 2]`
+        (onset, active; float, zero in the first bar) -> logits `[N, Tp, ..., P, 2]`: from the same
+        cell and from anything the track struck / sounded at that step."""
+        anything = bar_before.amax(-2, keepdim=True).expand_as(bar_before)
+        states = torch.cat([bar_before, anything], -1).to(weights.dtype)
+        return torch.einsum("...as,...ps->...pa", weights, states)
+
+    def forward(self, gates: Tensor, cells: Tensor, bar_steps: int, echo: Tensor | None = None) -> Tensor:
         """`gates` `[N, Tp, L, 2, 2]`, true cells `[N, Tp, L, P, 2]` (onset, active; float) ->
         `[N, Tp, L, P, 2]`: each step's logits from the cells one step before, below it at its
-        step and sounded earlier in its bar (of `bar_steps` steps)."""
+        step and sounded earlier in its bar (of `bar_steps` steps), and with `echo`
+        (`echo_weights`) from those one bar before."""
         age = cell_age(cells[..., 0] > 0, cells[..., 1] > 0, self.AGE)
         before = torch.cat([torch.zeros_like(cells[:, :, :1]), cells[:, :, :-1]], 2)
         age = torch.cat([torch.zeros_like(age[:, :, :1]), age[:, :, :-1]], 2)
@@ -324,8 +354,12 @@ class CellChain(nn.Module):
         now = cells.permute(0, 2, 1, 3, 4).reshape(n, length, tp * p * 2) @ self.chord_matrix(p).to(cells.dtype)
         so_far = pitch_classes(cells[..., 1]).view(n, tp, length // bar_steps, bar_steps, 12).cummax(3).values
         so_far = torch.cat([torch.zeros_like(so_far[:, :, :, :1]), so_far[:, :, :, :-1]], 3).flatten(2, 3)
-        return (self.step(gates, before, age) + now.view(n, length, tp, p, 2).transpose(1, 2)
-                + self.harmony_terms(so_far, p))
+        logits = (self.step(gates, before, age) + now.view(n, length, tp, p, 2).transpose(1, 2)
+                  + self.harmony_terms(so_far, p))
+        if echo is None:
+            return logits
+        bar_before = torch.cat([torch.zeros_like(cells[:, :, :bar_steps]), cells[:, :, :-bar_steps]], 2)
+        return logits + self.echo_terms(echo, bar_before)
 
     def harmony_terms(self, so_far: Tensor, pitches: int) -> Tensor:
         """The pitch classes each track has sounded so far in the bar `[N, Tp, ..., 12]` (float)
@@ -580,7 +614,7 @@ class MusicVAE(nn.Module):
             nn.init.constant_(self.poly_head.bias, _ONSET_BIAS)
         self.chain = (VoiceChain(len(self.mono_tracks), p, feat, feat // 2)
                       if model.voice_chain and self.mono_tracks else None)
-        self.cells = CellChain(len(self.poly_tracks), feat) if self.poly_tracks else None
+        self.cells = CellChain(len(self.poly_tracks), feat, model.bar_echo) if self.poly_tracks else None
         self.silence = BarSilence(len(self.poly_tracks), feat) if self.poly_tracks else None
         self.pitched = [k for k, kind in enumerate(kinds) if kind != "drums"]
         self.bar_harmony = BarHarmony(feat) if model.bar_harmony and self.pitched else None
@@ -621,7 +655,9 @@ class MusicVAE(nn.Module):
         silence = self.silence(feats, silent_bars(truth)) if self.silence is not None else poly.new_zeros(n, tp, b)
         silence = self._not_playing(silence, absent)
         if self.cells is not None:
-            poly = poly + self.cells(self.cells.gates(feats.view(n, b * s, -1)), truth.flatten(2, 3), s).view(poly.shape)
+            flat = feats.view(n, b * s, -1)
+            poly = poly + self.cells(self.cells.gates(flat), truth.flatten(2, 3), s,
+                                     self.cells.echo_weights(flat)).view(poly.shape)
         harmony, allowed = feats.new_zeros(n, b, 0), None
         if self.bar_harmony is not None:
             sets = bar_pitch_sets(x, self.pitched).to(feats.dtype)
@@ -738,17 +774,21 @@ class MusicVAE(nn.Module):
         n, tp, b, s, p, _ = poly.shape
         base = poly.flatten(2, 3)
         gates = self.cells.gates(feats.view(n, b * s, -1))
+        echo = self.cells.echo_weights(feats.view(n, b * s, -1))
         logits, cells = torch.empty_like(base), torch.zeros(base.shape, dtype=torch.bool, device=base.device)
+        states = torch.zeros_like(cells)  # each step's (onset, active), for the echo a bar later
         before = torch.zeros_like(cells[:, :, 0])
         age = torch.zeros(before.shape[:-1], dtype=torch.long, device=base.device)
         so_far = base.new_zeros(n, tp, 12)  # pitch classes sounded in the bar so far
         for t in range(b * s):
             so_far = so_far if t % s else torch.zeros_like(so_far)
-            logits[:, :, t] = torch.where(silent[:, :, t // s, None, None], _OFF,
-                                          base[:, :, t] + self.cells.step(gates[:, :, t], before, age)
-                                          + self.cells.harmony_terms(so_far, p))
+            step = base[:, :, t] + self.cells.step(gates[:, :, t], before, age) + self.cells.harmony_terms(so_far, p)
+            if echo is not None and t >= s:
+                step = step + self.cells.echo_terms(echo[:, :, t], states[:, :, t - s])
+            logits[:, :, t] = torch.where(silent[:, :, t // s, None, None], _OFF, step)
             self._chord_in_order(logits[:, :, t], cells[:, :, t], before, lambda lg, q, t=t: pick(lg, t, q))
             before, age = next_cells(cells[:, :, t], before, age, self.cells.AGE)
+            states[:, :, t] = before
             so_far = torch.maximum(so_far, pitch_classes(before[..., 1].to(so_far.dtype)))
         return logits.view(poly.shape), cells.view(poly.shape)
 
