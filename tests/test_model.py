@@ -454,6 +454,29 @@ def test_a_track_decided_not_to_play_is_silent_in_every_bar_decoded_and_drawn() 
             assert not phrase[:, 0].any() and not phrase[:, 2].any() and phrase[:, 1].any()
 
 
+def test_arrangement_rates_are_each_set_of_tracks_share_of_the_phrases() -> None:
+    vae, _ = presence_model()
+    playing = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    vae.presence.fit_rates(playing)
+    assert vae.presence.fitted and vae.presence.rates.shape == (8,)
+    assert vae.presence.rates[0b011].item() == 0.75 and vae.presence.rates[0b110].item() == 0.25
+
+
+def test_generation_draws_arrangements_at_the_fitted_rates() -> None:
+    vae, _ = presence_model()
+    with torch.no_grad():
+        vae.presence.with_before.zero_()
+        vae.presence.head[-1].weight.zero_()
+        vae.presence.head[-1].bias.fill_(1.0)  # the model alone: every track plays in ~73 % of phrases
+        vae.silence.head.bias.fill_(-40.0)
+        vae.poly_head.bias.fill_(2.0)  # a playing polyphonic track sounds
+    unfitted = tracks_playing(vae.sample(64, seed=1))
+    vae.presence.fit_rates(torch.tensor([[True, False, True], [True, True, True]]))  # the piano in half
+    fitted = tracks_playing(vae.sample(64, seed=1))
+    assert unfitted[:, 1].float().mean().item() > 0.6
+    assert fitted[:, 0].all() and 0.3 < fitted[:, 1].float().mean().item() < 0.7
+
+
 def test_which_tracks_play_is_drawn_at_the_models_own_rate_at_any_temperature() -> None:
     """A sampling temperature sharpens notes, not the arrangement: cooled, a track that plays
     with probability 0.7 would play in every phrase."""

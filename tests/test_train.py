@@ -350,6 +350,20 @@ def test_an_s3_checkpoint_newer_than_the_latest_pointer_is_not_offered(s3_bucket
     assert store.names() == ["step-00000004.pt", "step-00000008.pt"]
 
 
+def test_training_with_track_presence_keeps_the_training_arrangements_rates(
+        mlflow_server: str, tmp_path: Path) -> None:
+    from lpdvae.data.shards import load_split
+    from lpdvae.model.vae import TrackPresence, tracks_playing
+
+    tensors = make_tensors(tmp_path / "tensors")
+    params = tiny_params(mlflow_server, **{"train.epochs": 1, "model.track_presence": True})
+    train(tensors, tmp_path / "model", params)
+    vae = load_model(tmp_path / "model")
+    patterns = TrackPresence.pattern(tracks_playing(torch.from_numpy(load_split(tensors, "train"))))
+    expected = torch.bincount(patterns, minlength=vae.presence.rates.numel()).float() / len(patterns)
+    assert vae.presence.fitted and torch.allclose(vae.presence.rates, expected)
+
+
 def test_training_with_a_bar_density_fits_it_and_chooses_its_bandwidth_on_validation(
         mlflow_server: str, tmp_path: Path) -> None:
     from lpdvae.model.prior import BarKDE

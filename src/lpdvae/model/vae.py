@@ -71,6 +71,7 @@ MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
 _OFF = -1e4  # the logit of a cell in a bar decided silent: off at any temperature
 _CERTAIN = -_OFF  # the silence logit of a bar of a track decided not to play: silent at any temperature
+ARRANGEMENT_POOL = 8  # z's drawn per phrase generated, to resample their arrangements to the training rates
 
 # (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2], poly bar-silence logits [N, Tp, B],
 #  bar harmony logits [N, B, 12], or [N, B, 0] without `BarHarmony`,
@@ -480,11 +481,30 @@ class TrackPresence(nn.Module):
     guitar out of half as many phrases as the data (decisions.md). The table starts at zero."""
 
     GAIN = 10.0  # as VoiceChain.GAIN
+    MOST_TRACKS = 12  # the arrangements' rates are kept for up to 2^12 patterns
 
     def __init__(self, tracks: int, phrase_dim: int, width: int) -> None:
         super().__init__()
         self.head = nn.Sequential(nn.Linear(phrase_dim, width), nn.GELU(), nn.Linear(width, tracks))
         self.with_before = nn.Parameter(torch.zeros(tracks, tracks))  # (k, j): track j < k plays
+        # each arrangement's (set of tracks playing, bit k = track k) share of the training phrases,
+        # fitted after training (`fit_rates`); all zero: not fitted
+        self.register_buffer("rates", torch.zeros(2 ** tracks if tracks <= self.MOST_TRACKS else 0))
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.rates.sum() > 0)
+
+    @staticmethod
+    def pattern(playing: Tensor) -> Tensor:
+        """Which tracks play `[N, T]` (bool) -> each phrase's arrangement number `[N]` (bit k: track k)."""
+        return (playing.long() << torch.arange(playing.shape[1], device=playing.device)).sum(1)
+
+    def fit_rates(self, playing: Tensor) -> None:
+        """Keep the arrangements' shares among phrases whose playing tracks are `playing` `[N, T]`."""
+        if self.rates.numel():
+            counts = torch.bincount(self.pattern(playing), minlength=self.rates.numel()).to(self.rates)
+            self.rates.copy_(counts / counts.sum().clamp(min=1))
 
     def base(self, phrase_z: Tensor) -> Tensor:
         """The phrase's z `[N, phrase_dim]` -> its part of the logits `[N, T]`."""
@@ -690,22 +710,23 @@ class MusicVAE(nn.Module):
         off = ~mask[:, None, :, None, :, None] & pitched.view(1, -1, 1, 1, 1, 1)
         return poly.masked_fill(off, _OFF)
 
-    def decode_in_order(self, z: Tensor, pick: Pick, cell_pick: CellPick,
-                        bar_pick: BarPick) -> tuple[Outputs, Tensor, Tensor]:
+    def decode_in_order(self, z: Tensor, pick: Pick, cell_pick: CellPick, bar_pick: BarPick,
+                        playing: Tensor | None = None) -> tuple[Outputs, Tensor, Tensor]:
         """(outputs, mono classes `[N, Tm, B, S]`, poly cells `[N, Tp, B, S, P, 2]` bool): step by
         step and voice by voice, `pick` chooses voice v's class at step t from its log-probs given
         what is already chosen (the voices above it at t, every voice before t); `bar_pick`
         first (with `TrackPresence`, at b = -1) which tracks play, track by track, then the
         polyphonic tracks silent through bar b given the bars before, then `cell_pick`
         the cells of the others at step t and pitch q from their logits given the cells before t
-        and below q at t; the returned log-probs and logits are those given these choices."""
-        return self._in_order(z, *self._features(z), pick, cell_pick, bar_pick)
+        and below q at t; the returned log-probs and logits are those given these choices.
+        `playing` `[N, T]` (bool): which tracks play, decided beforehand (with `TrackPresence`)."""
+        return self._in_order(z, *self._features(z), pick, cell_pick, bar_pick, playing)
 
     def _in_order(self, z: Tensor, feats: Tensor, poly: Tensor, pick: Pick, cell_pick: CellPick,
-                  bar_pick: BarPick) -> tuple[Outputs, Tensor, Tensor]:
+                  bar_pick: BarPick, playing: Tensor | None = None) -> tuple[Outputs, Tensor, Tensor]:
         n, b, s, _ = feats.shape
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
-        presence, absent = self._presence_in_order(z, bar_pick)
+        presence, absent = self._presence_in_order(z, bar_pick, playing)
         silence, silent = self._silence_in_order(feats, bar_pick, absent)
         harmony, allowed = self._harmony_in_order(feats, bar_pick)
         poly, cells = self._cells_in_order(feats, self._in_harmony(poly, allowed), silent, cell_pick)
@@ -720,9 +741,11 @@ class MusicVAE(nn.Module):
                                       None if absent is None else absent[:, self.mono_tracks])
         return (logp.view(n, tm, b, s, p + 2), poly, silence, harmony, presence), classes.view(n, tm, b, s), cells
 
-    def _presence_in_order(self, z: Tensor, pick: BarPick) -> tuple[Tensor, Tensor | None]:
+    def _presence_in_order(self, z: Tensor, pick: BarPick,
+                           chosen: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Track by track: (the presence logits `[N, T]` given the tracks picked before, the tracks
-        picked absent, bool, same shape); ([N, 0], None) without `TrackPresence`."""
+        picked absent, bool, same shape); ([N, 0], None) without `TrackPresence`. `chosen` `[N, T]`
+        (bool): the tracks playing, already decided (`sample`'s arrangement), instead of picked."""
         if self.presence is None:
             return z.new_zeros(z.shape[0], 0), None
         base = self.presence.base(z[:, :self.phrase_dim])
@@ -730,7 +753,7 @@ class MusicVAE(nn.Module):
         logits, playing = torch.empty_like(base), torch.zeros(base.shape, dtype=torch.bool, device=base.device)
         for k in range(self.n_tracks):
             logits[:, k] = base[:, k] + playing.to(base.dtype) @ table[k]
-            playing[:, k] = pick(logits[:, k], -1)
+            playing[:, k] = pick(logits[:, k], -1) if chosen is None else chosen[:, k]
         return logits, ~playing
 
     def _harmony_in_order(self, feats: Tensor, pick: BarPick) -> tuple[Tensor, Tensor | None]:
@@ -963,11 +986,13 @@ class MusicVAE(nn.Module):
             mu, _ = self.encode(x.to(self._device()))
             return self.to_codes(self.decode(mu))
 
-    def draw_codes(self, z: Tensor, temperature: float, gen: torch.Generator) -> Tensor:
+    def draw_codes(self, z: Tensor, temperature: float, gen: torch.Generator,
+                   playing: Tensor | None = None) -> Tensor:
         """Codes `[N, T, B, S, P]` drawn from the decoder's distribution given z `[N, latent_dim]`
         with its logits divided by `temperature` (MusicVAE's sampling temperature; towards 0 it
         becomes `to_codes`), the monophonic voices one after another (the chain's order) and the
-        polyphonic tracks' silent bars, then their cells step by step."""
+        polyphonic tracks' silent bars, then their cells step by step. `playing` `[N, T]` (bool):
+        which tracks play, when already drawn (`draw_arrangement`)."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
 
@@ -981,8 +1006,32 @@ class MusicVAE(nn.Module):
         def bar_bernoulli(logits: Tensor, b: int) -> Tensor:  # which tracks play (b = -1) at 1: a cooled
             return bernoulli(logits, b, temperature=1.0 if b < 0 else temperature)  # Bernoulli shifts its rate
 
-        _, classes, cells = self.decode_in_order(z, pick, bernoulli, bar_bernoulli)
+        _, classes, cells = self.decode_in_order(z, pick, bernoulli, bar_bernoulli,
+                                                 None if playing is None else playing.to(z.device))
         return self._codes(classes.cpu(), cells.cpu())
+
+    def draw_arrangement(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """(`[n, latent_dim]` z, which tracks play `[n, T]` bool or None), CPU: z drawn as `draw_z`
+        draws it, and with fitted arrangement rates (`TrackPresence.fit_rates`) the arrangement
+        drawn at them: z's of a pool `ARRANGEMENT_POOL` times larger, each with its arrangement drawn
+        given z, resampled with weights (training rate / the pool's rate) of their arrangement.
+        Why: the fitted mixture does not carry how often each set of tracks plays together; drawn
+        from it, phrases left the guitar and drums out less often than the data (decisions.md)."""
+        if self.presence is None or not self.presence.fitted:
+            return self.draw_z(n, gen), None
+        pool = self.draw_z(ARRANGEMENT_POOL * n, gen)
+        z = pool.to(self._device())
+        _, absent = self._presence_in_order(z, lambda lg, b: torch.rand(lg.shape, generator=gen) < torch.sigmoid(
+            lg.detach().float().cpu()))
+        assert absent is not None
+        playing = ~absent.cpu()
+        pattern = TrackPresence.pattern(playing)
+        share = torch.bincount(pattern, minlength=self.presence.rates.numel()).float() / len(pattern)
+        weight = self.presence.rates.float().cpu()[pattern] / share[pattern]
+        if not bool(weight.sum() > 0):  # no drawn arrangement occurs in training: keep the pool's
+            weight = torch.ones_like(weight)
+        pick = torch.multinomial(weight, n, replacement=int((weight > 0).sum()) < n, generator=gen)
+        return pool[pick], playing[pick]
 
     @torch.no_grad()
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> Tensor:
@@ -993,8 +1042,8 @@ class MusicVAE(nn.Module):
         variety of pitches (docs/decisions.md)."""
         gen = torch.Generator().manual_seed(seed)
         with _eval_mode(self):
-            z = self.draw_z(n, gen)
-            return self.draw_codes(z.to(self._device()), temperature, gen)
+            z, playing = self.draw_arrangement(n, gen)
+            return self.draw_codes(z.to(self._device()), temperature, gen, playing)
 
     @torch.no_grad()
     def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:

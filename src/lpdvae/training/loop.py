@@ -38,6 +38,7 @@ from lpdvae.model.vae import (
     free_nats_kl,
     kl_per_sample_dim,
     save_model,
+    tracks_playing,
     vae_loss,
 )
 from lpdvae.params import Params, TrainParams
@@ -442,13 +443,15 @@ class Trainer:
         """Fit generation's latent prior to the training phrases' posteriors (`lpdvae.model.prior`;
         a seeded subset of at most FIT_PHRASES), unaugmented, with the final weights; and the
         bars' kernel density, its bandwidth chosen on validation phrases' posteriors."""
-        if vae.prior.components == 0 and vae.bar_kde is None:
-            return
         # by shard: from rank 0's own shards (the ones it fetched), else from the whole split
         pool = (shard_order(self.train_ds.offsets, 0, self.env.world, None) if self.by_shard
                 else list(range(len(self.train_ds))))
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.tp.seed))[:FIT_PHRASES]
         chosen = [pool[i] for i in order.sort().values.tolist()]
+        if vae.presence is not None:
+            self._fit_arrangements(vae, chosen)
+        if vae.prior.components == 0 and vae.bar_kde is None:
+            return
         z = self._posteriors(vae, self.train_ds, chosen)
         vae.prior.fit(z[:, :vae.prior.dim], self.tp.seed)  # the phrase z alone under a bar prior or density
         if vae.bar_kde is not None:
@@ -458,6 +461,15 @@ class Trainer:
             scores = vae.bar_kde.fit(z[:, vae.phrase_dim:], held_z[:, vae.phrase_dim:], self.tp.seed)
             log.info("bar density bandwidth %.2f (held-out mean log-density by bandwidth: %s)",
                      float(vae.bar_kde.bandwidth), ", ".join(f"{h}: {v:.1f}" for h, v in scores.items()))
+
+    def _fit_arrangements(self, vae: MusicVAE, chosen: list[int]) -> None:
+        """Keep how often each set of tracks plays together in the training phrases `chosen`, for
+        generation to draw arrangements at those rates."""
+        assert vae.presence is not None
+        playing = torch.cat([tracks_playing(torch.stack([self.train_ds[i] for i in chosen[k:k + 1024]]))
+                             for k in range(0, len(chosen), 1024)])
+        vae.presence.fit_rates(playing.to(vae.presence.rates.device))
+        log.info("arrangements: %d kinds in %d training phrases", int((vae.presence.rates > 0).sum()), len(playing))
 
     def _posteriors(self, vae: MusicVAE, ds: Any, indices: list[int]) -> Tensor:
         """`posterior_samples` of the phrases `indices` of `ds`, 256 at a time."""
