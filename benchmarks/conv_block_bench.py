@@ -27,7 +27,9 @@ from torch import Tensor, nn
 from benchmarks.train_bench import make_tensors
 from lpdvae.data.shards import load_split
 from lpdvae.io import atomic_write_json
-from lpdvae.model.vae import ResidualConv, build_model, vae_loss
+from lpdvae.model.files import build_model
+from lpdvae.model.loss import vae_loss
+from lpdvae.model.vae import ResidualConv
 from lpdvae.params import load_params
 
 HERE = Path(__file__).resolve().parent

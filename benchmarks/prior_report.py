@@ -32,8 +32,9 @@ from lpdvae.data.shards import load_split
 from lpdvae.evaluation.evalset import phrase_statistics
 from lpdvae.evaluation.metrics import aggregate_metrics
 from lpdvae.io import atomic_write_json
+from lpdvae.model.files import load_model
 from lpdvae.model.prior import FIT_PHRASES, LatentPrior, posterior_samples
-from lpdvae.model.vae import MusicVAE, _eval_mode, load_model
+from lpdvae.model.vae import MusicVAE, _eval_mode
 
 HERE = Path(__file__).resolve().parent
 SEED = 7

@@ -96,7 +96,7 @@ class Run:
 
 
 def setup(params: Params, device: torch.device, bf16: bool = False, compiled: bool = False) -> Run:
-    from lpdvae.model.vae import build_model
+    from lpdvae.model.files import build_model
 
     t = params.train
     torch.manual_seed(t.seed)

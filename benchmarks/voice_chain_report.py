@@ -108,7 +108,7 @@ def model_report(model_dir: Path, tensors: Path, ev: EvaluateParams) -> dict[str
     import torch
 
     from lpdvae.evaluation.evalset import reconstruct
-    from lpdvae.model.vae import load_model
+    from lpdvae.model.files import load_model
     from lpdvae.training.outputs import METRICS_FILE
 
     torch.set_num_threads(1)

@@ -16,7 +16,7 @@ import numpy as np
 
 from lpdvae.data.shards import ShardWriter, write_index
 from lpdvae.io import atomic_write_json
-from lpdvae.model.vae import build_model, save_model
+from lpdvae.model.files import build_model, save_model
 from lpdvae.params import Params
 from lpdvae.registry.tracking import setup_mlflow, tracking_uri
 from tests.project import small_model_dotted
@@ -88,7 +88,7 @@ def make_model(root: Path, params: Params, seed: int = 0, like: Path | None = No
     `like`, that saved model's weights plus Gaussian noise of std `noise` (drawn with `seed`)."""
     import torch
 
-    from lpdvae.model.vae import load_model
+    from lpdvae.model.files import load_model
 
     torch.manual_seed(seed)
     model = build_model(params)

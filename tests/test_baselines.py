@@ -22,7 +22,7 @@ from lpdvae.evaluation.gate import baseline_reasons
 from lpdvae.evaluation.intervals import group_index, reconstruction_intervals, resample_weights
 from lpdvae.evaluation.metrics import note_counts, note_prf
 from lpdvae.evaluation.voices import voice_per_phrase
-from lpdvae.model.vae import load_model
+from lpdvae.model.files import load_model
 from lpdvae.steps.evaluate import choose
 from tests.evalkit import make_model, random_codes
 from tests.test_gate import EV, quarter_notes, small_params, write_tensors

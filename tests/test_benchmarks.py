@@ -142,7 +142,7 @@ def test_voice_chain_report_runs_at_a_tiny_size(tmp_path: Path, tiny_params) -> 
     import yaml
 
     from lpdvae.io import atomic_write_json
-    from lpdvae.model.vae import build_model, save_model
+    from lpdvae.model.files import build_model, save_model
 
     tiny_tensors(tmp_path / "tensors", tiny_params)
     models = []
@@ -176,7 +176,7 @@ def test_prior_report_decodes_every_latent_source_at_a_tiny_size(tmp_path: Path,
 
     import torch
 
-    from lpdvae.model.vae import build_model, save_model
+    from lpdvae.model.files import build_model, save_model
 
     params = dataclasses.replace(tiny_params, model=dataclasses.replace(tiny_params.model, bar_latent_dim=4,
                                                                          prior_components=2, bar_prior=bar_prior))

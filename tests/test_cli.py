@@ -96,7 +96,7 @@ def mismatched_model(root: Path) -> Path:
     """A saved model whose model.json says latent_dim 8 while model.pt was trained with 4."""
     import json
 
-    from lpdvae.model.vae import build_model, save_model
+    from lpdvae.model.files import build_model, save_model
     from lpdvae.params import load_params
     from tests.project import small_model_dotted
 

@@ -15,7 +15,8 @@ from lpdvae.data.shards import ShardWriter, write_index
 from lpdvae.evaluation.baselines import BASELINES
 from lpdvae.evaluation.copy_check import copy_check
 from lpdvae.evaluation.gate import allowed_gap, bless, closest_temperature, statistic_reasons
-from lpdvae.model.vae import build_model, save_model, vae_loss
+from lpdvae.model.files import build_model, save_model
+from lpdvae.model.loss import vae_loss
 from lpdvae.params import EvaluateParams, Params, load_params
 from lpdvae.steps.evaluate import evaluate
 from tests.project import small_model_dotted

@@ -21,7 +21,7 @@ import yaml
 
 from lpdvae.cli import main
 from lpdvae.errors import ModelFileError
-from lpdvae.model.vae import build_model, load_model, save_model
+from lpdvae.model.files import build_model, load_model, save_model
 from lpdvae.params import Params, load_params
 from lpdvae.registry import serve_app
 from lpdvae.registry.serving import (

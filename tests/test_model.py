@@ -14,20 +14,10 @@ import torch
 from lpdvae.data.codes import ONSET, SUSTAIN, mono_classes, planes
 from lpdvae.evaluation.metrics import note_prf
 from lpdvae.evaluation.voices import voice_per_phrase
-from lpdvae.model.vae import (
-    FORMAT_VERSION,
-    MusicVAE,
-    ResidualConv,
-    active_units,
-    bar_pitch_sets,
-    build_model,
-    free_nats_kl,
-    load_model,
-    save_model,
-    silent_bars,
-    tracks_playing,
-    vae_loss,
-)
+from lpdvae.model.files import FORMAT_VERSION, build_model, load_model, save_model
+from lpdvae.model.heads import bar_pitch_sets, silent_bars, tracks_playing
+from lpdvae.model.loss import active_units, free_nats_kl, vae_loss
+from lpdvae.model.vae import MusicVAE, ResidualConv
 from lpdvae.params import Params, load_params
 
 from .conftest import REPO

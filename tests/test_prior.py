@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lpdvae.model.files import load_model, save_model
 from lpdvae.model.prior import BarKDE, LatentPrior, posterior_samples
-from lpdvae.model.vae import load_model, save_model
 
 from .test_model import make_vae, note_phrases, small_params
 

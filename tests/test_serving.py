@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from lpdvae.cli import main
-from lpdvae.model.vae import load_model
+from lpdvae.model.files import load_model
 from lpdvae.params import Params
 from lpdvae.registry.serving import MusicGenerator
 from lpdvae.steps.register import register

@@ -23,7 +23,7 @@ import yaml
 from lpdvae.data.shards import ShardWriter, write_index
 from lpdvae.errors import LpdvaeError
 from lpdvae.io import read_csv
-from lpdvae.model.vae import load_model
+from lpdvae.model.files import load_model
 from lpdvae.params import Params, load_params
 from lpdvae.registry import lineage
 from lpdvae.steps.train import TrainResult, launch, train
@@ -353,7 +353,7 @@ def test_an_s3_checkpoint_newer_than_the_latest_pointer_is_not_offered(s3_bucket
 def test_training_with_track_presence_keeps_the_training_arrangements_rates(
         mlflow_server: str, tmp_path: Path) -> None:
     from lpdvae.data.shards import load_split
-    from lpdvae.model.vae import TrackPresence, tracks_playing
+    from lpdvae.model.heads import TrackPresence, tracks_playing
 
     tensors = make_tensors(tmp_path / "tensors")
     params = tiny_params(mlflow_server, **{"train.epochs": 1, "model.track_presence": True})

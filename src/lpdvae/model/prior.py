@@ -23,6 +23,11 @@ DRAWS = 4           # posterior draws per phrase: the mixture fits q(z|x), not o
 REG_COVAR = 1e-3    # added to each covariance's diagonal: keeps thin components invertible
 
 
+def kl_per_sample_dim(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(q(z|x) || N(0, I)) per sample and latent dimension: `[N, D]` nats."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
 class LatentPrior(nn.Module):
     """`components` full-covariance Gaussians over z (buffers, saved in model.pt); with 0
     components, or before `fit`, z ~ N(0, I) drawn exactly as `torch.randn` does."""

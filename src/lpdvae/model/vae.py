@@ -38,39 +38,39 @@ threshold.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lpdvae.data.codes import highest_pitch, mono_classes, mono_to_codes, planes
-from lpdvae.errors import ModelFileError
-from lpdvae.io import (
-    NotRegularFile,
-    atomic_write_bytes,
-    atomic_write_json,
-    first_line,
-    regular_file_size,
+from lpdvae.data.codes import mono_classes, mono_to_codes, planes
+from lpdvae.model.heads import (
+    EVENTS,
+    OFF,
+    BarHarmony,
+    BarSilence,
+    CellChain,
+    TrackPresence,
+    VoiceChain,
+    bar_pitch_sets,
+    next_cells,
+    next_state,
+    pitch_classes,
+    rests_only,
+    silent_bars,
+    tracks_playing,
 )
-from lpdvae.model.prior import BarKDE, BarPrior, LatentPrior
-from lpdvae.params import TRACK_KINDS, ModelParams, Params, RepresentationParams
+from lpdvae.model.prior import BarKDE, BarPrior, LatentPrior, kl_per_sample_dim
+from lpdvae.params import TRACK_KINDS, ModelParams, RepresentationParams
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
-META_FILE = "model.json"
-FORMAT_VERSION = 14  # 14: the cells' echo of the bar before (model.bar_echo); 13: track presence (model.track_presence), the bars' kernel density (model.bar_prior: kde); 12: learned bar prior (model.bar_prior), bar harmony (model.bar_harmony); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
-ACTIVE_UNIT_THRESHOLD = 0.01  # variance of E[z|x]: the usual "active unit" cut-off
 MONO = "monophonic"
 _ONSET_BIAS = -4.0  # Bernoulli heads start near the sparsity of piano rolls
-_OFF = -1e4  # the logit of a cell in a bar decided silent: off at any temperature
-_CERTAIN = -_OFF  # the silence logit of a bar of a track decided not to play: silent at any temperature
+_CERTAIN = -OFF  # the silence logit of a bar of a track decided not to play: silent at any temperature
 ARRANGEMENT_POOL = 8  # z's drawn per phrase generated, to resample their arrangements to the training rates
 
 # (mono log-probs [N, Tm, B, S, P+2], poly logits [N, Tp, B, S, P, 2], poly bar-silence logits [N, Tp, B],
@@ -85,7 +85,6 @@ CellPick = Callable[[Tensor, int, int], Tensor]
 # (the polyphonic tracks' bar-silence logits of bar b [N, Tp], b) -> the tracks silent through it (bool);
 # also a bar's pitch class (logits [N]) and, at b = -1, whether a track plays in the phrase (logits [N])
 BarPick = Callable[[Tensor, int], Tensor]
-_EVENTS = 3  # onset, hold, rest
 
 
 class ResidualConv(nn.Module):
@@ -161,434 +160,6 @@ class BarDecoder(nn.Module):
         return self.blocks(self.inp(bar).unsqueeze(1) + skip.unsqueeze(1) + self.position)
 
 
-def sounding(classes: Tensor, n_pitches: int) -> tuple[Tensor, Tensor]:
-    """Monophonic classes `[..., B, S]` -> (the pitch sounding at each step, P where silent; its
-    event: 0 onset, 1 held, 2 silent), both long `[..., B, S]`. A hold sounds its voice's last
-    onset; a hold after a rest (or at the start) is silent, as `mono_to_codes` reads it."""
-    p = n_pitches
-    flat = classes.flatten(-2)
-    steps = torch.arange(flat.shape[-1], device=flat.device)
-    last = torch.where(flat != p, steps, -1).cummax(-1).values  # the last step that is not a hold
-    origin = flat.gather(-1, last.clamp(min=0))
-    pitch = torch.where((last >= 0) & (origin < p), origin, p)
-    event = torch.where(flat < p, 0, torch.where(pitch < p, 1, 2))
-    return pitch.view(classes.shape), event.view(classes.shape)
-
-
-class VoiceChain(nn.Module):
-    """Extra head logits `[N, V, B, S, 3 + P]` for V monophonic voices drawn jointly: step by
-    step, and within a step voice by voice (BachBot's top-down order). Voice v at step t sees:
-
-    - the voices u < v at t: the sum of an embedding of (u, its sounding pitch, its event),
-      added to a projection of the decoder feature, through one GELU layer (events and pitches);
-    - voice-leading terms on its onset pitch p, learned tables indexed by intervals (so they hold
-      in every key): the harmonic interval from each upper voice's pitch at t, its own melodic
-      interval from t - 1, and per upper voice the pair (interval at t - 1, interval at t), split
-      by whether the two move in the same direction: what can learn Bach's avoidance of parallel
-      fifths and octaves, which no per-step draw given z alone can (docs/decisions.md);
-    - a duration term on its event (onset / hold / rest): a table indexed by whether it sounded
-      at t - 1 and for how many steps since its last onset or rest (`AGE` steps or more share an
-      entry): the note lengths a per-step draw otherwise gets wrong.
-
-    Every table and the output layer start at zero: an untrained chain is the independent model.
-    `forward` is teacher-forced (all steps at once, from the true classes); `step` is the same
-    function for one step of a decoding that goes in order."""
-
-    HARMONIC = 36  # harmonic intervals beyond +-3 octaves share their end entry
-    MELODIC = 12   # melodic leaps beyond an octave likewise
-    AGE = 16       # steps since a voice's last onset or rest: 0 before the first step, then 1..AGE
-    # The tables are read times this gain: Adam moves a parameter by about lr a step, so without
-    # it an entry cannot reach the logits (-5 and below) that rule a motion out within a short
-    # run; measured on the demo, every parallel-fifth entry stopped at -1.9 after 880 steps.
-    GAIN = 10.0
-
-    def __init__(self, voices: int, pitches: int, width: int, hidden: int) -> None:
-        super().__init__()
-        self.voices, self.pitches, self.hidden = voices, pitches, hidden
-        self.states = (pitches + 1) * 3  # sounding pitch or silent, x event
-        # what voices read of the voices above them: none with one voice (DDP refuses unused parameters)
-        self.embed = nn.Embedding(voices * self.states, hidden) if voices > 1 else None
-        self.feat = nn.Linear(width, voices * hidden)
-        self.out = nn.Parameter(torch.zeros(voices, hidden, _EVENTS + pitches))
-        self.bias = nn.Parameter(torch.zeros(voices, _EVENTS + pitches))
-        self.harmonic = nn.Parameter(torch.zeros(voices, voices, 2 * self.HARMONIC + 1)) if voices > 1 else None
-        self.melodic = nn.Parameter(torch.zeros(voices, 2 * self.MELODIC + 1))
-        self.parallel = nn.Parameter(torch.zeros(voices, voices, 12 * 12 * 2)) if voices > 1 else None
-        self.duration = nn.Parameter(torch.zeros(voices, 2 * (self.AGE + 1), _EVENTS))
-
-    def forward(self, feats: Tensor, classes: Tensor) -> Tensor:
-        """`feats` `[N, B, S, F]`, `classes` `[N, V, B, S]` -> `[N, V, B, S, 3 + P]`; voice v's
-        output at step t depends on `classes[:, :v]` at t and on every voice before t only."""
-        n, v, b, s = classes.shape
-        pitch, event = (a.flatten(2).transpose(1, 2) for a in sounding(classes, self.pitches))  # [N, L, V]
-        prev = torch.cat([torch.full_like(pitch[:, :1], self.pitches), pitch[:, :-1]], 1)
-        age = note_age(pitch.transpose(1, 2), event.transpose(1, 2), self.pitches, self.AGE).transpose(1, 2)
-        age = torch.cat([torch.zeros_like(age[:, :1]), age[:, :-1]], 1)  # at the step before
-        proj = self.projected(feats.reshape(n, b * s, -1))
-        upper, rows = torch.zeros_like(proj[..., 0, :]), []
-        for voice in range(v):
-            rows.append(self.voice_logits(proj[..., voice, :], upper, (pitch, prev, age), voice))
-            if voice + 1 < v:  # the last voice is above none
-                upper = upper + self.state_embedding(voice, pitch[..., voice], event[..., voice])
-        return torch.stack(rows, 1).view(n, v, b, s, -1)
-
-    def projected(self, feats: Tensor) -> Tensor:
-        """Decoder features `[..., F]` -> each voice's projection `[..., V, H]`."""
-        return self.feat(feats).view(*feats.shape[:-1], self.voices, self.hidden)
-
-    def state_embedding(self, voice: int, pitch: Tensor, event: Tensor) -> Tensor:
-        """What the voices below read of `voice` (any but the last)."""
-        assert self.embed is not None
-        return self.embed(voice * self.states + pitch * 3 + event)
-
-    def voice_logits(self, proj: Tensor, upper: Tensor, state: tuple[Tensor, Tensor, Tensor], v: int) -> Tensor:
-        """Voice v's extra logits `[..., 3 + P]` from its projection and the upper voices'
-        embedding sum `[..., H]`, and `state`: the sounding pitches at this step (voices < v
-        read) and at the step before (all read), P where silent, and each voice's age at the
-        step before (`note_age`), each `[..., V]`."""
-        pitch, prev, age = state
-        h = F.gelu(proj + upper)
-        out = h @ self.out[v].to(h.dtype) + self.bias[v]
-        duration = self.GAIN * self.duration[v][(prev[..., v] < self.pitches).long() * (self.AGE + 1) + age[..., v]]
-        return out + torch.cat([duration, self.leading(pitch, prev, v)], -1)
-
-    def leading(self, pitch: Tensor, prev: Tensor, v: int) -> Tensor:
-        """The voice-leading terms `[..., P]` on voice v's onset pitch (see the class docstring)."""
-        big = self.pitches
-        p = torch.arange(big, device=pitch.device)
-        pv = prev[..., v, None]
-        out = torch.where(pv < big, self.GAIN * self.melodic[v][(p - pv).clamp(-self.MELODIC, self.MELODIC)
-                                                                + self.MELODIC], 0.0)
-        if not v:  # no voice above: no harmonic or parallel term (the top voice, or a lone one)
-            return out
-        assert self.harmonic is not None and self.parallel is not None
-        harmonic, parallel = self.GAIN * self.harmonic, self.GAIN * self.parallel
-        for u in range(v):
-            cu, pu = pitch[..., u, None], prev[..., u, None]
-            out = out + torch.where(cu < big, harmonic[u, v][(cu - p).clamp(-self.HARMONIC, self.HARMONIC)
-                                                              + self.HARMONIC], 0.0)
-            similar = (torch.sign(p - pv) == torch.sign(cu - pu)) & (cu != pu)
-            pair = ((pu - pv) % 12 * 12 + (cu - p) % 12) * 2 + similar.long()
-            out = out + torch.where((cu < big) & (pu < big) & (pv < big), parallel[u, v][pair], 0.0)
-        return out
-
-
-class CellChain(nn.Module):
-    """Extra logits `[N, Tp, L, P, 2]` (onset, sustain) for the polyphonic / drum tracks' cells:
-    cell (track k, step t, pitch p) sees its own state at t - 1, the one thing a draw per cell
-    given z cannot know (did this pitch sound, was it struck, and for how long has it sounded):
-
-    - a gate from the decoder feature at t, per track and plane, times the cell's (onset,
-      active) at t - 1: where z puts a chord change the gate can release what sounds, elsewhere
-      hold it;
-    - a duration table per track, indexed by how many steps the cell's note has sounded by
-      t - 1 (0: silent; `AGE` or more share an entry), as `VoiceChain`'s duration term;
-    - a chord table per pair of tracks (k, j), indexed by the interval from each cell of track
-      j at the same step t and up to `SPAN` semitones below p, and by that cell's (onset,
-      active): what completes a chord once its lowest notes are drawn and keeps the tracks in
-      one harmony, which z alone cannot where it sits between two chords;
-    - a harmony table per pair of tracks (k, j), indexed by the interval class (mod 12) from
-      each pitch class track j has sounded so far in the bar (before t): a bar keeps the
-      chord its first notes chose, in every track, instead of each strike choosing again.
-
-    - with `echo` (`model.bar_echo`), the cell one bar before (same track, step of the bar and
-      pitch: onset, active) and whether the track struck / sounded anything there, each through
-      a table per track plus a gate from the decoder feature at t: a part repeats its rhythm
-      from bar to bar (the bar's own z drawn from the prior does not carry it; the rhythm of
-      the bar before does), and z can still break it where a fill or a new section starts.
-
-    All start at zero (an untrained chain is the independent model). `forward` is teacher-forced
-    from the true cells; `step`, `echo_terms` and `chord_update` are the same function for an
-    in-order decoding (step by step, and within a step pitch by pitch upwards)."""
-
-    AGE = 16
-    SPAN = 24  # semitones below a cell that its chord term reads
-    GAIN = 10.0  # as VoiceChain.GAIN: lets Adam move a table entry to decisive logits in a short run
-
-    def __init__(self, tracks: int, width: int, echo: bool = False) -> None:
-        super().__init__()
-        self.tracks = tracks
-        self.gate = nn.Linear(width, tracks * 2 * 2)
-        nn.init.zeros_(self.gate.weight)
-        nn.init.zeros_(self.gate.bias)
-        self.echo_gate = nn.Linear(width, tracks * 2 * 4) if echo else None
-        if self.echo_gate is not None:
-            nn.init.zeros_(self.echo_gate.weight)
-            nn.init.zeros_(self.echo_gate.bias)
-        self.echo = nn.Parameter(torch.zeros(tracks, 2, 4)) if echo else None  # [k, plane, state one bar before]
-        self.duration = nn.Parameter(torch.zeros(tracks, self.AGE + 1, 2))
-        self.chord = nn.Parameter(torch.zeros(tracks, tracks, self.SPAN, 2, 2))  # [k, j, interval - 1, plane, state]
-        self.harmony = nn.Parameter(torch.zeros(tracks, tracks, 12, 2))  # [k, j, interval class, plane]
-
-    def gates(self, feats: Tensor) -> Tensor:
-        """Decoder features `[N, L, F]` -> `[N, Tp, L, 2 planes, 2 states]`."""
-        n, length, _ = feats.shape
-        return self.gate(feats).view(n, length, self.tracks, 2, 2).transpose(1, 2)
-
-    def echo_weights(self, feats: Tensor) -> Tensor | None:
-        """Decoder features `[N, L, F]` -> the echo's weights `[N, Tp, L, 2 planes, 4 states]`
-        (None without the echo)."""
-        if self.echo_gate is None or self.echo is None:
-            return None
-        n, length, _ = feats.shape
-        gate = self.echo_gate(feats).view(n, length, self.tracks, 2, 4).transpose(1, 2)
-        return gate + self.GAIN * self.echo.to(gate.dtype)[None, :, None]
-
-    @staticmethod
-    def echo_terms(weights: Tensor, bar_before: Tensor) -> Tensor:
-        """The echo's `weights` `[N, Tp, ..., 2, 4]` and the cells one bar before `[N, Tp, ..., P, 2]`
-        (onset, active; float, zero in the first bar) -> logits `[N, Tp, ..., P, 2]`: from the same
-        cell and from anything the track struck / sounded at that step."""
-        anything = bar_before.amax(-2, keepdim=True).expand_as(bar_before)
-        states = torch.cat([bar_before, anything], -1).to(weights.dtype)
-        return torch.einsum("...as,...ps->...pa", weights, states)
-
-    def forward(self, gates: Tensor, cells: Tensor, bar_steps: int, echo: Tensor | None = None) -> Tensor:
-        """`gates` `[N, Tp, L, 2, 2]`, true cells `[N, Tp, L, P, 2]` (onset, active; float) ->
-        `[N, Tp, L, P, 2]`: each step's logits from the cells one step before, below it at its
-        step and sounded earlier in its bar (of `bar_steps` steps), and with `echo`
-        (`echo_weights`) from those one bar before."""
-        age = cell_age(cells[..., 0] > 0, cells[..., 1] > 0, self.AGE)
-        before = torch.cat([torch.zeros_like(cells[:, :, :1]), cells[:, :, :-1]], 2)
-        age = torch.cat([torch.zeros_like(age[:, :, :1]), age[:, :, :-1]], 2)
-        n, tp, length, p, _ = cells.shape
-        now = cells.permute(0, 2, 1, 3, 4).reshape(n, length, tp * p * 2) @ self.chord_matrix(p).to(cells.dtype)
-        so_far = pitch_classes(cells[..., 1]).view(n, tp, length // bar_steps, bar_steps, 12).cummax(3).values
-        so_far = torch.cat([torch.zeros_like(so_far[:, :, :, :1]), so_far[:, :, :, :-1]], 3).flatten(2, 3)
-        logits = (self.step(gates, before, age) + now.view(n, length, tp, p, 2).transpose(1, 2)
-                  + self.harmony_terms(so_far, p))
-        if echo is None:
-            return logits
-        bar_before = torch.cat([torch.zeros_like(cells[:, :, :bar_steps]), cells[:, :, :-bar_steps]], 2)
-        return logits + self.echo_terms(echo, bar_before)
-
-    def harmony_terms(self, so_far: Tensor, pitches: int) -> Tensor:
-        """The pitch classes each track has sounded so far in the bar `[N, Tp, ..., 12]` (float)
-        -> the harmony table's logits `[N, Tp, ..., P, 2]`."""
-        q = torch.arange(12, device=so_far.device)
-        table = self.GAIN * self.harmony[:, :, (q[:, None] - q[None, :]) % 12].to(so_far.dtype)  # [k, j, q, c, a]
-        per_class = torch.einsum("kjqca,nj...c->nk...qa", table, so_far)
-        return per_class[..., torch.arange(pitches, device=so_far.device) % 12, :]
-
-    def chord_matrix(self, pitches: int) -> Tensor:
-        """The chord terms as one matrix `[Tp * P * 2, Tp * P * 2]`: from the cells (track j,
-        pitch p', state s) of a step to the logits (track k, pitch p, plane a) of the same step,
-        non-zero only for p - SPAN <= p' < p."""
-        d = torch.arange(pitches, device=self.chord.device)
-        d = d[:, None] - d[None, :]  # p - p'
-        band = ((d >= 1) & (d <= self.SPAN)).to(self.chord.dtype)[..., None, None]
-        table = self.GAIN * self.chord[:, :, (d - 1).clamp(0, self.SPAN - 1)] * band  # [k, j, p, p', a, s]
-        size = self.tracks * pitches * 2
-        return table.permute(1, 3, 5, 0, 2, 4).reshape(size, size)
-
-    def chord_update(self, cells: Tensor) -> Tensor:
-        """The cells `[N, Tp, 2]` (onset, active; float) decided at one pitch -> what they add to
-        the logits of the `SPAN` pitches above it `[N, Tp, SPAN, 2]`, as `chord_matrix` does."""
-        return torch.einsum("kjdas,njs->nkda", self.GAIN * self.chord.to(cells.dtype), cells)
-
-    def step(self, gates: Tensor, before: Tensor, age: Tensor) -> Tensor:
-        """Logits `[..., P, 2]` from `gates` `[..., 2, 2]`, the cells at the step before
-        `[..., P, 2]` (float) and their age then `[..., P]` (long); `...` starts with N, Tp."""
-        track = torch.arange(self.tracks, device=age.device).view(1, -1, *([1] * (age.dim() - 2)))
-        held = torch.einsum("...as,...ps->...pa", gates, before.to(gates.dtype))
-        return held + self.GAIN * self.duration[track, age].to(held.dtype)
-
-
-class BarSilence(nn.Module):
-    """Logits `[N, Tp, B]` that polyphonic / drum track k is silent through bar b (a hurdle in
-    front of its cells): from the bar's decoder features (their mean over its steps) and a table
-    per track on whether k was silent in bar b - 1 (none before bar 0). A track that sits out
-    a song sits out every bar of it; drawn cell by cell, a silent bar needs every one of its
-    thousand cells to stay off, and at a sampling temperature a few stray notes fill it. Zero
-    at the start, as the chains."""
-
-    GAIN = 10.0  # as VoiceChain.GAIN
-    NONE, SILENT, SOUNDING = range(3)
-
-    def __init__(self, tracks: int, width: int) -> None:
-        super().__init__()
-        self.tracks = tracks
-        self.head = nn.Linear(width, tracks)
-        self.before = nn.Parameter(torch.zeros(tracks, 3))
-
-    def base(self, feats: Tensor) -> Tensor:
-        """Decoder features `[N, B, S, F]` -> the feature part of the logits `[N, Tp, B]`."""
-        return self.head(feats.mean(2)).transpose(1, 2)
-
-    def forward(self, feats: Tensor, silent: Tensor) -> Tensor:
-        """Teacher-forced logits `[N, Tp, B]` given the true silent bars `silent` `[N, Tp, B]` (bool)."""
-        state = torch.where(silent, self.SILENT, self.SOUNDING)
-        before = torch.cat([torch.full_like(state[:, :, :1], self.NONE), state[:, :, :-1]], 2)
-        return self.base(feats) + self.step(before)
-
-    def step(self, before: Tensor) -> Tensor:
-        """The table's logits for the states `before` `[N, Tp, ...]` (long) of the bar before."""
-        track = torch.arange(self.tracks, device=before.device).view(1, -1, *([1] * (before.dim() - 2)))
-        return self.GAIN * self.before[track, before]
-
-
-class BarHarmony(nn.Module):
-    """Logits `[N, B, 12]` that pitch class c (pitch index mod 12) sounds in bar b in some pitched
-    (non-drum) track, decided per bar before any note of it, class by class upwards: from the
-    bar's decoder features (their mean and maximum over its steps), a table by interval to each class taken
-    below it in the bar and one by interval to each class of the bar before. Every pitched
-    track's notes are then drawn inside the bar's set (`model.bar_harmony`).
-
-    Why: the tracks' notes are drawn given z, and where a z of the prior sits between two
-    harmonies each track resolves it on its own: tracks disagree (tonal distance) where the
-    decoder of a real phrase's z does not (docs/decisions.md, 2026-12-06). One set per bar, drawn
-    once, is the harmony every track plays in, as `BarSilence` decides a silent bar once.
-    Tables start at zero."""
-
-    GAIN = 10.0  # as VoiceChain.GAIN
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        # the bar's mean and max features through one hidden layer: from the mean alone a
-        # linear head missed a quarter of the true classes in reconstruction (decisions.md)
-        self.head = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, 12))
-        self.below = nn.Parameter(torch.zeros(12))   # by interval (c - c') mod 12, c' < c taken
-        self.before = nn.Parameter(torch.zeros(12))  # by interval to each class of the bar before
-
-    def base(self, feats: Tensor) -> Tensor:
-        """Decoder features `[N, B, S, F]` -> the feature part of the logits `[N, B, 12]`."""
-        return self.head(torch.cat([feats.mean(2), feats.amax(2)], -1))
-
-    def tables(self) -> tuple[Tensor, Tensor]:
-        """`[12, 12]` (class c, class c') terms: from the classes taken below c in the bar (zero
-        for c' >= c), and from the bar before's classes."""
-        q = torch.arange(12, device=self.below.device)
-        d = (q[:, None] - q[None, :]) % 12
-        return self.GAIN * self.below[d] * (q[None, :] < q[:, None]), self.GAIN * self.before[d]
-
-    def forward(self, feats: Tensor, sets: Tensor) -> Tensor:
-        """Teacher-forced logits `[N, B, 12]` given the true sets `sets` `[N, B, 12]` (float)."""
-        below, before = (t.to(sets.dtype) for t in self.tables())
-        prev = torch.cat([torch.zeros_like(sets[:, :1]), sets[:, :-1]], 1)
-        return self.base(feats) + sets @ below.T + prev @ before.T
-
-
-class TrackPresence(nn.Module):
-    """Logits `[N, T]` that track k plays somewhere in the phrase, decided once per phrase before
-    any bar, track by track in order: from the phrase's z (not the bars' own z's) through a hidden
-    layer, and a table on which tracks before k play (`model.track_presence`). A track that does
-    not play is silent in every bar; generation draws this choice at temperature 1.
-
-    Why: in LPD-5 a track sits out whole songs (a song without guitar), not single bars; per-bar
-    silence chained on the bar before lets a z of the prior leave a track out of some bars only
-    (docs/decisions.md, 2026-12-06). Decided once, "no guitar" holds for the phrase. From the
-    phrase z alone: read from the whole decoder, the bars' z's drawn from the prior left the
-    guitar out of half as many phrases as the data (decisions.md). The table starts at zero."""
-
-    GAIN = 10.0  # as VoiceChain.GAIN
-    MOST_TRACKS = 12  # the arrangements' rates are kept for up to 2^12 patterns
-
-    def __init__(self, tracks: int, phrase_dim: int, width: int) -> None:
-        super().__init__()
-        self.head = nn.Sequential(nn.Linear(phrase_dim, width), nn.GELU(), nn.Linear(width, tracks))
-        self.with_before = nn.Parameter(torch.zeros(tracks, tracks))  # (k, j): track j < k plays
-        # each arrangement's (set of tracks playing, bit k = track k) share of the training phrases,
-        # fitted after training (`fit_rates`); all zero: not fitted
-        self.register_buffer("rates", torch.zeros(2 ** tracks if tracks <= self.MOST_TRACKS else 0))
-
-    @property
-    def fitted(self) -> bool:
-        return bool(self.rates.sum() > 0)
-
-    @staticmethod
-    def pattern(playing: Tensor) -> Tensor:
-        """Which tracks play `[N, T]` (bool) -> each phrase's arrangement number `[N]` (bit k: track k)."""
-        return (playing.long() << torch.arange(playing.shape[1], device=playing.device)).sum(1)
-
-    def fit_rates(self, playing: Tensor) -> None:
-        """Keep the arrangements' shares among phrases whose playing tracks are `playing` `[N, T]`."""
-        if self.rates.numel():
-            counts = torch.bincount(self.pattern(playing), minlength=self.rates.numel()).to(self.rates)
-            self.rates.copy_(counts / counts.sum().clamp(min=1))
-
-    def base(self, phrase_z: Tensor) -> Tensor:
-        """The phrase's z `[N, phrase_dim]` -> its part of the logits `[N, T]`."""
-        return self.head(phrase_z)
-
-    def table(self) -> Tensor:
-        """`[T, T]` (track k, track j) terms from track j playing, zero for j >= k."""
-        return self.GAIN * self.with_before.tril(-1)
-
-    def forward(self, phrase_z: Tensor, playing: Tensor) -> Tensor:
-        """Teacher-forced logits `[N, T]` given which tracks play, `playing` `[N, T]` (float)."""
-        return self.base(phrase_z) + playing @ self.table().to(playing.dtype).T
-
-
-def tracks_playing(codes: Tensor) -> Tensor:
-    """Codes `[N, T, B, S, P]` -> bool `[N, T]`: the tracks sounding somewhere in the phrase."""
-    return (codes > 0).flatten(2).any(-1)
-
-
-def rests_only(raw: Tensor, absent: Tensor) -> Tensor:
-    """Mono head output `[..., 3 + P]` with onset and hold off where `absent` (bool, broadcast to
-    `[...]`): a monophonic track decided not to play rests at every step."""
-    off = torch.tensor([_OFF, _OFF, 0.0], dtype=raw.dtype, device=raw.device)
-    events = torch.where(absent[..., None], off, raw[..., :_EVENTS])
-    return torch.cat([events, raw[..., _EVENTS:]], -1)
-
-
-def bar_pitch_sets(codes: Tensor, pitched: list[int]) -> Tensor:
-    """Codes `[N, T, B, S, P]` -> `[N, B, 12]` (float 0/1): the pitch classes (index mod 12)
-    sounding in each bar in any of the tracks `pitched`."""
-    active = (codes[:, pitched] > 0).any(1).any(2).float()  # [N, B, P]
-    return pitch_classes(active)
-
-
-def pitch_classes(active: Tensor) -> Tensor:
-    """`[..., P]` (float 0/1) -> `[..., 12]`: 1 where some pitch of that class (index mod 12) is on."""
-    pad = (-active.shape[-1]) % 12
-    return F.pad(active, (0, pad)).unflatten(-1, (-1, 12)).amax(-2)
-
-
-def silent_bars(cells: Tensor) -> Tensor:
-    """`[N, Tp, B, S, P, 2]` cells -> bool `[N, Tp, B]`: no cell of the bar sounds."""
-    return ~cells.flatten(3).bool().any(-1)
-
-
-def cell_age(onset: Tensor, active: Tensor, most: int) -> Tensor:
-    """Cells' onset and active planes `[N, Tp, L, P]` (bool) -> at each step how many steps the
-    note sounding there has lasted, that step counted (0 where silent), at most `most`."""
-    steps = torch.arange(active.shape[2], device=active.device).view(1, 1, -1, 1)
-    before = torch.cat([torch.zeros_like(active[:, :, :1]), active[:, :, :-1]], 2)
-    starts = onset | (active & ~before)
-    last = torch.where(starts, steps, -1).cummax(2).values
-    return torch.where(active, steps - last + 1, 0).clamp(max=most)
-
-
-def next_cells(picked: Tensor, before: Tensor, age: Tensor, most: int) -> tuple[Tensor, Tensor]:
-    """Cells `[..., P, 2]` (onset, active; bool) as picked at a step -> (the cells as the codes
-    read them: an onset sounds, a sustain after silence is struck; their age), from the cells'
-    active plane and age at the step before."""
-    active = picked[..., 1] | picked[..., 0]
-    onset = picked[..., 0] | (active & ~before[..., 1])
-    age = torch.where(active, torch.where(onset, 1, age + 1), 0).clamp(max=most)
-    return torch.stack([onset, active], -1), age
-
-
-def note_age(pitch: Tensor, event: Tensor, n_pitches: int, most: int) -> Tensor:
-    """A voice's sounding pitch and event `[..., L]` (`sounding`) -> at each step the steps its
-    current note or silence has lasted, that step counted, at most `most` (long `[..., L]`). Read
-    from what sounds, so a hold after a rest (silent) continues the silence as a rest does."""
-    steps = torch.arange(pitch.shape[-1], device=pitch.device)
-    before = torch.cat([torch.full_like(pitch[..., :1], n_pitches), pitch[..., :-1]], -1)
-    starts = (event == 0) | ((event == 2) & (before < n_pitches)) | (steps == 0)
-    last = torch.where(starts, steps, -1).cummax(-1).values
-    return (steps - last + 1).clamp(max=most)
-
-
-def next_state(picked: Tensor, before: Tensor, n_pitches: int) -> tuple[Tensor, Tensor]:
-    """A voice's (sounding pitch, event) after it takes class `picked` `[N]`, from the pitch it
-    sounded the step before (P: silent), as `sounding` reads a whole voice."""
-    p = n_pitches
-    pitch = torch.where(picked < p, picked, torch.where(picked == p, before, p))
-    return pitch, torch.where(picked < p, 0, torch.where(pitch < p, 1, 2))
-
-
 class MusicVAE(nn.Module):
     """Hierarchical conv-recurrent VAE; see the module docstring and docs/architecture.md."""
 
@@ -628,7 +199,7 @@ class MusicVAE(nn.Module):
         self.z_skip = nn.Linear(model.latent_dim, model.decoder_hidden)
         self.bar_decoder = BarDecoder(s, model.decoder_hidden)
         feat = model.decoder_hidden
-        self.mono_head = nn.Linear(feat, len(self.mono_tracks) * (_EVENTS + p)) if self.mono_tracks else None
+        self.mono_head = nn.Linear(feat, len(self.mono_tracks) * (EVENTS + p)) if self.mono_tracks else None
         self.poly_head = nn.Linear(feat, len(self.poly_tracks) * p * 2) if self.poly_tracks else None
         if self.poly_head is not None:
             nn.init.constant_(self.poly_head.bias, _ONSET_BIAS)
@@ -708,7 +279,7 @@ class MusicVAE(nn.Module):
             return poly
         pitched = torch.tensor([self.kinds[k] != "drums" for k in self.poly_tracks], device=poly.device)
         off = ~mask[:, None, :, None, :, None] & pitched.view(1, -1, 1, 1, 1, 1)
-        return poly.masked_fill(off, _OFF)
+        return poly.masked_fill(off, OFF)
 
     def decode_in_order(self, z: Tensor, pick: Pick, cell_pick: CellPick, bar_pick: BarPick,
                         playing: Tensor | None = None) -> tuple[Outputs, Tensor, Tensor]:
@@ -808,7 +379,7 @@ class MusicVAE(nn.Module):
             step = base[:, :, t] + self.cells.step(gates[:, :, t], before, age) + self.cells.harmony_terms(so_far, p)
             if echo is not None and t >= s:
                 step = step + self.cells.echo_terms(echo[:, :, t], states[:, :, t - s])
-            logits[:, :, t] = torch.where(silent[:, :, t // s, None, None], _OFF, step)
+            logits[:, :, t] = torch.where(silent[:, :, t // s, None, None], OFF, step)
             self._chord_in_order(logits[:, :, t], cells[:, :, t], before, lambda lg, q, t=t: pick(lg, t, q))
             before, age = next_cells(cells[:, :, t], before, age, self.cells.AGE)
             states[:, :, t] = before
@@ -837,7 +408,7 @@ class MusicVAE(nn.Module):
         assert self.chain is not None and self.mono_head is not None
         n, length, _ = feats.shape
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
-        raw = self.mono_head(feats).view(n, length, tm, _EVENTS + p)
+        raw = self.mono_head(feats).view(n, length, tm, EVENTS + p)
         if mask is not None:
             raw = onsets_only_at(raw, mask[:, :, None])
         if absent is not None:
@@ -853,7 +424,7 @@ class MusicVAE(nn.Module):
                 extra = self.chain.voice_logits(proj[:, t, v], upper, (pitch, prev, age), v)
                 if mask is not None:  # a note held into a bar whose set lacks it would leave the set
                     outside = (prev[:, v] < p) & ~mask[:, t].gather(1, prev[:, v:v + 1].clamp(max=p - 1))[:, 0]
-                    extra = torch.cat([extra[:, :1], extra[:, 1:2] + torch.where(outside, _OFF, 0.0)[:, None],
+                    extra = torch.cat([extra[:, :1], extra[:, 1:2] + torch.where(outside, OFF, 0.0)[:, None],
                                        extra[:, 2:]], -1)
                 logp[:, v, t] = mono_log_probs(raw[:, t, v] + extra)
                 classes[:, v, t] = pick(logp[:, v, t], v, t)
@@ -890,7 +461,7 @@ class MusicVAE(nn.Module):
         p, tm = self.rep.n_pitches, len(self.mono_tracks)
         if self.mono_head is None:
             return feats.new_zeros(n, 0, b, s, p + 2)
-        raw = self.mono_head(feats).view(n, b, s, tm, _EVENTS + p).permute(0, 3, 1, 2, 4)
+        raw = self.mono_head(feats).view(n, b, s, tm, EVENTS + p).permute(0, 3, 1, 2, 4)
         mask = self._pitch_mask(allowed)
         if mask is not None:
             raw = onsets_only_at(raw, mask[:, None, :, None])
@@ -1063,8 +634,8 @@ def mono_log_probs(raw: Tensor) -> Tensor:
     """Head output `[..., 3 + P]` (event logits onset/hold/rest, then pitch logits) -> log-probs
     `[..., P + 2]` of the classes `onset at p`, hold, rest: log p(onset) + log p(pitch), then
     log p(hold), log p(rest). Every reader of the mono output sees one normalised categorical."""
-    event = torch.log_softmax(raw[..., :_EVENTS].float(), dim=-1)
-    pitch = torch.log_softmax(raw[..., _EVENTS:].float(), dim=-1)
+    event = torch.log_softmax(raw[..., :EVENTS].float(), dim=-1)
+    pitch = torch.log_softmax(raw[..., EVENTS:].float(), dim=-1)
     return torch.cat([event[..., :1] + pitch, event[..., 1:]], dim=-1)
 
 
@@ -1072,7 +643,7 @@ def onsets_only_at(raw: Tensor, allowed: Tensor) -> Tensor:
     """Mono head output `[..., 3 + P]` with the onsets at pitches outside `allowed` (bool,
     broadcast to `[..., P]`) off: how a bar's harmony set bounds a monophonic track's onsets,
     teacher-forced (`_mono_log_probs`) and in order (`_chained`) alike."""
-    return torch.cat([raw[..., :_EVENTS], raw[..., _EVENTS:].masked_fill(~allowed, _OFF)], -1)
+    return torch.cat([raw[..., :EVENTS], raw[..., EVENTS:].masked_fill(~allowed, OFF)], -1)
 
 
 def mono_decision(logits: Tensor) -> Tensor:
@@ -1137,205 +708,3 @@ def slerp(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
         return (1 - w) * a + w * b
     so = torch.sin(omega)
     return torch.sin((1 - w) * omega) / so * a + torch.sin(w * omega) / so * b
-
-
-# ---------------------------------------------------------------- loss
-
-
-def kl_per_sample_dim(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(q(z|x) || N(0, I)) per sample and latent dimension: `[N, D]` nats."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
-
-
-def free_nats_kl(kl_per_sample: Tensor, free_nats: float) -> Tensor:
-    """max(KL - free_nats, 0) per sample (MusicVAE's free bits on the *total* KL): the first
-    `free_nats` of information in z cost nothing, so the latent carries enough to reconstruct.
-    Per sample, so DDP's mean of per-rank means equals one process exactly."""
-    return torch.clamp(kl_per_sample - free_nats, min=0.0)
-
-
-def hold_pitch_nll(vae: MusicVAE, out: Outputs, x: Tensor, mono_target: Tensor | None = None) -> Tensor:
-    """`[N]` nats: -log p(pitch) of the pitch each monophonic track sounds at its held steps,
-    under the pitch head's distribution. Not part of the likelihood (a held step's pitch is
-    its onset's): an auxiliary target that gives the pitch head a signal at every sounding step.
-    `mono_target` as in `MusicVAE.recon_nll`."""
-    if not vae.mono_tracks:
-        return x.new_zeros(x.shape[0], dtype=torch.float32)
-    codes = x[:, vae.mono_tracks]
-    target = mono_classes(codes) if mono_target is None else mono_target
-    held = target == codes.shape[-1]  # [N, Tm, B, S]: HOLD, as the likelihood reads it
-    sounding = highest_pitch(codes > 0)
-    pitch_logp = torch.log_softmax(out[0][..., :-2].float(), dim=-1)
-    nll = -pitch_logp.gather(-1, sounding.unsqueeze(-1)).squeeze(-1)
-    return (nll * held).flatten(1).sum(1)
-
-
-def vae_loss(vae: MusicVAE, out: Outputs, x: Tensor, mu: Tensor, logvar: Tensor, beta: float,
-             free_nats: float, hold_pitch_weight: float = 0.0, prior_fit: Tensor | None = None) -> dict[str, Tensor]:
-    """Batch-mean loss = NLL + hold_pitch_weight * hold-pitch NLL + beta * max(KL - free_nats, 0)
-    + the learned bar prior's fit (`MusicVAE.forward`'s fourth output, when given).
-
-    Returns `loss`, `recon` (NLL nats per phrase), `hold_pitch` (the auxiliary term's nats per
-    phrase), `kl` (true total KL nats per phrase), `prior_fit` (nats per phrase) and `kl_per_dim`
-    `[D]` (batch mean)."""
-    mono_target = mono_classes(x[:, vae.mono_tracks]) if vae.mono_tracks else None  # once for both terms
-    recon = vae.recon_nll(out, x, mono_target).mean()
-    hold = hold_pitch_nll(vae, out, x, mono_target).mean()
-    kl_dim = kl_per_sample_dim(mu.float(), logvar.float())
-    kl = kl_dim.sum(1)
-    fit = prior_fit.float().mean() if prior_fit is not None else kl.new_zeros(())
-    loss = recon + hold_pitch_weight * hold + beta * free_nats_kl(kl, free_nats).mean() + fit
-    return {"loss": loss, "recon": recon, "hold_pitch": hold, "kl": kl.mean(), "prior_fit": fit,
-            "kl_per_dim": kl_dim.mean(0)}
-
-
-def active_units(variance: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
-    """Latent dims carrying information: Var_x E[z_d|x] (or KL_d) above `threshold`."""
-    return int((variance > threshold).sum().item())
-
-
-# ---------------------------------------------------------------- persistence
-
-
-def model_meta(params: Params) -> dict[str, Any]:
-    """What `load_model` needs to rebuild the network and decode its output."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "model": dataclasses.asdict(params.model),
-        "representation": dataclasses.asdict(params.representation),
-        "tracks": [dataclasses.asdict(t) for t in params.tracks],
-        "params_digest": params.digest(),
-        "torch_version": torch.__version__,
-    }
-
-
-def build_model(params: Params) -> MusicVAE:
-    return MusicVAE(params.model, params.representation, [t.kind for t in params.tracks])
-
-
-def unwrap(model: nn.Module) -> MusicVAE:
-    """The bare MusicVAE inside DDP / torch.compile / Reconstructor wrappers."""
-    while not isinstance(model, MusicVAE):
-        inner = next((getattr(model, a) for a in ("module", "_orig_mod", "vae") if hasattr(model, a)),
-                     None)
-        if not isinstance(inner, nn.Module):
-            raise TypeError(f"not a MusicVAE: {type(model).__name__}")
-        model = inner
-    return model
-
-
-def save_model(model: nn.Module, out_dir: str | Path, params: Params) -> Path:
-    """Write `model.pt` (state dict) and `model.json` (meta) into `out_dir`; returns `out_dir`."""
-    import io
-
-    out_dir = Path(out_dir)
-    vae = unwrap(model)
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in vae.state_dict().items()}, buf)
-    atomic_write_bytes(out_dir / MODEL_FILE, buf.getvalue())
-    atomic_write_json(out_dir / META_FILE, model_meta(params))
-    return out_dir
-
-
-def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") -> MusicVAE:
-    """Rebuild a saved MusicVAE (eval mode) from `model.pt` + `model.json`; `.meta` holds the meta.
-
-    Nothing in either file is run: the weights go through torch's weights-only unpickler, the
-    meta is plain JSON. Every failure names the file and the reason in one line: a missing file
-    is a FileNotFoundError, anything else a `ModelFileError` (a ValueError)."""
-    model_dir = Path(model_dir)
-    meta = read_meta(model_dir)
-    state = read_weights(model_dir / MODEL_FILE)
-    try:
-        args = (ModelParams(**dict(meta["model"])), RepresentationParams(**meta["representation"]),
-                [t["kind"] for t in meta["tracks"]])
-        with torch.device("meta"):  # shapes only: a meta asking for a huge network allocates nothing
-            expected = {k: tuple(v.shape) for k, v in MusicVAE(*args).state_dict().items()}
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        raise ModelFileError(f"{model_dir / META_FILE}: not this lpdvae's model meta: "
-                             f"{type(exc).__name__}: {first_line(exc)}") from None
-    mismatch = _state_mismatch(expected, {k: tuple(v.shape) for k, v in state.items()})
-    if mismatch:
-        raise ModelFileError(f"{model_dir}: model.json does not match model.pt: {mismatch}")
-    vae = MusicVAE(*args)
-    vae.load_state_dict(state)
-    vae.to(map_location)
-    vae.meta = meta
-    return vae.eval()
-
-
-META_MAX_BYTES = 1 << 20  # a model.json is a few kB: anything near this is not one
-_JSON_KIND = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
-
-
-def read_meta(model_dir: Path) -> dict[str, Any]:
-    """`model.json` as a dict of this format, read only when it is a regular file of sane size."""
-    path = model_dir / META_FILE
-    try:
-        _check_regular(path, META_MAX_BYTES)
-        meta = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no model here (run `lpdvae train`)") from None
-    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
-        raise ModelFileError(f"{path}: unreadable model meta: {first_line(exc)}") from None
-    if not isinstance(meta, dict):
-        raise ModelFileError(f"{path}: not a model meta: a JSON {_JSON_KIND.get(type(meta), 'value')}, "
-                             "not an object")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model format {meta.get('format_version')!r}, this lpdvae reads "
-                             f"format {FORMAT_VERSION}: retrain it (`lpdvae train`)")
-    return meta
-
-
-def read_weights(path: Path) -> dict[str, Tensor]:
-    """`model.pt` as a state dict, through the weights-only unpickler (a pickled object is refused
-    before anything in it runs)."""
-    import pickle
-    import warnings
-
-    try:
-        size = _check_regular(path, None)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no weights beside model.json") from None
-    if size == 0:
-        raise ModelFileError(f"{path}: empty file, not model weights")
-    try:
-        with warnings.catch_warnings():  # garbage can make torch warn too: the error below is the one line
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ModelFileError(f"{path}: not model weights, refused by torch's weights-only loader "
-                             f"before anything in it ran ({_unpickler_reason(exc)})") from None
-    except Exception as exc:  # noqa: BLE001 - parsing outside bytes: any parser error means "not weights"
-        raise ModelFileError(f"{path}: not model weights ({type(exc).__name__}: "
-                             f"{first_line(exc)})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ModelFileError(f"{path}: not a state dict (names to tensors) but a {type(state).__name__}")
-    return state
-
-
-def _check_regular(path: Path, max_bytes: int | None) -> int:
-    """The size of `path`, refused unless a regular file (a FIFO would block, a device never end)."""
-    try:
-        size = regular_file_size(path)
-    except NotRegularFile:
-        raise ModelFileError(f"{path}: not a regular file") from None
-    if max_bytes is not None and size > max_bytes:
-        raise ModelFileError(f"{path}: {size} bytes, more than the {max_bytes} a model meta can be")
-    return size
-
-
-def _state_mismatch(expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]]) -> str:
-    """'' when the names and shapes agree, else the first difference and how many there are."""
-    diffs = [f"size mismatch for {k}: {list(got[k])} in model.pt, {list(v)} from model.json"
-             for k, v in expected.items() if k in got and got[k] != v]
-    diffs += [f"{k} missing from model.pt" for k in expected if k not in got]
-    diffs += [f"unexpected {k} in model.pt" for k in got if k not in expected]
-    return "" if not diffs else diffs[0] + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else "")
-
-
-def _unpickler_reason(exc: BaseException) -> str:
-    """torch's weights-only refusal is a page of advice; the line that says what it met is the reason."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    found = [line for line in lines if line.startswith(("Unsupported", "Trying to"))]
-    return (found or [first_line(exc)])[0][:200]

@@ -19,7 +19,7 @@ def load_any(model: str, params: Params):
     """A `MusicVAE` from a model folder, a logged generator (a local folder with an MLmodel file, or
     a `models:/...`/`runs:/...` URI). A logged one is read as data (its MLmodel as YAML, the weights
     weights-only): nothing in the store is unpickled or imported."""
-    from lpdvae.model.vae import load_model
+    from lpdvae.model.files import load_model
     from lpdvae.registry.serving import model_folder, pyfunc_data
 
     local = Path(model)

@@ -55,7 +55,7 @@ class MusicGenerator:
     @classmethod
     def from_folder(cls, folder: Path) -> MusicGenerator:
         """The generator in a logged model's data folder: JSON and a weights-only state dict."""
-        from lpdvae.model.vae import load_model
+        from lpdvae.model.files import load_model
 
         return cls(read_temperature(folder / GENERATOR_FILE), load_model(folder))
 
@@ -207,7 +207,7 @@ def _reason(exc: BaseException) -> str:
 def save_generator(model_dir: Path, temperature: float, dst: Path) -> Path:
     """The data folder to log: the weights and meta of `model_dir` plus `generator.json`."""
     from lpdvae.io import atomic_write_json
-    from lpdvae.model.vae import META_FILE, MODEL_FILE
+    from lpdvae.model.files import META_FILE, MODEL_FILE
 
     folder = dst / DATA
     folder.mkdir(parents=True)

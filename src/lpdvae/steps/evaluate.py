@@ -60,7 +60,10 @@ from lpdvae.evaluation.metrics import (
 )
 from lpdvae.evaluation.samples_page import write_page
 from lpdvae.io import atomic_dir, atomic_write_json
-from lpdvae.model.vae import MusicVAE, active_units, kl_per_sample_dim, load_model
+from lpdvae.model.files import load_model
+from lpdvae.model.loss import active_units
+from lpdvae.model.prior import kl_per_sample_dim
+from lpdvae.model.vae import MusicVAE
 from lpdvae.params import EvaluateParams, Params, RepresentationParams
 from lpdvae.registry.tracking import blessing_tags, owner_tags
 

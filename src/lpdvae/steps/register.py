@@ -350,7 +350,7 @@ def _write_report(out: Path, final: Path, card: CardInputs, eval_dir: Path, cham
 def measure_champion(champion: Any, tensor_dir: Path, record: PerPhrase, params: Params) -> PerPhrase:
     """The champion (a registry ModelVersion) measured like evaluate measured the challenger: on
     the same evaluation set (checked first, before anything is downloaded), seed and temperatures."""
-    from lpdvae.model.vae import load_model
+    from lpdvae.model.files import load_model
     from lpdvae.registry.serving import model_folder
 
     here = tensor_set_id(tensor_dir)

@@ -29,18 +29,11 @@ from lpdvae.data.codes import transpose
 from lpdvae.data.shard_stream import is_s3, open_phrases, rank_phrases, shard_order
 from lpdvae.errors import DataError, LpdvaeError
 from lpdvae.io import atomic_dir, atomic_write_csv, atomic_write_json
-from lpdvae.model.prior import FIT_PHRASES, HELD_OUT_PHRASES, posterior_samples
-from lpdvae.model.vae import (
-    FORMAT_VERSION,
-    MusicVAE,
-    active_units,
-    build_model,
-    free_nats_kl,
-    kl_per_sample_dim,
-    save_model,
-    tracks_playing,
-    vae_loss,
-)
+from lpdvae.model.files import FORMAT_VERSION, build_model, save_model
+from lpdvae.model.heads import tracks_playing
+from lpdvae.model.loss import active_units, free_nats_kl, vae_loss
+from lpdvae.model.prior import FIT_PHRASES, HELD_OUT_PHRASES, kl_per_sample_dim, posterior_samples
+from lpdvae.model.vae import MusicVAE
 from lpdvae.params import Params, TrainParams
 from lpdvae.training import checkpoints as ckpts
 from lpdvae.training.distributed import (

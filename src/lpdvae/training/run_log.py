@@ -127,7 +127,7 @@ class RunLog:
         import mlflow.pyfunc
         from mlflow.models import infer_signature
 
-        from lpdvae.model.vae import META_FILE, MODEL_FILE
+        from lpdvae.model.files import META_FILE, MODEL_FILE
         from lpdvae.registry.serving import code_paths, pip_requirements
 
         example = example.astype(np.float32)
@@ -178,7 +178,8 @@ class ReconstructionView:
     mu, as MLflow's pyfunc `predict` calls it."""
 
     def __init__(self, vae: torch.nn.Module) -> None:
-        from lpdvae.model.vae import Reconstructor, unwrap
+        from lpdvae.model.files import unwrap
+        from lpdvae.model.vae import Reconstructor
 
         self.module = Reconstructor(unwrap(vae)).eval()
 
@@ -189,6 +190,6 @@ class ReconstructionView:
 
 def _load_pyfunc(data_path: str) -> ReconstructionView:
     """MLflow's entry point for the run's logged model: the weights through the weights-only loader."""
-    from lpdvae.model.vae import load_model
+    from lpdvae.model.files import load_model
 
     return ReconstructionView(load_model(Path(data_path)))
