@@ -247,6 +247,8 @@ def chained_vae(kinds: tuple[str, ...] = ("monophonic", "polyphonic", "monophoni
         tables += [vae.cells.gate.weight, vae.cells.gate.bias, vae.cells.duration, vae.cells.chord, vae.cells.harmony]
         if vae.cells.echo is not None and vae.cells.echo_gate is not None:
             tables += [vae.cells.echo, vae.cells.echo_gate.weight, vae.cells.echo_gate.bias]
+        if vae.cells.count is not None:
+            tables += [vae.cells.count]
     if vae.silence is not None:
         tables += [vae.silence.before]
     with torch.no_grad():
@@ -318,6 +320,25 @@ def test_a_cell_sees_the_same_step_of_the_bar_before_only_with_the_echo(bar_echo
     others = [t for t in range(16) if t != 5]
     assert torch.equal(a[:, :, 1, others], b[:, :, 1, others])  # bar 1: no other step sees bar 0's step 5
     assert torch.equal(a[:, :, 1, 5], b[:, :, 1, 5]) != bar_echo  # its own step 5 does, with the echo
+
+
+def test_with_the_echo_a_cell_sees_how_many_notes_its_track_sounded_a_bar_before_not_which() -> None:
+    vae = chained_vae(("polyphonic", "drums"), bar_echo=True)
+    assert vae.cells is not None and vae.cells.echo is not None and vae.cells.echo_gate is not None
+    with torch.no_grad():
+        for table in (vae.cells.echo, vae.cells.echo_gate.weight, vae.cells.echo_gate.bias):
+            table.zero_()  # the same-cell echo off: only the count table reads the bar before
+    x = note_phrases(2, small_params(kinds=vae.kinds))
+    x[:, :, 0, 4:7] = 0  # nothing held into or out of bar 0's step 5
+    two, other_two, three = x.clone(), x.clone(), x.clone()
+    two[:, :, 0, 5, [3, 7]] = 2
+    other_two[:, :, 0, 5, [4, 9]] = 2
+    three[:, :, 0, 5, [3, 7, 11]] = 2
+    z = torch.zeros(2, vae.latent_dim)
+    with torch.no_grad():
+        a, b, c = (vae.decode(z, v)[1][:, :, 1, 5] for v in (two, other_two, three))
+    assert torch.equal(a, b)  # bar 1, step 5: two notes a bar before, whichever they were
+    assert not torch.allclose(a, c)  # three notes there: another count
 
 
 def test_a_cell_sees_the_cells_below_it_at_its_own_step_and_none_above() -> None:
@@ -722,7 +743,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json"}
     loaded = load_model(tmp_path)
     assert not loaded.training
-    assert loaded.meta["format_version"] == FORMAT_VERSION == 14
+    assert loaded.meta["format_version"] == FORMAT_VERSION == 15
     assert loaded.meta["params_digest"] == params.digest()
     assert [(t["name"], t["kind"]) for t in loaded.meta["tracks"]] == [("t0", "drums"), ("t1", "monophonic")]
     assert loaded.kinds == ("drums", "monophonic")

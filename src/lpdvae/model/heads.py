@@ -150,7 +150,11 @@ class CellChain(nn.Module):
       pitch: onset, active) and whether the track struck / sounded anything there, each through
       a table per track plus a gate from the decoder feature at t: a part repeats its rhythm
       from bar to bar (the bar's own z drawn from the prior does not carry it; the rhythm of
-      the bar before does), and z can still break it where a fill or a new section starts.
+      the bar before does), and z can still break it where a fill or a new section starts;
+      and a table per track by how many notes it sounded at that step one bar before and how
+      many it has taken below this pitch so far at this step: a chord keeps its size from bar
+      to bar while its pitches follow the harmony (the chord table alone decides each note
+      from the ones below it, so one note left out thins every chord after it).
 
     All start at zero (an untrained chain is the independent model). `forward` is teacher-forced
     from the true cells; `step`, `echo_terms` and `chord_update` are the same function for an
@@ -159,6 +163,7 @@ class CellChain(nn.Module):
     AGE = 16
     SPAN = 24  # semitones below a cell that its chord term reads
     GAIN = 10.0  # as VoiceChain.GAIN: lets Adam move a table entry to decisive logits in a short run
+    COUNT = 6  # notes at one step are counted up to this (a larger chord shares the last entry)
 
     def __init__(self, tracks: int, width: int, echo: bool = False) -> None:
         super().__init__()
@@ -171,6 +176,8 @@ class CellChain(nn.Module):
             nn.init.zeros_(self.echo_gate.weight)
             nn.init.zeros_(self.echo_gate.bias)
         self.echo = nn.Parameter(torch.zeros(tracks, 2, 4)) if echo else None  # [k, plane, state one bar before]
+        # [k, notes at the step one bar before, notes taken below at this step, plane]
+        self.count = nn.Parameter(torch.zeros(tracks, self.COUNT + 1, self.COUNT + 1, 2)) if echo else None
         self.duration = nn.Parameter(torch.zeros(tracks, self.AGE + 1, 2))
         self.chord = nn.Parameter(torch.zeros(tracks, tracks, self.SPAN, 2, 2))  # [k, j, interval - 1, plane, state]
         self.harmony = nn.Parameter(torch.zeros(tracks, tracks, 12, 2))  # [k, j, interval class, plane]
@@ -198,6 +205,13 @@ class CellChain(nn.Module):
         states = torch.cat([bar_before, anything], -1).to(weights.dtype)
         return torch.einsum("...as,...ps->...pa", weights, states)
 
+    def count_terms(self, before: Tensor, below: Tensor) -> Tensor:
+        """Notes the track sounded at a step one bar before and notes it has taken below a pitch
+        at this step (long, `[N, Tp, ...]` each) -> the count table's logits `[N, Tp, ..., 2]`."""
+        assert self.count is not None
+        track = torch.arange(self.tracks, device=before.device).view(1, -1, *([1] * (before.dim() - 2)))
+        return self.GAIN * self.count[track, before.clamp(max=self.COUNT), below.clamp(max=self.COUNT)]
+
     def forward(self, gates: Tensor, cells: Tensor, bar_steps: int, echo: Tensor | None = None) -> Tensor:
         """`gates` `[N, Tp, L, 2, 2]`, true cells `[N, Tp, L, P, 2]` (onset, active; float) ->
         `[N, Tp, L, P, 2]`: each step's logits from the cells one step before, below it at its
@@ -215,7 +229,10 @@ class CellChain(nn.Module):
         if echo is None:
             return logits
         bar_before = torch.cat([torch.zeros_like(cells[:, :, :bar_steps]), cells[:, :, :-bar_steps]], 2)
-        return logits + self.echo_terms(echo, bar_before)
+        active = (cells[..., 1] > 0).long()
+        below = active.cumsum(-1) - active
+        before_n = (bar_before[..., 1] > 0).sum(-1, keepdim=True).expand_as(below)
+        return logits + self.echo_terms(echo, bar_before) + self.count_terms(before_n, below)
 
     def harmony_terms(self, so_far: Tensor, pitches: int) -> Tensor:
         """The pitch classes each track has sounded so far in the bar `[N, Tp, ..., 12]` (float)

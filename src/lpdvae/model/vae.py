@@ -377,26 +377,35 @@ class MusicVAE(nn.Module):
         for t in range(b * s):
             so_far = so_far if t % s else torch.zeros_like(so_far)
             step = base[:, :, t] + self.cells.step(gates[:, :, t], before, age) + self.cells.harmony_terms(so_far, p)
-            if echo is not None and t >= s:
-                step = step + self.cells.echo_terms(echo[:, :, t], states[:, :, t - s])
+            count = None
+            if echo is not None:
+                step = step + (self.cells.echo_terms(echo[:, :, t], states[:, :, t - s]) if t >= s else 0)
+                count = states[:, :, t - s, :, 1].sum(-1) if t >= s else torch.zeros_like(age[..., 0])
             logits[:, :, t] = torch.where(silent[:, :, t // s, None, None], OFF, step)
-            self._chord_in_order(logits[:, :, t], cells[:, :, t], before, lambda lg, q, t=t: pick(lg, t, q))
+            self._chord_in_order(logits[:, :, t], cells[:, :, t], before, lambda lg, q, t=t: pick(lg, t, q),
+                                 count)
             before, age = next_cells(cells[:, :, t], before, age, self.cells.AGE)
             states[:, :, t] = before
             so_far = torch.maximum(so_far, pitch_classes(before[..., 1].to(so_far.dtype)))
         return logits.view(poly.shape), cells.view(poly.shape)
 
     def _chord_in_order(self, logits: Tensor, cells: Tensor, before: Tensor,
-                        pick: Callable[[Tensor, int], Tensor]) -> None:
+                        pick: Callable[[Tensor, int], Tensor], count: Tensor | None = None) -> None:
         """One step, pitch by pitch upwards: add to `logits` `[N, Tp, P, 2]` (in place) the
-        chord terms of the cells picked below each pitch, and write the picks into `cells`."""
+        chord terms of the cells picked below each pitch and, with the echo, the count terms
+        (`count` `[N, Tp]`: the notes sounded at this step one bar before), and write the picks
+        into `cells`."""
         assert self.cells is not None
         span, p = self.cells.SPAN, logits.shape[2]
         chord = logits.new_zeros(*logits.shape[:2], p + span, 2)
+        below = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
         for q in range(p):
             logits[:, :, q] += chord[:, :, q]
+            if count is not None:
+                logits[:, :, q] += self.cells.count_terms(count, below).to(logits.dtype)
             cells[:, :, q] = pick(logits[:, :, q], q)
             active = cells[:, :, q, 1] | cells[:, :, q, 0]
+            below = below + active.long()
             onset = cells[:, :, q, 0] | (active & ~before[:, :, q, 1])
             chord[:, :, q + 1:q + 1 + span] += self.cells.chord_update(torch.stack([onset, active], -1).to(chord.dtype))
 
