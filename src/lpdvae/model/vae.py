@@ -370,7 +370,8 @@ class MusicVAE(nn.Module):
         gates = self.cells.gates(feats.view(n, b * s, -1))
         echo = self.cells.echo_weights(feats.view(n, b * s, -1))
         logits, cells = torch.empty_like(base), torch.zeros(base.shape, dtype=torch.bool, device=base.device)
-        states = torch.zeros_like(cells)  # each step's (onset, active), for the echo a bar later
+        # each step's (onset, active), read by the echo a bar later; bar 0 reads the zero bar before it
+        states = torch.zeros(n, tp, s + b * s, p, 2, dtype=torch.bool, device=base.device)
         before = torch.zeros_like(cells[:, :, 0])
         age = torch.zeros(before.shape[:-1], dtype=torch.long, device=base.device)
         so_far = base.new_zeros(n, tp, 12)  # pitch classes sounded in the bar so far
@@ -379,13 +380,13 @@ class MusicVAE(nn.Module):
             step = base[:, :, t] + self.cells.step(gates[:, :, t], before, age) + self.cells.harmony_terms(so_far, p)
             count = None
             if echo is not None:
-                step = step + (self.cells.echo_terms(echo[:, :, t], states[:, :, t - s]) if t >= s else 0)
-                count = states[:, :, t - s, :, 1].sum(-1) if t >= s else torch.zeros_like(age[..., 0])
+                step = step + self.cells.echo_terms(echo[:, :, t], states[:, :, t])
+                count = states[:, :, t, :, 1].sum(-1)
             logits[:, :, t] = torch.where(silent[:, :, t // s, None, None], OFF, step)
             self._chord_in_order(logits[:, :, t], cells[:, :, t], before, lambda lg, q, t=t: pick(lg, t, q),
                                  count)
             before, age = next_cells(cells[:, :, t], before, age, self.cells.AGE)
-            states[:, :, t] = before
+            states[:, :, t + s] = before
             so_far = torch.maximum(so_far, pitch_classes(before[..., 1].to(so_far.dtype)))
         return logits.view(poly.shape), cells.view(poly.shape)
 
