@@ -10,12 +10,11 @@ import pytest
 
 import lpdvae.data.shards as shards
 from lpdvae.data.codes import ONSET, SUSTAIN
+from lpdvae.data.nearest import nearest, shift_pitches
 from lpdvae.evaluation.baselines import (
     copy_predict,
     information_bits,
-    nearest,
     repeat_bar_predict,
-    shift_pitches,
 )
 from lpdvae.evaluation.copy_check import copy_check
 from lpdvae.evaluation.gate import baseline_reasons

@@ -743,7 +743,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json"}
     loaded = load_model(tmp_path)
     assert not loaded.training
-    assert loaded.meta["format_version"] == FORMAT_VERSION == 15
+    assert loaded.meta["format_version"] == FORMAT_VERSION == 16
     assert loaded.meta["params_digest"] == params.digest()
     assert [(t["name"], t["kind"]) for t in loaded.meta["tracks"]] == [("t0", "drums"), ("t1", "monophonic")]
     assert loaded.kinds == ("drums", "monophonic")

@@ -182,7 +182,8 @@ def test_set_without_an_equals_sign_is_a_params_error():
     ("model.dropout=1", r"model.dropout: must be in \[0, 1\)"),
     *[(f"model.{key}=0", rf"model.{key}: must be > 0") for key in project_params()["model"]
       if key not in ("dropout", "step_embedding", "voice_chain", "bar_latent_dim", "prior_components", "bar_prior",
-                     "bar_harmony", "track_presence", "bar_echo")],
+                     "bar_harmony", "track_presence", "bar_echo", "prior")],
+    ("model.prior=flow", r"model.prior: must be mixture or kde, got 'flow'"),
     ("model.bar_prior=gmm", r"model.bar_prior: must be normal, learned or kde, got 'gmm'"),
     ("model.bar_latent_dim=-1", r"model.bar_latent_dim: must be >= 0 \(0 = no per-bar latent\)"),
     ("model.prior_components=-1", r"model.prior_components: must be >= 0 \(0 = z ~ N\(0, I\)\)"),
@@ -235,3 +236,9 @@ def test_profile_with_an_unknown_key_is_refused_naming_it(tmp_path: Path) -> Non
     profile.write_text("train:\n  epoch: 3\n")
     with pytest.raises(ParamsError, match=r"unknown key train\.epoch"):
         load_params(REPO / "params.yaml", profile_overrides(profile))
+
+
+def test_a_latent_density_with_a_bar_prior_of_its_own_is_refused():
+    with pytest.raises(ParamsError, match="model.prior: kde draws the bars' z's too: model.bar_prior must be normal"):
+        load_params(REPO / "params.yaml", {"model.prior": "kde", "model.bar_prior": "learned"})
+

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lpdvae.model.files import load_model, save_model
-from lpdvae.model.prior import BarKDE, LatentPrior, posterior_samples
+from lpdvae.model.prior import KernelDensity, LatentPrior, posterior_samples
 
 from .test_model import make_vae, note_phrases, small_params
 
@@ -55,12 +55,12 @@ def clustered(n: int, spread: float, seed: int) -> torch.Tensor:
 
 
 def test_an_unfitted_bar_density_draws_as_randn_does() -> None:
-    z = BarKDE(8).sample(5, torch.Generator().manual_seed(1))
+    z = KernelDensity(8).sample(5, torch.Generator().manual_seed(1))
     assert torch.equal(z, torch.randn(5, 8, generator=torch.Generator().manual_seed(1)))
 
 
 def test_the_bar_density_chooses_the_bandwidth_under_which_held_out_sequences_are_likeliest() -> None:
-    kde = BarKDE(8, rows=2000)
+    kde = KernelDensity(8, rows=2000)
     scores = kde.fit(clustered(4000, 0.3, seed=1), clustered(500, 0.3, seed=2), seed=0)
     assert float(kde.bandwidth) == pytest.approx(max(scores, key=lambda h: scores[h]))
     assert 0.2 <= float(kde.bandwidth) <= 0.4  # near the clusters' own spread: not 0.05, not 1.0
@@ -68,7 +68,7 @@ def test_the_bar_density_chooses_the_bandwidth_under_which_held_out_sequences_ar
 
 
 def test_the_bar_density_draws_a_kept_sequence_plus_noise_of_its_bandwidth() -> None:
-    kde = BarKDE(8, rows=2000)
+    kde = KernelDensity(8, rows=2000)
     kde.fit(clustered(4000, 0.3, seed=1), clustered(500, 0.3, seed=2), seed=0)
     drawn = kde.sample(3000, torch.Generator().manual_seed(3))
     offset = drawn - kde.rows[torch.cdist(drawn, kde.rows).argmin(1)]
@@ -90,4 +90,20 @@ def test_with_a_bar_density_generation_draws_the_phrase_z_from_the_mixture_and_t
     assert drawn.shape == (64, vae.latent_dim)
     assert nearest.median().item() < torch.cdist(torch.randn(64, bars.shape[1]), z[:, vae.phrase_dim:]).min(1).values.median().item()
     loaded = load_model(save_model(vae, tmp_path, params))
+    assert torch.equal(loaded.sample(4, seed=5), vae.sample(4, seed=5))
+
+
+def test_with_a_latent_density_generation_draws_the_whole_z_near_a_kept_training_posterior(tmp_path) -> None:
+    params = small_params(kinds=("monophonic",) * 2, bar_latent_dim=3, prior="kde")
+    vae = make_vae(params)
+    assert vae.latent_kde is not None and vae.latent_kde.dim == vae.latent_dim
+    z = posterior_samples(vae.encode, [note_phrases(40, params)], seed=3)
+    vae.latent_kde.keep(z, seed=0)
+    vae.latent_kde.bandwidth.fill_(0.1)
+    drawn = vae.draw_z(64, torch.Generator().manual_seed(4))
+    kept = vae.latent_kde.rows[:int(vae.latent_kde.count)]
+    assert int(vae.latent_kde.count) == len(z)  # fewer draws than rows: all kept
+    assert torch.cdist(drawn, kept).min(1).values.max().item() < 0.1 * 3 * vae.latent_dim ** 0.5
+    loaded = load_model(save_model(vae, tmp_path, params))
+    assert float(loaded.latent_kde.bandwidth) == pytest.approx(0.1)
     assert torch.equal(loaded.sample(4, seed=5), vae.sample(4, seed=5))

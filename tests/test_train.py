@@ -366,7 +366,7 @@ def test_training_with_track_presence_keeps_the_training_arrangements_rates(
 
 def test_training_with_a_bar_density_fits_it_and_chooses_its_bandwidth_on_validation(
         mlflow_server: str, tmp_path: Path) -> None:
-    from lpdvae.model.prior import BarKDE
+    from lpdvae.model.prior import KernelDensity
 
     tensors = make_tensors(tmp_path / "tensors")
     params = tiny_params(mlflow_server, **{"train.epochs": 1, "model.bar_prior": "kde", "model.bar_latent_dim": 2})
@@ -374,4 +374,17 @@ def test_training_with_a_bar_density_fits_it_and_chooses_its_bandwidth_on_valida
     vae = load_model(tmp_path / "model")
     assert vae.bar_kde is not None and bool(vae.bar_kde.fitted)
     assert int(vae.bar_kde.count) == 48 * 4  # every training phrase's posterior draws, under FIT_PHRASES
-    assert round(float(vae.bar_kde.bandwidth), 3) in BarKDE.BANDWIDTHS
+    assert round(float(vae.bar_kde.bandwidth), 3) in KernelDensity.BANDWIDTHS
+
+
+def test_training_with_a_latent_density_keeps_the_posteriors_and_chooses_its_width_on_validation(
+        mlflow_server: str, tmp_path: Path) -> None:
+    from lpdvae.model.prior import KernelDensity
+
+    tensors = make_tensors(tmp_path / "tensors")
+    params = tiny_params(mlflow_server, **{"train.epochs": 1, "model.prior": "kde"})
+    train(tensors, tmp_path / "model", params)
+    vae = load_model(tmp_path / "model")
+    assert vae.latent_kde is not None and int(vae.latent_kde.count) == 48 * 4  # every training phrase's draws
+    assert round(float(vae.latent_kde.bandwidth), 3) in KernelDensity.BANDWIDTHS
+    assert not bool(vae.prior.fitted)  # the mixture is not what generation draws from

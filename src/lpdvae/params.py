@@ -115,6 +115,7 @@ class ModelParams:
     track_presence: bool
     bar_echo: bool
     prior_components: int
+    prior: str
     conductor_hidden: int
     decoder_hidden: int
     dropout: float
@@ -247,6 +248,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.bar_latent_dim": (lambda v: v >= 0, "must be >= 0 (0 = no per-bar latent)"),
     "model.bar_prior": (lambda v: v in ("normal", "learned", "kde"), "must be normal, learned or kde"),
     "model.prior_components": (lambda v: v >= 0, "must be >= 0 (0 = z ~ N(0, I))"),
+    "model.prior": (lambda v: v in ("mixture", "kde"), "must be mixture or kde"),
     "model.step_embedding": (lambda v: v >= 2, "must be >= 2 (the encoder halves it before flattening)"),
     "model.encoder_hidden": (lambda v: v > 0, "must be > 0"),
     "model.conductor_hidden": (lambda v: v > 0, "must be > 0"),
@@ -310,6 +312,9 @@ def params_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Params:
             f"{source}: tensorize.train_fraction + tensorize.val_fraction must be < 1 "
             f"(the test split gets the rest), got {t.train_fraction} + {t.val_fraction}"
         )
+    if params.model.prior == "kde" and params.model.bar_prior != "normal":
+        raise ParamsError(f"{source}: model.prior: kde draws the bars' z's too: model.bar_prior must be "
+                          f"normal, got {params.model.bar_prior!r}")
     r = params.representation
     if r.lowest_pitch + r.n_pitches > 128:
         raise ParamsError(f"{source}: representation: lowest_pitch + n_pitches must be <= 128")

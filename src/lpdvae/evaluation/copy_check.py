@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest
 
-from lpdvae.evaluation.baselines import nearest
+from lpdvae.data.nearest import nearest
 from lpdvae.params import EvaluateParams
 
 

@@ -26,7 +26,7 @@ from lpdvae.params import ModelParams, Params, RepresentationParams
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 15  # 15: the echo counts the notes of a step one bar before; 14: the cells' echo of the bar before (model.bar_echo); 13: track presence (model.track_presence), the bars' kernel density (model.bar_prior: kde); 12: learned bar prior (model.bar_prior), bar harmony (model.bar_harmony); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
+FORMAT_VERSION = 16  # 16: the whole z from a kernel density (model.prior: kde); 15: the echo counts the notes of a step one bar before; 14: the cells' echo of the bar before (model.bar_echo); 13: track presence (model.track_presence), the bars' kernel density (model.bar_prior: kde); 12: learned bar prior (model.bar_prior), bar harmony (model.bar_harmony); 11: cell harmony (pitch classes earlier in the bar); 10: bar silence; 9: cell chain; 8: per-bar latents; 7: voice chain; 6: conv phrase encoder and bar decoder; 5: factorised monophonic head
 
 
 def model_meta(params: Params) -> dict[str, Any]:

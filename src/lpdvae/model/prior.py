@@ -1,5 +1,6 @@
-"""The distribution generation draws z from: N(0, I), or a Gaussian mixture fitted after
-training to the training phrases' posterior samples (`model.prior_components`).
+"""The distribution generation draws z from: N(0, I), a Gaussian mixture fitted after
+training to the training phrases' posterior samples (`model.prior_components`), or a kernel
+density over them (`model.prior: kde`, `KernelDensity`).
 
 Why: the KL term pulls each posterior towards N(0, I), but their mixture over the training set (the
 aggregate posterior) stays far from it, so z drawn from N(0, I) lands where the decoder has seen
@@ -123,36 +124,47 @@ class BarPrior(nn.Module):
         return z
 
 
-class BarKDE(nn.Module):
-    """Generation's bar z's (`model.bar_prior: kde`): the bar latents of one training
-    phrase's posterior draw, chosen at random, plus isotropic Gaussian noise: a kernel density
-    over the training phrases' bar sequences, fitted after training as `LatentPrior` is. Its
-    bandwidth is the one under which held-out (validation) phrases' bar sequences are likeliest.
+class KernelDensity(nn.Module):
+    """Generation's z's drawn as one kept training phrase's posterior draw, chosen at random, plus
+    isotropic Gaussian noise of sd `bandwidth`: a kernel density over the training phrases'
+    posteriors, fitted after training as `LatentPrior` is. Two uses:
 
-    Why: the decoder writes data-like chords and harmony from bar latents a phrase's encoding
-    produced, paired with any phrase z, and tolerates noise around them; no parametric density
-    of the bars' joint (mixtures, a learned Gaussian per bar) put its draws there
-    (docs/decisions.md, 2026-12-06). Samples near a training phrase are what the copy check and
-    the fidelity floor measure."""
+    - the bars' z's (`model.bar_prior: kde`), the bandwidth under which held-out (validation)
+      phrases' bar sequences are likeliest (`fit`);
+    - the whole z (`model.prior: kde`), the bandwidth at which the decoded samples sit as near
+      the training phrases as held-out phrases do (`keep`, then the trainer's choice,
+      `lpdvae.training.loop`): held-out likelihood picks the widest bandwidth, whose z's decode to
+      music further from every training phrase than real held-out music (docs/decisions.md).
 
-    BANDWIDTHS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+    Why: the decoder writes data-like chords and harmony from latents a phrase's encoding
+    produced and tolerates noise around them; no parametric density of the latents (mixtures, a
+    learned Gaussian per bar) put its draws there (docs/decisions.md, 2026-12-06). Samples near a
+    training phrase are what the copy check and the fidelity floor measure."""
+
+    BANDWIDTHS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
     def __init__(self, dim: int, rows: int = FIT_PHRASES) -> None:
         super().__init__()
         self.dim = dim
-        self.register_buffer("rows", torch.zeros(rows, dim))  # the first `count` are the kept sequences
+        self.register_buffer("rows", torch.zeros(rows, dim))  # the first `count` are the kept draws
         self.register_buffer("count", torch.zeros((), dtype=torch.long))  # 0 until fitted
         self.register_buffer("bandwidth", torch.ones(()))
 
-    def fit(self, z: Tensor, held_out: Tensor, seed: int) -> dict[float, float]:
-        """Keep a seeded subset of the bar sequences `z` `[M, dim]` and choose the bandwidth
-        that maximises the held-out sequences' mean log-density; returns it per bandwidth."""
-        if len(z) == 0 or len(held_out) == 0:
-            raise ValueError(f"the bar density needs training and held-out samples, got {len(z)} and {len(held_out)}")
+    def keep(self, z: Tensor, seed: int) -> None:
+        """Keep a seeded subset of the posterior draws `z` `[M, dim]` (at most `rows`)."""
+        if len(z) == 0:
+            raise ValueError("the kernel density needs posterior draws, got none")
         keep = torch.randperm(len(z), generator=torch.Generator().manual_seed(seed))[:len(self.rows)]
         self.rows.zero_()
         self.rows[:len(keep)] = z[keep]
         self.count.fill_(len(keep))
+
+    def fit(self, z: Tensor, held_out: Tensor, seed: int) -> dict[float, float]:
+        """`keep` the draws `z` and choose the bandwidth that maximises the held-out draws' mean
+        log-density; returns it per bandwidth."""
+        if len(held_out) == 0:
+            raise ValueError(f"the kernel density needs held-out samples, got {len(held_out)}")
+        self.keep(z, seed)
         scores = {h: self.log_density(held_out, h).mean().item() for h in self.BANDWIDTHS}
         self.bandwidth.fill_(max(scores, key=lambda h: scores[h]))
         return scores
@@ -162,7 +174,7 @@ class BarKDE(nn.Module):
         return int(self.count) > 0
 
     def log_density(self, v: Tensor, h: float) -> Tensor:
-        """`[V]` log-density of bar sequences `v` `[V, dim]` under the kernel density at bandwidth h."""
+        """`[V]` log-density of `v` `[V, dim]` under the kernel density at bandwidth h."""
         rows = self.rows[:int(self.count)]
         sq = torch.cdist(v.double(), rows.double()).pow(2)  # [V, M]
         m = torch.tensor(float(len(rows)), dtype=torch.float64)
@@ -170,7 +182,7 @@ class BarKDE(nn.Module):
         return (torch.logsumexp(-sq / (2 * h * h), dim=1) - torch.log(m) - norm).float()
 
     def sample(self, n: int, gen: torch.Generator) -> Tensor:
-        """`[n, dim]` bar sequences on the CPU, from `gen`; N(0, I) before `fit`."""
+        """`[n, dim]` z's on the CPU, from `gen`; N(0, I) before `keep` / `fit`."""
         if not self.fitted:
             return torch.randn(n, self.dim, generator=gen)
         pick = torch.randint(int(self.count), (n,), generator=gen)

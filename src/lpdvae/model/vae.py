@@ -63,7 +63,7 @@ from lpdvae.model.heads import (
     silent_bars,
     tracks_playing,
 )
-from lpdvae.model.prior import BarKDE, BarPrior, LatentPrior, kl_per_sample_dim
+from lpdvae.model.prior import BarPrior, KernelDensity, LatentPrior, kl_per_sample_dim
 from lpdvae.params import TRACK_KINDS, ModelParams, RepresentationParams
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,9 @@ class MusicVAE(nn.Module):
         self.meta: dict[str, Any] = {}
         self.bar_prior = (BarPrior(self.phrase_dim, self.bar_dim, b)
                           if model.bar_prior == "learned" and self.bar_dim else None)
-        self.bar_kde = (BarKDE(b * self.bar_dim) if model.bar_prior == "kde" and self.bar_dim else None)
+        self.bar_kde = (KernelDensity(b * self.bar_dim) if model.bar_prior == "kde" and self.bar_dim else None)
+        # model.prior: kde draws the whole z from the training phrases' posteriors plus noise
+        self.latent_kde = KernelDensity(self.latent_dim) if model.prior == "kde" else None
         # the fitted mixture draws the phrase z alone where the bar prior or density draws the bars' z's
         self.prior = LatentPrior(self.latent_dim if self.bar_prior is None and self.bar_kde is None
                                  else self.phrase_dim, model.prior_components)
@@ -512,7 +514,10 @@ class MusicVAE(nn.Module):
 
     def draw_z(self, n: int, gen: torch.Generator) -> Tensor:
         """`[n, latent_dim]` z (CPU) as generation draws it: from the fitted prior (N(0, I) until
-        fitted), each bar's z from the learned bar prior or the bars' kernel density where there is one."""
+        fitted), each bar's z from the learned bar prior or the bars' kernel density where there is one;
+        or the whole z from the kernel density over the training posteriors (`model.prior: kde`)."""
+        if self.latent_kde is not None:
+            return self.latent_kde.sample(n, gen)
         z = self.prior.sample(n, gen)
         if self.bar_kde is not None:
             return torch.cat([z, self.bar_kde.sample(n, gen)], 1)

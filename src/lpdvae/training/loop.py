@@ -44,6 +44,7 @@ from lpdvae.training.distributed import (
     init_distributed,
     shutdown,
 )
+from lpdvae.training.latent_width import choose_width
 from lpdvae.training.outputs import (
     EPOCH_COLUMNS,
     EPOCHS_FILE,
@@ -443,17 +444,36 @@ class Trainer:
         chosen = [pool[i] for i in order.sort().values.tolist()]
         if vae.presence is not None:
             self._fit_arrangements(vae, chosen)
+        step = max(1, len(self.val_ds) // HELD_OUT_PHRASES)  # spread over the split's songs
+        held = list(range(0, len(self.val_ds), step))[:HELD_OUT_PHRASES]
+        if vae.latent_kde is not None:
+            self._fit_latent_kde(vae, chosen, held)
+            return
         if vae.prior.components == 0 and vae.bar_kde is None:
             return
         z = self._posteriors(vae, self.train_ds, chosen)
         vae.prior.fit(z[:, :vae.prior.dim], self.tp.seed)  # the phrase z alone under a bar prior or density
         if vae.bar_kde is not None:
-            step = max(1, len(self.val_ds) // HELD_OUT_PHRASES)  # spread over the split's songs
-            held = list(range(0, len(self.val_ds), step))[:HELD_OUT_PHRASES]
             held_z = self._posteriors(vae, self.val_ds, held)
             scores = vae.bar_kde.fit(z[:, vae.phrase_dim:], held_z[:, vae.phrase_dim:], self.tp.seed)
             log.info("bar density bandwidth %.2f (held-out mean log-density by bandwidth: %s)",
                      float(vae.bar_kde.bandwidth), ", ".join(f"{h}: {v:.1f}" for h, v in scores.items()))
+
+    def _fit_latent_kde(self, vae: MusicVAE, chosen: list[int], held: list[int]) -> None:
+        """Keep the training phrases' posterior draws for generation's kernel density over whole
+        z's, its width where samples sit as near the training phrases as the validation phrases
+        `held` do (`lpdvae.training.latent_width`); no validation phrases: the width stays 1."""
+        assert vae.latent_kde is not None
+        vae.latent_kde.keep(self._posteriors(vae, self.train_ds, chosen), self.tp.seed)
+        if not held:
+            log.warning("no validation phrases: the latent density's width stays %.1f", float(vae.latent_kde.bandwidth))
+            return
+        codes = lambda ds, idx: torch.stack([ds[i] for i in idx]).numpy()  # noqa: E731
+        medians = choose_width(vae, codes(self.train_ds, chosen), codes(self.val_ds, held), self.tp.transpose,
+                               self.tp.seed)
+        log.info("latent density width %.2f (median best match with a training phrase: validation %.3f; "
+                 "samples by width: %s)", float(vae.latent_kde.bandwidth), medians.pop("held_out"),
+                 ", ".join(f"{h}: {m:.3f}" for h, m in medians.items()))
 
     def _fit_arrangements(self, vae: MusicVAE, chosen: list[int]) -> None:
         """Keep how often each set of tracks plays together in the training phrases `chosen`, for
