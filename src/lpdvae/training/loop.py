@@ -468,8 +468,7 @@ class Trainer:
         if not held:
             log.warning("no validation phrases: the latent density's width stays %.1f", float(vae.latent_kde.bandwidth))
             return
-        codes = lambda ds, idx: torch.stack([ds[i] for i in idx]).numpy()  # noqa: E731
-        medians = choose_width(vae, codes(self.train_ds, chosen), codes(self.val_ds, held), self.tp.transpose,
+        medians = choose_width(vae, _codes(self.train_ds, chosen), _codes(self.val_ds, held), self.tp.transpose,
                                self.tp.seed)
         log.info("latent density width %.2f (median best match with a training phrase: validation %.3f; "
                  "samples by width: %s)", float(vae.latent_kde.bandwidth), medians.pop("held_out"),
@@ -528,6 +527,11 @@ class Trainer:
         self.run_log.finish(self.state.step, metrics)
         log.info("model in %s, MLflow run %s (%s)", self.out_dir, run["run_id"], run["model_uri"])
         return make_result(self.out_dir, metrics, run)
+
+
+def _codes(ds: Any, indices: list[int]) -> Any:
+    """The phrases `indices` of `ds` as one uint8 array `[n, T, B, S, P]`."""
+    return torch.stack([ds[i] for i in indices]).numpy()
 
 
 def run_rank(tensor_dir: str | Path, out_dir: Path, params: Params, resume: bool = False,
