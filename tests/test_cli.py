@@ -118,7 +118,7 @@ CARELESS = {
     "removed_key": (["--set", "model.conv_channels=[]", "status"], 2,
                     "lpdvae: params error: {params}: unknown key model.conv_channels (known keys at model: "
                     "bar_echo, bar_harmony, bar_latent_dim, bar_prior, conductor_hidden, decoder_hidden, dropout, encoder_hidden, latent_dim, "
-                    "prior_components, step_embedding, track_presence, voice_chain)"),
+                    "prior, prior_components, step_embedding, track_presence, voice_chain)"),
     "negative_warmup": (["--set", "train.warmup_steps=-5", "status"], 2,
                         "lpdvae: params error: {params}: train.warmup_steps: must be >= 0, got -5"),
     "negative_train_fraction": (["--set", "tensorize.train_fraction=-1", "status"], 2,
